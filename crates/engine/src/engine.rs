@@ -1,0 +1,178 @@
+//! The engine thread and its handle. One OS thread owns the runner (and through it the model
+//! and KV cache); the handle sends it requests and cancels over a channel.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crate::clock::Clock;
+use crate::scheduler::{Scheduler, SchedulerConfig};
+use crate::types::{NewRequest, RequestId};
+use crate::Runner;
+
+pub use crate::scheduler::SchedulerConfig as EngineConfig;
+
+enum Msg {
+    Submit(RequestId, NewRequest),
+    Cancel(RequestId),
+}
+
+/// Why a request was not accepted.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SubmitError {
+    #[error("the server is overloaded: {0} requests are already waiting")]
+    QueueFull(usize),
+    #[error("the engine has stopped")]
+    Stopped,
+}
+
+/// Cheap to clone; every clone talks to the same engine thread.
+#[derive(Clone)]
+pub struct EngineHandle {
+    tx: Sender<Msg>,
+    next_id: Arc<AtomicU64>,
+    load: Arc<Load>,
+    max_queue: usize,
+}
+
+/// Requests not yet admitted: in the channel, and waiting in the scheduler.
+#[derive(Default)]
+struct Load {
+    inbox: AtomicUsize,
+    waiting: AtomicUsize,
+}
+
+impl Load {
+    fn queued(&self) -> usize {
+        self.inbox.load(Ordering::Relaxed) + self.waiting.load(Ordering::Relaxed)
+    }
+}
+
+impl EngineHandle {
+    /// Queues a request; its events arrive on the request's own channel.
+    pub fn submit(&self, req: NewRequest) -> Result<RequestId, SubmitError> {
+        let queued = self.load.queued();
+        if queued >= self.max_queue {
+            return Err(SubmitError::QueueFull(queued));
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        self.load.inbox.fetch_add(1, Ordering::Relaxed);
+        self.tx.send(Msg::Submit(id, req)).map_err(|_| SubmitError::Stopped)?;
+        Ok(id)
+    }
+
+    /// Ends a request; its KV is released (or retained for reuse) within one step.
+    pub fn cancel(&self, id: RequestId) {
+        // A stopped engine has nothing left to cancel.
+        let _ = self.tx.send(Msg::Cancel(id));
+    }
+}
+
+/// Starts the engine thread. `make_runner` runs on that thread, so the runner need not be
+/// `Send` (llama.cpp contexts are not). `max_queue` bounds requests not yet admitted.
+pub fn spawn_engine<R, F>(
+    cfg: SchedulerConfig,
+    max_queue: usize,
+    clock: Box<dyn Clock>,
+    make_runner: F,
+) -> (EngineHandle, JoinHandle<()>)
+where
+    R: Runner,
+    F: FnOnce() -> R + Send + 'static,
+{
+    let (tx, rx) = mpsc::channel();
+    let load = Arc::new(Load::default());
+    let handle = EngineHandle {
+        tx,
+        next_id: Arc::new(AtomicU64::new(1)),
+        load: load.clone(),
+        max_queue,
+    };
+    let join = std::thread::Builder::new()
+        .name("tandem-engine".into())
+        .spawn(move || {
+            let runner = make_runner();
+            EngineLoop { sched: Scheduler::new(cfg), runner, clock, rx, load }.run()
+        })
+        .expect("spawn engine thread");
+    (handle, join)
+}
+
+struct EngineLoop<R> {
+    sched: Scheduler,
+    runner: R,
+    clock: Box<dyn Clock>,
+    rx: Receiver<Msg>,
+    load: Arc<Load>,
+}
+
+impl<R: Runner> EngineLoop<R> {
+    fn run(mut self) {
+        while self.drain_inbox() {
+            self.step();
+        }
+        self.sched.evict_all_retained();
+        let plan = self.sched.schedule(self.clock.now());
+        let _ = self.runner.execute(&plan);
+    }
+
+    /// Takes every queued message, blocking while there is nothing to do. Returns false
+    /// when every handle is gone and no work remains.
+    fn drain_inbox(&mut self) -> bool {
+        if self.sched.is_idle() {
+            match self.rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(msg) => self.handle(msg),
+                Err(RecvTimeoutError::Timeout) => return true,
+                Err(RecvTimeoutError::Disconnected) => return false,
+            }
+        }
+        while let Ok(msg) = self.rx.try_recv() {
+            self.handle(msg);
+        }
+        true
+    }
+
+    fn handle(&mut self, msg: Msg) {
+        let now = self.clock.now();
+        match msg {
+            Msg::Submit(id, req) => {
+                self.load.inbox.fetch_sub(1, Ordering::Relaxed);
+                self.sched.add(id, req, now);
+            }
+            Msg::Cancel(id) => self.sched.cancel(id, now),
+        }
+    }
+
+    fn step(&mut self) {
+        let plan = self.sched.schedule(self.clock.now());
+        if plan.is_empty() {
+            return;
+        }
+        let t0 = self.clock.now();
+        match self.runner.execute(&plan) {
+            Ok(result) => self.sched.update(&plan, &result, self.clock.now()),
+            Err(e) => {
+                tracing::error!("step failed: {e}");
+                self.sched.fail_plan(&plan, &e.to_string());
+            }
+        }
+        let dt = self.clock.now() - t0;
+        if !plan.items.is_empty() {
+            metrics::histogram!("tandem_step_duration_seconds").record(dt);
+            metrics::histogram!("tandem_step_batch_tokens").record(plan.batch_tokens() as f64);
+        }
+        self.export_gauges();
+    }
+
+    fn export_gauges(&self) {
+        let s = self.sched.stats();
+        self.load.waiting.store(s.waiting, Ordering::Relaxed);
+        metrics::gauge!("tandem_queue_length").set(s.waiting as f64);
+        metrics::gauge!("tandem_running_requests").set(s.running as f64);
+        metrics::gauge!("tandem_retained_sequences").set(s.retained as f64);
+        metrics::gauge!("tandem_kv_cells_used").set(s.kv_used as f64);
+        metrics::gauge!("tandem_kv_cells_free").set(s.kv_free as f64);
+    }
+}

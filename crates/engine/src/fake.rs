@@ -1,0 +1,106 @@
+//! A deterministic fake runner for scheduler tests: it keeps the actual token contents of each
+//! sequence's KV, checks every plan against them (contiguous positions, capacity, no use of a
+//! freed sequence), and "samples" a token that is a hash of the sequence's whole KV content,
+//! so a wrong prefix reuse or lost KV changes the output just as it would with a real model.
+
+use std::collections::HashMap;
+
+use crate::clock::ManualClock;
+use crate::plan::{KvOp, Sampled, StepPlan, StepResult};
+use crate::types::{SeqId, Token};
+use crate::{Runner, RunnerError};
+
+pub struct FakeRunner {
+    pub n_slots: usize,
+    pub cells_per_seq: usize,
+    pub vocab: i32,
+    pub eog: Token,
+    /// Each step advances this clock by `step_base_s + step_per_token_s * batch_tokens`.
+    pub clock: Option<ManualClock>,
+    pub step_base_s: f64,
+    pub step_per_token_s: f64,
+    /// Fail the next `execute` with a decode error.
+    pub fail_next: bool,
+    kv: HashMap<SeqId, Vec<Token>>,
+    pub steps: usize,
+    pub batch_sizes: Vec<usize>,
+}
+
+impl FakeRunner {
+    pub fn new(n_slots: usize, cells_per_seq: usize) -> Self {
+        Self {
+            n_slots,
+            cells_per_seq,
+            vocab: 1000,
+            eog: 2,
+            clock: None,
+            step_base_s: 0.01,
+            step_per_token_s: 0.001,
+            fail_next: false,
+            kv: HashMap::new(),
+            steps: 0,
+            batch_sizes: Vec::new(),
+        }
+    }
+
+    /// Tokens held in the sequence's KV.
+    pub fn seq(&self, seq: SeqId) -> &[Token] {
+        self.kv.get(&seq).map_or(&[], Vec::as_slice)
+    }
+
+    pub fn used_cells(&self) -> usize {
+        self.kv.values().map(Vec::len).sum()
+    }
+
+    /// The token a context of exactly these tokens produces.
+    pub fn next_token(&self, context: &[Token]) -> Token {
+        let mut h: u64 = 0xcbf29ce484222325;
+        for t in context {
+            h = (h ^ (*t as u64)).wrapping_mul(0x100000001b3);
+        }
+        (h % self.vocab as u64) as Token
+    }
+
+    fn apply(&mut self, op: &KvOp) -> Result<(), RunnerError> {
+        match *op {
+            KvOp::Clear { seq } => {
+                self.kv.remove(&seq);
+            }
+            KvOp::Truncate { seq, keep } => {
+                let s = self.kv.get_mut(&seq).ok_or(RunnerError::Kv(format!("no seq {seq}")))?;
+                assert!(keep <= s.len(), "truncate beyond end of seq {seq}");
+                s.truncate(keep);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Runner for FakeRunner {
+    fn execute(&mut self, plan: &StepPlan) -> Result<StepResult, RunnerError> {
+        for op in &plan.kv_ops {
+            self.apply(op)?;
+        }
+        if std::mem::take(&mut self.fail_next) {
+            return Err(RunnerError::Decode("injected failure".into()));
+        }
+        let mut sampled = Vec::new();
+        for item in &plan.items {
+            assert!((item.seq as usize) < self.n_slots, "seq {} out of range", item.seq);
+            let s = self.kv.entry(item.seq).or_default();
+            assert_eq!(item.start_pos, s.len(), "non-contiguous positions in seq {}", item.seq);
+            s.extend_from_slice(&item.tokens);
+            assert!(s.len() <= self.cells_per_seq, "seq {} over capacity", item.seq);
+            if item.sample.is_some() {
+                let token = self.next_token(self.seq(item.seq));
+                sampled.push(Sampled { request: item.request, token, eog: token == self.eog });
+            }
+        }
+        self.steps += 1;
+        self.batch_sizes.push(plan.batch_tokens());
+        if let Some(c) = &self.clock {
+            c.advance(self.step_base_s + self.step_per_token_s * plan.batch_tokens() as f64);
+        }
+        Ok(StepResult { sampled })
+    }
+}

@@ -1,0 +1,47 @@
+//! tandem's engine: requests, the scheduler, KV-cell accounting, the step plan handed to a
+//! runner and the result it gets back. It does no I/O and owns no model: a [`Runner`]
+//! executes plans (llama.cpp in `tandem-llama`, [`fake::FakeRunner`] in tests), and time comes
+//! from a [`Clock`] so the same code runs in real and in virtual time.
+//!
+//! ```text
+//!  EngineHandle::submit/cancel ──mpsc──► engine thread
+//!     loop { drain inbox → Scheduler::add/cancel
+//!            plan   = Scheduler::schedule(now)      (kv ops + tokens per request)
+//!            result = Runner::execute(&plan)         (decode + sample, nothing decided)
+//!            Scheduler::update(&plan, result, now) } ──► per-request Event channel
+//! ```
+//!
+//! A request is a token sequence with a KV slot; each step processes the tokens it has not yet
+//! run (a prefill chunk or one decode token) within a shared token budget, so prefill and
+//! decode mix freely and appended tokens (a resumed tool call) take the same path as a prompt.
+
+pub mod clock;
+pub mod engine;
+pub mod fake;
+pub mod kv;
+pub mod plan;
+pub mod prefix;
+pub mod request;
+pub mod scheduler;
+pub mod types;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use engine::{spawn_engine, EngineConfig, EngineHandle, SubmitError};
+pub use plan::{KvOp, PlanItem, Sampled, StepPlan, StepResult};
+pub use scheduler::Scheduler;
+pub use types::{Event, FinishReason, NewRequest, RequestId, SamplingParams, SeqId, Token, Usage};
+
+/// Executes step plans on a model. Implementations carry out exactly what the plan says.
+pub trait Runner {
+    /// Applies the plan's KV operations, runs its tokens in one batch and samples where asked.
+    fn execute(&mut self, plan: &StepPlan) -> Result<StepResult, RunnerError>;
+}
+
+/// A failure of the runner; the requests in the failed plan are failed and their KV cleared.
+#[derive(Debug, thiserror::Error)]
+pub enum RunnerError {
+    #[error("decode failed: {0}")]
+    Decode(String),
+    #[error("kv operation failed: {0}")]
+    Kv(String),
+}

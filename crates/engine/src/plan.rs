@@ -1,0 +1,55 @@
+//! The step plan (scheduler → runner) and the step result (runner → scheduler). The plan
+//! carries every KV operation explicitly; the runner decides nothing.
+
+use crate::types::{RequestId, SamplingParams, SeqId, Token};
+
+/// A KV-cache operation, applied by the runner before the batch runs, in order.
+#[derive(Clone, Debug, PartialEq)]
+pub enum KvOp {
+    /// Free every cell of the sequence.
+    Clear { seq: SeqId },
+    /// Keep positions `0..keep` of the sequence, free the rest (prefix reuse).
+    Truncate { seq: SeqId, keep: usize },
+}
+
+/// Tokens of one request to run this step, at positions `start_pos..start_pos+tokens.len()`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PlanItem {
+    pub request: RequestId,
+    pub seq: SeqId,
+    pub start_pos: usize,
+    pub tokens: Vec<Token>,
+    /// Sample a next token from the last token's logits with these parameters.
+    pub sample: Option<SamplingParams>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StepPlan {
+    pub kv_ops: Vec<KvOp>,
+    pub items: Vec<PlanItem>,
+    /// Requests that ended: the runner drops any per-request state (sampler RNG).
+    pub released: Vec<RequestId>,
+}
+
+impl StepPlan {
+    pub fn batch_tokens(&self) -> usize {
+        self.items.iter().map(|i| i.tokens.len()).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.kv_ops.is_empty() && self.items.is_empty() && self.released.is_empty()
+    }
+}
+
+/// One sampled token. `eog` is the model's verdict that it ends generation.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Sampled {
+    pub request: RequestId,
+    pub token: Token,
+    pub eog: bool,
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StepResult {
+    pub sampled: Vec<Sampled>,
+}

@@ -1,0 +1,294 @@
+//! The scheduler: admits requests into KV slots (reusing retained prefixes), fills each step's
+//! token budget — decode tokens of running requests first, then prefill chunks in arrival
+//! order — and turns the runner's samples into events, finishing requests on EOG or length.
+
+use std::collections::VecDeque;
+
+use crate::kv::KvPool;
+use crate::plan::{KvOp, PlanItem, Sampled, StepPlan, StepResult};
+use crate::prefix::{Retained, RetainedSet};
+use crate::request::Active;
+use crate::types::{Event, FinishReason, NewRequest, RequestId};
+
+#[derive(Clone, Debug)]
+pub struct SchedulerConfig {
+    /// Most tokens run in one step (decode tokens plus prefill chunks).
+    pub max_batch_tokens: usize,
+    /// KV slots = most sequences (running plus retained) at once.
+    pub n_slots: usize,
+    pub cells_per_seq: usize,
+}
+
+struct Waiting {
+    id: RequestId,
+    req: NewRequest,
+    arrival: f64,
+}
+
+pub struct Scheduler {
+    cfg: SchedulerConfig,
+    kv: KvPool,
+    retained: RetainedSet,
+    waiting: VecDeque<Waiting>,
+    /// Admitted requests in arrival order.
+    running: Vec<Active>,
+    ops: Vec<KvOp>,
+    released: Vec<RequestId>,
+}
+
+/// Counters the engine exports as gauges.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SchedulerStats {
+    pub waiting: usize,
+    pub running: usize,
+    pub retained: usize,
+    pub kv_used: usize,
+    pub kv_free: usize,
+}
+
+impl Scheduler {
+    pub fn new(cfg: SchedulerConfig) -> Self {
+        assert!(cfg.max_batch_tokens > 0 && cfg.n_slots > 0 && cfg.cells_per_seq > 1);
+        let kv = KvPool::new(cfg.n_slots, cfg.cells_per_seq);
+        Self {
+            cfg,
+            kv,
+            retained: RetainedSet::default(),
+            waiting: VecDeque::new(),
+            running: Vec::new(),
+            ops: Vec::new(),
+            released: Vec::new(),
+        }
+    }
+
+    /// Longest prompt a request may have (one cell stays free for a generated token).
+    pub fn max_prompt_tokens(&self) -> usize {
+        self.cfg.cells_per_seq - 1
+    }
+
+    /// Queues a request. A prompt that is empty or cannot fit a slot fails at once.
+    pub fn add(&mut self, id: RequestId, req: NewRequest, now: f64) {
+        let n = req.prompt.len();
+        if n == 0 || n > self.max_prompt_tokens() {
+            let msg = format!("prompt has {n} tokens; allowed 1..={}", self.max_prompt_tokens());
+            let _ = req.events.send(Event::Failed(msg));
+            return;
+        }
+        self.waiting.push_back(Waiting { id, req, arrival: now });
+    }
+
+    /// Drops a waiting request, or ends a running one and retains its KV. Unknown ids are
+    /// ignored (the request may have finished in the meantime).
+    pub fn cancel(&mut self, id: RequestId, now: f64) {
+        self.waiting.retain(|w| w.id != id);
+        if let Some(pos) = self.running.iter().position(|r| r.id == id) {
+            let r = self.running.remove(pos);
+            self.retire(r, now);
+        }
+    }
+
+    pub fn is_idle(&self) -> bool {
+        self.waiting.is_empty() && self.running.is_empty() && self.ops.is_empty() && self.released.is_empty()
+    }
+
+    pub fn stats(&self) -> SchedulerStats {
+        SchedulerStats {
+            waiting: self.waiting.len(),
+            running: self.running.len(),
+            retained: self.retained.len(),
+            kv_used: self.kv.used_cells(),
+            kv_free: self.kv.free_cells(),
+        }
+    }
+
+    pub fn kv(&self) -> &KvPool {
+        &self.kv
+    }
+
+    /// Frees every retained sequence (e.g. on shutdown, or in tests to check for leaks).
+    pub fn evict_all_retained(&mut self) {
+        for e in self.retained.drain() {
+            self.evict(e);
+        }
+    }
+
+    /// Builds the next step's plan.
+    pub fn schedule(&mut self, now: f64) -> StepPlan {
+        self.reap_disconnected(now);
+        let mut budget = self.cfg.max_batch_tokens;
+        let mut items = Vec::new();
+        for r in self.running.iter().filter(|r| r.pending() == 1) {
+            items.push(chunk(r, 1));
+            budget -= 1;
+            if budget == 0 {
+                break;
+            }
+        }
+        for r in self.running.iter().filter(|r| r.pending() > 1) {
+            if budget == 0 {
+                break;
+            }
+            let n = r.pending().min(budget);
+            items.push(chunk(r, n));
+            budget -= n;
+        }
+        while budget > 0 && self.admit_front() {
+            let r = self.running.last().expect("just admitted");
+            let n = r.pending().min(budget);
+            items.push(chunk(r, n));
+            budget -= n;
+        }
+        StepPlan {
+            kv_ops: std::mem::take(&mut self.ops),
+            items,
+            released: std::mem::take(&mut self.released),
+        }
+    }
+
+    /// Applies a step's result: advances KV, emits tokens, finishes requests.
+    pub fn update(&mut self, plan: &StepPlan, result: &StepResult, now: f64) {
+        for item in &plan.items {
+            if let Some(r) = self.running.iter_mut().find(|r| r.id == item.request) {
+                r.n_cached += item.tokens.len();
+                self.kv.set_used(r.seq, r.n_cached);
+            }
+        }
+        for s in &result.sampled {
+            self.accept(s, now);
+        }
+    }
+
+    /// Fails every request in a plan the runner could not execute and clears their KV.
+    pub fn fail_plan(&mut self, plan: &StepPlan, msg: &str) {
+        for item in &plan.items {
+            if let Some(pos) = self.running.iter().position(|r| r.id == item.request) {
+                let r = self.running.remove(pos);
+                let _ = r.events.send(Event::Failed(msg.to_string()));
+                self.ops.push(KvOp::Clear { seq: r.seq });
+                self.kv.free(r.seq);
+                self.released.push(r.id);
+            }
+        }
+    }
+
+    fn accept(&mut self, s: &Sampled, now: f64) {
+        let Some(pos) = self.running.iter().position(|r| r.id == s.request) else { return };
+        let r = &mut self.running[pos];
+        r.generated += 1;
+        record_latency(r, now);
+        let finish = if s.eog && !r.ignore_eos {
+            Some(FinishReason::Stop)
+        } else {
+            r.tokens.push(s.token);
+            metrics::counter!("tandem_generation_tokens_total").increment(1);
+            let sent = r.events.send(Event::Token(s.token)).is_ok();
+            (!sent || r.generated >= r.max_tokens).then_some(FinishReason::Length)
+        };
+        if let Some(reason) = finish {
+            let r = self.running.remove(pos);
+            let _ = r.events.send(Event::Finished { reason, usage: r.usage() });
+            self.retire(r, now);
+        }
+    }
+
+    /// Ends a running request: its valid KV becomes a retained sequence.
+    fn retire(&mut self, r: Active, now: f64) {
+        self.released.push(r.id);
+        if r.n_cached == 0 {
+            self.ops.push(KvOp::Clear { seq: r.seq });
+            self.kv.free(r.seq);
+            return;
+        }
+        let tokens = r.cached_tokens().to_vec();
+        self.retained.insert(Retained { seq: r.seq, tokens, last_used: now });
+    }
+
+    fn evict(&mut self, e: Retained) {
+        self.ops.push(KvOp::Clear { seq: e.seq });
+        self.kv.free(e.seq);
+    }
+
+    /// Cancels requests whose owner dropped its event receiver (client gone).
+    fn reap_disconnected(&mut self, now: f64) {
+        self.waiting.retain(|w| !w.req.events.is_closed());
+        let gone: Vec<_> =
+            self.running.iter().filter(|r| r.events.is_closed()).map(|r| r.id).collect();
+        for id in gone {
+            self.cancel(id, now);
+        }
+    }
+
+    /// Admits the oldest waiting request if a slot can be had. Returns whether it did.
+    fn admit_front(&mut self) -> bool {
+        let Some(w) = self.waiting.front() else { return false };
+        let no_free = self.kv.free_slots() == 0;
+        let (seq, reused) = match self.retained.take_match(&w.req.prompt, no_free) {
+            Some((e, n)) => (e.seq, self.reuse(e, n, w.req.prompt.len())),
+            None => match self.kv.alloc().or_else(|| self.evict_lru_and_alloc()) {
+                Some(seq) => (seq, 0),
+                None => return false,
+            },
+        };
+        let w = self.waiting.pop_front().expect("front exists");
+        metrics::counter!("tandem_prompt_tokens_total").increment(w.req.prompt.len() as u64);
+        metrics::counter!("tandem_prefix_reused_tokens_total").increment(reused as u64);
+        self.running.push(activate(w, seq, reused, self.cfg.cells_per_seq));
+        true
+    }
+
+    /// Keeps the first `matched` cells of a retained sequence for a prompt of `prompt_len`
+    /// tokens; at least one prompt token is always run so there are logits to sample from.
+    fn reuse(&mut self, e: Retained, matched: usize, prompt_len: usize) -> usize {
+        let keep = matched.min(prompt_len - 1);
+        if keep < e.tokens.len() {
+            self.ops.push(KvOp::Truncate { seq: e.seq, keep });
+        }
+        self.kv.set_used(e.seq, keep);
+        keep
+    }
+
+    fn evict_lru_and_alloc(&mut self) -> Option<i32> {
+        let e = self.retained.pop_lru()?;
+        self.evict(e);
+        self.kv.alloc()
+    }
+}
+
+fn activate(w: Waiting, seq: i32, reused: usize, cells_per_seq: usize) -> Active {
+    let prompt_len = w.req.prompt.len();
+    Active {
+        id: w.id,
+        seq,
+        n_cached: reused,
+        prompt_len,
+        reused,
+        generated: 0,
+        max_tokens: w.req.max_tokens.min(cells_per_seq - prompt_len).max(1),
+        ignore_eos: w.req.ignore_eos,
+        sampling: w.req.sampling,
+        events: w.req.events,
+        tokens: w.req.prompt,
+        arrival: w.arrival,
+        last_token_at: None,
+    }
+}
+
+/// The next `n` pending tokens of a request; samples when they reach its end.
+fn chunk(r: &Active, n: usize) -> PlanItem {
+    let start = r.n_cached;
+    PlanItem {
+        request: r.id,
+        seq: r.seq,
+        start_pos: start,
+        tokens: r.tokens[start..start + n].to_vec(),
+        sample: (start + n == r.tokens.len()).then(|| r.sampling.clone()),
+    }
+}
+
+fn record_latency(r: &mut Active, now: f64) {
+    match r.last_token_at {
+        None => metrics::histogram!("tandem_time_to_first_token_seconds").record(now - r.arrival),
+        Some(t) => metrics::histogram!("tandem_inter_token_latency_seconds").record(now - t),
+    }
+    r.last_token_at = Some(now);
+}

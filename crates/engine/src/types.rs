@@ -1,0 +1,60 @@
+//! Plain data shared by the engine, runners and the server: ids, sampling parameters,
+//! new-request descriptions and the events a request's owner receives.
+
+use tokio::sync::mpsc::UnboundedSender;
+
+pub type Token = i32;
+pub type RequestId = u64;
+pub type SeqId = i32;
+
+/// How the runner picks the next token. `temperature == 0` means greedy.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SamplingParams {
+    pub temperature: f32,
+    pub top_p: f32,
+    pub seed: Option<u64>,
+}
+
+impl Default for SamplingParams {
+    fn default() -> Self {
+        Self { temperature: 1.0, top_p: 1.0, seed: None }
+    }
+}
+
+/// A request as the server hands it to the engine: already tokenized and validated.
+#[derive(Debug)]
+pub struct NewRequest {
+    pub prompt: Vec<Token>,
+    pub max_tokens: usize,
+    pub ignore_eos: bool,
+    pub sampling: SamplingParams,
+    pub events: UnboundedSender<Event>,
+}
+
+/// Why generation ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FinishReason {
+    /// End-of-generation token.
+    Stop,
+    /// `max_tokens` or the sequence's KV capacity reached.
+    Length,
+}
+
+/// Token counts of a finished request.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub prompt_tokens: usize,
+    pub completion_tokens: usize,
+    /// Prompt tokens whose KV was reused from a retained sequence instead of prefilled.
+    pub cached_tokens: usize,
+}
+
+/// What the engine tells a request's owner.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Event {
+    /// A generated token (an EOG token is not sent).
+    Token(Token),
+    Finished { reason: FinishReason, usage: Usage },
+    /// The request failed inside the engine (e.g. a decode error); its KV was freed.
+    Failed(String),
+}

@@ -1,0 +1,326 @@
+//! Scheduler and KV accounting against the fake runner: batching under the token budget,
+//! admission, cancel and disconnect, prefix reuse and eviction, and the invariant that the
+//! engine's cell accounting always matches what the runner actually holds.
+
+use std::collections::HashMap;
+
+use proptest::prelude::*;
+use tandem_engine::fake::FakeRunner;
+use tandem_engine::scheduler::SchedulerConfig;
+use tandem_engine::{Event, FinishReason, NewRequest, Runner, SamplingParams, Scheduler, Token};
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
+
+struct Harness {
+    sched: Scheduler,
+    runner: FakeRunner,
+    rxs: HashMap<u64, UnboundedReceiver<Event>>,
+    log: HashMap<u64, Vec<Event>>,
+    next: u64,
+    now: f64,
+    budget: usize,
+}
+
+impl Harness {
+    fn new(n_slots: usize, cells: usize, budget: usize) -> Self {
+        let cfg = SchedulerConfig { max_batch_tokens: budget, n_slots, cells_per_seq: cells };
+        Self {
+            sched: Scheduler::new(cfg),
+            runner: FakeRunner::new(n_slots, cells),
+            rxs: HashMap::new(),
+            log: HashMap::new(),
+            next: 1,
+            now: 0.0,
+            budget,
+        }
+    }
+
+    fn submit(&mut self, prompt: Vec<Token>, max_tokens: usize) -> u64 {
+        let (tx, rx) = unbounded_channel();
+        let id = self.next;
+        self.next += 1;
+        let req = NewRequest {
+            prompt,
+            max_tokens,
+            ignore_eos: true,
+            sampling: SamplingParams::default(),
+            events: tx,
+        };
+        self.sched.add(id, req, self.now);
+        self.rxs.insert(id, rx);
+        id
+    }
+
+    fn step(&mut self) -> usize {
+        self.now += 0.01;
+        let plan = self.sched.schedule(self.now);
+        assert!(plan.batch_tokens() <= self.budget, "plan over budget");
+        let result = self.runner.execute(&plan).expect("fake runner");
+        self.sched.update(&plan, &result, self.now);
+        self.collect();
+        self.check_accounting();
+        plan.batch_tokens()
+    }
+
+    fn run_to_idle(&mut self) {
+        for _ in 0..10_000 {
+            if self.sched.is_idle() {
+                return;
+            }
+            self.step();
+        }
+        panic!("scheduler never went idle");
+    }
+
+    fn collect(&mut self) {
+        for (id, rx) in &mut self.rxs {
+            while let Ok(e) = rx.try_recv() {
+                self.log.entry(*id).or_default().push(e);
+            }
+        }
+    }
+
+    fn tokens(&self, id: u64) -> Vec<Token> {
+        let events = self.log.get(&id).map_or(&[][..], Vec::as_slice);
+        events.iter().filter_map(|e| if let Event::Token(t) = e { Some(*t) } else { None }).collect()
+    }
+
+    fn finish(&self, id: u64) -> Option<Event> {
+        self.log.get(&id)?.iter().find(|e| !matches!(e, Event::Token(_))).cloned()
+    }
+
+    fn check_accounting(&self) {
+        for seq in 0..self.sched.kv().n_slots() as i32 {
+            assert_eq!(self.runner.seq(seq).len(), self.sched.kv().used(seq), "seq {seq}");
+        }
+    }
+
+    /// Evicts everything retained and checks that no KV cell is left in use anywhere.
+    fn assert_all_free(&mut self) {
+        self.sched.evict_all_retained();
+        self.step();
+        assert_eq!(self.sched.kv().used_cells(), 0);
+        assert_eq!(self.sched.kv().free_slots(), self.sched.kv().n_slots());
+        assert_eq!(self.runner.used_cells(), 0);
+    }
+}
+
+fn prompt(len: usize, salt: i32) -> Vec<Token> {
+    (0..len as i32).map(|i| 10 + (i * 7 + salt) % 900).collect()
+}
+
+#[test]
+fn mixes_decode_and_prefill_chunks_under_budget() {
+    let mut h = Harness::new(4, 256, 16);
+    let a = h.submit(prompt(5, 1), 40);
+    h.step();
+    let b = h.submit(prompt(50, 2), 5);
+    h.step();
+    // a decodes one token while b's prompt is prefilled in chunks of the remaining budget.
+    let sizes_before = h.runner.batch_sizes.len();
+    h.step();
+    assert_eq!(h.runner.batch_sizes[sizes_before], 16);
+    h.run_to_idle();
+    assert_eq!(h.tokens(a).len(), 40);
+    assert_eq!(h.tokens(b).len(), 5);
+    assert!(h.runner.batch_sizes.iter().all(|&n| n <= 16));
+    h.assert_all_free();
+}
+
+#[test]
+fn outputs_do_not_depend_on_batching() {
+    let mut alone = Harness::new(4, 256, 64);
+    let solo: Vec<_> = (0..3).map(|i| alone.submit(prompt(20 + i, i as i32), 12)).collect();
+    // One at a time.
+    let mut seq_out = Vec::new();
+    for id in &solo {
+        alone.run_to_idle();
+        seq_out.push(alone.tokens(*id));
+    }
+    let mut together = Harness::new(4, 256, 7);
+    let ids: Vec<_> = (0..3).map(|i| together.submit(prompt(20 + i, i as i32), 12)).collect();
+    together.run_to_idle();
+    for (i, id) in ids.iter().enumerate() {
+        assert_eq!(together.tokens(*id), seq_out[i]);
+    }
+}
+
+#[test]
+fn admission_waits_for_a_free_slot() {
+    let mut h = Harness::new(2, 64, 64);
+    let ids: Vec<_> = (0..3).map(|i| h.submit(prompt(8, i), 10)).collect();
+    h.step();
+    assert_eq!(h.sched.stats().running, 2);
+    assert_eq!(h.sched.stats().waiting, 1);
+    h.run_to_idle();
+    for id in ids {
+        assert_eq!(h.tokens(id).len(), 10);
+    }
+    h.assert_all_free();
+}
+
+#[test]
+fn cancel_during_prefill_and_decode_frees_within_a_step() {
+    let mut h = Harness::new(2, 256, 8);
+    let b = h.submit(prompt(4, 2), 50);
+    let a = h.submit(prompt(100, 1), 50);
+    for _ in 0..3 {
+        h.step();
+    }
+    assert!(h.tokens(a).is_empty(), "a is still prefilling");
+    assert!(!h.tokens(b).is_empty(), "b is decoding");
+    h.sched.cancel(a, h.now);
+    h.sched.cancel(b, h.now);
+    assert_eq!(h.sched.stats().running, 0);
+    h.step();
+    h.assert_all_free();
+}
+
+#[test]
+fn client_disconnect_cancels_within_one_step() {
+    let mut h = Harness::new(2, 256, 8);
+    let a = h.submit(prompt(4, 1), 100);
+    h.step();
+    h.step();
+    h.rxs.remove(&a);
+    h.step();
+    assert_eq!(h.sched.stats().running, 0);
+    assert!(h.sched.is_idle());
+    h.assert_all_free();
+}
+
+#[test]
+fn eog_stops_unless_ignored() {
+    let mut h = Harness::new(1, 4096, 512);
+    h.runner.vocab = 3; // tokens 0..3: eog (2) comes up quickly
+    let (tx, rx) = unbounded_channel();
+    let req = NewRequest {
+        prompt: prompt(3, 1),
+        max_tokens: 1000,
+        ignore_eos: false,
+        sampling: SamplingParams::default(),
+        events: tx,
+    };
+    h.sched.add(99, req, 0.0);
+    h.rxs.insert(99, rx);
+    h.run_to_idle();
+    match h.finish(99) {
+        Some(Event::Finished { reason: FinishReason::Stop, usage }) => {
+            assert_eq!(usage.completion_tokens, h.tokens(99).len() + 1)
+        }
+        other => panic!("expected stop, got {other:?}"),
+    }
+}
+
+#[test]
+fn max_tokens_is_clipped_to_the_slot() {
+    let mut h = Harness::new(1, 32, 64);
+    let a = h.submit(prompt(20, 1), 1000);
+    h.run_to_idle();
+    assert_eq!(h.tokens(a).len(), 12);
+    assert!(matches!(h.finish(a), Some(Event::Finished { reason: FinishReason::Length, .. })));
+}
+
+#[test]
+fn prompt_too_long_fails_at_once() {
+    let mut h = Harness::new(1, 32, 64);
+    let a = h.submit(prompt(32, 1), 10);
+    h.collect();
+    assert!(matches!(h.finish(a), Some(Event::Failed(_))));
+    assert!(h.sched.is_idle());
+}
+
+#[test]
+fn runner_failure_fails_requests_and_clears_kv() {
+    let mut h = Harness::new(2, 64, 64);
+    let a = h.submit(prompt(10, 1), 10);
+    h.step();
+    h.runner.fail_next = true;
+    let plan = h.sched.schedule(1.0);
+    assert!(h.runner.execute(&plan).is_err());
+    h.sched.fail_plan(&plan, "boom");
+    h.collect();
+    assert!(matches!(h.finish(a), Some(Event::Failed(_))));
+    h.step();
+    h.assert_all_free();
+}
+
+#[test]
+fn prefix_reuse_continues_a_conversation_with_identical_tokens() {
+    let mut h = Harness::new(4, 512, 32);
+    let p1 = prompt(40, 3);
+    let a = h.submit(p1.clone(), 10);
+    h.run_to_idle();
+    // The next turn: the whole first turn (prompt + reply) plus new user text.
+    let mut p2 = p1.clone();
+    p2.extend(h.tokens(a));
+    p2.extend(prompt(15, 9));
+    let b = h.submit(p2.clone(), 10);
+    h.run_to_idle();
+    let Some(Event::Finished { usage, .. }) = h.finish(b) else { panic!() };
+    assert_eq!(usage.cached_tokens, 49, "all of turn one's KV is reused (its last token never ran)");
+    let mut cold = Harness::new(4, 512, 32);
+    let c = cold.submit(p2, 10);
+    cold.run_to_idle();
+    assert_eq!(h.tokens(b), cold.tokens(c));
+    h.assert_all_free();
+}
+
+#[test]
+fn retained_sequences_are_evicted_lru_when_slots_run_out() {
+    let mut h = Harness::new(2, 256, 64);
+    let p: Vec<_> = (0..3).map(|i| prompt(30, 100 + i)).collect();
+    for (i, pi) in p.iter().enumerate() {
+        h.now = i as f64;
+        h.submit(pi.clone(), 2);
+        h.run_to_idle();
+    }
+    // Slots: 2. Conversation 0 was least recently used and was evicted for conversation 2.
+    let mut again0 = p[0].clone();
+    again0.push(5);
+    let id = h.submit(again0, 1);
+    h.run_to_idle();
+    let Some(Event::Finished { usage, .. }) = h.finish(id) else { panic!() };
+    assert!(usage.cached_tokens < 30, "conversation 0 was evicted");
+    let mut again2 = p[2].clone();
+    again2.push(5);
+    let id = h.submit(again2, 1);
+    h.run_to_idle();
+    let Some(Event::Finished { usage, .. }) = h.finish(id) else { panic!() };
+    assert_eq!(usage.cached_tokens, 30, "conversation 2 was still retained");
+    h.assert_all_free();
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Submit { len: usize, max: usize, salt: i32 },
+    Cancel(u64),
+    Step,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        (1usize..90, 1usize..20, 0i32..4).prop_map(|(len, max, salt)| Op::Submit { len, max, salt }),
+        (1u64..30).prop_map(Op::Cancel),
+        Just(Op::Step),
+        Just(Op::Step),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+    /// Any interleaving of submits, cancels and steps keeps the accounting equal to the runner's
+    /// real KV at every step, finishes every request, and leaves every cell free at the end.
+    #[test]
+    fn kv_accounting_invariant(ops in proptest::collection::vec(op(), 1..60)) {
+        let mut h = Harness::new(3, 64, 24);
+        for op in ops {
+            match op {
+                Op::Submit { len, max, salt } => { h.submit(prompt(len, salt), max); }
+                Op::Cancel(id) => h.sched.cancel(id, h.now),
+                Op::Step => { h.step(); }
+            }
+        }
+        h.run_to_idle();
+        h.assert_all_free();
+    }
+}
