@@ -72,16 +72,18 @@ impl EngineHandle {
 
 /// Starts the engine thread. `make_runner` runs on that thread, so the runner need not be
 /// `Send` (llama.cpp contexts are not). `max_queue` bounds requests not yet admitted.
-pub fn spawn_engine<R, F>(
+pub fn spawn_engine<R, E, F>(
     cfg: SchedulerConfig,
     max_queue: usize,
     clock: Box<dyn Clock>,
     make_runner: F,
-) -> (EngineHandle, JoinHandle<()>)
+) -> Result<(EngineHandle, JoinHandle<()>), E>
 where
     R: Runner,
-    F: FnOnce() -> R + Send + 'static,
+    E: Send + 'static,
+    F: FnOnce() -> Result<R, E> + Send + 'static,
 {
+    let (init_tx, init_rx) = mpsc::channel();
     let (tx, rx) = mpsc::channel();
     let load = Arc::new(Load::default());
     let handle = EngineHandle {
@@ -93,11 +95,16 @@ where
     let join = std::thread::Builder::new()
         .name("tandem-engine".into())
         .spawn(move || {
-            let runner = make_runner();
+            let runner = match make_runner() {
+                Ok(r) => r,
+                Err(e) => return drop(init_tx.send(Err(e))),
+            };
+            let _ = init_tx.send(Ok(()));
             EngineLoop { sched: Scheduler::new(cfg), runner, clock, rx, load }.run()
         })
         .expect("spawn engine thread");
-    (handle, join)
+    init_rx.recv().expect("engine thread reports its start")?;
+    Ok((handle, join))
 }
 
 struct EngineLoop<R> {

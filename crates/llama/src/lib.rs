@@ -1,1 +1,14 @@
-//! llama
+//! llama.cpp for tandem: loading a GGUF model (tokenizer, chat template, metadata) and the
+//! runner that executes the engine's step plans on one llama.cpp context.
+//!
+//! ```text
+//!  Model::load ──► &'static LlamaModel ─┬─► tokenize / token pieces / template (any thread)
+//!                                       └─► LlamaRunner (engine thread): KvOps → batch decode → sample
+//! ```
+//! The KV cache uses one stream per sequence slot (`kv_unified = false`); see docs/kv-layout.md.
+
+mod model;
+mod runner;
+
+pub use model::{Model, ModelError};
+pub use runner::{LlamaRunner, RunnerConfig};

@@ -1,0 +1,106 @@
+//! A loaded GGUF model and its tokenizer. The model is loaded once and lives for the whole
+//! process (leaked), so tokenization can run on any thread while the engine thread decodes.
+
+use std::path::Path;
+use std::sync::OnceLock;
+
+use llama_cpp_2::llama_backend::LlamaBackend;
+use llama_cpp_2::model::params::LlamaModelParams;
+use llama_cpp_2::model::LlamaModel;
+use llama_cpp_2::token::LlamaToken;
+use tandem_engine::Token;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("model file not found: {0}")]
+    NotFound(String),
+    #[error("llama.cpp could not load {path}: {msg}")]
+    Load { path: String, msg: String },
+    #[error("llama.cpp backend: {0}")]
+    Backend(String),
+    #[error("llama.cpp context: {0}")]
+    Context(String),
+}
+
+/// llama.cpp's backend may be initialised once per process.
+pub(crate) fn backend() -> Result<&'static LlamaBackend, ModelError> {
+    static BACKEND: OnceLock<Result<LlamaBackend, String>> = OnceLock::new();
+    let b = BACKEND.get_or_init(|| {
+        let mut b = LlamaBackend::init().map_err(|e| e.to_string())?;
+        b.void_logs();
+        Ok(b)
+    });
+    b.as_ref().map_err(|e| ModelError::Backend(e.clone()))
+}
+
+#[derive(Clone, Copy)]
+pub struct Model {
+    pub(crate) inner: &'static LlamaModel,
+}
+
+impl Model {
+    /// Loads a GGUF file (CPU; `gpu_layers` > 0 offloads layers when built with `cuda`).
+    pub fn load(path: &Path, gpu_layers: u32) -> Result<Self, ModelError> {
+        if !path.is_file() {
+            return Err(ModelError::NotFound(path.display().to_string()));
+        }
+        let params = LlamaModelParams::default().with_n_gpu_layers(gpu_layers);
+        let model = LlamaModel::load_from_file(backend()?, path, &params).map_err(|e| {
+            ModelError::Load { path: path.display().to_string(), msg: e.to_string() }
+        })?;
+        Ok(Self { inner: Box::leak(Box::new(model)) })
+    }
+
+    /// Tokenizes text. `add_special` adds BOS where the model wants one; special-token text
+    /// (e.g. `<|im_start|>`) is parsed as the special token when `parse_special`.
+    pub fn tokenize(&self, text: &str, add_special: bool, parse_special: bool) -> Vec<Token> {
+        let v = self.inner.vocab();
+        v.tokenize(text.as_bytes(), add_special, parse_special).into_iter().map(|t| t.0).collect()
+    }
+
+    /// The bytes a token stands for (special tokens render as nothing).
+    pub fn piece(&self, token: Token) -> Vec<u8> {
+        self.inner.vocab().token_to_piece(LlamaToken(token), false, None)
+    }
+
+    /// The text of a token including special tokens (for templates' `bos_token`/`eos_token`).
+    pub fn special_text(&self, token: Token) -> String {
+        let bytes = self.inner.vocab().token_to_piece(LlamaToken(token), true, None);
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    pub fn is_eog(&self, token: Token) -> bool {
+        self.inner.vocab().is_eog(LlamaToken(token))
+    }
+
+    pub fn bos(&self) -> Token {
+        self.inner.vocab().bos().0
+    }
+
+    pub fn eos(&self) -> Token {
+        self.inner.vocab().eos().0
+    }
+
+    pub fn add_bos(&self) -> bool {
+        self.inner.vocab().should_add_bos()
+    }
+
+    pub fn n_vocab(&self) -> usize {
+        self.inner.n_vocab() as usize
+    }
+
+    pub fn n_ctx_train(&self) -> usize {
+        self.inner.n_ctx_train() as usize
+    }
+
+    /// The GGUF's Jinja chat template (`tokenizer.chat_template`), if it has one.
+    pub fn chat_template(&self) -> Option<String> {
+        let t = self.inner.chat_template(None).ok()?;
+        t.to_string().ok()
+    }
+
+    /// A GGUF metadata string, e.g. `general.name` or `general.architecture`.
+    pub fn meta(&self, key: &str) -> Option<String> {
+        self.inner.meta_val_str(key).ok()
+    }
+}

@@ -1,0 +1,132 @@
+//! The llama.cpp runner: applies a plan's KV operations, decodes its tokens as one batch and
+//! samples where the plan asks, with per-request sampler state kept until the plan releases it.
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+
+use llama_cpp_2::context::params::LlamaContextParams;
+use llama_cpp_2::context::LlamaContext;
+use llama_cpp_2::llama_batch::LlamaBatch;
+use llama_cpp_2::sampling::LlamaSampler;
+use llama_cpp_2::token::LlamaToken;
+use tandem_engine::{
+    KvOp, PlanItem, RequestId, Runner, RunnerError, Sampled, SamplingParams, StepPlan, StepResult,
+};
+
+use crate::model::{backend, Model, ModelError};
+
+#[derive(Clone, Debug)]
+pub struct RunnerConfig {
+    pub n_slots: usize,
+    pub cells_per_seq: usize,
+    pub max_batch_tokens: usize,
+    pub threads: usize,
+}
+
+pub struct LlamaRunner {
+    model: Model,
+    ctx: LlamaContext<'static>,
+    batch: LlamaBatch<'static>,
+    samplers: HashMap<RequestId, LlamaSampler>,
+    max_batch_tokens: usize,
+}
+
+/// llama.cpp's "pick a random seed" value.
+const RANDOM_SEED: u32 = u32::MAX;
+
+fn make_sampler(p: &SamplingParams) -> LlamaSampler {
+    if p.temperature <= 0.0 {
+        return LlamaSampler::greedy();
+    }
+    let seed = p.seed.map_or(RANDOM_SEED, |s| (s % u64::from(u32::MAX)) as u32);
+    LlamaSampler::chain_simple([
+        LlamaSampler::top_p(p.top_p, 1),
+        LlamaSampler::temp(p.temperature),
+        LlamaSampler::dist(seed),
+    ])
+}
+
+impl LlamaRunner {
+    pub fn new(model: Model, cfg: &RunnerConfig) -> Result<Self, ModelError> {
+        let n_ctx = (cfg.n_slots * cfg.cells_per_seq) as u32;
+        let threads = cfg.threads as i32;
+        let params = LlamaContextParams::default()
+            .with_n_ctx(NonZeroU32::new(n_ctx))
+            .with_n_batch(cfg.max_batch_tokens as u32)
+            .with_n_ubatch(cfg.max_batch_tokens as u32)
+            .with_n_seq_max(cfg.n_slots as u32)
+            .with_kv_unified(false)
+            .with_n_threads(threads)
+            .with_n_threads_batch(threads);
+        let ctx = model
+            .inner
+            .new_context(backend()?, params)
+            .map_err(|e| ModelError::Context(e.to_string()))?;
+        let batch = LlamaBatch::new(cfg.max_batch_tokens, 1);
+        let max_batch_tokens = cfg.max_batch_tokens;
+        Ok(Self { model, ctx, batch, samplers: HashMap::new(), max_batch_tokens })
+    }
+
+    fn apply(&mut self, op: &KvOp) -> Result<(), RunnerError> {
+        let r = match *op {
+            KvOp::Clear { seq } => self.ctx.clear_kv_cache_seq(Some(seq as u32), None, None),
+            KvOp::Truncate { seq, keep } => {
+                self.ctx.clear_kv_cache_seq(Some(seq as u32), Some(keep as u32), None)
+            }
+        };
+        match r {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(RunnerError::Kv(format!("{op:?} refused by llama.cpp"))),
+            Err(e) => Err(RunnerError::Kv(e.to_string())),
+        }
+    }
+
+    /// Fills the batch; returns, per item that samples, its row index in the batch.
+    fn fill_batch(&mut self, items: &[PlanItem]) -> Result<Vec<i32>, RunnerError> {
+        self.batch.clear();
+        let mut rows = Vec::new();
+        for item in items {
+            let last = item.tokens.len() - 1;
+            for (i, &t) in item.tokens.iter().enumerate() {
+                let logits = i == last && item.sample.is_some();
+                let pos = (item.start_pos + i) as i32;
+                self.batch
+                    .add(LlamaToken(t), pos, &[item.seq], logits)
+                    .map_err(|e| RunnerError::Decode(e.to_string()))?;
+                if logits {
+                    rows.push(self.batch.n_tokens() - 1);
+                }
+            }
+        }
+        Ok(rows)
+    }
+
+    fn sample(&mut self, item: &PlanItem, row: i32) -> Sampled {
+        let params = item.sample.as_ref().expect("sampling item");
+        let sampler = self.samplers.entry(item.request).or_insert_with(|| make_sampler(params));
+        let token = sampler.sample(&self.ctx, row).0;
+        Sampled { request: item.request, token, eog: self.model.is_eog(token) }
+    }
+}
+
+impl Runner for LlamaRunner {
+    fn execute(&mut self, plan: &StepPlan) -> Result<StepResult, RunnerError> {
+        for id in &plan.released {
+            self.samplers.remove(id);
+        }
+        for op in &plan.kv_ops {
+            self.apply(op)?;
+        }
+        if plan.items.is_empty() {
+            return Ok(StepResult::default());
+        }
+        if plan.batch_tokens() > self.max_batch_tokens {
+            return Err(RunnerError::Decode("plan exceeds the batch size".into()));
+        }
+        let rows = self.fill_batch(&plan.items)?;
+        self.ctx.decode(&mut self.batch).map_err(|e| RunnerError::Decode(e.to_string()))?;
+        let sampling = plan.items.iter().filter(|i| i.sample.is_some());
+        let sampled = sampling.zip(rows).map(|(item, row)| self.sample(item, row)).collect();
+        Ok(StepResult { sampled })
+    }
+}
