@@ -1,1 +1,52 @@
-fn main(){}
+//! The `tandem` binary: `tandem serve` runs the OpenAI-compatible server, `tandem bench` the
+//! load generator. This is the only place that reads the environment (HOME, XDG_CACHE_HOME,
+//! RUST_LOG, TANDEM_MODEL).
+
+mod api;
+mod app;
+mod bench;
+mod error;
+mod metrics_setup;
+mod serve;
+mod state;
+mod template;
+mod text;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// tandem: an LLM inference server for tool-using requests (OpenAI-compatible, llama.cpp).
+#[derive(Parser)]
+#[command(name = "tandem", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve a GGUF model over an OpenAI-compatible HTTP API with continuous batching.
+    Serve(serve::ServeArgs),
+    /// Load-test any OpenAI-compatible server (tandem, llama-server, ...) with a workload file.
+    Bench(bench::BenchArgs),
+}
+
+fn cache_dir() -> PathBuf {
+    match std::env::var_os("XDG_CACHE_HOME") {
+        Some(d) if !d.is_empty() => PathBuf::from(d),
+        _ => PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| ".".into())).join(".cache"),
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let rt = tokio::runtime::Runtime::new()?;
+    match cli.command {
+        Command::Serve(args) => rt.block_on(serve::run(args, serve::default_model_path(cache_dir()))),
+        Command::Bench(args) => rt.block_on(bench::run(args)),
+    }
+}

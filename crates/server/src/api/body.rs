@@ -1,0 +1,28 @@
+//! Request bodies: the size limit, UTF-8 and JSON checks, each mapped to its own error.
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::http::StatusCode;
+use serde::de::DeserializeOwned;
+
+use crate::error::ApiError;
+
+/// Parses a JSON body: over the limit → 413, not UTF-8 or not JSON → 400, JSON of the wrong
+/// shape → 422.
+pub fn parse_json<T: DeserializeOwned>(
+    body: Result<Bytes, BytesRejection>,
+    limit: usize,
+) -> Result<T, ApiError> {
+    let bytes = body.map_err(|r| match r.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::TooLarge(limit),
+        _ => ApiError::invalid(format!("could not read the request body: {r}"), None),
+    })?;
+    let text = std::str::from_utf8(&bytes)
+        .map_err(|e| ApiError::invalid(format!("request body is not valid UTF-8: {e}"), None))?;
+    let value: serde_json::Value = serde_json::from_str(text)
+        .map_err(|e| ApiError::invalid(format!("request body is not valid JSON: {e}"), None))?;
+    if !value.is_object() {
+        return Err(ApiError::invalid("request body must be a JSON object", None));
+    }
+    serde_json::from_value(value).map_err(|e| ApiError::Unprocessable(format!("invalid request: {e}")))
+}

@@ -1,0 +1,82 @@
+//! `POST /v1/chat/completions`.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Value};
+use tandem_engine::Usage;
+
+use crate::api::body::parse_json;
+use crate::api::generate::{usage_json, Generation};
+use crate::api::stream::{sse_response, ChunkFn};
+use crate::api::types::{normalize_messages, ChatRequest};
+use crate::error::ApiError;
+use crate::state::AppState;
+
+pub async fn handler(State(st): State<Arc<AppState>>, body: Result<Bytes, BytesRejection>) -> Response {
+    match chat(st, body).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+/// Renders the conversation with the model's template and tokenizes it.
+fn prompt_tokens(st: &AppState, req: &ChatRequest) -> Result<Vec<i32>, ApiError> {
+    let messages = normalize_messages(&req.messages)?;
+    let text = st.template.render(&messages, req.tools.as_deref())?;
+    let bos = st.model.special_text(st.model.bos());
+    let add_bos = st.model.add_bos() && !text.starts_with(&bos);
+    Ok(st.model.tokenize(&text, add_bos, true))
+}
+
+async fn chat(st: Arc<AppState>, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
+    let req: ChatRequest = parse_json(body, st.body_limit)?;
+    st.check_model(req.common.model.as_deref())?;
+    let params = req.common.validate()?;
+    let prompt = prompt_tokens(&st, &req)?;
+    let id = format!("chatcmpl-{}", random_id());
+    let (model, created) = (st.served_name.clone(), unix_now());
+    let gen = Generation::start(st, prompt, &params)?;
+    if params.stream {
+        let chunk = chunk_fn(id.clone(), model.clone(), created);
+        let first = chunk_json(&id, &model, created, json!({"role": "assistant", "content": ""}), None);
+        return Ok(sse_response(Some(first), gen, chunk, params.include_usage));
+    }
+    let (text, finish, usage) = gen.collect().await?;
+    Ok(Json(full_response(&id, &model, created, text, finish, &usage)).into_response())
+}
+
+fn full_response(id: &str, model: &str, created: u64, text: String, finish: &str, u: &Usage) -> Value {
+    json!({
+        "id": id, "object": "chat.completion", "created": created, "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                     "logprobs": null, "finish_reason": finish}],
+        "usage": usage_json(u),
+    })
+}
+
+fn chunk_json(id: &str, model: &str, created: u64, delta: Value, finish: Option<&str>) -> Value {
+    json!({
+        "id": id, "object": "chat.completion.chunk", "created": created, "model": model,
+        "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}],
+    })
+}
+
+fn chunk_fn(id: String, model: String, created: u64) -> ChunkFn {
+    Box::new(move |text, finish, _usage| {
+        let delta = text.map_or_else(|| json!({}), |t| json!({"content": t}));
+        chunk_json(&id, &model, created, delta, finish)
+    })
+}
+
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+pub fn random_id() -> String {
+    format!("{:016x}", rand::random::<u64>())
+}

@@ -1,0 +1,85 @@
+//! `POST /v1/completions` (text in, text out; no chat template).
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Value};
+
+use crate::api::body::parse_json;
+use crate::api::chat::{random_id, unix_now};
+use crate::api::generate::{usage_json, Generation};
+use crate::api::stream::{sse_response, ChunkFn};
+use crate::api::types::{CompletionRequest, PromptSpec};
+use crate::error::ApiError;
+use crate::state::AppState;
+
+pub async fn handler(State(st): State<Arc<AppState>>, body: Result<Bytes, BytesRejection>) -> Response {
+    match complete(st, body).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+/// The prompt's text (for `echo`) and tokens.
+fn prompt(st: &AppState, spec: &PromptSpec) -> Result<(String, Vec<i32>), ApiError> {
+    let text = match spec {
+        PromptSpec::Text(t) => t.clone(),
+        PromptSpec::Texts(v) if v.len() == 1 => v[0].clone(),
+        PromptSpec::Texts(_) => return Err(ApiError::invalid("only one prompt per request is supported", "prompt")),
+        PromptSpec::Tokens(ids) => return token_prompt(st, ids),
+    };
+    if text.is_empty() {
+        return Err(ApiError::invalid("prompt must not be empty", "prompt"));
+    }
+    let tokens = st.model.tokenize(&text, st.model.add_bos(), false);
+    Ok((text, tokens))
+}
+
+fn token_prompt(st: &AppState, ids: &[i64]) -> Result<(String, Vec<i32>), ApiError> {
+    let n_vocab = st.model.n_vocab() as i64;
+    if ids.is_empty() || ids.iter().any(|&t| t < 0 || t >= n_vocab) {
+        return Err(ApiError::invalid(format!("prompt token ids must be in 0..{n_vocab} and non-empty"), "prompt"));
+    }
+    let tokens: Vec<i32> = ids.iter().map(|&t| t as i32).collect();
+    let bytes: Vec<u8> = tokens.iter().flat_map(|&t| st.model.piece(t)).collect();
+    Ok((String::from_utf8_lossy(&bytes).into_owned(), tokens))
+}
+
+async fn complete(st: Arc<AppState>, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
+    let req: CompletionRequest = parse_json(body, st.body_limit)?;
+    st.check_model(req.common.model.as_deref())?;
+    let params = req.common.validate()?;
+    let (prompt_text, tokens) = prompt(&st, &req.prompt)?;
+    let id = format!("cmpl-{}", random_id());
+    let (model, created) = (st.served_name.clone(), unix_now());
+    let gen = Generation::start(st, tokens, &params)?;
+    let echo = req.echo.then_some(prompt_text);
+    if params.stream {
+        let first = echo.map(|t| chunk_json(&id, &model, created, &t, None));
+        let chunk = chunk_fn(id, model, created);
+        return Ok(sse_response(first, gen, chunk, params.include_usage));
+    }
+    let (text, finish, usage) = gen.collect().await?;
+    let text = echo.unwrap_or_default() + &text;
+    Ok(Json(json!({
+        "id": id, "object": "text_completion", "created": created, "model": model,
+        "choices": [{"index": 0, "text": text, "logprobs": null, "finish_reason": finish}],
+        "usage": usage_json(&usage),
+    }))
+    .into_response())
+}
+
+fn chunk_json(id: &str, model: &str, created: u64, text: &str, finish: Option<&str>) -> Value {
+    json!({
+        "id": id, "object": "text_completion", "created": created, "model": model,
+        "choices": [{"index": 0, "text": text, "logprobs": null, "finish_reason": finish}],
+    })
+}
+
+fn chunk_fn(id: String, model: String, created: u64) -> ChunkFn {
+    Box::new(move |text, finish, _| chunk_json(&id, &model, created, text.unwrap_or(""), finish))
+}

@@ -1,0 +1,9 @@
+//! OpenAI-compatible HTTP API: request/response types, body parsing and the route handlers.
+
+pub mod body;
+pub mod chat;
+pub mod completions;
+pub mod generate;
+pub mod misc;
+pub mod stream;
+pub mod types;

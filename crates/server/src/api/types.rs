@@ -1,0 +1,174 @@
+//! OpenAI request types and their validation into engine-ready parameters.
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::error::ApiError;
+
+/// `stop`: one string or a list.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum StopSpec {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct StreamOptions {
+    #[serde(default)]
+    pub include_usage: bool,
+}
+
+/// Fields shared by chat and text completions.
+#[derive(Debug, Deserialize)]
+pub struct CommonParams {
+    pub model: Option<String>,
+    pub max_tokens: Option<i64>,
+    pub max_completion_tokens: Option<i64>,
+    pub temperature: Option<f32>,
+    pub top_p: Option<f32>,
+    pub seed: Option<i64>,
+    pub stop: Option<StopSpec>,
+    pub n: Option<i64>,
+    pub stream: Option<bool>,
+    pub stream_options: Option<StreamOptions>,
+    /// Extension (vLLM, llama-server): keep generating past end-of-generation tokens.
+    #[serde(default)]
+    pub ignore_eos: bool,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ChatRequest {
+    pub messages: Vec<Value>,
+    pub tools: Option<Vec<Value>>,
+    #[serde(flatten)]
+    pub common: CommonParams,
+}
+
+/// `prompt` of a text completion: a string, a one-element list of strings, or token ids.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum PromptSpec {
+    Text(String),
+    Texts(Vec<String>),
+    Tokens(Vec<i64>),
+}
+
+#[derive(Debug, Deserialize)]
+pub struct CompletionRequest {
+    pub prompt: PromptSpec,
+    #[serde(default)]
+    pub echo: bool,
+    #[serde(flatten)]
+    pub common: CommonParams,
+}
+
+/// Validated generation parameters.
+#[derive(Debug, Clone)]
+pub struct GenParams {
+    /// `None`: until end-of-generation or the context is full.
+    pub max_tokens: Option<usize>,
+    pub temperature: f32,
+    pub top_p: f32,
+    pub seed: Option<u64>,
+    pub stop: Vec<String>,
+    pub ignore_eos: bool,
+    pub stream: bool,
+    pub include_usage: bool,
+}
+
+const MAX_STOPS: usize = 16;
+
+impl CommonParams {
+    pub fn validate(&self) -> Result<GenParams, ApiError> {
+        if let Some(n) = self.n {
+            if n != 1 {
+                return Err(ApiError::invalid("only n = 1 is supported", "n"));
+            }
+        }
+        let max_tokens = match (self.max_completion_tokens, self.max_tokens) {
+            (Some(v), _) => Some(positive(v, "max_completion_tokens")?),
+            (None, Some(v)) => Some(positive(v, "max_tokens")?),
+            (None, None) => None,
+        };
+        let temperature = self.temperature.unwrap_or(1.0);
+        if !(0.0..=2.0).contains(&temperature) {
+            return Err(ApiError::invalid("temperature must be between 0 and 2", "temperature"));
+        }
+        let top_p = self.top_p.unwrap_or(1.0);
+        if !(top_p > 0.0 && top_p <= 1.0) {
+            return Err(ApiError::invalid("top_p must be in (0, 1]", "top_p"));
+        }
+        Ok(GenParams {
+            max_tokens,
+            temperature,
+            top_p,
+            seed: self.seed.map(|s| s as u64),
+            stop: self.stops()?,
+            ignore_eos: self.ignore_eos,
+            stream: self.stream.unwrap_or(false),
+            include_usage: self.stream_options.as_ref().is_some_and(|o| o.include_usage),
+        })
+    }
+
+    fn stops(&self) -> Result<Vec<String>, ApiError> {
+        let stops = match &self.stop {
+            None => vec![],
+            Some(StopSpec::One(s)) => vec![s.clone()],
+            Some(StopSpec::Many(v)) => v.clone(),
+        };
+        if stops.len() > MAX_STOPS || stops.iter().any(String::is_empty) {
+            let msg = format!("stop must be up to {MAX_STOPS} non-empty strings");
+            return Err(ApiError::invalid(msg, "stop"));
+        }
+        Ok(stops)
+    }
+}
+
+fn positive(v: i64, name: &'static str) -> Result<usize, ApiError> {
+    if v < 1 {
+        return Err(ApiError::invalid(format!("{name} must be at least 1, got {v}"), name));
+    }
+    Ok(v as usize)
+}
+
+const ROLES: [&str; 5] = ["system", "developer", "user", "assistant", "tool"];
+
+/// Checks roles and content of chat messages and returns them with every `content` made a
+/// plain string (text parts joined), as chat templates expect.
+pub fn normalize_messages(messages: &[Value]) -> Result<Vec<Value>, ApiError> {
+    if messages.is_empty() {
+        return Err(ApiError::invalid("messages must contain at least one message", "messages"));
+    }
+    messages.iter().enumerate().map(|(i, m)| normalize_message(i, m)).collect()
+}
+
+fn normalize_message(i: usize, m: &Value) -> Result<Value, ApiError> {
+    let bad = |what: String| ApiError::Invalid { message: what, param: Some(format!("messages[{i}]")) };
+    let obj = m.as_object().ok_or_else(|| bad(format!("messages[{i}] must be an object")))?;
+    let role = obj.get("role").and_then(Value::as_str).ok_or_else(|| bad(format!("messages[{i}].role is missing")))?;
+    if !ROLES.contains(&role) {
+        return Err(bad(format!("messages[{i}].role '{role}' is not one of {ROLES:?}")));
+    }
+    let content = match obj.get("content") {
+        None | Some(Value::Null) if role == "assistant" => Value::String(String::new()),
+        Some(Value::String(s)) => Value::String(s.clone()),
+        Some(Value::Array(parts)) => Value::String(join_text_parts(parts).map_err(|e| bad(format!("messages[{i}].content: {e}")))?),
+        _ => return Err(bad(format!("messages[{i}].content must be a string or a list of text parts"))),
+    };
+    let mut out = obj.clone();
+    out.insert("role".into(), Value::String(role.replace("developer", "system")));
+    out.insert("content".into(), content);
+    Ok(Value::Object(out))
+}
+
+fn join_text_parts(parts: &[Value]) -> Result<String, String> {
+    let mut text = String::new();
+    for p in parts {
+        match (p.get("type").and_then(Value::as_str), p.get("text").and_then(Value::as_str)) {
+            (Some("text"), Some(t)) => text.push_str(t),
+            (kind, _) => return Err(format!("unsupported content part {kind:?}; only text parts")),
+        }
+    }
+    Ok(text)
+}

@@ -1,0 +1,134 @@
+//! One bench request against an OpenAI-compatible server: streamed chat completions, with the
+//! tool loop played on the client side (end the turn after a segment, wait the tool's
+//! duration, send the conversation back with a tool message of the given size).
+
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail};
+use futures::StreamExt;
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::bench::workload::{filler, initial_messages, WorkItem};
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Outcome {
+    pub id: String,
+    pub ok: bool,
+    pub error: Option<String>,
+    pub ttft_s: Option<f64>,
+    /// Gaps between streamed chunks within a segment.
+    pub itl_s: Vec<f64>,
+    pub latency_s: f64,
+    pub tool_time_s: f64,
+    pub output_tokens: usize,
+    pub prompt_tokens: usize,
+    pub cached_tokens: usize,
+}
+
+pub struct Client {
+    pub http: reqwest::Client,
+    pub url: String,
+    pub model: String,
+}
+
+/// What one streamed turn produced.
+struct Turn {
+    text: String,
+    first_chunk: Option<Instant>,
+    gaps: Vec<f64>,
+    usage: Value,
+}
+
+impl Client {
+    pub async fn run(&self, item: &WorkItem, seed: u64) -> Outcome {
+        let start = Instant::now();
+        let mut out = Outcome { id: item.id.clone().unwrap_or_default(), ..Default::default() };
+        if let Err(e) = self.play(item, seed, start, &mut out).await {
+            out.error = Some(format!("{e:#}"));
+        } else {
+            out.ok = true;
+        }
+        out.latency_s = start.elapsed().as_secs_f64();
+        out.tool_time_s = item.tool_time();
+        out
+    }
+
+    async fn play(&self, item: &WorkItem, seed: u64, start: Instant, out: &mut Outcome) -> anyhow::Result<()> {
+        let mut messages = initial_messages(item, seed);
+        for (i, seg) in item.segments.iter().enumerate() {
+            let turn = self.turn(&messages, seg.decode_tokens).await?;
+            if out.ttft_s.is_none() {
+                out.ttft_s = turn.first_chunk.map(|t| (t - start).as_secs_f64());
+            }
+            out.itl_s.extend(turn.gaps);
+            out.output_tokens += turn.usage["completion_tokens"].as_u64().unwrap_or(0) as usize;
+            out.prompt_tokens += turn.usage["prompt_tokens"].as_u64().unwrap_or(0) as usize;
+            out.cached_tokens +=
+                turn.usage["prompt_tokens_details"]["cached_tokens"].as_u64().unwrap_or(0) as usize;
+            let Some(tool) = &seg.tool else { continue };
+            messages.push(json!({"role": "assistant", "content": turn.text}));
+            tokio::time::sleep(Duration::from_secs_f64(tool.duration_s)).await;
+            let result = filler(tool.result_tokens, seed.wrapping_add(i as u64 + 1));
+            messages.push(json!({"role": "tool", "content": result}));
+        }
+        Ok(())
+    }
+
+    async fn turn(&self, messages: &[Value], max_tokens: usize) -> anyhow::Result<Turn> {
+        let body = json!({
+            "model": self.model, "messages": messages, "max_tokens": max_tokens,
+            "ignore_eos": true, "temperature": 0.0, "stream": true,
+            "stream_options": {"include_usage": true},
+        });
+        let resp = self.http.post(format!("{}/v1/chat/completions", self.url)).json(&body).send().await?;
+        if !resp.status().is_success() {
+            let status = resp.status();
+            bail!("HTTP {status}: {}", resp.text().await.unwrap_or_default());
+        }
+        read_stream(resp).await
+    }
+}
+
+async fn read_stream(resp: reqwest::Response) -> anyhow::Result<Turn> {
+    let mut turn = Turn { text: String::new(), first_chunk: None, gaps: vec![], usage: Value::Null };
+    let mut last: Option<Instant> = None;
+    let mut buf = String::new();
+    let mut stream = resp.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        buf.push_str(&String::from_utf8_lossy(&chunk?));
+        while let Some(end) = buf.find("\n\n") {
+            let event: String = buf.drain(..end + 2).collect();
+            for data in event.lines().filter_map(|l| l.strip_prefix("data:")) {
+                let data = data.trim();
+                if data == "[DONE]" {
+                    return Ok(turn);
+                }
+                on_data(data, &mut turn, &mut last)?;
+            }
+        }
+    }
+    Err(anyhow!("stream ended without [DONE]"))
+}
+
+fn on_data(data: &str, turn: &mut Turn, last: &mut Option<Instant>) -> anyhow::Result<()> {
+    let v: Value = serde_json::from_str(data)?;
+    if let Some(e) = v.get("error") {
+        bail!("server error: {e}");
+    }
+    if v["usage"].is_object() {
+        turn.usage = v["usage"].clone();
+    }
+    let Some(content) = v["choices"][0]["delta"]["content"].as_str() else { return Ok(()) };
+    if content.is_empty() {
+        return Ok(());
+    }
+    let now = Instant::now();
+    match *last {
+        None => turn.first_chunk = Some(now),
+        Some(t) => turn.gaps.push((now - t).as_secs_f64()),
+    }
+    *last = Some(now);
+    turn.text.push_str(content);
+    Ok(())
+}

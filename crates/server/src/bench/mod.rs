@@ -1,0 +1,196 @@
+//! `tandem bench`: an open-loop load generator for OpenAI-compatible servers. Requests come
+//! from a workload file (or a synthetic prompt/output size) and are sent at Poisson arrivals
+//! (`--rate`), with a fixed number in flight (`--concurrency`), or at their own `arrival_s`.
+
+pub mod client;
+pub mod report;
+pub mod workload;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::json;
+use tokio::task::JoinSet;
+
+use client::{Client, Outcome};
+use workload::WorkItem;
+
+#[derive(Args, Debug, Clone)]
+pub struct BenchArgs {
+    /// Base URL of the server (without /v1).
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+    /// Model name to send (default: the first model the server lists).
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Workload file: JSON lines, one request each (see docs/bench.md).
+    #[arg(long, conflicts_with = "prompt_tokens")]
+    pub workload: Option<PathBuf>,
+    /// Synthetic workload instead of a file: prompt length in tokens (approximate).
+    #[arg(long, requires = "output_tokens")]
+    pub prompt_tokens: Option<usize>,
+    /// Synthetic workload: output tokens per request (EOS ignored).
+    #[arg(long)]
+    pub output_tokens: Option<usize>,
+    /// Poisson arrival rate in requests per second (open loop).
+    #[arg(long, conflicts_with = "concurrency")]
+    pub rate: Option<f64>,
+    /// Keep this many requests in flight (closed loop).
+    #[arg(long)]
+    pub concurrency: Option<usize>,
+    /// Number of requests to send (the workload is cycled). Default: one pass over the file.
+    #[arg(long)]
+    pub requests: Option<usize>,
+    /// Stop sending new requests after this many seconds.
+    #[arg(long)]
+    pub duration: Option<f64>,
+    /// Write the report to PREFIX.json and PREFIX.md.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Name of this run in the report.
+    #[arg(long, default_value = "run")]
+    pub label: String,
+    /// Seed for arrivals and synthetic text.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Hide the progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+async fn model_name(http: &reqwest::Client, url: &str) -> anyhow::Result<String> {
+    let v: serde_json::Value = http.get(format!("{url}/v1/models")).send().await?.json().await?;
+    v["data"][0]["id"].as_str().map(str::to_string).context("server lists no model")
+}
+
+fn load_items(args: &BenchArgs) -> anyhow::Result<Vec<WorkItem>> {
+    let base = match (&args.workload, args.prompt_tokens, args.output_tokens) {
+        (Some(p), _, _) => workload::load(p)?,
+        (None, Some(p), Some(o)) => workload::synthetic(1, p, o),
+        _ => bail!("give --workload FILE or --prompt-tokens N --output-tokens M"),
+    };
+    let n = args.requests.unwrap_or(base.len());
+    Ok((0..n).map(|i| base[i % base.len()].clone()).collect())
+}
+
+/// Start offsets (seconds) of each request, or `None` for closed-loop concurrency.
+fn arrivals(args: &BenchArgs, items: &[WorkItem]) -> Option<Vec<f64>> {
+    if args.concurrency.is_some() {
+        return None;
+    }
+    if let Some(rate) = args.rate {
+        let mut rng = StdRng::seed_from_u64(args.seed);
+        let mut t = 0.0;
+        return Some(items.iter().map(|_| {
+            let at = t;
+            t += -(1.0 - rng.random::<f64>()).ln() / rate;
+            at
+        }).collect());
+    }
+    Some(items.iter().map(|i| i.arrival_s.unwrap_or(0.0)).collect())
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let items = load_items(&args)?;
+    let http = reqwest::Client::builder().pool_max_idle_per_host(1024).build()?;
+    let url = args.url.trim_end_matches('/').to_string();
+    let model = match &args.model {
+        Some(m) => m.clone(),
+        None => model_name(&http, &url).await.with_context(|| format!("GET {url}/v1/models"))?,
+    };
+    let client = Arc::new(Client { http, url, model: model.clone() });
+    let bar = progress(items.len(), args.quiet);
+    let start = Instant::now();
+    let outcomes = match arrivals(&args, &items) {
+        Some(at) => open_loop(client, items, at, &args, &bar).await,
+        None => closed_loop(client, items, args.concurrency.unwrap_or(1), &args, &bar).await,
+    };
+    bar.finish_and_clear();
+    let wall = start.elapsed().as_secs_f64();
+    let summary = report::summarize(&outcomes, wall);
+    let md = report::markdown(&args.label, &summary);
+    println!("{md}");
+    let config = json!({"label": args.label, "url": args.url, "model": model, "rate": args.rate,
+        "concurrency": args.concurrency, "requests": outcomes.len(), "duration": args.duration,
+        "workload": args.workload, "prompt_tokens": args.prompt_tokens,
+        "output_tokens": args.output_tokens, "seed": args.seed});
+    let report = report::json_report(config, &summary, &outcomes);
+    if let Some(prefix) = &args.out {
+        std::fs::write(prefix.with_extension("json"), serde_json::to_string_pretty(&report)?)?;
+        std::fs::write(prefix.with_extension("md"), md)?;
+    } else {
+        println!("{}", serde_json::to_string_pretty(&report["summary"])?);
+    }
+    Ok(())
+}
+
+fn progress(n: usize, quiet: bool) -> ProgressBar {
+    if quiet {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(n as u64);
+    let style = ProgressStyle::with_template("{elapsed_precise} [{bar:40}] {pos}/{len} requests {msg}");
+    bar.set_style(style.unwrap_or_else(|_| ProgressStyle::default_bar()));
+    bar
+}
+
+fn past_deadline(args: &BenchArgs, start: Instant) -> bool {
+    args.duration.is_some_and(|d| start.elapsed().as_secs_f64() >= d)
+}
+
+async fn open_loop(client: Arc<Client>, items: Vec<WorkItem>, at: Vec<f64>, args: &BenchArgs, bar: &ProgressBar) -> Vec<Outcome> {
+    let start = Instant::now();
+    let mut set = JoinSet::new();
+    for (i, (item, t)) in items.into_iter().zip(at).enumerate() {
+        let wait = t - start.elapsed().as_secs_f64();
+        if wait > 0.0 {
+            tokio::time::sleep(Duration::from_secs_f64(wait)).await;
+        }
+        if past_deadline(args, start) {
+            break;
+        }
+        let (c, seed) = (client.clone(), args.seed.wrapping_add(i as u64));
+        set.spawn(async move { c.run(&item, seed).await });
+    }
+    collect(set, bar).await
+}
+
+async fn closed_loop(client: Arc<Client>, items: Vec<WorkItem>, n: usize, args: &BenchArgs, bar: &ProgressBar) -> Vec<Outcome> {
+    let start = Instant::now();
+    let queue = Arc::new(std::sync::Mutex::new(items.into_iter().enumerate()));
+    let mut set = JoinSet::new();
+    for _ in 0..n.max(1) {
+        let (c, q, bar, args) = (client.clone(), queue.clone(), bar.clone(), args.clone());
+        set.spawn(async move {
+            let mut out = Vec::new();
+            loop {
+                let next = q.lock().expect("queue lock").next();
+                let Some((i, item)) = next else { break };
+                if past_deadline(&args, start) {
+                    break;
+                }
+                out.push(c.run(&item, args.seed.wrapping_add(i as u64)).await);
+                bar.inc(1);
+            }
+            out
+        });
+    }
+    set.join_all().await.into_iter().flatten().collect()
+}
+
+async fn collect(mut set: JoinSet<Outcome>, bar: &ProgressBar) -> Vec<Outcome> {
+    let mut out = Vec::new();
+    while let Some(r) = set.join_next().await {
+        if let Ok(o) = r {
+            out.push(o);
+        }
+        bar.inc(1);
+    }
+    out
+}

@@ -1,0 +1,105 @@
+//! Bench report: latency and throughput statistics, written as JSON and a Markdown table.
+
+use serde::Serialize;
+use serde_json::json;
+
+use crate::bench::client::Outcome;
+
+#[derive(Debug, Clone, Copy, Serialize, Default)]
+pub struct Stats {
+    pub mean: f64,
+    pub p50: f64,
+    pub p99: f64,
+}
+
+pub fn stats(mut v: Vec<f64>) -> Stats {
+    if v.is_empty() {
+        return Stats::default();
+    }
+    v.sort_by(f64::total_cmp);
+    let q = |p: f64| v[((v.len() - 1) as f64 * p).round() as usize];
+    Stats { mean: v.iter().sum::<f64>() / v.len() as f64, p50: q(0.5), p99: q(0.99) }
+}
+
+#[derive(Debug, Serialize)]
+pub struct Summary {
+    pub requests: usize,
+    pub completed: usize,
+    pub errors: usize,
+    pub wall_s: f64,
+    pub ttft_s: Stats,
+    pub itl_s: Stats,
+    pub latency_s: Stats,
+    /// Seconds per output token with tool time excluded (InferCept's normalized latency).
+    pub normalized_latency_s: Stats,
+    pub output_tokens: usize,
+    pub output_tok_per_s: f64,
+    pub requests_per_s: f64,
+    pub prompt_tokens: usize,
+    pub cached_prompt_tokens: usize,
+}
+
+pub fn summarize(outcomes: &[Outcome], wall_s: f64) -> Summary {
+    let ok: Vec<&Outcome> = outcomes.iter().filter(|o| o.ok).collect();
+    let output_tokens: usize = ok.iter().map(|o| o.output_tokens).sum();
+    let norm = ok
+        .iter()
+        .filter(|o| o.output_tokens > 0)
+        .map(|o| (o.latency_s - o.tool_time_s).max(0.0) / o.output_tokens as f64)
+        .collect();
+    Summary {
+        requests: outcomes.len(),
+        completed: ok.len(),
+        errors: outcomes.len() - ok.len(),
+        wall_s,
+        ttft_s: stats(ok.iter().filter_map(|o| o.ttft_s).collect()),
+        itl_s: stats(ok.iter().flat_map(|o| o.itl_s.iter().copied()).collect()),
+        latency_s: stats(ok.iter().map(|o| o.latency_s).collect()),
+        normalized_latency_s: stats(norm),
+        output_tokens,
+        output_tok_per_s: output_tokens as f64 / wall_s.max(1e-9),
+        requests_per_s: ok.len() as f64 / wall_s.max(1e-9),
+        prompt_tokens: ok.iter().map(|o| o.prompt_tokens).sum(),
+        cached_prompt_tokens: ok.iter().map(|o| o.cached_tokens).sum(),
+    }
+}
+
+fn ms(s: Stats) -> String {
+    format!("{:.1} / {:.1} / {:.1}", s.mean * 1e3, s.p50 * 1e3, s.p99 * 1e3)
+}
+
+pub fn markdown(label: &str, s: &Summary) -> String {
+    let mut t = String::new();
+    t.push_str("| run | requests ok/err | TTFT ms mean/p50/p99 | ITL ms mean/p50/p99 | latency ms mean/p50/p99 | norm. latency ms/token mean/p50/p99 | output tok/s | req/s |\n");
+    t.push_str("|---|---|---|---|---|---|---|---|\n");
+    t.push_str(&format!(
+        "| {label} | {}/{} | {} | {} | {} | {} | {:.1} | {:.2} |\n",
+        s.completed, s.errors, ms(s.ttft_s), ms(s.itl_s), ms(s.latency_s),
+        ms(s.normalized_latency_s), s.output_tok_per_s, s.requests_per_s
+    ));
+    t
+}
+
+pub fn json_report(config: serde_json::Value, s: &Summary, outcomes: &[Outcome]) -> serde_json::Value {
+    let errors: Vec<_> = outcomes.iter().filter_map(|o| o.error.clone()).take(20).collect();
+    json!({"config": config, "summary": s, "first_errors": errors})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles() {
+        let s = stats((1..=100).map(f64::from).collect());
+        assert_eq!((s.p50, s.p99), (51.0, 99.0));
+        assert!((s.mean - 50.5).abs() < 1e-9);
+    }
+
+    #[test]
+    fn normalized_latency_excludes_tool_time() {
+        let o = Outcome { ok: true, latency_s: 3.0, tool_time_s: 2.0, output_tokens: 10, ..Default::default() };
+        let s = summarize(&[o], 3.0);
+        assert!((s.normalized_latency_s.mean - 0.1).abs() < 1e-9);
+    }
+}

@@ -1,0 +1,105 @@
+//! Bench workloads: JSON lines, one request each, with optional arrival times and segments
+//! separated by tool calls. `prompt_tokens: N` makes a synthetic prompt of about N tokens.
+
+use std::path::Path;
+
+use anyhow::{bail, Context};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct ToolSpec {
+    pub name: String,
+    pub duration_s: f64,
+    pub result_tokens: usize,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct Segment {
+    pub decode_tokens: usize,
+    pub tool: Option<ToolSpec>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct WorkItem {
+    #[serde(default)]
+    pub id: Option<String>,
+    pub arrival_s: Option<f64>,
+    pub messages: Option<Vec<Value>>,
+    pub prompt_tokens: Option<usize>,
+    pub segments: Vec<Segment>,
+}
+
+impl WorkItem {
+    /// Total time this request spends in tools (excluded from normalized latency).
+    pub fn tool_time(&self) -> f64 {
+        self.segments.iter().filter_map(|s| s.tool.as_ref()).map(|t| t.duration_s).sum()
+    }
+}
+
+/// Words that are one token each in common BPE vocabularies (with their leading space).
+const WORDS: &[&str] = &[
+    "the", "of", "and", "to", "in", "is", "it", "that", "for", "on", "with", "as", "was", "at",
+    "by", "this", "from", "are", "or", "be", "an", "not", "but", "all", "can", "one", "time",
+    "data", "city", "water", "house", "light", "music", "river", "table", "paper", "green",
+];
+
+/// About `n` tokens of filler text, deterministic for a seed.
+pub fn filler(n: usize, seed: u64) -> String {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let words: Vec<&str> = (0..n).map(|_| WORDS[rng.random_range(0..WORDS.len())]).collect();
+    words.join(" ")
+}
+
+pub fn load(path: &Path) -> anyhow::Result<Vec<WorkItem>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
+    let mut items = Vec::new();
+    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let item: WorkItem =
+            serde_json::from_str(line).with_context(|| format!("{}:{}", path.display(), i + 1))?;
+        validate(&item).with_context(|| format!("{}:{}", path.display(), i + 1))?;
+        items.push(item);
+    }
+    if items.is_empty() {
+        bail!("{} has no requests", path.display());
+    }
+    Ok(items)
+}
+
+fn validate(item: &WorkItem) -> anyhow::Result<()> {
+    if item.messages.is_none() && item.prompt_tokens.is_none() {
+        bail!("a request needs `messages` or `prompt_tokens`");
+    }
+    let Some(last) = item.segments.last() else { bail!("`segments` is empty") };
+    if last.tool.is_some() {
+        bail!("the last segment must not call a tool");
+    }
+    if item.segments.iter().any(|s| s.decode_tokens == 0) {
+        bail!("decode_tokens must be at least 1");
+    }
+    Ok(())
+}
+
+/// The request's first messages: its own, or a synthetic user prompt.
+pub fn initial_messages(item: &WorkItem, seed: u64) -> Vec<Value> {
+    if let Some(m) = &item.messages {
+        return m.clone();
+    }
+    let n = item.prompt_tokens.unwrap_or(16);
+    vec![json!({"role": "user", "content": filler(n, seed)})]
+}
+
+/// A single-segment synthetic workload: `n` requests of `prompt` → `output` tokens.
+pub fn synthetic(n: usize, prompt: usize, output: usize) -> Vec<WorkItem> {
+    (0..n)
+        .map(|i| WorkItem {
+            id: Some(format!("synthetic-{i}")),
+            arrival_s: None,
+            messages: None,
+            prompt_tokens: Some(prompt),
+            segments: vec![Segment { decode_tokens: output, tool: None }],
+        })
+        .collect()
+}

@@ -1,0 +1,94 @@
+//! The one place where failures become HTTP responses: OpenAI error JSON
+//! (`{"error": {"message", "type", "param", "code"}}`) with the matching status.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+use tandem_engine::SubmitError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// Malformed or semantically invalid request (400).
+    #[error("{message}")]
+    Invalid { message: String, param: Option<String> },
+    /// Well-formed JSON whose fields do not match the schema (422).
+    #[error("{0}")]
+    Unprocessable(String),
+    /// The prompt does not fit a sequence's context (400, `context_length_exceeded`).
+    #[error("{0}")]
+    ContextLength(String),
+    #[error("The model `{0}` does not exist")]
+    ModelNotFound(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("request body is larger than the limit of {0} bytes")]
+    TooLarge(usize),
+    #[error("{0}")]
+    Overloaded(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn invalid(message: impl Into<String>, param: impl Into<Option<&'static str>>) -> Self {
+        let param = param.into().map(str::to_string);
+        Self::Invalid { message: message.into(), param }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::Invalid { .. } | Self::ContextLength(_) => StatusCode::BAD_REQUEST,
+            Self::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::ModelNotFound(_) | Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn kind_and_code(&self) -> (&'static str, Option<&'static str>) {
+        match self {
+            Self::Invalid { .. } | Self::Unprocessable(_) => ("invalid_request_error", None),
+            Self::ContextLength(_) => ("invalid_request_error", Some("context_length_exceeded")),
+            Self::ModelNotFound(_) => ("invalid_request_error", Some("model_not_found")),
+            Self::NotFound(_) => ("invalid_request_error", Some("not_found")),
+            Self::TooLarge(_) => ("invalid_request_error", Some("request_too_large")),
+            Self::Overloaded(_) => ("server_error", Some("overloaded")),
+            Self::Internal(_) => ("server_error", None),
+        }
+    }
+
+    fn param(&self) -> Option<&str> {
+        match self {
+            Self::Invalid { param, .. } => param.as_deref(),
+            Self::ModelNotFound(_) => Some("model"),
+            Self::ContextLength(_) => Some("messages"),
+            _ => None,
+        }
+    }
+
+    /// The OpenAI error object, also sent as the last SSE event of a failed stream.
+    pub fn body(&self) -> serde_json::Value {
+        let (kind, code) = self.kind_and_code();
+        json!({"error": {"message": self.to_string(), "type": kind, "param": self.param(), "code": code}})
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if self.status().is_server_error() {
+            tracing::warn!("{}: {}", self.status(), self);
+        }
+        (self.status(), Json(self.body())).into_response()
+    }
+}
+
+impl From<SubmitError> for ApiError {
+    fn from(e: SubmitError) -> Self {
+        match e {
+            SubmitError::QueueFull(_) => Self::Overloaded(e.to_string()),
+            SubmitError::Stopped => Self::Internal(e.to_string()),
+        }
+    }
+}

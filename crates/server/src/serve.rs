@@ -1,0 +1,118 @@
+//! `tandem serve`: loads the model, starts the engine thread and the HTTP server.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use clap::Args;
+use tandem_engine::scheduler::SchedulerConfig;
+use tandem_engine::{spawn_engine, SystemClock};
+use tandem_llama::{LlamaRunner, Model, RunnerConfig};
+
+use crate::state::AppState;
+use crate::template::ChatTemplate;
+
+#[derive(Args, Debug, Clone)]
+pub struct ServeArgs {
+    /// GGUF model file. Default: the SmolLM2-135M-Instruct file that scripts/fetch-model.sh
+    /// puts in the model cache ($XDG_CACHE_HOME or ~/.cache, under tandem/models).
+    #[arg(long, env = "TANDEM_MODEL")]
+    pub model: Option<PathBuf>,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    #[arg(long, default_value_t = 8080)]
+    pub port: u16,
+    /// CPU threads for llama.cpp (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Total KV cells (tokens) across all sequences. Each of the --max-seqs sequences gets an
+    /// equal share (its own KV stream), which is also its context length.
+    #[arg(long = "kv-cells", visible_alias = "ctx", default_value_t = 65536)]
+    pub kv_cells: usize,
+    /// Most sequences held at once: running requests plus finished conversations kept for
+    /// prefix reuse. Requests beyond this wait in the queue.
+    #[arg(long, default_value_t = 32)]
+    pub max_seqs: usize,
+    /// Most tokens per engine step: one decode token per running request plus prefill chunks.
+    #[arg(long, default_value_t = 512)]
+    pub max_batch_tokens: usize,
+    /// Model name reported by /v1/models and accepted in requests (default: the file name
+    /// without .gguf).
+    #[arg(long)]
+    pub served_model_name: Option<String>,
+    /// Most requests waiting for admission; beyond it requests get 503 (overloaded).
+    #[arg(long, default_value_t = 256)]
+    pub max_queue: usize,
+    /// Largest request body accepted, in bytes (larger bodies get 413).
+    #[arg(long, default_value_t = 1 << 20)]
+    pub max_body_bytes: usize,
+    /// Model layers to offload to a GPU (only with a `cuda` build).
+    #[arg(long, default_value_t = 0)]
+    pub gpu_layers: u32,
+}
+
+/// Where scripts/fetch-model.sh puts the default model, given the cache directory.
+pub fn default_model_path(cache_dir: PathBuf) -> PathBuf {
+    cache_dir.join("tandem/models/SmolLM2-135M-Instruct.Q4_1.gguf")
+}
+
+fn served_name(args: &ServeArgs, path: &std::path::Path) -> String {
+    args.served_model_name.clone().unwrap_or_else(|| {
+        path.file_name().map_or("model".into(), |n| n.to_string_lossy().trim_end_matches(".gguf").to_string())
+    })
+}
+
+pub async fn run(args: ServeArgs, default_model: PathBuf) -> anyhow::Result<()> {
+    let path = args.model.clone().unwrap_or(default_model);
+    if !path.is_file() {
+        bail!("no model at {}\n  fetch the default model with: scripts/fetch-model.sh\n  or pass --model PATH to a GGUF file", path.display());
+    }
+    if args.max_seqs == 0 || args.max_batch_tokens == 0 {
+        bail!("--max-seqs and --max-batch-tokens must be at least 1");
+    }
+    let model = Model::load(&path, args.gpu_layers)?;
+    let mut cells_per_seq = args.kv_cells / args.max_seqs;
+    if cells_per_seq > model.n_ctx_train() {
+        tracing::warn!("{cells_per_seq} cells per sequence exceeds the model's training context; using {}", model.n_ctx_train());
+        cells_per_seq = model.n_ctx_train();
+    }
+    if cells_per_seq < 16 {
+        bail!("--kv-cells / --max-seqs gives {cells_per_seq} cells per sequence; need at least 16");
+    }
+    let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    let sched = SchedulerConfig { max_batch_tokens: args.max_batch_tokens, n_slots: args.max_seqs, cells_per_seq };
+    let rc = RunnerConfig { n_slots: args.max_seqs, cells_per_seq, max_batch_tokens: args.max_batch_tokens, threads };
+    let (engine, _join) =
+        spawn_engine(sched, args.max_queue, Box::new(SystemClock::new()), move || LlamaRunner::new(model, &rc))?;
+    let bos = model.special_text(model.bos());
+    let eos = model.special_text(model.eos());
+    let template = ChatTemplate::new(model.chat_template(), bos, eos).context("chat template")?;
+    if !template.from_model {
+        tracing::warn!("the model has no chat template; using ChatML");
+    }
+    let st = Arc::new(AppState {
+        engine,
+        model,
+        template,
+        served_name: served_name(&args, &path),
+        cells_per_seq,
+        body_limit: args.max_body_bytes,
+        metrics: crate::metrics_setup::install()?,
+        created: crate::api::chat::unix_now(),
+    });
+    let addr: SocketAddr = format!("{}:{}", args.host, args.port).parse().context("--host/--port")?;
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("bind {addr}"))?;
+    tracing::info!(
+        "serving {} ({}) on http://{addr}: {} seqs x {cells_per_seq} KV cells, batch {} tokens, {threads} threads",
+        st.served_name, path.display(), args.max_seqs, args.max_batch_tokens
+    );
+    axum::serve(listener, crate::app::router(st)).with_graceful_shutdown(shutdown()).await?;
+    Ok(())
+}
+
+async fn shutdown() {
+    let _ = tokio::signal::ctrl_c().await;
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,73 @@
+//! Chat prompts from the GGUF's own Jinja chat template, rendered with minijinja under
+//! Hugging Face conventions: `messages`, `add_generation_prompt`, `tools`, `bos_token`,
+//! `eos_token`, `raise_exception(...)`, the `tojson` filter and Python string methods.
+//! Models without a template get ChatML.
+
+use minijinja::{Environment, Error, ErrorKind, Value};
+use serde_json::Value as Json;
+
+use crate::error::ApiError;
+
+const CHATML: &str = "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}";
+
+pub struct ChatTemplate {
+    env: Environment<'static>,
+    bos: String,
+    eos: String,
+    /// Whether the template came from the model (false: ChatML fallback).
+    pub from_model: bool,
+}
+
+fn raise_exception(msg: String) -> Result<Value, Error> {
+    Err(Error::new(ErrorKind::InvalidOperation, msg))
+}
+
+impl ChatTemplate {
+    pub fn new(source: Option<String>, bos: String, eos: String) -> Result<Self, Error> {
+        let from_model = source.is_some();
+        let mut env = Environment::new();
+        minijinja_contrib::add_to_environment(&mut env);
+        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        env.add_function("raise_exception", raise_exception);
+        env.add_template_owned("chat", source.unwrap_or_else(|| CHATML.to_string()))?;
+        Ok(Self { env, bos, eos, from_model })
+    }
+
+    /// Renders a conversation; a template that raises (e.g. bad role order) gives a 400.
+    pub fn render(&self, messages: &[Json], tools: Option<&[Json]>) -> Result<String, ApiError> {
+        let tmpl = self.env.get_template("chat").map_err(|e| ApiError::Internal(e.to_string()))?;
+        let ctx = minijinja::context! {
+            messages => Value::from_serialize(messages),
+            tools => tools.map(Value::from_serialize),
+            add_generation_prompt => true,
+            bos_token => &self.bos,
+            eos_token => &self.eos,
+        };
+        tmpl.render(ctx).map_err(|e| ApiError::invalid(format!("chat template: {e:#}"), "messages"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn hf_conventions() {
+        let src = "{{ bos_token }}{% for m in messages %}{% if m.role == 'bad' %}{{ raise_exception('no ' + m.role) }}{% endif %}[{{ m.role }}]{{ m.content.strip() }}{% endfor %}{% if tools %}{{ tools | tojson }}{% endif %}{% if add_generation_prompt %}[assistant]{% endif %}";
+        let t = ChatTemplate::new(Some(src.into()), "<s>".into(), "</s>".into()).unwrap();
+        let msgs = vec![json!({"role": "user", "content": "  hi "})];
+        assert_eq!(t.render(&msgs, None).unwrap(), "<s>[user]hi[assistant]");
+        let tools = vec![json!({"type": "function"})];
+        assert!(t.render(&msgs, Some(&tools)).unwrap().contains("\"type\":\"function\""));
+        let err = t.render(&[json!({"role": "bad", "content": ""})], None).unwrap_err();
+        assert!(err.to_string().contains("no bad"), "{err}");
+    }
+
+    #[test]
+    fn chatml_fallback() {
+        let t = ChatTemplate::new(None, String::new(), String::new()).unwrap();
+        let out = t.render(&[json!({"role": "user", "content": "x"})], None).unwrap();
+        assert_eq!(out, "<|im_start|>user\nx<|im_end|>\n<|im_start|>assistant\n");
+    }
+}
