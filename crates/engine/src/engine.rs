@@ -12,7 +12,6 @@ use crate::scheduler::{Scheduler, SchedulerConfig};
 use crate::types::{NewRequest, RequestId};
 use crate::Runner;
 
-pub use crate::scheduler::SchedulerConfig as EngineConfig;
 
 enum Msg {
     Submit(RequestId, NewRequest),

@@ -26,9 +26,9 @@ pub mod scheduler;
 pub mod types;
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use engine::{spawn_engine, EngineConfig, EngineHandle, SubmitError};
+pub use engine::{spawn_engine, EngineHandle, SubmitError};
 pub use plan::{KvOp, PlanItem, Sampled, StepPlan, StepResult};
-pub use scheduler::Scheduler;
+pub use scheduler::{PrefixReuse, Scheduler, SchedulerConfig};
 pub use types::{Event, FinishReason, NewRequest, RequestId, SamplingParams, SeqId, Token, Usage};
 
 /// Executes step plans on a model. Implementations carry out exactly what the plan says.

@@ -44,13 +44,13 @@ impl RetainedSet {
             .max_by_key(|&(_, n)| n)
     }
 
-    /// Takes the best-matching entry if reusing it is clearly right: it matches at least half
-    /// of its own tokens (the conversation continues), or `must_evict` (no free slot, so some
-    /// entry goes anyway and a partial match still saves prefill).
+    /// Takes the best-matching entry if reusing it is clearly right: the match covers at least
+    /// half of the entry (the conversation continues) or of the prompt, or `must_evict` (no
+    /// free slot, so some entry goes anyway and a partial match still saves prefill).
     pub fn take_match(&mut self, prompt: &[Token], must_evict: bool) -> Option<(Retained, usize)> {
         let (idx, n) = self.best(prompt)?;
         let len = self.entries[idx].tokens.len();
-        let worth = n > 0 && (2 * n >= len || must_evict);
+        let worth = n > 0 && (2 * n >= len || 2 * n >= prompt.len() || must_evict);
         worth.then(|| (self.entries.swap_remove(idx), n))
     }
 

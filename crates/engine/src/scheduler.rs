@@ -10,6 +10,22 @@ use crate::prefix::{Retained, RetainedSet};
 use crate::request::Active;
 use crate::types::{Event, FinishReason, NewRequest, RequestId};
 
+/// Which retained KV a new request may reuse.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum PrefixReuse {
+    /// Only KV written by prefill (multi-token chunks). llama.cpp's CPU kernels round
+    /// differently for a one-row batch than for a multi-row one, so KV written while decoding
+    /// is not bit-identical to what a cold prefill of the same tokens writes; reusing only
+    /// prefill KV keeps a reused request's output identical to a cold one.
+    #[default]
+    Exact,
+    /// Also KV written while decoding (the previous reply): less prefill on follow-ups, but
+    /// greedy output can differ slightly from a cold request (as with llama-server's cache).
+    All,
+    /// No reuse.
+    Off,
+}
+
 #[derive(Clone, Debug)]
 pub struct SchedulerConfig {
     /// Most tokens run in one step (decode tokens plus prefill chunks).
@@ -17,7 +33,12 @@ pub struct SchedulerConfig {
     /// KV slots = most sequences (running plus retained) at once.
     pub n_slots: usize,
     pub cells_per_seq: usize,
+    pub prefix_reuse: PrefixReuse,
 }
+
+/// Prefill chunks are at least this long (unless the whole remainder is shorter), so every
+/// prompt token's KV is computed by the same multi-row kernels however the budget splits it.
+const MIN_PREFILL_CHUNK: usize = 2;
 
 struct Waiting {
     id: RequestId,
@@ -118,31 +139,35 @@ impl Scheduler {
         let mut budget = self.cfg.max_batch_tokens;
         let mut items = Vec::new();
         for r in self.running.iter().filter(|r| r.pending() == 1) {
+            if budget == 0 {
+                break;
+            }
             items.push(chunk(r, 1));
             budget -= 1;
-            if budget == 0 {
-                break;
-            }
         }
         for r in self.running.iter().filter(|r| r.pending() > 1) {
-            if budget == 0 {
-                break;
+            if let Some(n) = prefill_chunk(r.pending(), budget) {
+                items.push(chunk(r, n));
+                budget -= n;
             }
-            let n = r.pending().min(budget);
-            items.push(chunk(r, n));
-            budget -= n;
         }
-        while budget > 0 && self.admit_front() {
+        while budget >= MIN_PREFILL_CHUNK && self.admit_front() {
             let r = self.running.last().expect("just admitted");
-            let n = r.pending().min(budget);
-            items.push(chunk(r, n));
-            budget -= n;
+            if let Some(n) = prefill_chunk(r.pending(), budget) {
+                items.push(chunk(r, n));
+                budget -= n;
+            }
         }
         StepPlan {
             kv_ops: std::mem::take(&mut self.ops),
             items,
             released: std::mem::take(&mut self.released),
         }
+    }
+
+    /// KV operations decided but not yet handed to the runner.
+    pub fn pending_kv_ops(&self) -> usize {
+        self.ops.len()
     }
 
     /// Applies a step's result: advances KV, emits tokens, finishes requests.
@@ -194,12 +219,21 @@ impl Scheduler {
     /// Ends a running request: its valid KV becomes a retained sequence.
     fn retire(&mut self, r: Active, now: f64) {
         self.released.push(r.id);
-        if r.n_cached == 0 {
+        let keep = match self.cfg.prefix_reuse {
+            PrefixReuse::All => r.n_cached,
+            PrefixReuse::Exact => r.n_cached.min(r.prompt_len),
+            PrefixReuse::Off => 0,
+        };
+        if keep == 0 {
             self.ops.push(KvOp::Clear { seq: r.seq });
             self.kv.free(r.seq);
             return;
         }
-        let tokens = r.cached_tokens().to_vec();
+        if keep < r.n_cached {
+            self.ops.push(KvOp::Truncate { seq: r.seq, keep });
+            self.kv.set_used(r.seq, keep);
+        }
+        let tokens = r.tokens[..keep].to_vec();
         self.retained.insert(Retained { seq: r.seq, tokens, last_used: now });
     }
 
@@ -237,9 +271,10 @@ impl Scheduler {
     }
 
     /// Keeps the first `matched` cells of a retained sequence for a prompt of `prompt_len`
-    /// tokens; at least one prompt token is always run so there are logits to sample from.
+    /// tokens. At least `MIN_PREFILL_CHUNK` prompt tokens are always run (there must be
+    /// logits to sample from, and a one-token prefill would use the decode kernels).
     fn reuse(&mut self, e: Retained, matched: usize, prompt_len: usize) -> usize {
-        let keep = matched.min(prompt_len - 1);
+        let keep = matched.min(prompt_len.saturating_sub(MIN_PREFILL_CHUNK));
         if keep < e.tokens.len() {
             self.ops.push(KvOp::Truncate { seq: e.seq, keep });
         }
@@ -271,6 +306,16 @@ fn activate(w: Waiting, seq: i32, reused: usize, cells_per_seq: usize) -> Active
         arrival: w.arrival,
         last_token_at: None,
     }
+}
+
+/// How many of `pending` (> 1) prompt tokens to prefill within `budget`: at least
+/// `MIN_PREFILL_CHUNK`, and never leaving exactly one behind (it would run as a one-row batch).
+fn prefill_chunk(pending: usize, budget: usize) -> Option<usize> {
+    let mut n = pending.min(budget);
+    if pending - n == 1 {
+        n -= 1;
+    }
+    (n >= MIN_PREFILL_CHUNK).then_some(n)
 }
 
 /// The next `n` pending tokens of a request; samples when they reach its end.

@@ -21,6 +21,8 @@ pub struct RunnerConfig {
     pub cells_per_seq: usize,
     pub max_batch_tokens: usize,
     pub threads: usize,
+    /// llama.cpp flash attention: `None` lets llama.cpp decide.
+    pub flash_attn: Option<bool>,
 }
 
 pub struct LlamaRunner {
@@ -46,6 +48,14 @@ fn make_sampler(p: &SamplingParams) -> LlamaSampler {
     ])
 }
 
+fn flash_policy(on: Option<bool>) -> llama_cpp_sys_2::llama_flash_attn_type {
+    match on {
+        None => llama_cpp_sys_2::LLAMA_FLASH_ATTN_TYPE_AUTO,
+        Some(true) => llama_cpp_sys_2::LLAMA_FLASH_ATTN_TYPE_ENABLED,
+        Some(false) => llama_cpp_sys_2::LLAMA_FLASH_ATTN_TYPE_DISABLED,
+    }
+}
+
 impl LlamaRunner {
     pub fn new(model: Model, cfg: &RunnerConfig) -> Result<Self, ModelError> {
         let n_ctx = (cfg.n_slots * cfg.cells_per_seq) as u32;
@@ -56,6 +66,7 @@ impl LlamaRunner {
             .with_n_ubatch(cfg.max_batch_tokens as u32)
             .with_n_seq_max(cfg.n_slots as u32)
             .with_kv_unified(false)
+            .with_flash_attention_policy(flash_policy(cfg.flash_attn))
             .with_n_threads(threads)
             .with_n_threads_batch(threads);
         let ctx = model

@@ -5,8 +5,9 @@
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-use tandem_engine::scheduler::SchedulerConfig;
-use tandem_engine::{Event, NewRequest, Runner, SamplingParams, Scheduler, Token, Usage};
+use tandem_engine::{
+    Event, NewRequest, PrefixReuse, Runner, SamplingParams, Scheduler, SchedulerConfig, Token, Usage,
+};
 use tandem_llama::{LlamaRunner, Model, RunnerConfig};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 
@@ -31,8 +32,13 @@ struct Rig {
 impl Rig {
     fn new(budget: usize) -> Self {
         let cells = 1024;
-        let cfg = SchedulerConfig { max_batch_tokens: budget, n_slots: SLOTS, cells_per_seq: cells };
-        let rc = RunnerConfig { n_slots: SLOTS, cells_per_seq: cells, max_batch_tokens: budget, threads: 2 };
+        let cfg = SchedulerConfig {
+            max_batch_tokens: budget,
+            n_slots: SLOTS,
+            cells_per_seq: cells,
+            prefix_reuse: PrefixReuse::Exact,
+        };
+        let rc = RunnerConfig { n_slots: SLOTS, cells_per_seq: cells, max_batch_tokens: budget, threads: 2, flash_attn: None };
         Self { sched: Scheduler::new(cfg), runner: LlamaRunner::new(model(), &rc).unwrap() }
     }
 
@@ -118,8 +124,8 @@ fn prefix_reuse_gives_the_tokens_of_a_cold_request() {
     let mut rx = rig.submit(2, second.clone(), 20);
     rig.run();
     let (warm, usage) = drain(&mut rx);
-    // Turn one's KV is reused whole; its last token is in KV only if it stopped on EOG.
-    assert!(usage.cached_tokens >= first.len() + reply.len() - 1, "{usage:?}");
+    // Exact reuse: turn one's prompt KV (written by prefill) is reused, its reply is prefilled.
+    assert_eq!(usage.cached_tokens, first.len());
 
     let mut cold = Rig::new(64);
     let mut rx = cold.submit(1, second, 20);

@@ -32,7 +32,11 @@ async fn count_requests(req: Request, next: Next) -> Response {
     let resp = next.run(req).await;
     if path.starts_with("/v1/") {
         let status = resp.status().as_u16().to_string();
-        let path = if path.starts_with("/v1/models") { "/v1/models".to_string() } else { path };
+        let path = match path.as_str() {
+            "/v1/chat/completions" | "/v1/completions" => path,
+            p if p.starts_with("/v1/models") => "/v1/models".to_string(),
+            _ => "other".to_string(), // keeps label cardinality bounded
+        };
         metrics::counter!("tandem_requests_total", "path" => path, "status" => status).increment(1);
     }
     resp

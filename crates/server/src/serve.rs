@@ -6,8 +6,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use clap::Args;
-use tandem_engine::scheduler::SchedulerConfig;
-use tandem_engine::{spawn_engine, SystemClock};
+use tandem_engine::{spawn_engine, PrefixReuse, SchedulerConfig, SystemClock};
 use tandem_llama::{LlamaRunner, Model, RunnerConfig};
 
 use crate::state::AppState;
@@ -48,9 +47,54 @@ pub struct ServeArgs {
     /// Largest request body accepted, in bytes (larger bodies get 413).
     #[arg(long, default_value_t = 1 << 20)]
     pub max_body_bytes: usize,
+    /// Which KV of finished requests a new request may reuse. `exact`: only KV written by
+    /// prefill, so a reused request's output is identical to a cold one (llama.cpp's one-row
+    /// decode kernels round differently from multi-row prefill). `all`: also the KV of the
+    /// previous reply (less prefill, output may differ slightly). `off`: no reuse.
+    #[arg(long, value_enum, default_value_t = ReuseArg::Exact)]
+    pub prefix_reuse: ReuseArg,
+    /// llama.cpp flash attention. Off by default: on CPU its tiled kernel rounds differently
+    /// for different prefill chunk sizes, so reused prefixes would not reproduce a cold
+    /// request exactly (speed is within a few percent either way; see docs/kv-layout.md).
+    #[arg(long, value_enum, default_value_t = FlashArg::Off)]
+    pub flash_attn: FlashArg,
     /// Model layers to offload to a GPU (only with a `cuda` build).
     #[arg(long, default_value_t = 0)]
     pub gpu_layers: u32,
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy)]
+pub enum FlashArg {
+    Auto,
+    On,
+    Off,
+}
+
+impl FlashArg {
+    fn policy(self) -> Option<bool> {
+        match self {
+            Self::Auto => None,
+            Self::On => Some(true),
+            Self::Off => Some(false),
+        }
+    }
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy)]
+pub enum ReuseArg {
+    Exact,
+    All,
+    Off,
+}
+
+impl From<ReuseArg> for PrefixReuse {
+    fn from(r: ReuseArg) -> Self {
+        match r {
+            ReuseArg::Exact => PrefixReuse::Exact,
+            ReuseArg::All => PrefixReuse::All,
+            ReuseArg::Off => PrefixReuse::Off,
+        }
+    }
 }
 
 /// Where scripts/fetch-model.sh puts the default model, given the cache directory.
@@ -82,8 +126,19 @@ pub async fn run(args: ServeArgs, default_model: PathBuf) -> anyhow::Result<()> 
         bail!("--kv-cells / --max-seqs gives {cells_per_seq} cells per sequence; need at least 16");
     }
     let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
-    let sched = SchedulerConfig { max_batch_tokens: args.max_batch_tokens, n_slots: args.max_seqs, cells_per_seq };
-    let rc = RunnerConfig { n_slots: args.max_seqs, cells_per_seq, max_batch_tokens: args.max_batch_tokens, threads };
+    let sched = SchedulerConfig {
+        max_batch_tokens: args.max_batch_tokens,
+        n_slots: args.max_seqs,
+        cells_per_seq,
+        prefix_reuse: args.prefix_reuse.into(),
+    };
+    let rc = RunnerConfig {
+        n_slots: args.max_seqs,
+        cells_per_seq,
+        max_batch_tokens: args.max_batch_tokens,
+        threads,
+        flash_attn: args.flash_attn.policy(),
+    };
     let (engine, _join) =
         spawn_engine(sched, args.max_queue, Box::new(SystemClock::new()), move || LlamaRunner::new(model, &rc))?;
     let bos = model.special_text(model.bos());

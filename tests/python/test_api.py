@@ -1,0 +1,116 @@
+"""The OpenAI API against the real model: the official client, streaming, greedy
+determinism under concurrency, prefix reuse, stop strings and metrics."""
+from concurrent.futures import ThreadPoolExecutor
+
+import openai
+import pytest
+import requests
+
+MODEL = "SmolLM2-135M-Instruct.Q4_1"
+
+
+def chat(client, content, **kw):
+    kw.setdefault("temperature", 0)
+    kw.setdefault("max_tokens", 24)
+    return client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": content}], **kw
+    )
+
+
+def test_models(client):
+    assert [m.id for m in client.models.list().data] == [MODEL]
+
+
+def test_known_prompt_greedy_completion(client):
+    r = client.completions.create(model=MODEL, prompt="The capital of France is", max_tokens=4, temperature=0)
+    assert r.choices[0].text.startswith(" Paris")
+    assert r.usage.completion_tokens == 4 and r.choices[0].finish_reason == "length"
+
+
+def test_chat_with_openai_client(client):
+    r = chat(client, "Name a color.")
+    assert r.choices[0].message.role == "assistant"
+    assert r.choices[0].message.content
+    assert r.choices[0].finish_reason in ("stop", "length")
+    assert r.usage.prompt_tokens > 0 and r.usage.total_tokens == r.usage.prompt_tokens + r.usage.completion_tokens
+
+
+def test_stream_concatenates_to_non_streamed_text(client):
+    full = chat(client, "Write one sentence about the sea.", max_tokens=40)
+    chunks = list(chat(client, "Write one sentence about the sea.", max_tokens=40, stream=True,
+                       stream_options={"include_usage": True}))
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == full.choices[0].message.content
+    assert chunks[0].choices[0].delta.role == "assistant"
+    finals = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert finals == [full.choices[0].finish_reason]
+    assert chunks[-1].usage.completion_tokens == full.usage.completion_tokens
+
+
+def test_concurrent_requests_give_sequential_greedy_tokens(client):
+    prompts = [f"Count from {i} to {i + 5}." for i in range(6)]
+    sequential = [chat(client, p).choices[0].message.content for p in prompts]
+    with ThreadPoolExecutor(6) as pool:
+        concurrent = list(pool.map(lambda p: chat(client, p).choices[0].message.content, prompts))
+    assert concurrent == sequential
+
+
+def test_prefix_reuse_matches_cold_request(client, fresh_server):
+    first = [{"role": "user", "content": "Tell me a fact about owls."}]
+    r1 = client.chat.completions.create(model=MODEL, messages=first, temperature=0, max_tokens=30)
+    second = first + [
+        {"role": "assistant", "content": r1.choices[0].message.content},
+        {"role": "user", "content": "And one about cats?"},
+    ]
+    warm = client.chat.completions.create(model=MODEL, messages=second, temperature=0, max_tokens=30)
+    assert warm.usage.prompt_tokens_details.cached_tokens == r1.usage.prompt_tokens
+    cold = requests.post(fresh_server.url + "/v1/chat/completions",
+                         json={"messages": second, "temperature": 0, "max_tokens": 30}).json()
+    assert cold["usage"]["prompt_tokens_details"]["cached_tokens"] == 0
+    assert warm.choices[0].message.content == cold["choices"][0]["message"]["content"]
+
+
+def test_stop_strings(client):
+    base = client.completions.create(model=MODEL, prompt="1, 2, 3, 4,", max_tokens=12, temperature=0)
+    text = base.choices[0].text
+    assert "7" in text, text
+    cut = client.completions.create(model=MODEL, prompt="1, 2, 3, 4,", max_tokens=12, temperature=0, stop=["7", "zzz"])
+    assert cut.choices[0].text == text[: text.index("7")]
+    assert cut.choices[0].finish_reason == "stop"
+    streamed = client.completions.create(model=MODEL, prompt="1, 2, 3, 4,", max_tokens=12,
+                                         temperature=0, stop="7", stream=True)
+    assert "".join(c.choices[0].text for c in streamed) == cut.choices[0].text
+
+
+def test_seeded_sampling_is_reproducible(client):
+    a = chat(client, "Invent a name.", temperature=1.0, seed=7).choices[0].message.content
+    b = chat(client, "Invent a name.", temperature=1.0, seed=7).choices[0].message.content
+    assert a == b
+
+
+def test_ignore_eos_generates_exactly_max_tokens(client):
+    r = chat(client, "Say OK.", max_tokens=50, extra_body={"ignore_eos": True})
+    assert r.usage.completion_tokens == 50 and r.choices[0].finish_reason == "length"
+
+
+def test_max_completion_tokens(client):
+    r = chat(client, "Describe the weather.", max_tokens=None, max_completion_tokens=5)
+    assert r.usage.completion_tokens == 5
+
+
+def test_openai_client_raises_typed_errors(client):
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model="no-such-model", messages=[{"role": "user", "content": "x"}])
+    with pytest.raises(openai.BadRequestError) as e:
+        chat(client, "x", max_tokens=0)
+    assert e.value.body["param"] == "max_tokens"
+
+
+def test_metrics_exposes_engine_state(server, client):
+    chat(client, "Hi")
+    text = requests.get(server.url + "/metrics").text
+    for name in ["tandem_requests_total", "tandem_queue_length", "tandem_running_requests",
+                 "tandem_kv_cells_used", "tandem_kv_cells_free", "tandem_prompt_tokens_total",
+                 "tandem_generation_tokens_total", "tandem_time_to_first_token_seconds_bucket",
+                 "tandem_inter_token_latency_seconds_bucket", "tandem_step_duration_seconds_bucket"]:
+        assert name in text, name

@@ -1,0 +1,102 @@
+"""Bad input: each answered with an OpenAI error object and the right status, while the
+server keeps serving (checked after every case), and disconnects free their KV."""
+import json
+import socket
+import time
+
+import pytest
+import requests
+
+CHAT = "/v1/chat/completions"
+OK_MSG = [{"role": "user", "content": "hi"}]
+
+CASES = [
+    ("invalid json", b'{"messages": [', 400),
+    ("not an object", b"[1, 2]", 400),
+    ("missing messages", json.dumps({"model": "x"}).encode(), 422),
+    ("messages wrong type", json.dumps({"messages": "hi"}).encode(), 422),
+    ("empty messages", json.dumps({"messages": []}).encode(), 400),
+    ("unknown role", json.dumps({"messages": [{"role": "wizard", "content": "hi"}]}).encode(), 400),
+    ("unknown model", json.dumps({"model": "gpt-9", "messages": OK_MSG}).encode(), 404),
+    ("max_tokens 0", json.dumps({"messages": OK_MSG, "max_tokens": 0}).encode(), 400),
+    ("max_tokens negative", json.dumps({"messages": OK_MSG, "max_tokens": -5}).encode(), 400),
+    ("n = 2", json.dumps({"messages": OK_MSG, "n": 2}).encode(), 400),
+    ("temperature 5", json.dumps({"messages": OK_MSG, "temperature": 5}).encode(), 400),
+    ("prompt longer than context",
+     json.dumps({"messages": [{"role": "user", "content": "word " * 5000}]}).encode(), 400),
+    ("2 MB body", json.dumps({"messages": [{"role": "user", "content": "a" * (2 << 20)}]}).encode(), 413),
+    ("invalid utf-8", b'{"messages": [{"role": "user", "content": "\xff\xfe"}]}', 400),
+]
+
+
+def still_serving(server):
+    r = requests.post(server.url + CHAT, json={"messages": OK_MSG, "max_tokens": 2, "temperature": 0})
+    assert r.status_code == 200, r.text
+
+
+@pytest.mark.parametrize("name,body,status", CASES, ids=[c[0] for c in CASES])
+def test_bad_input_gets_openai_error(server, name, body, status):
+    r = requests.post(server.url + CHAT, data=body, headers={"content-type": "application/json"})
+    assert r.status_code == status, r.text
+    err = r.json()["error"]
+    assert set(err) == {"message", "type", "param", "code"} and err["message"]
+    still_serving(server)
+
+
+def test_context_error_code(server):
+    r = requests.post(server.url + CHAT, json={"messages": [{"role": "user", "content": "word " * 5000}]})
+    assert r.json()["error"]["code"] == "context_length_exceeded"
+
+
+def test_unknown_route_is_404_json(server):
+    r = requests.get(server.url + "/v1/nothing")
+    assert r.status_code == 404 and "error" in r.json()
+
+
+def wait_idle(server, timeout=10):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if server.metric("tandem_running_requests") == 0 and server.metric("tandem_queue_length") == 0:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_client_disconnect_mid_stream_frees_the_request(server):
+    body = {"messages": OK_MSG, "max_tokens": 1000, "stream": True, "ignore_eos": True}
+    with requests.post(server.url + CHAT, json=body, stream=True) as r:
+        lines = r.iter_lines()
+        got = [next(lines) for _ in range(6)]
+        assert any(l.startswith(b"data: ") for l in got)
+        assert server.metric("tandem_running_requests") == 1
+    assert wait_idle(server), "request kept running after the client left"
+    still_serving(server)
+
+
+def test_client_disconnect_before_response(server):
+    payload = json.dumps({"messages": OK_MSG, "max_tokens": 1000, "ignore_eos": True}).encode()
+    head = (f"POST {CHAT} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(payload)}\r\n\r\n").encode()
+    with socket.create_connection(("127.0.0.1", server.port)) as s:
+        s.sendall(head + payload)
+        time.sleep(0.3)
+    assert wait_idle(server), "non-streamed request kept running after the client left"
+    still_serving(server)
+
+
+def test_overload_gets_503():
+    from conftest import Server
+
+    s = Server("--max-seqs", "1", "--kv-cells", "2048", "--max-queue", "1")
+    try:
+        body = {"messages": OK_MSG, "max_tokens": 400, "ignore_eos": True, "stream": True}
+        first = requests.post(s.url + CHAT, json=body, stream=True)
+        next(first.iter_lines())
+        second = requests.post(s.url + CHAT, json=body, stream=True)
+        third = requests.post(s.url + CHAT, json=body)
+        assert third.status_code == 503, third.text
+        assert third.json()["error"]["code"] == "overloaded"
+        first.close()
+        second.close()
+    finally:
+        s.stop()
