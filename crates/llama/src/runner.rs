@@ -23,6 +23,9 @@ pub struct RunnerConfig {
     pub threads: usize,
     /// llama.cpp flash attention: `None` lets llama.cpp decide.
     pub flash_attn: Option<bool>,
+    /// One shared KV pool instead of a stream per sequence. Only for the layout measurement
+    /// (examples/kv_layout.rs): the engine's accounting assumes per-sequence streams.
+    pub kv_unified: bool,
 }
 
 pub struct LlamaRunner {
@@ -65,7 +68,7 @@ impl LlamaRunner {
             .with_n_batch(cfg.max_batch_tokens as u32)
             .with_n_ubatch(cfg.max_batch_tokens as u32)
             .with_n_seq_max(cfg.n_slots as u32)
-            .with_kv_unified(false)
+            .with_kv_unified(cfg.kv_unified)
             .with_flash_attention_policy(flash_policy(cfg.flash_attn))
             .with_n_threads(threads)
             .with_n_threads_batch(threads);

@@ -138,6 +138,7 @@ pub async fn run(args: ServeArgs, default_model: PathBuf) -> anyhow::Result<()> 
         max_batch_tokens: args.max_batch_tokens,
         threads,
         flash_attn: args.flash_attn.policy(),
+        kv_unified: false,
     };
     let (engine, _join) =
         spawn_engine(sched, args.max_queue, Box::new(SystemClock::new()), move || LlamaRunner::new(model, &rc))?;

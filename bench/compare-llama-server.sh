@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark of tandem and llama.cpp's llama-server on the same GGUF, thread count
+# and KV size, in one run: single-stream decode, aggregate throughput at 16 streams, TTFT of a
+# 512-token prompt, and the client-side tool-loop workload at two arrival rates.
+# Writes bench/results/llama-server-comparison.{json,md}.
+# Usage: bench/compare-llama-server.sh [MODEL.gguf]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+MODEL="${1:-${XDG_CACHE_HOME:-$HOME/.cache}/tandem/models/SmolLM2-135M-Instruct.Q4_1.gguf}"
+THREADS="${THREADS:-$(nproc)}"
+SEQS=16; CELLS=32768
+RATES="${RATES:-0.3 0.6}"
+OUT=bench/work/compare; mkdir -p "$OUT" bench/results
+LLAMA_SERVER=$(bench/build-llama-server.sh)
+cargo build --release --locked --bin tandem >&2
+TANDEM=target/release/tandem
+
+wait_up() { for _ in $(seq 1 300); do curl -sf "$1/health" >/dev/null && return 0; sleep 0.2; done; echo "server at $1 did not start" >&2; return 1; }
+
+run_suite() { # name url
+  local name=$1 url=$2 b="$TANDEM bench --url $2 --quiet"
+  $b --label "$name single-stream" --prompt-tokens 32 --output-tokens 128 --concurrency 1 --requests 4 --out "$OUT/$name-single" >/dev/null
+  $b --label "$name 16 streams" --prompt-tokens 32 --output-tokens 128 --concurrency 16 --requests 32 --out "$OUT/$name-c16" >/dev/null
+  $b --label "$name ttft-512" --prompt-tokens 512 --output-tokens 1 --concurrency 1 --requests 6 --out "$OUT/$name-ttft" >/dev/null
+  for r in $RATES; do
+    $b --label "$name tool-loop rate $r" --workload bench/workloads/tool_loop.jsonl --rate "$r" --requests 24 --seed 1 --out "$OUT/$name-tools-$r" >/dev/null
+  done
+}
+
+$TANDEM serve --model "$MODEL" --port 18080 --threads "$THREADS" --max-seqs $SEQS --kv-cells $CELLS 2>"$OUT/tandem.log" &
+PID=$!; trap 'kill $PID 2>/dev/null || true' EXIT
+wait_up http://127.0.0.1:18080 && run_suite tandem http://127.0.0.1:18080
+kill $PID; wait $PID 2>/dev/null || true
+
+"$LLAMA_SERVER" -m "$MODEL" --port 18081 -t "$THREADS" -tb "$THREADS" -np $SEQS -c $CELLS -b 512 -ub 512 2>"$OUT/llama-server.log" &
+PID=$!
+wait_up http://127.0.0.1:18081 && run_suite llama-server http://127.0.0.1:18081
+kill $PID; wait $PID 2>/dev/null || true
+
+python3 bench/compare_table.py "$OUT" "$RATES" "$("$LLAMA_SERVER" --version 2>&1 | head -1)" > bench/results/llama-server-comparison.md
+cat bench/results/llama-server-comparison.md

@@ -1,0 +1,44 @@
+"""Turns the reports of bench/compare-llama-server.sh into one JSON and a Markdown table."""
+import json
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+out, rates, ls_version = Path(sys.argv[1]), sys.argv[2].split(), sys.argv[3]
+
+
+def load(name):
+    return json.loads((out / f"{name}.json").read_text())["summary"]
+
+
+def figures(server):
+    s, c, t = load(f"{server}-single"), load(f"{server}-c16"), load(f"{server}-ttft")
+    f = {
+        "single-stream decode tok/s (1 / mean ITL)": 1.0 / s["itl_s"]["mean"],
+        "aggregate output tok/s, 16 streams": c["output_tok_per_s"],
+        "TTFT p50, 512-token prompt (ms)": t["ttft_s"]["p50"] * 1e3,
+    }
+    for r in rates:
+        w = load(f"{server}-tools-{r}")
+        f[f"tool loop @ {r} req/s: mean latency (s)"] = w["latency_s"]["mean"]
+        f[f"tool loop @ {r} req/s: norm. latency (ms/token)"] = w["normalized_latency_s"]["mean"] * 1e3
+        f[f"tool loop @ {r} req/s: errors"] = w["errors"]
+    return f
+
+
+t, l = figures("tandem"), figures("llama-server")
+cpu = subprocess.run(["sh", "-c", "lscpu | sed -n 's/Model name: *//p'"], capture_output=True, text=True).stdout.strip()
+machine = f"{cpu}, {subprocess.run(['nproc'], capture_output=True, text=True).stdout.strip()} cores, {platform.system()}"
+date = time.strftime("%Y-%m-%d")
+(Path("bench/results/llama-server-comparison.json")).write_text(json.dumps(
+    {"date": date, "machine": machine, "llama_server": ls_version, "tandem": t, "llama-server": l}, indent=2))
+print(f"# tandem vs llama-server ({date})\n")
+print(f"Machine: {machine}. llama-server: {ls_version}. Model: SmolLM2-135M-Instruct Q4_1.")
+print("Command: `bench/compare-llama-server.sh` (both servers: same GGUF, threads, 16 sequences, 32768 KV cells).\n")
+print("| figure | tandem | llama-server | tandem / llama-server |")
+print("|---|---|---|---|")
+for k in t:
+    ratio = t[k] / l[k] if l[k] else float("nan")
+    print(f"| {k} | {t[k]:.2f} | {l[k]:.2f} | {ratio:.2f} |")
