@@ -19,11 +19,15 @@ wait_up() { for _ in $(seq 1 300); do curl -sf "$1/health" >/dev/null && return 
 
 run_suite() { # name url
   local name=$1 url=$2 b="$TANDEM bench --url $2 --quiet"
-  $b --label "$name single-stream" --prompt-tokens 32 --output-tokens 128 --concurrency 1 --requests 4 --out "$OUT/$name-single" >/dev/null
-  $b --label "$name 16 streams" --prompt-tokens 32 --output-tokens 128 --concurrency 16 --requests 32 --out "$OUT/$name-c16" >/dev/null
-  $b --label "$name ttft-512" --prompt-tokens 512 --output-tokens 1 --concurrency 1 --requests 6 --out "$OUT/$name-ttft" >/dev/null
+  # Every step uses its own seed, so no step's prompts repeat an earlier step's (a server's
+  # prompt cache would otherwise serve them); both servers get identical requests.
+  $b --label "$name single-stream" --prompt-tokens 32 --output-tokens 128 --concurrency 1 --requests 4 --seed 100 --out "$OUT/$name-single" >/dev/null
+  $b --label "$name 16 streams" --prompt-tokens 32 --output-tokens 128 --concurrency 16 --requests 32 --seed 200 --out "$OUT/$name-c16" >/dev/null
+  $b --label "$name ttft-512" --prompt-tokens 512 --output-tokens 1 --concurrency 1 --requests 6 --seed 300 --out "$OUT/$name-ttft" >/dev/null
+  local seed=400
   for r in $RATES; do
-    $b --label "$name tool-loop rate $r" --workload bench/workloads/tool_loop.jsonl --rate "$r" --requests 24 --seed 1 --out "$OUT/$name-tools-$r" >/dev/null
+    $b --label "$name tool-loop rate $r" --workload bench/workloads/tool_loop.jsonl --rate "$r" --requests 24 --seed $seed --out "$OUT/$name-tools-$r" >/dev/null
+    seed=$((seed + 100))
   done
 }
 

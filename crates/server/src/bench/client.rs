@@ -81,12 +81,24 @@ impl Client {
             "ignore_eos": true, "temperature": 0.0, "stream": true,
             "stream_options": {"include_usage": true},
         });
-        let resp = self.http.post(format!("{}/v1/chat/completions", self.url)).json(&body).send().await?;
+        let resp = self.send(&body).await?;
         if !resp.status().is_success() {
             let status = resp.status();
             bail!("HTTP {status}: {}", resp.text().await.unwrap_or_default());
         }
         read_stream(resp).await
+    }
+}
+
+impl Client {
+    /// Posts a chat request. A pooled keep-alive connection the server closed just before
+    /// reuse fails before the request reaches it; that case (only) is retried once.
+    async fn send(&self, body: &Value) -> reqwest::Result<reqwest::Response> {
+        let url = format!("{}/v1/chat/completions", self.url);
+        match self.http.post(&url).json(body).send().await {
+            Err(e) if e.is_request() && !e.is_timeout() => self.http.post(&url).json(body).send().await,
+            r => r,
+        }
     }
 }
 

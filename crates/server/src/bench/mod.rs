@@ -122,8 +122,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         "output_tokens": args.output_tokens, "seed": args.seed});
     let report = report::json_report(config, &summary, &outcomes);
     if let Some(prefix) = &args.out {
-        std::fs::write(prefix.with_extension("json"), serde_json::to_string_pretty(&report)?)?;
-        std::fs::write(prefix.with_extension("md"), md)?;
+        // Append (not replace) extensions: a prefix like `run-0.5` must keep its `.5`.
+        let path = |ext: &str| PathBuf::from(format!("{}.{ext}", prefix.display()));
+        std::fs::write(path("json"), serde_json::to_string_pretty(&report)?)?;
+        std::fs::write(path("md"), md)?;
     } else {
         println!("{}", serde_json::to_string_pretty(&report["summary"])?);
     }
