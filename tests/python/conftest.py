@@ -51,15 +51,27 @@ class Server:
         self.log.close()
 
 
+# Bit-exact mode: prefix reuse must reproduce a cold request token for token.
+EXACT = ("--flash-attn", "off", "--prefix-reuse", "exact")
+
+
 @pytest.fixture(scope="session")
 def server():
-    s = Server("--max-seqs", "8", "--kv-cells", "16384")
+    s = Server("--max-seqs", "8", "--kv-cells", "16384", *EXACT)
     yield s
     s.stop()
 
 
 @pytest.fixture
 def fresh_server():
+    s = Server("--max-seqs", "4", "--kv-cells", "8192", *EXACT)
+    yield s
+    s.stop()
+
+
+@pytest.fixture
+def default_server():
+    """A server with the default flags (flash attention on, whole-turn prefix reuse)."""
     s = Server("--max-seqs", "4", "--kv-cells", "8192")
     yield s
     s.stop()

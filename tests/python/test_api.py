@@ -70,6 +70,21 @@ def test_prefix_reuse_matches_cold_request(client, fresh_server):
     assert warm.choices[0].message.content == cold["choices"][0]["message"]["content"]
 
 
+def test_default_reuse_takes_the_whole_previous_turn(default_server):
+    url = default_server.url + "/v1/chat/completions"
+    first = [{"role": "user", "content": "Tell me a fact about owls."}]
+    r1 = requests.post(url, json={"messages": first, "temperature": 0, "max_tokens": 30}).json()
+    second = first + [
+        {"role": "assistant", "content": r1["choices"][0]["message"]["content"]},
+        {"role": "user", "content": "And one about cats?"},
+    ]
+    r2 = requests.post(url, json={"messages": second, "temperature": 0, "max_tokens": 30}).json()
+    cached = r2["usage"]["prompt_tokens_details"]["cached_tokens"]
+    # The prompt and (nearly all of) the reply were reused, not just the prompt.
+    assert cached > r1["usage"]["prompt_tokens"] + r1["usage"]["completion_tokens"] // 2
+    assert r2["choices"][0]["message"]["content"]
+
+
 def test_stop_strings(client):
     base = client.completions.create(model=MODEL, prompt="1, 2, 3, 4,", max_tokens=12, temperature=0)
     text = base.choices[0].text

@@ -2,7 +2,8 @@
 //! against one shared pool (`kv_unified = true`), at several sequence counts, through the real
 //! scheduler and runner. Prints a Markdown table (see docs/kv-layout.md).
 //!
-//! cargo run --release -p tandem-llama --example kv_layout -- MODEL.gguf [THREADS]
+//! cargo run --release -p tandem-llama --example kv_layout -- MODEL.gguf [THREADS] [COUNTS]
+//! (COUNTS: comma-separated sequence counts, default 1,8,32,64)
 
 use std::time::Instant;
 
@@ -44,10 +45,16 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let path = args.next().expect("usage: kv_layout MODEL.gguf [THREADS]");
     let threads = args.next().map_or(2, |t| t.parse().expect("threads"));
+    let counts: Vec<usize> = args
+        .next()
+        .map_or("1,8,32,64".into(), |c| c)
+        .split(',')
+        .map(|n| n.parse().expect("sequence count"))
+        .collect();
     let model = Model::load(path.as_ref(), 0).expect("model");
     println!("| sequences | per-sequence streams tok/s | shared pool tok/s | ratio |");
     println!("|---|---|---|---|");
-    for n in [1, 8, 32, 64] {
+    for n in counts {
         let streams = measure(model, n, false, threads);
         let shared = measure(model, n, true, threads);
         println!("| {n} | {streams:.1} | {shared:.1} | {:.2} |", streams / shared);

@@ -38,7 +38,7 @@ impl Rig {
             cells_per_seq: cells,
             prefix_reuse: PrefixReuse::Exact,
         };
-        let rc = RunnerConfig { n_slots: SLOTS, cells_per_seq: cells, max_batch_tokens: budget, threads: 2, flash_attn: None, kv_unified: false };
+        let rc = RunnerConfig { n_slots: SLOTS, cells_per_seq: cells, max_batch_tokens: budget, threads: 2, flash_attn: Some(false), kv_unified: false };
         Self { sched: Scheduler::new(cfg), runner: LlamaRunner::new(model(), &rc).unwrap() }
     }
 

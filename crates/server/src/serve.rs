@@ -47,16 +47,17 @@ pub struct ServeArgs {
     /// Largest request body accepted, in bytes (larger bodies get 413).
     #[arg(long, default_value_t = 1 << 20)]
     pub max_body_bytes: usize,
-    /// Which KV of finished requests a new request may reuse. `exact`: only KV written by
-    /// prefill, so a reused request's output is identical to a cold one (llama.cpp's one-row
-    /// decode kernels round differently from multi-row prefill). `all`: also the KV of the
-    /// previous reply (less prefill, output may differ slightly). `off`: no reuse.
-    #[arg(long, value_enum, default_value_t = ReuseArg::Exact)]
+    /// Which KV of finished requests a new request may reuse. `all`: the whole previous turn,
+    /// reply included (least prefill; like llama-server's cache, output can differ in the last
+    /// bits from a cold request). `exact`: only KV written by prefill; with --flash-attn off a
+    /// reused request's output is then identical to a cold one. `off`: no reuse.
+    #[arg(long, value_enum, default_value_t = ReuseArg::All)]
     pub prefix_reuse: ReuseArg,
-    /// llama.cpp flash attention. Off by default: on CPU its tiled kernel rounds differently
-    /// for different prefill chunk sizes, so reused prefixes would not reproduce a cold
-    /// request exactly (speed is within a few percent either way; see docs/kv-layout.md).
-    #[arg(long, value_enum, default_value_t = FlashArg::Off)]
+    /// llama.cpp flash attention. On by default (about 25% faster decode at 16 streams on
+    /// CPU). Its CPU kernel rounds differently for different prefill chunk sizes, so for
+    /// bit-exact prefix reuse run `--flash-attn off --prefix-reuse exact`
+    /// (docs/architecture.md).
+    #[arg(long, value_enum, default_value_t = FlashArg::On)]
     pub flash_attn: FlashArg,
     /// Model layers to offload to a GPU (only with a `cuda` build).
     #[arg(long, default_value_t = 0)]
