@@ -158,6 +158,9 @@ impl Scheduler {
                 budget -= n;
             }
         }
+        // Rows in sequence order: llama.cpp splits a batch over per-sequence KV streams into
+        // ubatches, and an unordered one can cost extra ubatches (docs/architecture.md).
+        items.sort_by_key(|i| i.seq);
         StepPlan {
             kv_ops: std::mem::take(&mut self.ops),
             items,

@@ -62,6 +62,7 @@ impl Harness {
         self.now += 0.01;
         let plan = self.sched.schedule(self.now);
         assert!(plan.batch_tokens() <= self.budget, "plan over budget");
+        assert!(plan.items.windows(2).all(|w| w[0].seq < w[1].seq), "rows not in seq order: {plan:?}");
         for item in &plan.items {
             // One-token chunks only for decode (a one-row batch uses other kernels).
             let plen = self.prompt_len[&item.request];
