@@ -44,10 +44,6 @@ impl KvPool {
         self.slots[seq as usize].unwrap_or(0)
     }
 
-    pub fn cells_per_seq(&self) -> usize {
-        self.cells_per_seq
-    }
-
     pub fn n_slots(&self) -> usize {
         self.slots.len()
     }

@@ -40,9 +40,4 @@ impl Active {
             cached_tokens: self.reused,
         }
     }
-
-    /// Tokens whose KV is valid and may be retained for reuse.
-    pub fn cached_tokens(&self) -> &[Token] {
-        &self.tokens[..self.n_cached]
-    }
 }

@@ -98,9 +98,4 @@ impl Model {
         let t = self.inner.chat_template(None).ok()?;
         t.to_string().ok()
     }
-
-    /// A GGUF metadata string, e.g. `general.name` or `general.architecture`.
-    pub fn meta(&self, key: &str) -> Option<String> {
-        self.inner.meta_val_str(key).ok()
-    }
 }
