@@ -68,8 +68,16 @@ pub struct SchedulerStats {
 }
 
 impl Scheduler {
+    /// Smallest step budget for `n_slots`: every running request may take one decode token
+    /// and a prefill chunk (≥ `MIN_PREFILL_CHUNK`, never leaving one token) must still fit,
+    /// or prompts could wait forever behind decodes.
+    pub fn min_batch_tokens(n_slots: usize) -> usize {
+        n_slots + MIN_PREFILL_CHUNK + 1
+    }
+
     pub fn new(cfg: SchedulerConfig) -> Self {
-        assert!(cfg.max_batch_tokens > 0 && cfg.n_slots > 0 && cfg.cells_per_seq > 1);
+        assert!(cfg.n_slots > 0 && cfg.cells_per_seq > 1);
+        assert!(cfg.max_batch_tokens >= Self::min_batch_tokens(cfg.n_slots), "step budget too small");
         let kv = KvPool::new(cfg.n_slots, cfg.cells_per_seq);
         Self {
             cfg,
@@ -146,17 +154,15 @@ impl Scheduler {
             budget -= 1;
         }
         for r in self.running.iter().filter(|r| r.pending() > 1) {
-            if let Some(n) = prefill_chunk(r.pending(), budget) {
-                items.push(chunk(r, n));
-                budget -= n;
-            }
+            push_prefill(&mut items, &mut budget, r);
         }
-        while budget >= MIN_PREFILL_CHUNK && self.admit_front() {
+        // Admit only while a newcomer's chunk surely fits: with a budget above
+        // MIN_PREFILL_CHUNK, `prefill_chunk` finds one for any prompt, so no slot is taken by a
+        // request that cannot run this step.
+        while budget > MIN_PREFILL_CHUNK && self.admit_front() {
             let r = self.running.last().expect("just admitted");
-            if let Some(n) = prefill_chunk(r.pending(), budget) {
-                items.push(chunk(r, n));
-                budget -= n;
-            }
+            let pushed = push_prefill(&mut items, &mut budget, r);
+            debug_assert!(pushed, "a chunk fits any budget above MIN_PREFILL_CHUNK");
         }
         // Rows in sequence order: llama.cpp splits a batch over per-sequence KV streams into
         // ubatches, and an unordered one can cost extra ubatches (docs/architecture.md).
@@ -319,6 +325,14 @@ fn prefill_chunk(pending: usize, budget: usize) -> Option<usize> {
         n -= 1;
     }
     (n >= MIN_PREFILL_CHUNK).then_some(n)
+}
+
+/// Adds the request's next prefill chunk if one fits the budget; returns whether it did.
+fn push_prefill(items: &mut Vec<PlanItem>, budget: &mut usize, r: &Active) -> bool {
+    let Some(n) = prefill_chunk(r.pending(), *budget) else { return false };
+    items.push(chunk(r, n));
+    *budget -= n;
+    true
 }
 
 /// The next `n` pending tokens of a request; samples when they reach its end.

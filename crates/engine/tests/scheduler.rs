@@ -405,3 +405,24 @@ fn rows_stay_in_slot_order_when_eviction_reorders_slots() {
         assert_eq!(h.tokens(id).len(), 4);
     }
 }
+
+#[test]
+fn admission_waits_when_no_chunk_fits_this_step() {
+    let mut h = Harness::new(3, 128, 6);
+    let a = h.submit(prompt(4, 1), 3);
+    let b = h.submit(prompt(3, 2), 3);
+    h.step();
+    // a's 4 tokens leave a budget of 2; b's 3-token prompt cannot be split into chunks of
+    // at least 2, so b must not take a slot yet.
+    assert_eq!((h.sched.stats().running, h.sched.stats().waiting), (1, 1));
+    h.run_to_idle();
+    assert_eq!((h.tokens(a).len(), h.tokens(b).len()), (3, 3));
+    h.assert_all_free();
+}
+
+#[test]
+#[should_panic(expected = "step budget too small")]
+fn budget_must_fit_decodes_and_a_chunk() {
+    let cfg = SchedulerConfig { max_batch_tokens: 5, n_slots: 3, cells_per_seq: 64, prefix_reuse: PrefixReuse::All };
+    Scheduler::new(cfg);
+}

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use clap::Args;
-use tandem_engine::{spawn_engine, PrefixReuse, SchedulerConfig, SystemClock};
+use tandem_engine::{spawn_engine, PrefixReuse, Scheduler, SchedulerConfig, SystemClock};
 use tandem_llama::{LlamaRunner, Model, RunnerConfig};
 
 use crate::state::AppState;
@@ -34,7 +34,8 @@ pub struct ServeArgs {
     /// prefix reuse. Requests beyond this wait in the queue.
     #[arg(long, default_value_t = 32)]
     pub max_seqs: usize,
-    /// Most tokens per engine step: one decode token per running request plus prefill chunks.
+    /// Most tokens per engine step: one decode token per running request plus prefill chunks
+    /// (at least --max-seqs + 3, so a prompt chunk always fits beside the decodes).
     #[arg(long, default_value_t = 512)]
     pub max_batch_tokens: usize,
     /// Model name reported by /v1/models and accepted in requests (default: the file name
@@ -114,8 +115,12 @@ pub async fn run(args: ServeArgs, default_model: PathBuf) -> anyhow::Result<()> 
     if !path.is_file() {
         bail!("no model at {}\n  fetch the default model with: scripts/fetch-model.sh\n  or pass --model PATH to a GGUF file", path.display());
     }
-    if args.max_seqs == 0 || args.max_batch_tokens == 0 {
-        bail!("--max-seqs and --max-batch-tokens must be at least 1");
+    if args.max_seqs == 0 {
+        bail!("--max-seqs must be at least 1");
+    }
+    let min_batch = Scheduler::min_batch_tokens(args.max_seqs);
+    if args.max_batch_tokens < min_batch {
+        bail!("--max-batch-tokens must be at least --max-seqs + 3 ({min_batch}): each step must fit a decode token per sequence and a prefill chunk");
     }
     let model = Model::load(&path, args.gpu_layers)?;
     let mut cells_per_seq = args.kv_cells / args.max_seqs;
