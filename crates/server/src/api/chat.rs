@@ -67,7 +67,7 @@ fn chunk_json(id: &str, model: &str, created: u64, delta: Value, finish: Option<
 }
 
 fn chunk_fn(id: String, model: String, created: u64) -> ChunkFn {
-    Box::new(move |text, finish, _usage| {
+    Box::new(move |text, finish| {
         let delta = text.map_or_else(|| json!({}), |t| json!({"content": t}));
         chunk_json(&id, &model, created, delta, finish)
     })

@@ -81,5 +81,5 @@ fn chunk_json(id: &str, model: &str, created: u64, text: &str, finish: Option<&s
 }
 
 fn chunk_fn(id: String, model: String, created: u64) -> ChunkFn {
-    Box::new(move |text, finish, _| chunk_json(&id, &model, created, text.unwrap_or(""), finish))
+    Box::new(move |text, finish| chunk_json(&id, &model, created, text.unwrap_or(""), finish))
 }

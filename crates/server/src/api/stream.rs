@@ -6,14 +6,14 @@ use std::convert::Infallible;
 
 use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
-use futures::stream::{self, Stream};
+use futures::stream::{self, Stream, StreamExt};
 use serde_json::Value;
 use tandem_engine::Usage;
 
 use crate::api::generate::{usage_json, Generation, Piece};
 
-/// Builds the JSON of one chunk: text (or none), finish reason (or none), usage (or none).
-pub type ChunkFn = Box<dyn Fn(Option<&str>, Option<&str>, Option<&Usage>) -> Value + Send>;
+/// Builds the JSON of one chunk from its text (or none) and finish reason (or none).
+pub type ChunkFn = Box<dyn Fn(Option<&str>, Option<&str>) -> Value + Send>;
 
 enum Phase {
     Running(Generation),
@@ -36,12 +36,12 @@ async fn advance(mut s: StreamState) -> Option<(Event, StreamState)> {
     match std::mem::replace(&mut s.phase, Phase::End) {
         Phase::Running(mut gen) => match gen.next().await {
             Some(Ok(Piece::Text(t))) => {
-                let ev = json_event(&(s.chunk)(Some(&t), None, None));
+                let ev = json_event(&(s.chunk)(Some(&t), None));
                 s.phase = Phase::Running(gen);
                 Some((ev, s))
             }
             Some(Ok(Piece::Done { finish_reason, usage })) => {
-                let ev = json_event(&(s.chunk)(None, Some(finish_reason), None));
+                let ev = json_event(&(s.chunk)(None, Some(finish_reason)));
                 s.phase = if s.include_usage { Phase::Usage(usage) } else { Phase::Done };
                 Some((ev, s))
             }
@@ -49,13 +49,10 @@ async fn advance(mut s: StreamState) -> Option<(Event, StreamState)> {
                 s.phase = Phase::Done;
                 Some((json_event(&e.body()), s))
             }
-            None => {
-                s.phase = Phase::Done;
-                Some((Event::default().data("[DONE]"), StreamState { phase: Phase::End, ..s }))
-            }
+            None => Some((Event::default().data("[DONE]"), s)), // phase is already End
         },
         Phase::Usage(u) => {
-            let mut v = (s.chunk)(None, None, Some(&u));
+            let mut v = (s.chunk)(None, None);
             v["choices"] = Value::Array(vec![]);
             v["usage"] = usage_json(&u);
             s.phase = Phase::Done;
@@ -74,17 +71,9 @@ fn events(
 ) -> impl Stream<Item = Result<Event, Infallible>> {
     let head = stream::iter(first.map(|v| Ok(json_event(&v))));
     let state = StreamState { phase: Phase::Running(gen), chunk, include_usage };
-    let body = stream::unfold(state, advance).map_ok_infallible();
-    futures::StreamExt::chain(head, body)
+    let body = stream::unfold(state, advance).map(Ok);
+    head.chain(body)
 }
-
-trait MapOkInfallible: Stream<Item = Event> + Sized {
-    fn map_ok_infallible(self) -> futures::stream::Map<Self, fn(Event) -> Result<Event, Infallible>> {
-        futures::StreamExt::map(self, Ok as fn(Event) -> Result<Event, Infallible>)
-    }
-}
-
-impl<S: Stream<Item = Event>> MapOkInfallible for S {}
 
 /// The SSE response for a generation; `first` is sent before any text (e.g. the role delta).
 pub fn sse_response(first: Option<Value>, gen: Generation, chunk: ChunkFn, include_usage: bool) -> Response {
