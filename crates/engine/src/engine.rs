@@ -12,7 +12,6 @@ use crate::scheduler::{Scheduler, SchedulerConfig};
 use crate::types::{NewRequest, RequestId};
 use crate::Runner;
 
-
 enum Msg {
     Submit(RequestId, NewRequest),
     Cancel(RequestId),
@@ -58,7 +57,9 @@ impl EngineHandle {
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         self.load.inbox.fetch_add(1, Ordering::Relaxed);
-        self.tx.send(Msg::Submit(id, req)).map_err(|_| SubmitError::Stopped)?;
+        self.tx
+            .send(Msg::Submit(id, req))
+            .map_err(|_| SubmitError::Stopped)?;
         Ok(id)
     }
 
@@ -99,7 +100,14 @@ where
                 Err(e) => return drop(init_tx.send(Err(e))),
             };
             let _ = init_tx.send(Ok(()));
-            EngineLoop { sched: Scheduler::new(cfg), runner, clock, rx, load }.run()
+            EngineLoop {
+                sched: Scheduler::new(cfg),
+                runner,
+                clock,
+                rx,
+                load,
+            }
+            .run()
         })
         .expect("spawn engine thread");
     init_rx.recv().expect("engine thread reports its start")?;

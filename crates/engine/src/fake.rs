@@ -67,7 +67,10 @@ impl FakeRunner {
                 self.kv.remove(&seq);
             }
             KvOp::Truncate { seq, keep } => {
-                let s = self.kv.get_mut(&seq).ok_or(RunnerError::Kv(format!("no seq {seq}")))?;
+                let s = self
+                    .kv
+                    .get_mut(&seq)
+                    .ok_or(RunnerError::Kv(format!("no seq {seq}")))?;
                 assert!(keep <= s.len(), "truncate beyond end of seq {seq}");
                 s.truncate(keep);
             }
@@ -86,14 +89,31 @@ impl Runner for FakeRunner {
         }
         let mut sampled = Vec::new();
         for item in &plan.items {
-            assert!((item.seq as usize) < self.n_slots, "seq {} out of range", item.seq);
+            assert!(
+                (item.seq as usize) < self.n_slots,
+                "seq {} out of range",
+                item.seq
+            );
             let s = self.kv.entry(item.seq).or_default();
-            assert_eq!(item.start_pos, s.len(), "non-contiguous positions in seq {}", item.seq);
+            assert_eq!(
+                item.start_pos,
+                s.len(),
+                "non-contiguous positions in seq {}",
+                item.seq
+            );
             s.extend_from_slice(&item.tokens);
-            assert!(s.len() <= self.cells_per_seq, "seq {} over capacity", item.seq);
+            assert!(
+                s.len() <= self.cells_per_seq,
+                "seq {} over capacity",
+                item.seq
+            );
             if item.sample.is_some() {
                 let token = self.next_token(self.seq(item.seq));
-                sampled.push(Sampled { request: item.request, token, eog: token == self.eog });
+                sampled.push(Sampled {
+                    request: item.request,
+                    token,
+                    eog: token == self.eog,
+                });
             }
         }
         self.steps += 1;

@@ -15,7 +15,10 @@ pub struct KvPool {
 
 impl KvPool {
     pub fn new(n_slots: usize, cells_per_seq: usize) -> Self {
-        Self { cells_per_seq, slots: vec![None; n_slots] }
+        Self {
+            cells_per_seq,
+            slots: vec![None; n_slots],
+        }
     }
 
     /// Takes the lowest free slot, with zero cells used.
@@ -34,7 +37,10 @@ impl KvPool {
 
     /// Records that the sequence now occupies positions `0..used`.
     pub fn set_used(&mut self, seq: SeqId, used: usize) {
-        assert!(used <= self.cells_per_seq, "seq {seq} over capacity: {used}");
+        assert!(
+            used <= self.cells_per_seq,
+            "seq {seq} over capacity: {used}"
+        );
         let slot = &mut self.slots[seq as usize];
         assert!(slot.is_some(), "writing to free KV slot {seq}");
         *slot = Some(used);

@@ -56,8 +56,11 @@ impl RetainedSet {
 
     /// Removes the least recently used entry.
     pub fn pop_lru(&mut self) -> Option<Retained> {
-        let idx = (0..self.entries.len())
-            .min_by(|&a, &b| self.entries[a].last_used.total_cmp(&self.entries[b].last_used))?;
+        let idx = (0..self.entries.len()).min_by(|&a, &b| {
+            self.entries[a]
+                .last_used
+                .total_cmp(&self.entries[b].last_used)
+        })?;
         Some(self.entries.swap_remove(idx))
     }
 
@@ -71,7 +74,11 @@ mod tests {
     use super::*;
 
     fn entry(seq: SeqId, tokens: &[Token], t: f64) -> Retained {
-        Retained { seq, tokens: tokens.to_vec(), last_used: t }
+        Retained {
+            seq,
+            tokens: tokens.to_vec(),
+            last_used: t,
+        }
     }
 
     #[test]

@@ -77,7 +77,10 @@ impl Scheduler {
 
     pub fn new(cfg: SchedulerConfig) -> Self {
         assert!(cfg.n_slots > 0 && cfg.cells_per_seq > 1);
-        assert!(cfg.max_batch_tokens >= Self::min_batch_tokens(cfg.n_slots), "step budget too small");
+        assert!(
+            cfg.max_batch_tokens >= Self::min_batch_tokens(cfg.n_slots),
+            "step budget too small"
+        );
         let kv = KvPool::new(cfg.n_slots, cfg.cells_per_seq);
         Self {
             cfg,
@@ -99,11 +102,18 @@ impl Scheduler {
     pub fn add(&mut self, id: RequestId, req: NewRequest, now: f64) {
         let n = req.prompt.len();
         if n == 0 || n > self.max_prompt_tokens() {
-            let msg = format!("prompt has {n} tokens; allowed 1..={}", self.max_prompt_tokens());
+            let msg = format!(
+                "prompt has {n} tokens; allowed 1..={}",
+                self.max_prompt_tokens()
+            );
             let _ = req.events.send(Event::Failed(msg));
             return;
         }
-        self.waiting.push_back(Waiting { id, req, arrival: now });
+        self.waiting.push_back(Waiting {
+            id,
+            req,
+            arrival: now,
+        });
     }
 
     /// Drops a waiting request, or ends a running one and retains its KV. Unknown ids are
@@ -117,7 +127,10 @@ impl Scheduler {
     }
 
     pub fn is_idle(&self) -> bool {
-        self.waiting.is_empty() && self.running.is_empty() && self.ops.is_empty() && self.released.is_empty()
+        self.waiting.is_empty()
+            && self.running.is_empty()
+            && self.ops.is_empty()
+            && self.released.is_empty()
     }
 
     pub fn stats(&self) -> SchedulerStats {
@@ -206,7 +219,9 @@ impl Scheduler {
     }
 
     fn accept(&mut self, s: &Sampled, now: f64) {
-        let Some(pos) = self.running.iter().position(|r| r.id == s.request) else { return };
+        let Some(pos) = self.running.iter().position(|r| r.id == s.request) else {
+            return;
+        };
         let r = &mut self.running[pos];
         r.generated += 1;
         record_latency(r, now);
@@ -220,7 +235,10 @@ impl Scheduler {
         };
         if let Some(reason) = finish {
             let r = self.running.remove(pos);
-            let _ = r.events.send(Event::Finished { reason, usage: r.usage() });
+            let _ = r.events.send(Event::Finished {
+                reason,
+                usage: r.usage(),
+            });
             self.retire(r, now);
         }
     }
@@ -243,7 +261,11 @@ impl Scheduler {
             self.kv.set_used(r.seq, keep);
         }
         let tokens = r.tokens[..keep].to_vec();
-        self.retained.insert(Retained { seq: r.seq, tokens, last_used: now });
+        self.retained.insert(Retained {
+            seq: r.seq,
+            tokens,
+            last_used: now,
+        });
     }
 
     fn evict(&mut self, e: Retained) {
@@ -254,8 +276,12 @@ impl Scheduler {
     /// Cancels requests whose owner dropped its event receiver (client gone).
     fn reap_disconnected(&mut self, now: f64) {
         self.waiting.retain(|w| !w.req.events.is_closed());
-        let gone: Vec<_> =
-            self.running.iter().filter(|r| r.events.is_closed()).map(|r| r.id).collect();
+        let gone: Vec<_> = self
+            .running
+            .iter()
+            .filter(|r| r.events.is_closed())
+            .map(|r| r.id)
+            .collect();
         for id in gone {
             self.cancel(id, now);
         }
@@ -263,7 +289,9 @@ impl Scheduler {
 
     /// Admits the oldest waiting request if a slot can be had. Returns whether it did.
     fn admit_front(&mut self) -> bool {
-        let Some(w) = self.waiting.front() else { return false };
+        let Some(w) = self.waiting.front() else {
+            return false;
+        };
         let no_free = self.kv.free_slots() == 0;
         let (seq, reused) = match self.retained.take_match(&w.req.prompt, no_free) {
             Some((e, n)) => (e.seq, self.reuse(e, n, w.req.prompt.len())),
@@ -275,7 +303,8 @@ impl Scheduler {
         let w = self.waiting.pop_front().expect("front exists");
         metrics::counter!("tandem_prompt_tokens_total").increment(w.req.prompt.len() as u64);
         metrics::counter!("tandem_prefix_reused_tokens_total").increment(reused as u64);
-        self.running.push(activate(w, seq, reused, self.cfg.cells_per_seq));
+        self.running
+            .push(activate(w, seq, reused, self.cfg.cells_per_seq));
         true
     }
 
@@ -329,7 +358,9 @@ fn prefill_chunk(pending: usize, budget: usize) -> Option<usize> {
 
 /// Adds the request's next prefill chunk if one fits the budget; returns whether it did.
 fn push_prefill(items: &mut Vec<PlanItem>, budget: &mut usize, r: &Active) -> bool {
-    let Some(n) = prefill_chunk(r.pending(), *budget) else { return false };
+    let Some(n) = prefill_chunk(r.pending(), *budget) else {
+        return false;
+    };
     items.push(chunk(r, n));
     *budget -= n;
     true

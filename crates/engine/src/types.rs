@@ -17,7 +17,11 @@ pub struct SamplingParams {
 
 impl Default for SamplingParams {
     fn default() -> Self {
-        Self { temperature: 1.0, top_p: 1.0, seed: None }
+        Self {
+            temperature: 1.0,
+            top_p: 1.0,
+            seed: None,
+        }
     }
 }
 
@@ -54,7 +58,10 @@ pub struct Usage {
 pub enum Event {
     /// A generated token (an EOG token is not sent).
     Token(Token),
-    Finished { reason: FinishReason, usage: Usage },
+    Finished {
+        reason: FinishReason,
+        usage: Usage,
+    },
     /// The request failed inside the engine (e.g. a decode error); its KV was freed.
     Failed(String),
 }

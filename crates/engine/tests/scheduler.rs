@@ -7,7 +7,8 @@ use std::collections::HashMap;
 use proptest::prelude::*;
 use tandem_engine::fake::FakeRunner;
 use tandem_engine::{
-    Event, FinishReason, NewRequest, PrefixReuse, Runner, SamplingParams, Scheduler, SchedulerConfig, Token,
+    Event, FinishReason, NewRequest, PrefixReuse, Runner, SamplingParams, Scheduler,
+    SchedulerConfig, Token,
 };
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 
@@ -28,7 +29,12 @@ impl Harness {
     }
 
     fn with_reuse(n_slots: usize, cells: usize, budget: usize, prefix_reuse: PrefixReuse) -> Self {
-        let cfg = SchedulerConfig { max_batch_tokens: budget, n_slots, cells_per_seq: cells, prefix_reuse };
+        let cfg = SchedulerConfig {
+            max_batch_tokens: budget,
+            n_slots,
+            cells_per_seq: cells,
+            prefix_reuse,
+        };
         Self {
             sched: Scheduler::new(cfg),
             runner: FakeRunner::new(n_slots, cells),
@@ -62,12 +68,18 @@ impl Harness {
         self.now += 0.01;
         let plan = self.sched.schedule(self.now);
         assert!(plan.batch_tokens() <= self.budget, "plan over budget");
-        assert!(plan.items.windows(2).all(|w| w[0].seq < w[1].seq), "rows not in seq order: {plan:?}");
+        assert!(
+            plan.items.windows(2).all(|w| w[0].seq < w[1].seq),
+            "rows not in seq order: {plan:?}"
+        );
         for item in &plan.items {
             // One-token chunks only for decode (a one-row batch uses other kernels).
             let plen = self.prompt_len[&item.request];
             let decode = item.start_pos >= plen || plen == 1;
-            assert!(item.tokens.len() >= 2 || decode, "1-token prefill chunk: {plan:?}");
+            assert!(
+                item.tokens.len() >= 2 || decode,
+                "1-token prefill chunk: {plan:?}"
+            );
         }
         let result = self.runner.execute(&plan).expect("fake runner");
         self.sched.update(&plan, &result, self.now);
@@ -96,11 +108,24 @@ impl Harness {
 
     fn tokens(&self, id: u64) -> Vec<Token> {
         let events = self.log.get(&id).map_or(&[][..], Vec::as_slice);
-        events.iter().filter_map(|e| if let Event::Token(t) = e { Some(*t) } else { None }).collect()
+        events
+            .iter()
+            .filter_map(|e| {
+                if let Event::Token(t) = e {
+                    Some(*t)
+                } else {
+                    None
+                }
+            })
+            .collect()
     }
 
     fn finish(&self, id: u64) -> Option<Event> {
-        self.log.get(&id)?.iter().find(|e| !matches!(e, Event::Token(_))).cloned()
+        self.log
+            .get(&id)?
+            .iter()
+            .find(|e| !matches!(e, Event::Token(_)))
+            .cloned()
     }
 
     fn check_accounting(&self) {
@@ -108,7 +133,11 @@ impl Harness {
             return; // accounting already reflects ops the runner gets next step
         }
         for seq in 0..self.sched.kv().n_slots() as i32 {
-            assert_eq!(self.runner.seq(seq).len(), self.sched.kv().used(seq), "seq {seq}");
+            assert_eq!(
+                self.runner.seq(seq).len(),
+                self.sched.kv().used(seq),
+                "seq {seq}"
+            );
         }
     }
 
@@ -147,7 +176,9 @@ fn mixes_decode_and_prefill_chunks_under_budget() {
 #[test]
 fn outputs_do_not_depend_on_batching() {
     let mut alone = Harness::new(4, 256, 64);
-    let solo: Vec<_> = (0..3).map(|i| alone.submit(prompt(20 + i, i as i32), 12)).collect();
+    let solo: Vec<_> = (0..3)
+        .map(|i| alone.submit(prompt(20 + i, i as i32), 12))
+        .collect();
     // One at a time.
     let mut seq_out = Vec::new();
     for id in &solo {
@@ -155,7 +186,9 @@ fn outputs_do_not_depend_on_batching() {
         seq_out.push(alone.tokens(*id));
     }
     let mut together = Harness::new(4, 256, 7);
-    let ids: Vec<_> = (0..3).map(|i| together.submit(prompt(20 + i, i as i32), 12)).collect();
+    let ids: Vec<_> = (0..3)
+        .map(|i| together.submit(prompt(20 + i, i as i32), 12))
+        .collect();
     together.run_to_idle();
     for (i, id) in ids.iter().enumerate() {
         assert_eq!(together.tokens(*id), seq_out[i]);
@@ -223,7 +256,10 @@ fn eog_stops_unless_ignored() {
     h.rxs.insert(99, rx);
     h.run_to_idle();
     match h.finish(99) {
-        Some(Event::Finished { reason: FinishReason::Stop, usage }) => {
+        Some(Event::Finished {
+            reason: FinishReason::Stop,
+            usage,
+        }) => {
             assert_eq!(usage.completion_tokens, h.tokens(99).len() + 1)
         }
         other => panic!("expected stop, got {other:?}"),
@@ -236,7 +272,13 @@ fn max_tokens_is_clipped_to_the_slot() {
     let a = h.submit(prompt(20, 1), 1000);
     h.run_to_idle();
     assert_eq!(h.tokens(a).len(), 12);
-    assert!(matches!(h.finish(a), Some(Event::Finished { reason: FinishReason::Length, .. })));
+    assert!(matches!(
+        h.finish(a),
+        Some(Event::Finished {
+            reason: FinishReason::Length,
+            ..
+        })
+    ));
 }
 
 #[test]
@@ -275,8 +317,13 @@ fn prefix_reuse_continues_a_conversation_with_identical_tokens() {
     p2.extend(prompt(15, 9));
     let b = h.submit(p2.clone(), 10);
     h.run_to_idle();
-    let Some(Event::Finished { usage, .. }) = h.finish(b) else { panic!() };
-    assert_eq!(usage.cached_tokens, 49, "all of turn one's KV is reused (its last token never ran)");
+    let Some(Event::Finished { usage, .. }) = h.finish(b) else {
+        panic!()
+    };
+    assert_eq!(
+        usage.cached_tokens, 49,
+        "all of turn one's KV is reused (its last token never ran)"
+    );
     let mut cold = Harness::new(4, 512, 32);
     let c = cold.submit(p2, 10);
     cold.run_to_idle();
@@ -290,13 +337,19 @@ fn exact_reuse_keeps_only_prefill_kv() {
     let p1 = prompt(40, 3);
     let a = h.submit(p1.clone(), 10);
     h.run_to_idle();
-    assert_eq!(h.sched.kv().used_cells(), 40, "decoded tokens' KV is dropped at retirement");
+    assert_eq!(
+        h.sched.kv().used_cells(),
+        40,
+        "decoded tokens' KV is dropped at retirement"
+    );
     let mut p2 = p1.clone();
     p2.extend(h.tokens(a));
     p2.extend(prompt(15, 9));
     let b = h.submit(p2, 10);
     h.run_to_idle();
-    let Some(Event::Finished { usage, .. }) = h.finish(b) else { panic!() };
+    let Some(Event::Finished { usage, .. }) = h.finish(b) else {
+        panic!()
+    };
     assert_eq!(usage.cached_tokens, 40);
     h.assert_all_free();
 }
@@ -318,7 +371,9 @@ fn a_reused_prompt_still_prefills_at_least_two_tokens() {
     h.run_to_idle();
     let b = h.submit(p, 3);
     h.run_to_idle();
-    let Some(Event::Finished { usage, .. }) = h.finish(b) else { panic!() };
+    let Some(Event::Finished { usage, .. }) = h.finish(b) else {
+        panic!()
+    };
     assert_eq!(usage.cached_tokens, 18);
 }
 
@@ -336,14 +391,21 @@ fn retained_sequences_are_evicted_lru_when_slots_run_out() {
     again0.push(5);
     let id = h.submit(again0, 1);
     h.run_to_idle();
-    let Some(Event::Finished { usage, .. }) = h.finish(id) else { panic!() };
+    let Some(Event::Finished { usage, .. }) = h.finish(id) else {
+        panic!()
+    };
     assert!(usage.cached_tokens < 30, "conversation 0 was evicted");
     let mut again2 = p[2].clone();
     again2.push(5);
     let id = h.submit(again2, 1);
     h.run_to_idle();
-    let Some(Event::Finished { usage, .. }) = h.finish(id) else { panic!() };
-    assert_eq!(usage.cached_tokens, 29, "conversation 2 was still retained (2 tokens are always prefilled)");
+    let Some(Event::Finished { usage, .. }) = h.finish(id) else {
+        panic!()
+    };
+    assert_eq!(
+        usage.cached_tokens, 29,
+        "conversation 2 was still retained (2 tokens are always prefilled)"
+    );
     h.assert_all_free();
 }
 
@@ -356,7 +418,11 @@ enum Op {
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        (1usize..90, 1usize..20, 0i32..4).prop_map(|(len, max, salt)| Op::Submit { len, max, salt }),
+        (1usize..90, 1usize..20, 0i32..4).prop_map(|(len, max, salt)| Op::Submit {
+            len,
+            max,
+            salt
+        }),
         (1u64..30).prop_map(Op::Cancel),
         Just(Op::Step),
         Just(Op::Step),
@@ -399,7 +465,10 @@ fn rows_stay_in_slot_order_when_eviction_reorders_slots() {
     let ids: Vec<_> = (0..3).map(|i| h.submit(prompt(12, 300 + i), 4)).collect();
     h.step();
     let used: Vec<usize> = (0..3).map(|s| h.sched.kv().used(s)).collect();
-    assert!(used.iter().all(|&n| n == 12), "all three admitted in one step: {used:?}");
+    assert!(
+        used.iter().all(|&n| n == 12),
+        "all three admitted in one step: {used:?}"
+    );
     h.run_to_idle();
     for id in ids {
         assert_eq!(h.tokens(id).len(), 4);
@@ -423,6 +492,11 @@ fn admission_waits_when_no_chunk_fits_this_step() {
 #[test]
 #[should_panic(expected = "step budget too small")]
 fn budget_must_fit_decodes_and_a_chunk() {
-    let cfg = SchedulerConfig { max_batch_tokens: 5, n_slots: 3, cells_per_seq: 64, prefix_reuse: PrefixReuse::All };
+    let cfg = SchedulerConfig {
+        max_batch_tokens: 5,
+        n_slots: 3,
+        cells_per_seq: 64,
+        prefix_reuse: PrefixReuse::All,
+    };
     Scheduler::new(cfg);
 }

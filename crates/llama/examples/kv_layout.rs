@@ -17,16 +17,43 @@ const CELLS_PER_SEQ: usize = 512;
 /// Aggregate decode tokens/s with `n` sequences decoding together.
 fn measure(model: Model, n: usize, unified: bool, threads: usize) -> f64 {
     let budget = 512.max(n);
-    let cfg = SchedulerConfig { max_batch_tokens: budget, n_slots: n, cells_per_seq: CELLS_PER_SEQ, prefix_reuse: PrefixReuse::Off };
-    let rc = RunnerConfig { n_slots: n, cells_per_seq: CELLS_PER_SEQ, max_batch_tokens: budget, threads, flash_attn: Some(false), kv_unified: unified };
+    let cfg = SchedulerConfig {
+        max_batch_tokens: budget,
+        n_slots: n,
+        cells_per_seq: CELLS_PER_SEQ,
+        prefix_reuse: PrefixReuse::Off,
+    };
+    let rc = RunnerConfig {
+        n_slots: n,
+        cells_per_seq: CELLS_PER_SEQ,
+        max_batch_tokens: budget,
+        threads,
+        flash_attn: Some(false),
+        kv_unified: unified,
+    };
     let mut runner = LlamaRunner::new(model, &rc).expect("context");
     let mut sched = Scheduler::new(cfg);
     let mut rxs = Vec::new();
     for i in 0..n {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        let prompt = (0..PROMPT).map(|j| 100 + ((i * 31 + j * 7) % 5000) as i32).collect();
-        let sampling = SamplingParams { temperature: 0.0, ..Default::default() };
-        sched.add(i as u64, NewRequest { prompt, max_tokens: 10_000, ignore_eos: true, sampling, events: tx }, 0.0);
+        let prompt = (0..PROMPT)
+            .map(|j| 100 + ((i * 31 + j * 7) % 5000) as i32)
+            .collect();
+        let sampling = SamplingParams {
+            temperature: 0.0,
+            ..Default::default()
+        };
+        sched.add(
+            i as u64,
+            NewRequest {
+                prompt,
+                max_tokens: 10_000,
+                ignore_eos: true,
+                sampling,
+                events: tx,
+            },
+            0.0,
+        );
         rxs.push(rx);
     }
     let mut step = |sched: &mut Scheduler| {
@@ -57,6 +84,9 @@ fn main() {
     for n in counts {
         let streams = measure(model, n, false, threads);
         let shared = measure(model, n, true, threads);
-        println!("| {n} | {streams:.1} | {shared:.1} | {:.2} |", streams / shared);
+        println!(
+            "| {n} | {streams:.1} | {shared:.1} | {:.2} |",
+            streams / shared
+        );
     }
 }

@@ -46,26 +46,39 @@ impl Model {
         }
         let params = LlamaModelParams::default().with_n_gpu_layers(gpu_layers);
         let model = LlamaModel::load_from_file(backend()?, path, &params).map_err(|e| {
-            ModelError::Load { path: path.display().to_string(), msg: e.to_string() }
+            ModelError::Load {
+                path: path.display().to_string(),
+                msg: e.to_string(),
+            }
         })?;
-        Ok(Self { inner: Box::leak(Box::new(model)) })
+        Ok(Self {
+            inner: Box::leak(Box::new(model)),
+        })
     }
 
     /// Tokenizes text. `add_special` adds BOS where the model wants one; special-token text
     /// (e.g. `<|im_start|>`) is parsed as the special token when `parse_special`.
     pub fn tokenize(&self, text: &str, add_special: bool, parse_special: bool) -> Vec<Token> {
         let v = self.inner.vocab();
-        v.tokenize(text.as_bytes(), add_special, parse_special).into_iter().map(|t| t.0).collect()
+        v.tokenize(text.as_bytes(), add_special, parse_special)
+            .into_iter()
+            .map(|t| t.0)
+            .collect()
     }
 
     /// The bytes a token stands for (special tokens render as nothing).
     pub fn piece(&self, token: Token) -> Vec<u8> {
-        self.inner.vocab().token_to_piece(LlamaToken(token), false, None)
+        self.inner
+            .vocab()
+            .token_to_piece(LlamaToken(token), false, None)
     }
 
     /// The text of a token including special tokens (for templates' `bos_token`/`eos_token`).
     pub fn special_text(&self, token: Token) -> String {
-        let bytes = self.inner.vocab().token_to_piece(LlamaToken(token), true, None);
+        let bytes = self
+            .inner
+            .vocab()
+            .token_to_piece(LlamaToken(token), true, None);
         String::from_utf8_lossy(&bytes).into_owned()
     }
 

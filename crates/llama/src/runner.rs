@@ -43,7 +43,9 @@ fn make_sampler(p: &SamplingParams) -> LlamaSampler {
     if p.temperature <= 0.0 {
         return LlamaSampler::greedy();
     }
-    let seed = p.seed.map_or(RANDOM_SEED, |s| (s % u64::from(u32::MAX)) as u32);
+    let seed = p
+        .seed
+        .map_or(RANDOM_SEED, |s| (s % u64::from(u32::MAX)) as u32);
     LlamaSampler::chain_simple([
         LlamaSampler::top_p(p.top_p, 1),
         LlamaSampler::temp(p.temperature),
@@ -78,14 +80,21 @@ impl LlamaRunner {
             .map_err(|e| ModelError::Context(e.to_string()))?;
         let batch = LlamaBatch::new(cfg.max_batch_tokens, 1);
         let max_batch_tokens = cfg.max_batch_tokens;
-        Ok(Self { model, ctx, batch, samplers: HashMap::new(), max_batch_tokens })
+        Ok(Self {
+            model,
+            ctx,
+            batch,
+            samplers: HashMap::new(),
+            max_batch_tokens,
+        })
     }
 
     fn apply(&mut self, op: &KvOp) -> Result<(), RunnerError> {
         let r = match *op {
             KvOp::Clear { seq } => self.ctx.clear_kv_cache_seq(Some(seq as u32), None, None),
             KvOp::Truncate { seq, keep } => {
-                self.ctx.clear_kv_cache_seq(Some(seq as u32), Some(keep as u32), None)
+                self.ctx
+                    .clear_kv_cache_seq(Some(seq as u32), Some(keep as u32), None)
             }
         };
         match r {
@@ -117,9 +126,16 @@ impl LlamaRunner {
 
     fn sample(&mut self, item: &PlanItem, row: i32) -> Sampled {
         let params = item.sample.as_ref().expect("sampling item");
-        let sampler = self.samplers.entry(item.request).or_insert_with(|| make_sampler(params));
+        let sampler = self
+            .samplers
+            .entry(item.request)
+            .or_insert_with(|| make_sampler(params));
         let token = sampler.sample(&self.ctx, row).0;
-        Sampled { request: item.request, token, eog: self.model.is_eog(token) }
+        Sampled {
+            request: item.request,
+            token,
+            eog: self.model.is_eog(token),
+        }
     }
 }
 
@@ -138,9 +154,14 @@ impl Runner for LlamaRunner {
             return Err(RunnerError::Decode("plan exceeds the batch size".into()));
         }
         let rows = self.fill_batch(&plan.items)?;
-        self.ctx.decode(&mut self.batch).map_err(|e| RunnerError::Decode(e.to_string()))?;
+        self.ctx
+            .decode(&mut self.batch)
+            .map_err(|e| RunnerError::Decode(e.to_string()))?;
         let sampling = plan.items.iter().filter(|i| i.sample.is_some());
-        let sampled = sampling.zip(rows).map(|(item, row)| self.sample(item, row)).collect();
+        let sampled = sampling
+            .zip(rows)
+            .map(|(item, row)| self.sample(item, row))
+            .collect();
         Ok(StepResult { sampled })
     }
 }

@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use tandem_engine::{
-    Event, NewRequest, PrefixReuse, Runner, SamplingParams, Scheduler, SchedulerConfig, Token, Usage,
+    Event, NewRequest, PrefixReuse, Runner, SamplingParams, Scheduler, SchedulerConfig, Token,
+    Usage,
 };
 use tandem_llama::{LlamaRunner, Model, RunnerConfig};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
@@ -14,10 +15,12 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 fn model() -> Model {
     static M: OnceLock<Model> = OnceLock::new();
     *M.get_or_init(|| {
-        let path = std::env::var_os("TANDEM_TEST_MODEL").map(PathBuf::from).unwrap_or_else(|| {
-            let home = std::env::var_os("HOME").expect("HOME");
-            PathBuf::from(home).join(".cache/tandem/models/SmolLM2-135M-Instruct.Q4_1.gguf")
-        });
+        let path = std::env::var_os("TANDEM_TEST_MODEL")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                let home = std::env::var_os("HOME").expect("HOME");
+                PathBuf::from(home).join(".cache/tandem/models/SmolLM2-135M-Instruct.Q4_1.gguf")
+            });
         Model::load(&path, 0).expect("run scripts/fetch-model.sh first")
     })
 }
@@ -38,14 +41,38 @@ impl Rig {
             cells_per_seq: cells,
             prefix_reuse: PrefixReuse::Exact,
         };
-        let rc = RunnerConfig { n_slots: SLOTS, cells_per_seq: cells, max_batch_tokens: budget, threads: 2, flash_attn: Some(false), kv_unified: false };
-        Self { sched: Scheduler::new(cfg), runner: LlamaRunner::new(model(), &rc).unwrap() }
+        let rc = RunnerConfig {
+            n_slots: SLOTS,
+            cells_per_seq: cells,
+            max_batch_tokens: budget,
+            threads: 2,
+            flash_attn: Some(false),
+            kv_unified: false,
+        };
+        Self {
+            sched: Scheduler::new(cfg),
+            runner: LlamaRunner::new(model(), &rc).unwrap(),
+        }
     }
 
-    fn submit(&mut self, id: u64, prompt: Vec<Token>, max_tokens: usize) -> UnboundedReceiver<Event> {
+    fn submit(
+        &mut self,
+        id: u64,
+        prompt: Vec<Token>,
+        max_tokens: usize,
+    ) -> UnboundedReceiver<Event> {
         let (tx, rx) = unbounded_channel();
-        let sampling = SamplingParams { temperature: 0.0, ..Default::default() };
-        let req = NewRequest { prompt, max_tokens, ignore_eos: false, sampling, events: tx };
+        let sampling = SamplingParams {
+            temperature: 0.0,
+            ..Default::default()
+        };
+        let req = NewRequest {
+            prompt,
+            max_tokens,
+            ignore_eos: false,
+            sampling,
+            events: tx,
+        };
         self.sched.add(id, req, 0.0);
         rx
     }
@@ -93,7 +120,11 @@ fn known_prompt_greedy_output() {
 
 #[test]
 fn batched_requests_match_sequential_ones() {
-    let prompts = ["Name three colors.", "Write a haiku about rain.", "What is 2+2?"];
+    let prompts = [
+        "Name three colors.",
+        "Write a haiku about rain.",
+        "What is 2+2?",
+    ];
     let mut solo = Vec::new();
     for (i, p) in prompts.iter().enumerate() {
         let mut rig = Rig::new(512);
@@ -103,8 +134,11 @@ fn batched_requests_match_sequential_ones() {
     }
     // Together, with a small budget so prefill chunks and decodes share steps.
     let mut rig = Rig::new(16);
-    let mut rxs: Vec<_> =
-        prompts.iter().enumerate().map(|(i, p)| rig.submit(i as u64, chat(p), 24)).collect();
+    let mut rxs: Vec<_> = prompts
+        .iter()
+        .enumerate()
+        .map(|(i, p)| rig.submit(i as u64, chat(p), 24))
+        .collect();
     rig.run();
     for (i, rx) in rxs.iter_mut().enumerate() {
         assert_eq!(drain(rx).0, solo[i], "prompt {i}: {:?}", prompts[i]);
@@ -120,7 +154,11 @@ fn prefix_reuse_gives_the_tokens_of_a_cold_request() {
     let (reply, _) = drain(&mut rx);
     let mut second = first.clone();
     second.extend(&reply);
-    second.extend(model().tokenize("<|im_end|>\n<|im_start|>user\nAnd the sun?<|im_end|>\n<|im_start|>assistant\n", false, true));
+    second.extend(model().tokenize(
+        "<|im_end|>\n<|im_start|>user\nAnd the sun?<|im_end|>\n<|im_start|>assistant\n",
+        false,
+        true,
+    ));
     let mut rx = rig.submit(2, second.clone(), 20);
     rig.run();
     let (warm, usage) = drain(&mut rx);

@@ -11,7 +11,10 @@ use tandem_engine::SubmitError;
 pub enum ApiError {
     /// Malformed or semantically invalid request (400).
     #[error("{message}")]
-    Invalid { message: String, param: Option<String> },
+    Invalid {
+        message: String,
+        param: Option<String>,
+    },
     /// Well-formed JSON whose fields do not match the schema (422).
     #[error("{0}")]
     Unprocessable(String),
@@ -33,7 +36,10 @@ pub enum ApiError {
 impl ApiError {
     pub fn invalid(message: impl Into<String>, param: impl Into<Option<&'static str>>) -> Self {
         let param = param.into().map(str::to_string);
-        Self::Invalid { message: message.into(), param }
+        Self::Invalid {
+            message: message.into(),
+            param,
+        }
     }
 
     pub fn status(&self) -> StatusCode {

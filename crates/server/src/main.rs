@@ -43,10 +43,15 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
     let rt = tokio::runtime::Runtime::new()?;
     match cli.command {
-        Command::Serve(args) => rt.block_on(serve::run(args, serve::default_model_path(cache_dir()))),
+        Command::Serve(args) => {
+            rt.block_on(serve::run(args, serve::default_model_path(cache_dir())))
+        }
         Command::Bench(args) => rt.block_on(bench::run(args)),
     }
 }

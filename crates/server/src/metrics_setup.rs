@@ -3,32 +3,71 @@
 use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-const LATENCY_BUCKETS: &[f64] =
-    &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
-const TOKEN_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0];
+const LATENCY_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+const TOKEN_BUCKETS: &[f64] = &[
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0,
+];
 
 pub fn install() -> anyhow::Result<PrometheusHandle> {
     let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)?
-        .set_buckets_for_metric(Matcher::Full("tandem_step_batch_tokens".into()), TOKEN_BUCKETS)?
+        .set_buckets_for_metric(
+            Matcher::Full("tandem_step_batch_tokens".into()),
+            TOKEN_BUCKETS,
+        )?
         .install_recorder()?;
     describe();
     Ok(handle)
 }
 
 fn describe() {
-    describe_counter!("tandem_requests_total", "API requests by path and HTTP status");
-    describe_counter!("tandem_finished_requests_total", "Generations by finish reason");
+    describe_counter!(
+        "tandem_requests_total",
+        "API requests by path and HTTP status"
+    );
+    describe_counter!(
+        "tandem_finished_requests_total",
+        "Generations by finish reason"
+    );
     describe_gauge!("tandem_queue_length", "Requests waiting for a KV slot");
-    describe_gauge!("tandem_running_requests", "Requests admitted and generating");
-    describe_gauge!("tandem_retained_sequences", "Finished sequences kept for prefix reuse");
-    describe_gauge!("tandem_kv_cells_used", "KV cells in use (running and retained sequences)");
+    describe_gauge!(
+        "tandem_running_requests",
+        "Requests admitted and generating"
+    );
+    describe_gauge!(
+        "tandem_retained_sequences",
+        "Finished sequences kept for prefix reuse"
+    );
+    describe_gauge!(
+        "tandem_kv_cells_used",
+        "KV cells in use (running and retained sequences)"
+    );
     describe_gauge!("tandem_kv_cells_free", "KV cells free");
-    describe_counter!("tandem_prompt_tokens_total", "Prompt tokens of admitted requests");
-    describe_counter!("tandem_prefix_reused_tokens_total", "Prompt tokens served from retained KV");
+    describe_counter!(
+        "tandem_prompt_tokens_total",
+        "Prompt tokens of admitted requests"
+    );
+    describe_counter!(
+        "tandem_prefix_reused_tokens_total",
+        "Prompt tokens served from retained KV"
+    );
     describe_counter!("tandem_generation_tokens_total", "Generated tokens");
-    describe_histogram!("tandem_time_to_first_token_seconds", Unit::Seconds, "Arrival to first token");
-    describe_histogram!("tandem_inter_token_latency_seconds", Unit::Seconds, "Time between tokens of a request");
-    describe_histogram!("tandem_step_duration_seconds", Unit::Seconds, "Engine step (one batch) time");
+    describe_histogram!(
+        "tandem_time_to_first_token_seconds",
+        Unit::Seconds,
+        "Arrival to first token"
+    );
+    describe_histogram!(
+        "tandem_inter_token_latency_seconds",
+        Unit::Seconds,
+        "Time between tokens of a request"
+    );
+    describe_histogram!(
+        "tandem_step_duration_seconds",
+        Unit::Seconds,
+        "Engine step (one batch) time"
+    );
     describe_histogram!("tandem_step_batch_tokens", "Tokens run per engine step");
 }

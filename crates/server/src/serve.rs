@@ -106,7 +106,9 @@ pub fn default_model_path(cache_dir: PathBuf) -> PathBuf {
 
 fn served_name(args: &ServeArgs, path: &std::path::Path) -> String {
     args.served_model_name.clone().unwrap_or_else(|| {
-        path.file_name().map_or("model".into(), |n| n.to_string_lossy().trim_end_matches(".gguf").to_string())
+        path.file_name().map_or("model".into(), |n| {
+            n.to_string_lossy().trim_end_matches(".gguf").to_string()
+        })
     })
 }
 
@@ -125,13 +127,18 @@ pub async fn run(args: ServeArgs, default_model: PathBuf) -> anyhow::Result<()> 
     let model = Model::load(&path, args.gpu_layers)?;
     let mut cells_per_seq = args.kv_cells / args.max_seqs;
     if cells_per_seq > model.n_ctx_train() {
-        tracing::warn!("{cells_per_seq} cells per sequence exceeds the model's training context; using {}", model.n_ctx_train());
+        tracing::warn!(
+            "{cells_per_seq} cells per sequence exceeds the model's training context; using {}",
+            model.n_ctx_train()
+        );
         cells_per_seq = model.n_ctx_train();
     }
     if cells_per_seq < 16 {
         bail!("--kv-cells / --max-seqs gives {cells_per_seq} cells per sequence; need at least 16");
     }
-    let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    let threads = args
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
     let sched = SchedulerConfig {
         max_batch_tokens: args.max_batch_tokens,
         n_slots: args.max_seqs,
@@ -146,8 +153,12 @@ pub async fn run(args: ServeArgs, default_model: PathBuf) -> anyhow::Result<()> 
         flash_attn: args.flash_attn.policy(),
         kv_unified: false,
     };
-    let (engine, _join) =
-        spawn_engine(sched, args.max_queue, Box::new(SystemClock::new()), move || LlamaRunner::new(model, &rc))?;
+    let (engine, _join) = spawn_engine(
+        sched,
+        args.max_queue,
+        Box::new(SystemClock::new()),
+        move || LlamaRunner::new(model, &rc),
+    )?;
     let bos = model.special_text(model.bos());
     let eos = model.special_text(model.eos());
     let template = ChatTemplate::new(model.chat_template(), bos, eos).context("chat template")?;
@@ -164,13 +175,19 @@ pub async fn run(args: ServeArgs, default_model: PathBuf) -> anyhow::Result<()> 
         metrics: crate::metrics_setup::install()?,
         created: crate::api::chat::unix_now(),
     });
-    let addr: SocketAddr = format!("{}:{}", args.host, args.port).parse().context("--host/--port")?;
-    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("bind {addr}"))?;
+    let addr: SocketAddr = format!("{}:{}", args.host, args.port)
+        .parse()
+        .context("--host/--port")?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("bind {addr}"))?;
     tracing::info!(
         "serving {} ({}) on http://{addr}: {} seqs x {cells_per_seq} KV cells, batch {} tokens, {threads} threads",
         st.served_name, path.display(), args.max_seqs, args.max_batch_tokens
     );
-    axum::serve(listener, crate::app::router(st)).with_graceful_shutdown(shutdown()).await?;
+    axum::serve(listener, crate::app::router(st))
+        .with_graceful_shutdown(shutdown())
+        .await?;
     Ok(())
 }
 

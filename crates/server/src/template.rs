@@ -30,12 +30,20 @@ impl ChatTemplate {
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_function("raise_exception", raise_exception);
         env.add_template_owned("chat", source.unwrap_or_else(|| CHATML.to_string()))?;
-        Ok(Self { env, bos, eos, from_model })
+        Ok(Self {
+            env,
+            bos,
+            eos,
+            from_model,
+        })
     }
 
     /// Renders a conversation; a template that raises (e.g. bad role order) gives a 400.
     pub fn render(&self, messages: &[Json], tools: Option<&[Json]>) -> Result<String, ApiError> {
-        let tmpl = self.env.get_template("chat").map_err(|e| ApiError::Internal(e.to_string()))?;
+        let tmpl = self
+            .env
+            .get_template("chat")
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
         let ctx = minijinja::context! {
             messages => Value::from_serialize(messages),
             tools => tools.map(Value::from_serialize),
@@ -43,7 +51,8 @@ impl ChatTemplate {
             bos_token => &self.bos,
             eos_token => &self.eos,
         };
-        tmpl.render(ctx).map_err(|e| ApiError::invalid(format!("chat template: {e:#}"), "messages"))
+        tmpl.render(ctx)
+            .map_err(|e| ApiError::invalid(format!("chat template: {e:#}"), "messages"))
     }
 }
 
@@ -59,15 +68,25 @@ mod tests {
         let msgs = vec![json!({"role": "user", "content": "  hi "})];
         assert_eq!(t.render(&msgs, None).unwrap(), "<s>[user]hi[assistant]");
         let tools = vec![json!({"type": "function"})];
-        assert!(t.render(&msgs, Some(&tools)).unwrap().contains("\"type\":\"function\""));
-        let err = t.render(&[json!({"role": "bad", "content": ""})], None).unwrap_err();
+        assert!(t
+            .render(&msgs, Some(&tools))
+            .unwrap()
+            .contains("\"type\":\"function\""));
+        let err = t
+            .render(&[json!({"role": "bad", "content": ""})], None)
+            .unwrap_err();
         assert!(err.to_string().contains("no bad"), "{err}");
     }
 
     #[test]
     fn chatml_fallback() {
         let t = ChatTemplate::new(None, String::new(), String::new()).unwrap();
-        let out = t.render(&[json!({"role": "user", "content": "x"})], None).unwrap();
-        assert_eq!(out, "<|im_start|>user\nx<|im_end|>\n<|im_start|>assistant\n");
+        let out = t
+            .render(&[json!({"role": "user", "content": "x"})], None)
+            .unwrap();
+        assert_eq!(
+            out,
+            "<|im_start|>user\nx<|im_end|>\n<|im_start|>assistant\n"
+        );
     }
 }

@@ -49,12 +49,20 @@ pub enum StopOutcome {
 
 impl StopMatcher {
     pub fn new(stops: Vec<String>) -> Self {
-        Self { stops, held: String::new() }
+        Self {
+            stops,
+            held: String::new(),
+        }
     }
 
     pub fn push(&mut self, text: &str) -> StopOutcome {
         self.held.push_str(text);
-        if let Some(pos) = self.stops.iter().filter_map(|s| self.held.find(s.as_str())).min() {
+        if let Some(pos) = self
+            .stops
+            .iter()
+            .filter_map(|s| self.held.find(s.as_str()))
+            .min()
+        {
             self.held.truncate(pos);
             return StopOutcome::Stopped(std::mem::take(&mut self.held));
         }
@@ -75,7 +83,11 @@ impl StopMatcher {
         (1..=h.len())
             .rev()
             .filter(|&n| h.is_char_boundary(h.len() - n))
-            .find(|&n| self.stops.iter().any(|s| s.len() > n && s.starts_with(&h[h.len() - n..])))
+            .find(|&n| {
+                self.stops
+                    .iter()
+                    .any(|s| s.len() > n && s.starts_with(&h[h.len() - n..]))
+            })
             .unwrap_or(0)
     }
 }

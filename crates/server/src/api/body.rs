@@ -22,7 +22,11 @@ pub fn parse_json<T: DeserializeOwned>(
     let value: serde_json::Value = serde_json::from_str(text)
         .map_err(|e| ApiError::invalid(format!("request body is not valid JSON: {e}"), None))?;
     if !value.is_object() {
-        return Err(ApiError::invalid("request body must be a JSON object", None));
+        return Err(ApiError::invalid(
+            "request body must be a JSON object",
+            None,
+        ));
     }
-    serde_json::from_value(value).map_err(|e| ApiError::Unprocessable(format!("invalid request: {e}")))
+    serde_json::from_value(value)
+        .map_err(|e| ApiError::Unprocessable(format!("invalid request: {e}")))
 }

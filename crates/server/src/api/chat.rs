@@ -17,7 +17,10 @@ use crate::api::types::{normalize_messages, ChatRequest};
 use crate::error::ApiError;
 use crate::state::AppState;
 
-pub async fn handler(State(st): State<Arc<AppState>>, body: Result<Bytes, BytesRejection>) -> Response {
+pub async fn handler(
+    State(st): State<Arc<AppState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
     match chat(st, body).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
@@ -33,7 +36,10 @@ fn prompt_tokens(st: &AppState, req: &ChatRequest) -> Result<Vec<i32>, ApiError>
     Ok(st.model.tokenize(&text, add_bos, true))
 }
 
-async fn chat(st: Arc<AppState>, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
+async fn chat(
+    st: Arc<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
     let req: ChatRequest = parse_json(body, st.body_limit)?;
     st.check_model(req.common.model.as_deref())?;
     let params = req.common.validate()?;
@@ -43,14 +49,27 @@ async fn chat(st: Arc<AppState>, body: Result<Bytes, BytesRejection>) -> Result<
     let gen = Generation::start(st, prompt, &params)?;
     if params.stream {
         let chunk = chunk_fn(id.clone(), model.clone(), created);
-        let first = chunk_json(&id, &model, created, json!({"role": "assistant", "content": ""}), None);
+        let first = chunk_json(
+            &id,
+            &model,
+            created,
+            json!({"role": "assistant", "content": ""}),
+            None,
+        );
         return Ok(sse_response(Some(first), gen, chunk, params.include_usage));
     }
     let (text, finish, usage) = gen.collect().await?;
     Ok(Json(full_response(&id, &model, created, text, finish, &usage)).into_response())
 }
 
-fn full_response(id: &str, model: &str, created: u64, text: String, finish: &str, u: &Usage) -> Value {
+fn full_response(
+    id: &str,
+    model: &str,
+    created: u64,
+    text: String,
+    finish: &str,
+    u: &Usage,
+) -> Value {
     json!({
         "id": id, "object": "chat.completion", "created": created, "model": model,
         "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
@@ -74,7 +93,9 @@ fn chunk_fn(id: String, model: String, created: u64) -> ChunkFn {
 }
 
 pub fn unix_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 pub fn random_id() -> String {

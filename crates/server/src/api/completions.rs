@@ -17,7 +17,10 @@ use crate::api::types::{CompletionRequest, PromptSpec};
 use crate::error::ApiError;
 use crate::state::AppState;
 
-pub async fn handler(State(st): State<Arc<AppState>>, body: Result<Bytes, BytesRejection>) -> Response {
+pub async fn handler(
+    State(st): State<Arc<AppState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
     match complete(st, body).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
@@ -29,7 +32,12 @@ fn prompt(st: &AppState, spec: &PromptSpec) -> Result<(String, Vec<i32>), ApiErr
     let text = match spec {
         PromptSpec::Text(t) => t.clone(),
         PromptSpec::Texts(v) if v.len() == 1 => v[0].clone(),
-        PromptSpec::Texts(_) => return Err(ApiError::invalid("only one prompt per request is supported", "prompt")),
+        PromptSpec::Texts(_) => {
+            return Err(ApiError::invalid(
+                "only one prompt per request is supported",
+                "prompt",
+            ))
+        }
         PromptSpec::Tokens(ids) => return token_prompt(st, ids),
     };
     if text.is_empty() {
@@ -42,14 +50,20 @@ fn prompt(st: &AppState, spec: &PromptSpec) -> Result<(String, Vec<i32>), ApiErr
 fn token_prompt(st: &AppState, ids: &[i64]) -> Result<(String, Vec<i32>), ApiError> {
     let n_vocab = st.model.n_vocab() as i64;
     if ids.is_empty() || ids.iter().any(|&t| t < 0 || t >= n_vocab) {
-        return Err(ApiError::invalid(format!("prompt token ids must be in 0..{n_vocab} and non-empty"), "prompt"));
+        return Err(ApiError::invalid(
+            format!("prompt token ids must be in 0..{n_vocab} and non-empty"),
+            "prompt",
+        ));
     }
     let tokens: Vec<i32> = ids.iter().map(|&t| t as i32).collect();
     let bytes: Vec<u8> = tokens.iter().flat_map(|&t| st.model.piece(t)).collect();
     Ok((String::from_utf8_lossy(&bytes).into_owned(), tokens))
 }
 
-async fn complete(st: Arc<AppState>, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
+async fn complete(
+    st: Arc<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
     let req: CompletionRequest = parse_json(body, st.body_limit)?;
     st.check_model(req.common.model.as_deref())?;
     let params = req.common.validate()?;

@@ -17,7 +17,10 @@ use crate::text::{StopMatcher, StopOutcome, Utf8Stream};
 #[derive(Debug, Clone, PartialEq)]
 pub enum Piece {
     Text(String),
-    Done { finish_reason: &'static str, usage: Usage },
+    Done {
+        finish_reason: &'static str,
+        usage: Usage,
+    },
 }
 
 pub struct Generation {
@@ -49,7 +52,11 @@ impl Generation {
             prompt,
             max_tokens: p.max_tokens.map_or(room, |m| m.min(room)),
             ignore_eos: p.ignore_eos,
-            sampling: SamplingParams { temperature: p.temperature, top_p: p.top_p, seed: p.seed },
+            sampling: SamplingParams {
+                temperature: p.temperature,
+                top_p: p.top_p,
+                seed: p.seed,
+            },
             events: tx,
         };
         let id = st.engine.submit(req)?;
@@ -89,10 +96,15 @@ impl Generation {
         while let Some(p) = self.next().await {
             match p? {
                 Piece::Text(t) => text.push_str(&t),
-                Piece::Done { finish_reason, usage } => return Ok((text, finish_reason, usage)),
+                Piece::Done {
+                    finish_reason,
+                    usage,
+                } => return Ok((text, finish_reason, usage)),
             }
         }
-        Err(ApiError::Internal("generation ended without a result".into()))
+        Err(ApiError::Internal(
+            "generation ended without a result".into(),
+        ))
     }
 
     fn handle(&mut self, event: Option<Event>) -> Result<(), ApiError> {
@@ -152,8 +164,12 @@ impl Generation {
 
     fn end(&mut self, finish_reason: &'static str, usage: Usage) {
         self.ended = true;
-        metrics::counter!("tandem_finished_requests_total", "finish_reason" => finish_reason).increment(1);
-        self.queue.push_back(Piece::Done { finish_reason, usage });
+        metrics::counter!("tandem_finished_requests_total", "finish_reason" => finish_reason)
+            .increment(1);
+        self.queue.push_back(Piece::Done {
+            finish_reason,
+            usage,
+        });
     }
 }
 

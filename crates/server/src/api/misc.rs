@@ -20,7 +20,10 @@ pub async fn models(State(st): State<Arc<AppState>>) -> Json<Value> {
     Json(json!({"object": "list", "data": [model_card(&st)]}))
 }
 
-pub async fn model(State(st): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+pub async fn model(
+    State(st): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     st.check_model(Some(&id))?;
     Ok(Json(model_card(&st)))
 }
@@ -30,7 +33,10 @@ pub async fn health() -> Json<Value> {
 }
 
 pub async fn metrics(State(st): State<Arc<AppState>>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], st.metrics.render())
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        st.metrics.render(),
+    )
 }
 
 pub async fn not_found(uri: axum::http::Uri) -> ApiError {

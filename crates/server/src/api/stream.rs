@@ -40,9 +40,16 @@ async fn advance(mut s: StreamState) -> Option<(Event, StreamState)> {
                 s.phase = Phase::Running(gen);
                 Some((ev, s))
             }
-            Some(Ok(Piece::Done { finish_reason, usage })) => {
+            Some(Ok(Piece::Done {
+                finish_reason,
+                usage,
+            })) => {
                 let ev = json_event(&(s.chunk)(None, Some(finish_reason)));
-                s.phase = if s.include_usage { Phase::Usage(usage) } else { Phase::Done };
+                s.phase = if s.include_usage {
+                    Phase::Usage(usage)
+                } else {
+                    Phase::Done
+                };
                 Some((ev, s))
             }
             Some(Err(e)) => {
@@ -70,12 +77,21 @@ fn events(
     include_usage: bool,
 ) -> impl Stream<Item = Result<Event, Infallible>> {
     let head = stream::iter(first.map(|v| Ok(json_event(&v))));
-    let state = StreamState { phase: Phase::Running(gen), chunk, include_usage };
+    let state = StreamState {
+        phase: Phase::Running(gen),
+        chunk,
+        include_usage,
+    };
     let body = stream::unfold(state, advance).map(Ok);
     head.chain(body)
 }
 
 /// The SSE response for a generation; `first` is sent before any text (e.g. the role delta).
-pub fn sse_response(first: Option<Value>, gen: Generation, chunk: ChunkFn, include_usage: bool) -> Response {
+pub fn sse_response(
+    first: Option<Value>,
+    gen: Generation,
+    chunk: ChunkFn,
+    include_usage: bool,
+) -> Response {
     Sse::new(events(first, gen, chunk, include_usage)).into_response()
 }

@@ -93,7 +93,10 @@ impl CommonParams {
         };
         let temperature = self.temperature.unwrap_or(1.0);
         if !(0.0..=2.0).contains(&temperature) {
-            return Err(ApiError::invalid("temperature must be between 0 and 2", "temperature"));
+            return Err(ApiError::invalid(
+                "temperature must be between 0 and 2",
+                "temperature",
+            ));
         }
         let top_p = self.top_p.unwrap_or(1.0);
         if !(top_p > 0.0 && top_p <= 1.0) {
@@ -107,7 +110,10 @@ impl CommonParams {
             stop: self.stops()?,
             ignore_eos: self.ignore_eos,
             stream: self.stream.unwrap_or(false),
-            include_usage: self.stream_options.as_ref().is_some_and(|o| o.include_usage),
+            include_usage: self
+                .stream_options
+                .as_ref()
+                .is_some_and(|o| o.include_usage),
         })
     }
 
@@ -127,7 +133,10 @@ impl CommonParams {
 
 fn positive(v: i64, name: &'static str) -> Result<usize, ApiError> {
     if v < 1 {
-        return Err(ApiError::invalid(format!("{name} must be at least 1, got {v}"), name));
+        return Err(ApiError::invalid(
+            format!("{name} must be at least 1, got {v}"),
+            name,
+        ));
     }
     Ok(v as usize)
 }
@@ -138,26 +147,52 @@ const ROLES: [&str; 5] = ["system", "developer", "user", "assistant", "tool"];
 /// plain string (text parts joined), as chat templates expect.
 pub fn normalize_messages(messages: &[Value]) -> Result<Vec<Value>, ApiError> {
     if messages.is_empty() {
-        return Err(ApiError::invalid("messages must contain at least one message", "messages"));
+        return Err(ApiError::invalid(
+            "messages must contain at least one message",
+            "messages",
+        ));
     }
-    messages.iter().enumerate().map(|(i, m)| normalize_message(i, m)).collect()
+    messages
+        .iter()
+        .enumerate()
+        .map(|(i, m)| normalize_message(i, m))
+        .collect()
 }
 
 fn normalize_message(i: usize, m: &Value) -> Result<Value, ApiError> {
-    let bad = |what: String| ApiError::Invalid { message: what, param: Some(format!("messages[{i}]")) };
-    let obj = m.as_object().ok_or_else(|| bad(format!("messages[{i}] must be an object")))?;
-    let role = obj.get("role").and_then(Value::as_str).ok_or_else(|| bad(format!("messages[{i}].role is missing")))?;
+    let bad = |what: String| ApiError::Invalid {
+        message: what,
+        param: Some(format!("messages[{i}]")),
+    };
+    let obj = m
+        .as_object()
+        .ok_or_else(|| bad(format!("messages[{i}] must be an object")))?;
+    let role = obj
+        .get("role")
+        .and_then(Value::as_str)
+        .ok_or_else(|| bad(format!("messages[{i}].role is missing")))?;
     if !ROLES.contains(&role) {
-        return Err(bad(format!("messages[{i}].role '{role}' is not one of {ROLES:?}")));
+        return Err(bad(format!(
+            "messages[{i}].role '{role}' is not one of {ROLES:?}"
+        )));
     }
     let content = match obj.get("content") {
         None | Some(Value::Null) if role == "assistant" => Value::String(String::new()),
         Some(Value::String(s)) => Value::String(s.clone()),
-        Some(Value::Array(parts)) => Value::String(join_text_parts(parts).map_err(|e| bad(format!("messages[{i}].content: {e}")))?),
-        _ => return Err(bad(format!("messages[{i}].content must be a string or a list of text parts"))),
+        Some(Value::Array(parts)) => Value::String(
+            join_text_parts(parts).map_err(|e| bad(format!("messages[{i}].content: {e}")))?,
+        ),
+        _ => {
+            return Err(bad(format!(
+                "messages[{i}].content must be a string or a list of text parts"
+            )))
+        }
     };
     let mut out = obj.clone();
-    out.insert("role".into(), Value::String(role.replace("developer", "system")));
+    out.insert(
+        "role".into(),
+        Value::String(role.replace("developer", "system")),
+    );
     out.insert("content".into(), content);
     Ok(Value::Object(out))
 }
@@ -165,9 +200,16 @@ fn normalize_message(i: usize, m: &Value) -> Result<Value, ApiError> {
 fn join_text_parts(parts: &[Value]) -> Result<String, String> {
     let mut text = String::new();
     for p in parts {
-        match (p.get("type").and_then(Value::as_str), p.get("text").and_then(Value::as_str)) {
+        match (
+            p.get("type").and_then(Value::as_str),
+            p.get("text").and_then(Value::as_str),
+        ) {
             (Some("text"), Some(t)) => text.push_str(t),
-            (kind, _) => return Err(format!("unsupported content part {kind:?}; only text parts")),
+            (kind, _) => {
+                return Err(format!(
+                    "unsupported content part {kind:?}; only text parts"
+                ))
+            }
         }
     }
     Ok(text)

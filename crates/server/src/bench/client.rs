@@ -43,7 +43,10 @@ struct Turn {
 impl Client {
     pub async fn run(&self, item: &WorkItem, seed: u64) -> Outcome {
         let start = Instant::now();
-        let mut out = Outcome { id: item.id.clone().unwrap_or_default(), ..Default::default() };
+        let mut out = Outcome {
+            id: item.id.clone().unwrap_or_default(),
+            ..Default::default()
+        };
         if let Err(e) = self.play(item, seed, start, &mut out).await {
             out.error = Some(format!("{e:#}"));
         } else {
@@ -54,7 +57,13 @@ impl Client {
         out
     }
 
-    async fn play(&self, item: &WorkItem, seed: u64, start: Instant, out: &mut Outcome) -> anyhow::Result<()> {
+    async fn play(
+        &self,
+        item: &WorkItem,
+        seed: u64,
+        start: Instant,
+        out: &mut Outcome,
+    ) -> anyhow::Result<()> {
         let mut messages = initial_messages(item, seed);
         for (i, seg) in item.segments.iter().enumerate() {
             let turn = self.turn(&messages, seg.decode_tokens).await?;
@@ -64,8 +73,9 @@ impl Client {
             out.itl_s.extend(turn.gaps);
             out.output_tokens += turn.usage["completion_tokens"].as_u64().unwrap_or(0) as usize;
             out.prompt_tokens += turn.usage["prompt_tokens"].as_u64().unwrap_or(0) as usize;
-            out.cached_tokens +=
-                turn.usage["prompt_tokens_details"]["cached_tokens"].as_u64().unwrap_or(0) as usize;
+            out.cached_tokens += turn.usage["prompt_tokens_details"]["cached_tokens"]
+                .as_u64()
+                .unwrap_or(0) as usize;
             let Some(tool) = &seg.tool else { continue };
             messages.push(json!({"role": "assistant", "content": turn.text}));
             tokio::time::sleep(Duration::from_secs_f64(tool.duration_s)).await;
@@ -96,14 +106,21 @@ impl Client {
     async fn send(&self, body: &Value) -> reqwest::Result<reqwest::Response> {
         let url = format!("{}/v1/chat/completions", self.url);
         match self.http.post(&url).json(body).send().await {
-            Err(e) if e.is_request() && !e.is_timeout() => self.http.post(&url).json(body).send().await,
+            Err(e) if e.is_request() && !e.is_timeout() => {
+                self.http.post(&url).json(body).send().await
+            }
             r => r,
         }
     }
 }
 
 async fn read_stream(resp: reqwest::Response) -> anyhow::Result<Turn> {
-    let mut turn = Turn { text: String::new(), first_chunk: None, gaps: vec![], usage: Value::Null };
+    let mut turn = Turn {
+        text: String::new(),
+        first_chunk: None,
+        gaps: vec![],
+        usage: Value::Null,
+    };
     let mut last: Option<Instant> = None;
     let mut buf = String::new();
     let mut stream = resp.bytes_stream();
@@ -131,7 +148,9 @@ fn on_data(data: &str, turn: &mut Turn, last: &mut Option<Instant>) -> anyhow::R
     if v["usage"].is_object() {
         turn.usage = v["usage"].clone();
     }
-    let Some(content) = v["choices"][0]["delta"]["content"].as_str() else { return Ok(()) };
+    let Some(content) = v["choices"][0]["delta"]["content"].as_str() else {
+        return Ok(());
+    };
     if content.is_empty() {
         return Ok(());
     }

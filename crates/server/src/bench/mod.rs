@@ -65,8 +65,16 @@ pub struct BenchArgs {
 }
 
 async fn model_name(http: &reqwest::Client, url: &str) -> anyhow::Result<String> {
-    let v: serde_json::Value = http.get(format!("{url}/v1/models")).send().await?.json().await?;
-    v["data"][0]["id"].as_str().map(str::to_string).context("server lists no model")
+    let v: serde_json::Value = http
+        .get(format!("{url}/v1/models"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    v["data"][0]["id"]
+        .as_str()
+        .map(str::to_string)
+        .context("server lists no model")
 }
 
 fn load_items(args: &BenchArgs) -> anyhow::Result<Vec<WorkItem>> {
@@ -87,24 +95,37 @@ fn arrivals(args: &BenchArgs, items: &[WorkItem]) -> Option<Vec<f64>> {
     if let Some(rate) = args.rate {
         let mut rng = StdRng::seed_from_u64(args.seed);
         let mut t = 0.0;
-        return Some(items.iter().map(|_| {
-            let at = t;
-            t += -(1.0 - rng.random::<f64>()).ln() / rate;
-            at
-        }).collect());
+        return Some(
+            items
+                .iter()
+                .map(|_| {
+                    let at = t;
+                    t += -(1.0 - rng.random::<f64>()).ln() / rate;
+                    at
+                })
+                .collect(),
+        );
     }
     Some(items.iter().map(|i| i.arrival_s.unwrap_or(0.0)).collect())
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let items = load_items(&args)?;
-    let http = reqwest::Client::builder().pool_max_idle_per_host(1024).build()?;
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(1024)
+        .build()?;
     let url = args.url.trim_end_matches('/').to_string();
     let model = match &args.model {
         Some(m) => m.clone(),
-        None => model_name(&http, &url).await.with_context(|| format!("GET {url}/v1/models"))?,
+        None => model_name(&http, &url)
+            .await
+            .with_context(|| format!("GET {url}/v1/models"))?,
     };
-    let client = Arc::new(Client { http, url, model: model.clone() });
+    let client = Arc::new(Client {
+        http,
+        url,
+        model: model.clone(),
+    });
     let bar = progress(items.len(), args.quiet);
     let start = Instant::now();
     let outcomes = match arrivals(&args, &items) {
@@ -137,16 +158,24 @@ fn progress(n: usize, quiet: bool) -> ProgressBar {
         return ProgressBar::hidden();
     }
     let bar = ProgressBar::new(n as u64);
-    let style = ProgressStyle::with_template("{elapsed_precise} [{bar:40}] {pos}/{len} requests {msg}");
+    let style =
+        ProgressStyle::with_template("{elapsed_precise} [{bar:40}] {pos}/{len} requests {msg}");
     bar.set_style(style.unwrap_or_else(|_| ProgressStyle::default_bar()));
     bar
 }
 
 fn past_deadline(args: &BenchArgs, start: Instant) -> bool {
-    args.duration.is_some_and(|d| start.elapsed().as_secs_f64() >= d)
+    args.duration
+        .is_some_and(|d| start.elapsed().as_secs_f64() >= d)
 }
 
-async fn open_loop(client: Arc<Client>, items: Vec<WorkItem>, at: Vec<f64>, args: &BenchArgs, bar: &ProgressBar) -> Vec<Outcome> {
+async fn open_loop(
+    client: Arc<Client>,
+    items: Vec<WorkItem>,
+    at: Vec<f64>,
+    args: &BenchArgs,
+    bar: &ProgressBar,
+) -> Vec<Outcome> {
     let start = Instant::now();
     let mut set = JoinSet::new();
     for (i, (item, t)) in items.into_iter().zip(at).enumerate() {
@@ -163,7 +192,13 @@ async fn open_loop(client: Arc<Client>, items: Vec<WorkItem>, at: Vec<f64>, args
     collect(set, bar).await
 }
 
-async fn closed_loop(client: Arc<Client>, items: Vec<WorkItem>, n: usize, args: &BenchArgs, bar: &ProgressBar) -> Vec<Outcome> {
+async fn closed_loop(
+    client: Arc<Client>,
+    items: Vec<WorkItem>,
+    n: usize,
+    args: &BenchArgs,
+    bar: &ProgressBar,
+) -> Vec<Outcome> {
     let start = Instant::now();
     let queue = Arc::new(std::sync::Mutex::new(items.into_iter().enumerate()));
     let mut set = JoinSet::new();

@@ -18,7 +18,11 @@ pub fn stats(mut v: Vec<f64>) -> Stats {
     }
     v.sort_by(f64::total_cmp);
     let q = |p: f64| v[((v.len() - 1) as f64 * p).round() as usize];
-    Stats { mean: v.iter().sum::<f64>() / v.len() as f64, p50: q(0.5), p99: q(0.99) }
+    Stats {
+        mean: v.iter().sum::<f64>() / v.len() as f64,
+        p50: q(0.5),
+        p99: q(0.99),
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -65,7 +69,12 @@ pub fn summarize(outcomes: &[Outcome], wall_s: f64) -> Summary {
 }
 
 fn ms(s: Stats) -> String {
-    format!("{:.1} / {:.1} / {:.1}", s.mean * 1e3, s.p50 * 1e3, s.p99 * 1e3)
+    format!(
+        "{:.1} / {:.1} / {:.1}",
+        s.mean * 1e3,
+        s.p50 * 1e3,
+        s.p99 * 1e3
+    )
 }
 
 pub fn markdown(label: &str, s: &Summary) -> String {
@@ -74,14 +83,28 @@ pub fn markdown(label: &str, s: &Summary) -> String {
     t.push_str("|---|---|---|---|---|---|---|---|\n");
     t.push_str(&format!(
         "| {label} | {}/{} | {} | {} | {} | {} | {:.1} | {:.2} |\n",
-        s.completed, s.errors, ms(s.ttft_s), ms(s.itl_s), ms(s.latency_s),
-        ms(s.normalized_latency_s), s.output_tok_per_s, s.requests_per_s
+        s.completed,
+        s.errors,
+        ms(s.ttft_s),
+        ms(s.itl_s),
+        ms(s.latency_s),
+        ms(s.normalized_latency_s),
+        s.output_tok_per_s,
+        s.requests_per_s
     ));
     t
 }
 
-pub fn json_report(config: serde_json::Value, s: &Summary, outcomes: &[Outcome]) -> serde_json::Value {
-    let errors: Vec<_> = outcomes.iter().filter_map(|o| o.error.clone()).take(20).collect();
+pub fn json_report(
+    config: serde_json::Value,
+    s: &Summary,
+    outcomes: &[Outcome],
+) -> serde_json::Value {
+    let errors: Vec<_> = outcomes
+        .iter()
+        .filter_map(|o| o.error.clone())
+        .take(20)
+        .collect();
     json!({"config": config, "summary": s, "first_errors": errors})
 }
 
@@ -98,7 +121,13 @@ mod tests {
 
     #[test]
     fn normalized_latency_excludes_tool_time() {
-        let o = Outcome { ok: true, latency_s: 3.0, tool_time_s: 2.0, output_tokens: 10, ..Default::default() };
+        let o = Outcome {
+            ok: true,
+            latency_s: 3.0,
+            tool_time_s: 2.0,
+            output_tokens: 10,
+            ..Default::default()
+        };
         let s = summarize(&[o], 3.0);
         assert!((s.normalized_latency_s.mean - 0.1).abs() < 1e-9);
     }

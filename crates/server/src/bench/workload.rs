@@ -35,7 +35,11 @@ pub struct WorkItem {
 impl WorkItem {
     /// Total time this request spends in tools (excluded from normalized latency).
     pub fn tool_time(&self) -> f64 {
-        self.segments.iter().filter_map(|s| s.tool.as_ref()).map(|t| t.duration_s).sum()
+        self.segments
+            .iter()
+            .filter_map(|s| s.tool.as_ref())
+            .map(|t| t.duration_s)
+            .sum()
     }
 }
 
@@ -49,14 +53,20 @@ const WORDS: &[&str] = &[
 /// About `n` tokens of filler text, deterministic for a seed.
 pub fn filler(n: usize, seed: u64) -> String {
     let mut rng = StdRng::seed_from_u64(seed);
-    let words: Vec<&str> = (0..n).map(|_| WORDS[rng.random_range(0..WORDS.len())]).collect();
+    let words: Vec<&str> = (0..n)
+        .map(|_| WORDS[rng.random_range(0..WORDS.len())])
+        .collect();
     words.join(" ")
 }
 
 pub fn load(path: &Path) -> anyhow::Result<Vec<WorkItem>> {
     let text = std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
     let mut items = Vec::new();
-    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+    for (i, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
         let item: WorkItem =
             serde_json::from_str(line).with_context(|| format!("{}:{}", path.display(), i + 1))?;
         validate(&item).with_context(|| format!("{}:{}", path.display(), i + 1))?;
@@ -72,7 +82,9 @@ fn validate(item: &WorkItem) -> anyhow::Result<()> {
     if item.messages.is_none() && item.prompt_tokens.is_none() {
         bail!("a request needs `messages` or `prompt_tokens`");
     }
-    let Some(last) = item.segments.last() else { bail!("`segments` is empty") };
+    let Some(last) = item.segments.last() else {
+        bail!("`segments` is empty")
+    };
     if last.tool.is_some() {
         bail!("the last segment must not call a tool");
     }
@@ -99,7 +111,10 @@ pub fn synthetic(n: usize, prompt: usize, output: usize) -> Vec<WorkItem> {
             arrival_s: None,
             messages: None,
             prompt_tokens: Some(prompt),
-            segments: vec![Segment { decode_tokens: output, tool: None }],
+            segments: vec![Segment {
+                decode_tokens: output,
+                tool: None,
+            }],
         })
         .collect()
 }
