@@ -17,16 +17,6 @@ use crate::api::types::{normalize_messages, ChatRequest};
 use crate::error::ApiError;
 use crate::state::AppState;
 
-pub async fn handler(
-    State(st): State<Arc<AppState>>,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    match chat(st, body).await {
-        Ok(r) => r,
-        Err(e) => e.into_response(),
-    }
-}
-
 /// Renders the conversation with the model's template and tokenizes it.
 fn prompt_tokens(st: &AppState, req: &ChatRequest) -> Result<Vec<i32>, ApiError> {
     let messages = normalize_messages(&req.messages)?;
@@ -36,8 +26,9 @@ fn prompt_tokens(st: &AppState, req: &ChatRequest) -> Result<Vec<i32>, ApiError>
     Ok(st.model.tokenize(&text, add_bos, true))
 }
 
-async fn chat(
-    st: Arc<AppState>,
+/// The route handler; errors become OpenAI error responses through `ApiError`.
+pub async fn handler(
+    State(st): State<Arc<AppState>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let req: ChatRequest = parse_json(body, st.body_limit)?;

@@ -17,16 +17,6 @@ use crate::api::types::{CompletionRequest, PromptSpec};
 use crate::error::ApiError;
 use crate::state::AppState;
 
-pub async fn handler(
-    State(st): State<Arc<AppState>>,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    match complete(st, body).await {
-        Ok(r) => r,
-        Err(e) => e.into_response(),
-    }
-}
-
 /// The prompt's text (for `echo`) and tokens.
 fn prompt(st: &AppState, spec: &PromptSpec) -> Result<(String, Vec<i32>), ApiError> {
     let text = match spec {
@@ -60,8 +50,9 @@ fn token_prompt(st: &AppState, ids: &[i64]) -> Result<(String, Vec<i32>), ApiErr
     Ok((String::from_utf8_lossy(&bytes).into_owned(), tokens))
 }
 
-async fn complete(
-    st: Arc<AppState>,
+/// The route handler; errors become OpenAI error responses through `ApiError`.
+pub async fn handler(
+    State(st): State<Arc<AppState>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let req: CompletionRequest = parse_json(body, st.body_limit)?;
