@@ -8,13 +8,14 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::clock::Clock;
-use crate::scheduler::{Scheduler, SchedulerConfig};
-use crate::types::{NewRequest, RequestId};
+use crate::scheduler::{Scheduler, SchedulerConfig, SchedulerStats};
+use crate::types::{NewRequest, RequestId, Token};
 use crate::Runner;
 
 enum Msg {
     Submit(RequestId, NewRequest),
     Cancel(RequestId),
+    Resume(RequestId, Vec<Token>),
 }
 
 /// Why a request was not accepted.
@@ -68,6 +69,13 @@ impl EngineHandle {
         // A stopped engine has nothing left to cancel.
         let _ = self.tx.send(Msg::Cancel(id));
     }
+
+    /// Continues a paused request with `appended` tokens (the tool's output) after its last
+    /// generated token. Ignored if the request is not paused (e.g. cancelled meanwhile).
+    pub fn resume(&self, id: RequestId, appended: Vec<Token>) {
+        // A stopped engine has nothing left to resume.
+        let _ = self.tx.send(Msg::Resume(id, appended));
+    }
 }
 
 /// Starts the engine thread. `make_runner` runs on that thread, so the runner need not be
@@ -95,13 +103,19 @@ where
     let join = std::thread::Builder::new()
         .name("tandem-engine".into())
         .spawn(move || {
-            let runner = match make_runner() {
+            let mut runner = match make_runner() {
                 Ok(r) => r,
                 Err(e) => return drop(init_tx.send(Err(e))),
             };
+            let mut sched = Scheduler::new(cfg);
+            match runner.profile() {
+                Ok(cost) => sched.set_costs(cost),
+                Err(e) => tracing::warn!("cost profiling failed, using defaults: {e}"),
+            }
+            export_costs(&sched);
             let _ = init_tx.send(Ok(()));
             EngineLoop {
-                sched: Scheduler::new(cfg),
+                sched,
                 runner,
                 clock,
                 rx,
@@ -156,6 +170,7 @@ impl<R: Runner> EngineLoop<R> {
                 self.sched.add(id, req, now);
             }
             Msg::Cancel(id) => self.sched.cancel(id, now),
+            Msg::Resume(id, tokens) => self.sched.resume(id, tokens, now),
         }
     }
 
@@ -165,17 +180,21 @@ impl<R: Runner> EngineLoop<R> {
             return;
         }
         let t0 = self.clock.now();
-        match self.runner.execute(&plan) {
+        let recomputed = match self.runner.execute(&plan) {
             Ok(result) => self.sched.update(&plan, &result, self.clock.now()),
             Err(e) => {
                 tracing::error!("step failed: {e}");
                 self.sched.fail_plan(&plan, &e.to_string());
+                0
             }
-        }
+        };
         let dt = self.clock.now() - t0;
         if !plan.items.is_empty() {
+            let share = recomputed as f64 / plan.batch_tokens() as f64;
             metrics::histogram!("tandem_step_duration_seconds").record(dt);
             metrics::histogram!("tandem_step_batch_tokens").record(plan.batch_tokens() as f64);
+            metrics::counter!("tandem_forward_seconds_total").increment(micros(dt));
+            metrics::counter!("tandem_recompute_seconds_total").increment(micros(dt * share));
         }
         self.export_gauges();
     }
@@ -188,5 +207,56 @@ impl<R: Runner> EngineLoop<R> {
         metrics::gauge!("tandem_retained_sequences").set(s.retained as f64);
         metrics::gauge!("tandem_kv_cells_used").set(s.kv_used as f64);
         metrics::gauge!("tandem_kv_cells_free").set(s.kv_free as f64);
+        export_intercept_stats(&s);
     }
+}
+
+/// Counters of seconds are kept in microseconds (metrics counters are integers).
+fn micros(seconds: f64) -> u64 {
+    (seconds * 1e6).round() as u64
+}
+
+fn export_intercept_stats(s: &SchedulerStats) {
+    for (place, n) in [
+        ("device", s.paused_device),
+        ("host", s.paused_host),
+        ("discarded", s.paused_discarded),
+    ] {
+        metrics::gauge!("tandem_paused_requests", "placement" => place).set(n as f64);
+    }
+    metrics::gauge!("tandem_swap_used_bytes").set(s.swap_used_bytes as f64);
+    let c = &s.counters;
+    metrics::counter!("tandem_swap_out_bytes_total").absolute(c.swap_out_bytes);
+    metrics::counter!("tandem_swap_in_bytes_total").absolute(c.swap_in_bytes);
+    metrics::counter!("tandem_recomputed_tokens_total").absolute(c.recomputed_tokens);
+    metrics::counter!("tandem_interceptions_total").absolute(c.interceptions);
+    if let Some(w) = c.waste {
+        for (option, v) in [
+            ("preserve", w.preserve),
+            ("swap", w.swap),
+            ("discard", w.discard),
+        ] {
+            metrics::gauge!("tandem_intercept_waste_token_seconds", "option" => option).set(v);
+        }
+    }
+}
+
+/// The measured costs, logged and exported once at startup.
+fn export_costs(sched: &Scheduler) {
+    let c = sched.costs();
+    tracing::info!(
+        "costs: forward {:.2} ms + {:.3} ms/token; swap out {:.2} us/token, in {:.2} us/token; {} KV bytes/token; swap budget {} tokens/step",
+        c.fwd_base_s * 1e3,
+        c.fwd_per_token_s * 1e3,
+        c.swap_out_per_token_s * 1e6,
+        c.swap_in_per_token_s * 1e6,
+        c.kv_bytes_per_token,
+        sched.swap_budget()
+    );
+    metrics::gauge!("tandem_cost_forward_base_seconds").set(c.fwd_base_s);
+    metrics::gauge!("tandem_cost_forward_per_token_seconds").set(c.fwd_per_token_s);
+    metrics::gauge!("tandem_cost_swap_out_per_token_seconds").set(c.swap_out_per_token_s);
+    metrics::gauge!("tandem_cost_swap_in_per_token_seconds").set(c.swap_in_per_token_s);
+    metrics::gauge!("tandem_cost_kv_bytes_per_token").set(c.kv_bytes_per_token as f64);
+    metrics::gauge!("tandem_swap_budget_tokens").set(sched.swap_budget() as f64);
 }

@@ -6,7 +6,9 @@
 use std::collections::HashMap;
 
 use crate::clock::ManualClock;
+use crate::cost::CostModel;
 use crate::plan::{KvOp, Sampled, StepPlan, StepResult};
+use crate::swap::SwapHandle;
 use crate::types::{SeqId, Token};
 use crate::{Runner, RunnerError};
 
@@ -21,7 +23,10 @@ pub struct FakeRunner {
     pub step_per_token_s: f64,
     /// Fail the next `execute` with a decode error.
     pub fail_next: bool,
+    /// What `profile` reports.
+    pub cost: CostModel,
     kv: HashMap<SeqId, Vec<Token>>,
+    host: HashMap<SwapHandle, Vec<Token>>,
     pub steps: usize,
     pub batch_sizes: Vec<usize>,
 }
@@ -37,7 +42,9 @@ impl FakeRunner {
             step_base_s: 0.01,
             step_per_token_s: 0.001,
             fail_next: false,
+            cost: CostModel::default(),
             kv: HashMap::new(),
+            host: HashMap::new(),
             steps: 0,
             batch_sizes: Vec::new(),
         }
@@ -50,6 +57,11 @@ impl FakeRunner {
 
     pub fn used_cells(&self) -> usize {
         self.kv.values().map(Vec::len).sum()
+    }
+
+    /// Tokens held in each host buffer.
+    pub fn host(&self) -> &HashMap<SwapHandle, Vec<Token>> {
+        &self.host
     }
 
     /// The token a context of exactly these tokens produces.
@@ -73,6 +85,29 @@ impl FakeRunner {
                     .ok_or(RunnerError::Kv(format!("no seq {seq}")))?;
                 assert!(keep <= s.len(), "truncate beyond end of seq {seq}");
                 s.truncate(keep);
+            }
+            KvOp::SwapOut {
+                seq,
+                handle,
+                tokens,
+            } => {
+                let s = self.kv.remove(&seq).unwrap_or_default();
+                assert_eq!(s.len(), tokens, "swap-out size of seq {seq}");
+                assert!(self.host.insert(handle, s).is_none(), "handle reused");
+            }
+            KvOp::SwapIn { seq, handle } => {
+                let s = self
+                    .host
+                    .remove(&handle)
+                    .ok_or(RunnerError::Kv(format!("no swap buffer {handle}")))?;
+                assert!(self.seq(seq).is_empty(), "swap-in into a used seq {seq}");
+                self.kv.insert(seq, s);
+            }
+            KvOp::DropSwap { handle } => {
+                assert!(
+                    self.host.remove(&handle).is_some(),
+                    "drop of unknown {handle}"
+                );
             }
         }
         Ok(())
@@ -122,5 +157,9 @@ impl Runner for FakeRunner {
             c.advance(self.step_base_s + self.step_per_token_s * plan.batch_tokens() as f64);
         }
         Ok(StepResult { sampled })
+    }
+
+    fn profile(&mut self) -> Result<CostModel, RunnerError> {
+        Ok(self.cost)
     }
 }

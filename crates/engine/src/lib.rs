@@ -14,27 +14,45 @@
 //! A request is a token sequence with a KV slot; each step processes the tokens it has not yet
 //! run (a prefill chunk or one decode token) within a shared token budget, so prefill and
 //! decode mix freely and appended tokens (a resumed tool call) take the same path as a prompt.
+//!
+//! A request can pause at an interception (a tool call): `Event::Intercepted` goes to its
+//! owner, its KV is kept, swapped to a host pool or discarded by the interception policy
+//! (InferCept's min-waste over measured costs), and `EngineHandle::resume` appends the tool's
+//! output and continues it.
 
+mod admit;
 pub mod clock;
+pub mod cost;
 pub mod engine;
 pub mod fake;
+mod intercept;
 pub mod kv;
 pub mod plan;
+pub mod policy;
 pub mod prefix;
 pub mod request;
 pub mod scheduler;
+pub mod swap;
 pub mod types;
 
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use cost::CostModel;
 pub use engine::{spawn_engine, EngineHandle, SubmitError};
 pub use plan::{KvOp, PlanItem, Sampled, StepPlan, StepResult};
-pub use scheduler::{PrefixReuse, Scheduler, SchedulerConfig};
-pub use types::{Event, FinishReason, NewRequest, RequestId, SamplingParams, SeqId, Token, Usage};
+pub use policy::{InterceptPolicy, ResumeOrder};
+pub use scheduler::{InterceptConfig, PrefixReuse, Scheduler, SchedulerConfig};
+pub use swap::SwapHandle;
+pub use types::{
+    Event, FinishReason, InterceptSpec, NewRequest, RequestId, SamplingParams, SeqId, Token, Usage,
+};
 
 /// Executes step plans on a model. Implementations carry out exactly what the plan says.
 pub trait Runner {
     /// Applies the plan's KV operations, runs its tokens in one batch and samples where asked.
     fn execute(&mut self, plan: &StepPlan) -> Result<StepResult, RunnerError>;
+
+    /// Measures the costs the interception policy weighs (called once, before serving).
+    fn profile(&mut self) -> Result<CostModel, RunnerError>;
 }
 
 /// A failure of the runner; the requests in the failed plan are failed and their KV cleared.

@@ -1,6 +1,7 @@
 //! The step plan (scheduler → runner) and the step result (runner → scheduler). The plan
 //! carries every KV operation explicitly; the runner decides nothing.
 
+use crate::swap::SwapHandle;
 use crate::types::{RequestId, SamplingParams, SeqId, Token};
 
 /// A KV-cache operation, applied by the runner before the batch runs, in order.
@@ -10,6 +11,16 @@ pub enum KvOp {
     Clear { seq: SeqId },
     /// Keep positions `0..keep` of the sequence, free the rest (prefix reuse).
     Truncate { seq: SeqId, keep: usize },
+    /// Copy the sequence's KV (`tokens` cells) to host buffer `handle`, then free its cells.
+    SwapOut {
+        seq: SeqId,
+        handle: SwapHandle,
+        tokens: usize,
+    },
+    /// Restore host buffer `handle` into the (empty) sequence and drop the buffer.
+    SwapIn { seq: SeqId, handle: SwapHandle },
+    /// Drop host buffer `handle` (its request ended while swapped out).
+    DropSwap { handle: SwapHandle },
 }
 
 /// Tokens of one request to run this step, at positions `start_pos..start_pos+tokens.len()`.

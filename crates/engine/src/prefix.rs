@@ -1,12 +1,21 @@
 //! Retained sequences: KV of finished or cancelled requests, kept while slots allow so a later
 //! request whose prompt extends it (the next turn of a conversation) continues from it instead
-//! of prefilling again. Evicted least-recently-used.
+//! of prefilling again. An entry's KV is on the device (in a slot) or swapped out to the host
+//! pool; when slots run short the scheduler swaps or drops entries, least-recently-used first.
 
+use crate::swap::SwapHandle;
 use crate::types::{SeqId, Token};
+
+/// Where a retained entry's KV is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Loc {
+    Device(SeqId),
+    Host(SwapHandle),
+}
 
 #[derive(Debug, Clone)]
 pub struct Retained {
-    pub seq: SeqId,
+    pub loc: Loc,
     /// The tokens whose KV occupies positions `0..tokens.len()` of `seq`.
     pub tokens: Vec<Token>,
     pub last_used: f64,
@@ -54,14 +63,25 @@ impl RetainedSet {
         worth.then(|| (self.entries.swap_remove(idx), n))
     }
 
-    /// Removes the least recently used entry.
-    pub fn pop_lru(&mut self) -> Option<Retained> {
-        let idx = (0..self.entries.len()).min_by(|&a, &b| {
-            self.entries[a]
-                .last_used
-                .total_cmp(&self.entries[b].last_used)
-        })?;
+    /// Removes the least recently used entry whose KV is on the device (`host == false`) or
+    /// in the host pool (`host == true`).
+    pub fn pop_lru(&mut self, host: bool) -> Option<Retained> {
+        let idx = (0..self.entries.len())
+            .filter(|&i| matches!(self.entries[i].loc, Loc::Host(_)) == host)
+            .min_by(|&a, &b| {
+                self.entries[a]
+                    .last_used
+                    .total_cmp(&self.entries[b].last_used)
+            })?;
         Some(self.entries.swap_remove(idx))
+    }
+
+    /// Entries whose KV is on the device.
+    pub fn on_device(&self) -> usize {
+        self.entries
+            .iter()
+            .filter(|e| matches!(e.loc, Loc::Device(_)))
+            .count()
     }
 
     pub fn drain(&mut self) -> Vec<Retained> {
@@ -75,7 +95,7 @@ mod tests {
 
     fn entry(seq: SeqId, tokens: &[Token], t: f64) -> Retained {
         Retained {
-            seq,
+            loc: Loc::Device(seq),
             tokens: tokens.to_vec(),
             last_used: t,
         }
@@ -87,7 +107,7 @@ mod tests {
         set.insert(entry(0, &[1, 2], 0.0));
         set.insert(entry(1, &[1, 2, 3, 4], 1.0));
         let (e, n) = set.take_match(&[1, 2, 3, 4, 5], false).unwrap();
-        assert_eq!((e.seq, n), (1, 4));
+        assert_eq!((e.loc, n), (Loc::Device(1), 4));
     }
 
     #[test]
@@ -103,8 +123,15 @@ mod tests {
         let mut set = RetainedSet::default();
         set.insert(entry(0, &[1], 5.0));
         set.insert(entry(1, &[2], 1.0));
-        assert_eq!(set.pop_lru().unwrap().seq, 1);
-        assert_eq!(set.pop_lru().unwrap().seq, 0);
-        assert!(set.pop_lru().is_none());
+        set.insert(Retained {
+            loc: Loc::Host(7),
+            tokens: vec![3],
+            last_used: 0.0,
+        });
+        assert_eq!(set.pop_lru(false).unwrap().loc, Loc::Device(1));
+        assert_eq!(set.on_device(), 1);
+        assert_eq!(set.pop_lru(false).unwrap().loc, Loc::Device(0));
+        assert!(set.pop_lru(false).is_none());
+        assert_eq!(set.pop_lru(true).unwrap().loc, Loc::Host(7));
     }
 }

@@ -1,19 +1,26 @@
 //! A request inside the scheduler: its full token sequence, how much of it is in KV, and its
-//! generation limits. Prefill, decode and (later) resumed tool output are the same thing here:
-//! tokens not yet run.
+//! generation limits. Prefill, decode, recompute after a discard and resumed tool output are
+//! the same thing here: tokens not yet run.
 
 use tokio::sync::mpsc::UnboundedSender;
 
-use crate::types::{Event, RequestId, SamplingParams, SeqId, Token, Usage};
+use crate::types::{Event, InterceptSpec, RequestId, SamplingParams, SeqId, Token, Usage};
 
 #[derive(Debug)]
 pub struct Active {
     pub id: RequestId,
+    /// The KV slot; meaningful only while the request's KV is on the device.
     pub seq: SeqId,
-    /// Prompt, then every generated token (the last one is not in KV until the next step).
+    /// Prompt, then every generated and appended token (the last one is not in KV until the
+    /// next step).
     pub tokens: Vec<Token>,
     /// Tokens whose KV is at positions `0..n_cached` of `seq`.
     pub n_cached: usize,
+    /// Most tokens ever in KV: positions below it that run again are recomputation.
+    pub high_water: usize,
+    /// Per position: whether its KV was written by a one-token item (decode kernels). An
+    /// exact recompute repeats that split (see `next_run`).
+    pub single_row: Vec<bool>,
     pub prompt_len: usize,
     /// Prompt tokens taken from a retained sequence.
     pub reused: usize,
@@ -23,8 +30,22 @@ pub struct Active {
     pub ignore_eos: bool,
     pub sampling: SamplingParams,
     pub events: UnboundedSender<Event>,
+    pub intercept: InterceptSpec,
+    /// Scripted pauses already taken.
+    pub scripted_done: usize,
+    /// Tokens generated since the request started or last resumed (triggers match only these).
+    pub segment_generated: usize,
     pub arrival: f64,
     pub last_token_at: Option<f64>,
+}
+
+/// How the next tokens of a request must run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Run {
+    /// One token (a decode, or recomputing a position a decode wrote).
+    Single,
+    /// A multi-token chunk of at most this many tokens.
+    Multi(usize),
 }
 
 impl Active {
@@ -33,11 +54,65 @@ impl Active {
         self.tokens.len() - self.n_cached
     }
 
+    /// The next run. With `exact`, recomputed positions repeat how they were first written
+    /// (one-token items stay one-token, multi-token runs are not merged with them), so their
+    /// KV is bit-identical to before the discard (llama.cpp's CPU kernels round differently
+    /// for one-row batches).
+    pub fn next_run(&self, exact: bool) -> Run {
+        let pending = self.pending();
+        let written = self.single_row.len();
+        if pending == 1 || (exact && self.n_cached < written && self.single_row[self.n_cached]) {
+            return Run::Single;
+        }
+        if !exact || self.n_cached >= written {
+            return Run::Multi(pending);
+        }
+        let run = self.single_row[self.n_cached..]
+            .iter()
+            .take_while(|s| !**s)
+            .count();
+        if self.n_cached + run == written {
+            Run::Multi(pending)
+        } else if run < 2 {
+            // Cannot happen (multi-token runs are written by chunks of at least two), but a
+            // one-token chunk must never be planned as multi-token.
+            Run::Single
+        } else {
+            Run::Multi(run)
+        }
+    }
+
+    /// Records that positions `start..start+n` now hold KV.
+    pub fn wrote(&mut self, start: usize, n: usize) {
+        let end = start + n;
+        if self.single_row.len() < end {
+            self.single_row.resize(end, false);
+        }
+        self.single_row[start..end].fill(n == 1);
+        self.n_cached = end;
+        self.high_water = self.high_water.max(end);
+    }
+
     pub fn usage(&self) -> Usage {
         Usage {
             prompt_tokens: self.prompt_len,
             completion_tokens: self.generated,
             cached_tokens: self.reused,
         }
+    }
+
+    /// The tool to pause for after the token just generated, if any.
+    pub fn pause_for(&self) -> Option<String> {
+        if let Some((n, tool)) = self.intercept.after_tokens.get(self.scripted_done) {
+            if *n == self.generated {
+                return Some(tool.clone());
+            }
+        }
+        let out = &self.tokens[self.tokens.len() - self.segment_generated..];
+        self.intercept
+            .triggers
+            .iter()
+            .any(|t| !t.is_empty() && out.ends_with(t))
+            .then(|| "trigger".to_string())
     }
 }

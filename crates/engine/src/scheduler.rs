@@ -1,14 +1,18 @@
-//! The scheduler: admits requests into KV slots (reusing retained prefixes), fills each step's
-//! token budget — decode tokens of running requests first, then prefill chunks in arrival
-//! order — and turns the runner's samples into events, finishing requests on EOG or length.
+//! The scheduler: fills each step's token budget — decode tokens of running requests first,
+//! then prefill chunks in arrival order, then admissions (`admit.rs`) — and turns the
+//! runner's samples into events, finishing requests on EOG or length and pausing them at
+//! interceptions (`intercept.rs` places paused requests' KV and resumes them).
 
 use std::collections::VecDeque;
 
+use crate::cost::CostModel;
 use crate::kv::KvPool;
 use crate::plan::{KvOp, PlanItem, Sampled, StepPlan, StepResult};
-use crate::prefix::{Retained, RetainedSet};
-use crate::request::Active;
-use crate::types::{Event, FinishReason, NewRequest, RequestId};
+use crate::policy::{Estimator, InterceptPolicy, ResumeOrder, Waste};
+use crate::prefix::{Loc, Retained, RetainedSet};
+use crate::request::{Active, Run};
+use crate::swap::{SwapHandle, SwapPool};
+use crate::types::{Event, FinishReason, NewRequest, RequestId, SeqId};
 
 /// Which retained KV a new request may reuse.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -34,37 +38,130 @@ pub struct SchedulerConfig {
     pub n_slots: usize,
     pub cells_per_seq: usize,
     pub prefix_reuse: PrefixReuse,
+    pub intercept: InterceptConfig,
+}
+
+/// How paused requests are handled.
+#[derive(Clone, Debug)]
+pub struct InterceptConfig {
+    pub policy: InterceptPolicy,
+    pub resume_order: ResumeOrder,
+    /// Capacity of the host swap pool in bytes.
+    pub swap_bytes: usize,
+}
+
+impl Default for InterceptConfig {
+    fn default() -> Self {
+        Self {
+            policy: InterceptPolicy::MinWaste,
+            resume_order: ResumeOrder::Arrival,
+            swap_bytes: 4 << 30,
+        }
+    }
 }
 
 /// Prefill chunks are at least this long (unless the whole remainder is shorter), so every
 /// prompt token's KV is computed by the same multi-row kernels however the budget splits it.
-const MIN_PREFILL_CHUNK: usize = 2;
+pub(crate) const MIN_PREFILL_CHUNK: usize = 2;
 
-struct Waiting {
-    id: RequestId,
-    req: NewRequest,
-    arrival: f64,
+pub(crate) struct Waiting {
+    pub id: RequestId,
+    pub req: NewRequest,
+    pub arrival: f64,
+}
+
+/// A request waiting for a KV slot: a new one, or a resumed one whose KV left the device.
+pub(crate) enum Queued {
+    New(Waiting),
+    /// `swap`: its KV is in the host pool (swap in on admission); `None`: discarded.
+    Resumed {
+        r: Active,
+        swap: Option<SwapHandle>,
+    },
+}
+
+impl Queued {
+    pub fn id(&self) -> RequestId {
+        match self {
+            Queued::New(w) => w.id,
+            Queued::Resumed { r, .. } => r.id,
+        }
+    }
+
+    pub fn arrival(&self) -> f64 {
+        match self {
+            Queued::New(w) => w.arrival,
+            Queued::Resumed { r, .. } => r.arrival,
+        }
+    }
+
+    fn closed(&self) -> bool {
+        match self {
+            Queued::New(w) => w.req.events.is_closed(),
+            Queued::Resumed { r, .. } => r.events.is_closed(),
+        }
+    }
+}
+
+/// Where a paused request's KV is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Place {
+    Device,
+    Host(SwapHandle),
+    Discarded,
+}
+
+pub(crate) struct Paused {
+    pub r: Active,
+    pub since: f64,
+    pub tool: String,
+    pub place: Place,
 }
 
 pub struct Scheduler {
-    cfg: SchedulerConfig,
-    kv: KvPool,
-    retained: RetainedSet,
-    waiting: VecDeque<Waiting>,
-    /// Admitted requests in arrival order.
-    running: Vec<Active>,
-    ops: Vec<KvOp>,
-    released: Vec<RequestId>,
+    pub(crate) cfg: SchedulerConfig,
+    pub(crate) kv: KvPool,
+    pub(crate) swap: SwapPool,
+    pub(crate) retained: RetainedSet,
+    pub(crate) waiting: VecDeque<Queued>,
+    /// Requests with a KV slot, in arrival order.
+    pub(crate) running: Vec<Active>,
+    pub(crate) paused: Vec<Paused>,
+    pub(crate) ops: Vec<KvOp>,
+    pub(crate) released: Vec<RequestId>,
+    pub(crate) cost: CostModel,
+    /// Tokens that may be copied between device and host in one step.
+    pub(crate) swap_budget: usize,
+    pub(crate) estimator: Estimator,
+    pub(crate) counters: InterceptCounters,
+}
+
+/// Cumulative interception counters, and the last step's summed waste estimates.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct InterceptCounters {
+    pub swap_out_bytes: u64,
+    pub swap_in_bytes: u64,
+    pub recomputed_tokens: u64,
+    pub interceptions: u64,
+    /// Sum over device-resident paused requests of each option's estimated waste
+    /// (token·seconds; swap counts only requests the pool can take).
+    pub waste: Option<Waste>,
 }
 
 /// Counters the engine exports as gauges.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct SchedulerStats {
     pub waiting: usize,
     pub running: usize,
     pub retained: usize,
     pub kv_used: usize,
     pub kv_free: usize,
+    pub paused_device: usize,
+    pub paused_host: usize,
+    pub paused_discarded: usize,
+    pub swap_used_bytes: usize,
+    pub swap_entries: usize,
+    pub counters: InterceptCounters,
 }
 
 impl Scheduler {
@@ -82,15 +179,44 @@ impl Scheduler {
             "step budget too small"
         );
         let kv = KvPool::new(cfg.n_slots, cfg.cells_per_seq);
-        Self {
+        let cost = CostModel::default();
+        let swap = SwapPool::new(cfg.intercept.swap_bytes, cost.kv_bytes_per_token);
+        let mut s = Self {
             cfg,
             kv,
+            swap,
             retained: RetainedSet::default(),
             waiting: VecDeque::new(),
             running: Vec::new(),
+            paused: Vec::new(),
             ops: Vec::new(),
             released: Vec::new(),
-        }
+            cost,
+            swap_budget: 0,
+            estimator: Estimator::default(),
+            counters: InterceptCounters::default(),
+        };
+        s.set_costs(cost);
+        s
+    }
+
+    /// Uses measured costs (from `Runner::profile`). The per-step swap budget is the number
+    /// of tokens whose copy out takes half a full decode step: on a GPU that copy hides behind
+    /// compute; on a CPU it bounds how long a step can stall on copies.
+    pub fn set_costs(&mut self, cost: CostModel) {
+        self.cost = cost;
+        self.swap.set_bytes_per_token(cost.kv_bytes_per_token);
+        let step = cost.t_fwd(self.cfg.n_slots);
+        let per_token = cost.swap_out_per_token_s.max(1e-9);
+        self.swap_budget = ((0.5 * step / per_token) as usize).max(1);
+    }
+
+    pub fn costs(&self) -> &CostModel {
+        &self.cost
+    }
+
+    pub fn swap_budget(&self) -> usize {
+        self.swap_budget
     }
 
     /// Longest prompt a request may have (one cell stays free for a generated token).
@@ -109,21 +235,28 @@ impl Scheduler {
             let _ = req.events.send(Event::Failed(msg));
             return;
         }
-        self.waiting.push_back(Waiting {
+        self.waiting.push_back(Queued::New(Waiting {
             id,
             req,
             arrival: now,
-        });
+        }));
     }
 
-    /// Drops a waiting request, or ends a running one and retains its KV. Unknown ids are
-    /// ignored (the request may have finished in the meantime).
+    /// Drops a waiting request, or ends a running or paused one (its KV on the device is
+    /// retained, in the host pool dropped). Unknown ids are ignored (the request may have
+    /// finished in the meantime).
     pub fn cancel(&mut self, id: RequestId, now: f64) {
-        self.waiting.retain(|w| w.id != id);
+        if let Some(pos) = self.waiting.iter().position(|q| q.id() == id) {
+            if let Some(Queued::Resumed { r, swap }) = self.waiting.remove(pos) {
+                self.drop_swap(swap);
+                self.released.push(r.id);
+            }
+        }
         if let Some(pos) = self.running.iter().position(|r| r.id == id) {
             let r = self.running.remove(pos);
             self.retire(r, now);
         }
+        self.cancel_paused(id, now);
     }
 
     pub fn is_idle(&self) -> bool {
@@ -134,12 +267,19 @@ impl Scheduler {
     }
 
     pub fn stats(&self) -> SchedulerStats {
+        let placed = |p: Place| self.paused.iter().filter(|x| x.place == p).count();
         SchedulerStats {
             waiting: self.waiting.len(),
             running: self.running.len(),
             retained: self.retained.len(),
             kv_used: self.kv.used_cells(),
             kv_free: self.kv.free_cells(),
+            paused_device: placed(Place::Device),
+            paused_host: self.paused.len() - placed(Place::Device) - placed(Place::Discarded),
+            paused_discarded: placed(Place::Discarded),
+            swap_used_bytes: self.swap.used_bytes(),
+            swap_entries: self.swap.len(),
+            counters: self.counters,
         }
     }
 
@@ -147,35 +287,58 @@ impl Scheduler {
         &self.kv
     }
 
-    /// Frees every retained sequence (e.g. on shutdown, or in tests to check for leaks).
+    pub fn swap_pool(&self) -> &SwapPool {
+        &self.swap
+    }
+
+    /// Frees every retained sequence, on the device and in the host pool (e.g. on shutdown,
+    /// or in tests to check for leaks).
     pub fn evict_all_retained(&mut self) {
         for e in self.retained.drain() {
             self.evict(e);
         }
     }
 
+    fn exact(&self) -> bool {
+        self.cfg.prefix_reuse == PrefixReuse::Exact
+    }
+
     /// Builds the next step's plan.
     pub fn schedule(&mut self, now: f64) -> StepPlan {
         self.reap_disconnected(now);
+        self.place_paused(now);
+        let exact = self.exact();
         let mut budget = self.cfg.max_batch_tokens;
         let mut items = Vec::new();
-        for r in self.running.iter().filter(|r| r.pending() == 1) {
-            if budget == 0 {
-                break;
+        for r in &self.running {
+            if budget > 0 && r.next_run(exact) == Run::Single {
+                items.push(chunk(r, 1));
+                budget -= 1;
             }
-            items.push(chunk(r, 1));
-            budget -= 1;
         }
-        for r in self.running.iter().filter(|r| r.pending() > 1) {
-            push_prefill(&mut items, &mut budget, r);
+        for r in &self.running {
+            if let Run::Multi(cap) = r.next_run(exact) {
+                push_prefill(&mut items, &mut budget, r, cap);
+            }
         }
         // Admit only while a newcomer's chunk surely fits: with a budget above
         // MIN_PREFILL_CHUNK, `prefill_chunk` finds one for any prompt, so no slot is taken by a
         // request that cannot run this step.
-        while budget > MIN_PREFILL_CHUNK && self.admit_front() {
-            let r = self.running.last().expect("just admitted");
-            let pushed = push_prefill(&mut items, &mut budget, r);
-            debug_assert!(pushed, "a chunk fits any budget above MIN_PREFILL_CHUNK");
+        while budget > MIN_PREFILL_CHUNK {
+            let Some(idx) = self.admit_front(now) else {
+                break;
+            };
+            let r = &self.running[idx];
+            match r.next_run(exact) {
+                Run::Single => {
+                    items.push(chunk(r, 1));
+                    budget -= 1;
+                }
+                Run::Multi(cap) => {
+                    let pushed = push_prefill(&mut items, &mut budget, r, cap);
+                    debug_assert!(pushed, "a chunk fits any budget above MIN_PREFILL_CHUNK");
+                }
+            }
         }
         // Rows in sequence order: llama.cpp splits a batch over per-sequence KV streams into
         // ubatches, and an unordered one can cost extra ubatches (docs/architecture.md).
@@ -192,17 +355,23 @@ impl Scheduler {
         self.ops.len()
     }
 
-    /// Applies a step's result: advances KV, emits tokens, finishes requests.
-    pub fn update(&mut self, plan: &StepPlan, result: &StepResult, now: f64) {
+    /// Applies a step's result: advances KV, emits tokens, finishes or pauses requests.
+    /// Returns how many of the plan's tokens recomputed KV that had been discarded.
+    pub fn update(&mut self, plan: &StepPlan, result: &StepResult, now: f64) -> usize {
+        let mut recomputed = 0;
         for item in &plan.items {
             if let Some(r) = self.running.iter_mut().find(|r| r.id == item.request) {
-                r.n_cached += item.tokens.len();
+                let end = item.start_pos + item.tokens.len();
+                recomputed += r.high_water.min(end).saturating_sub(item.start_pos);
+                r.wrote(item.start_pos, item.tokens.len());
                 self.kv.set_used(r.seq, r.n_cached);
             }
         }
+        self.counters.recomputed_tokens += recomputed as u64;
         for s in &result.sampled {
             self.accept(s, now);
         }
+        recomputed
     }
 
     /// Fails every request in a plan the runner could not execute and clears their KV.
@@ -229,6 +398,7 @@ impl Scheduler {
             Some(FinishReason::Stop)
         } else {
             r.tokens.push(s.token);
+            r.segment_generated += 1;
             metrics::counter!("tandem_generation_tokens_total").increment(1);
             let sent = r.events.send(Event::Token(s.token)).is_ok();
             (!sent || r.generated >= r.max_tokens).then_some(FinishReason::Length)
@@ -240,11 +410,14 @@ impl Scheduler {
                 usage: r.usage(),
             });
             self.retire(r, now);
+        } else if let Some(tool) = self.running[pos].pause_for() {
+            let r = self.running.remove(pos);
+            self.pause(r, tool, now);
         }
     }
 
     /// Ends a running request: its valid KV becomes a retained sequence.
-    fn retire(&mut self, r: Active, now: f64) {
+    pub(crate) fn retire(&mut self, r: Active, now: f64) {
         self.released.push(r.id);
         let keep = match self.cfg.prefix_reuse {
             PrefixReuse::All => r.n_cached,
@@ -262,87 +435,44 @@ impl Scheduler {
         }
         let tokens = r.tokens[..keep].to_vec();
         self.retained.insert(Retained {
-            seq: r.seq,
+            loc: Loc::Device(r.seq),
             tokens,
             last_used: now,
         });
     }
 
-    fn evict(&mut self, e: Retained) {
-        self.ops.push(KvOp::Clear { seq: e.seq });
-        self.kv.free(e.seq);
+    /// Frees a retained entry's KV wherever it is.
+    pub(crate) fn evict(&mut self, e: Retained) {
+        match e.loc {
+            Loc::Device(seq) => self.free_slot(seq),
+            Loc::Host(h) => self.drop_swap(Some(h)),
+        }
+    }
+
+    pub(crate) fn free_slot(&mut self, seq: SeqId) {
+        self.ops.push(KvOp::Clear { seq });
+        self.kv.free(seq);
+    }
+
+    pub(crate) fn drop_swap(&mut self, h: Option<SwapHandle>) {
+        if let Some(handle) = h {
+            self.ops.push(KvOp::DropSwap { handle });
+            self.swap.free(handle);
+        }
     }
 
     /// Cancels requests whose owner dropped its event receiver (client gone).
     fn reap_disconnected(&mut self, now: f64) {
-        self.waiting.retain(|w| !w.req.events.is_closed());
-        let gone: Vec<_> = self
-            .running
-            .iter()
-            .filter(|r| r.events.is_closed())
-            .map(|r| r.id)
+        let waiting = self.waiting.iter().filter(|q| q.closed()).map(Queued::id);
+        let running = self.running.iter().filter(|r| r.events.is_closed());
+        let paused = self.paused.iter().filter(|p| p.r.events.is_closed());
+        let gone: Vec<_> = waiting
+            .chain(running.map(|r| r.id))
+            .chain(paused.map(|p| p.r.id))
             .collect();
         for id in gone {
             self.cancel(id, now);
         }
-    }
-
-    /// Admits the oldest waiting request if a slot can be had. Returns whether it did.
-    fn admit_front(&mut self) -> bool {
-        let Some(w) = self.waiting.front() else {
-            return false;
-        };
-        let no_free = self.kv.free_slots() == 0;
-        let (seq, reused) = match self.retained.take_match(&w.req.prompt, no_free) {
-            Some((e, n)) => (e.seq, self.reuse(e, n, w.req.prompt.len())),
-            None => match self.kv.alloc().or_else(|| self.evict_lru_and_alloc()) {
-                Some(seq) => (seq, 0),
-                None => return false,
-            },
-        };
-        let w = self.waiting.pop_front().expect("front exists");
-        metrics::counter!("tandem_prompt_tokens_total").increment(w.req.prompt.len() as u64);
-        metrics::counter!("tandem_prefix_reused_tokens_total").increment(reused as u64);
-        self.running
-            .push(activate(w, seq, reused, self.cfg.cells_per_seq));
-        true
-    }
-
-    /// Keeps the first `matched` cells of a retained sequence for a prompt of `prompt_len`
-    /// tokens. At least `MIN_PREFILL_CHUNK` prompt tokens are always run (there must be
-    /// logits to sample from, and a one-token prefill would use the decode kernels).
-    fn reuse(&mut self, e: Retained, matched: usize, prompt_len: usize) -> usize {
-        let keep = matched.min(prompt_len.saturating_sub(MIN_PREFILL_CHUNK));
-        if keep < e.tokens.len() {
-            self.ops.push(KvOp::Truncate { seq: e.seq, keep });
-        }
-        self.kv.set_used(e.seq, keep);
-        keep
-    }
-
-    fn evict_lru_and_alloc(&mut self) -> Option<i32> {
-        let e = self.retained.pop_lru()?;
-        self.evict(e);
-        self.kv.alloc()
-    }
-}
-
-fn activate(w: Waiting, seq: i32, reused: usize, cells_per_seq: usize) -> Active {
-    let prompt_len = w.req.prompt.len();
-    Active {
-        id: w.id,
-        seq,
-        n_cached: reused,
-        prompt_len,
-        reused,
-        generated: 0,
-        max_tokens: w.req.max_tokens.min(cells_per_seq - prompt_len).max(1),
-        ignore_eos: w.req.ignore_eos,
-        sampling: w.req.sampling,
-        events: w.req.events,
-        tokens: w.req.prompt,
-        arrival: w.arrival,
-        last_token_at: None,
     }
 }
 
@@ -356,9 +486,10 @@ fn prefill_chunk(pending: usize, budget: usize) -> Option<usize> {
     (n >= MIN_PREFILL_CHUNK).then_some(n)
 }
 
-/// Adds the request's next prefill chunk if one fits the budget; returns whether it did.
-fn push_prefill(items: &mut Vec<PlanItem>, budget: &mut usize, r: &Active) -> bool {
-    let Some(n) = prefill_chunk(r.pending(), *budget) else {
+/// Adds the request's next prefill chunk (at most `cap` tokens) if one fits the budget;
+/// returns whether it did.
+fn push_prefill(items: &mut Vec<PlanItem>, budget: &mut usize, r: &Active, cap: usize) -> bool {
+    let Some(n) = prefill_chunk(cap, *budget) else {
         return false;
     };
     items.push(chunk(r, n));

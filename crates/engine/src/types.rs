@@ -33,6 +33,20 @@ pub struct NewRequest {
     pub ignore_eos: bool,
     pub sampling: SamplingParams,
     pub events: UnboundedSender<Event>,
+    /// Where the request pauses for a tool (none by default).
+    pub intercept: InterceptSpec,
+}
+
+/// When a request pauses for an external tool, and which tool that is (the interception
+/// time estimator keeps a history per tool name).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct InterceptSpec {
+    /// Pause when the generated tokens end with one of these sequences (e.g. the tokens that
+    /// close a tool call). Matched against generated tokens only.
+    pub triggers: Vec<Vec<Token>>,
+    /// Scripted pauses: after this many generated tokens in total, pause for the named tool.
+    /// Ascending.
+    pub after_tokens: Vec<(usize, String)>,
 }
 
 /// Why generation ended.
@@ -61,6 +75,12 @@ pub enum Event {
     Finished {
         reason: FinishReason,
         usage: Usage,
+    },
+    /// The request paused: its output reached an interception trigger (`tool` names it;
+    /// "trigger" for token triggers). It waits for `EngineHandle::resume` or a cancel.
+    Intercepted {
+        tool: String,
+        generated: usize,
     },
     /// The request failed inside the engine (e.g. a decode error); its KV was freed.
     Failed(String),

@@ -2,158 +2,15 @@
 //! admission, cancel and disconnect, prefix reuse and eviction, and the invariant that the
 //! engine's cell accounting always matches what the runner actually holds.
 
-use std::collections::HashMap;
+mod common;
 
+use common::{prompt, Harness};
 use proptest::prelude::*;
-use tandem_engine::fake::FakeRunner;
 use tandem_engine::{
-    Event, FinishReason, NewRequest, PrefixReuse, Runner, SamplingParams, Scheduler,
-    SchedulerConfig, Token,
+    Event, FinishReason, InterceptConfig, InterceptSpec, NewRequest, PrefixReuse, Runner,
+    SamplingParams, Scheduler, SchedulerConfig,
 };
-use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
-
-struct Harness {
-    sched: Scheduler,
-    runner: FakeRunner,
-    rxs: HashMap<u64, UnboundedReceiver<Event>>,
-    log: HashMap<u64, Vec<Event>>,
-    prompt_len: HashMap<u64, usize>,
-    next: u64,
-    now: f64,
-    budget: usize,
-}
-
-impl Harness {
-    fn new(n_slots: usize, cells: usize, budget: usize) -> Self {
-        Self::with_reuse(n_slots, cells, budget, PrefixReuse::All)
-    }
-
-    fn with_reuse(n_slots: usize, cells: usize, budget: usize, prefix_reuse: PrefixReuse) -> Self {
-        let cfg = SchedulerConfig {
-            max_batch_tokens: budget,
-            n_slots,
-            cells_per_seq: cells,
-            prefix_reuse,
-        };
-        Self {
-            sched: Scheduler::new(cfg),
-            runner: FakeRunner::new(n_slots, cells),
-            rxs: HashMap::new(),
-            log: HashMap::new(),
-            prompt_len: HashMap::new(),
-            next: 1,
-            now: 0.0,
-            budget,
-        }
-    }
-
-    fn submit(&mut self, prompt: Vec<Token>, max_tokens: usize) -> u64 {
-        let (tx, rx) = unbounded_channel();
-        let id = self.next;
-        self.next += 1;
-        self.prompt_len.insert(id, prompt.len());
-        let req = NewRequest {
-            prompt,
-            max_tokens,
-            ignore_eos: true,
-            sampling: SamplingParams::default(),
-            events: tx,
-        };
-        self.sched.add(id, req, self.now);
-        self.rxs.insert(id, rx);
-        id
-    }
-
-    fn step(&mut self) -> usize {
-        self.now += 0.01;
-        let plan = self.sched.schedule(self.now);
-        assert!(plan.batch_tokens() <= self.budget, "plan over budget");
-        assert!(
-            plan.items.windows(2).all(|w| w[0].seq < w[1].seq),
-            "rows not in seq order: {plan:?}"
-        );
-        for item in &plan.items {
-            // One-token chunks only for decode (a one-row batch uses other kernels).
-            let plen = self.prompt_len[&item.request];
-            let decode = item.start_pos >= plen || plen == 1;
-            assert!(
-                item.tokens.len() >= 2 || decode,
-                "1-token prefill chunk: {plan:?}"
-            );
-        }
-        let result = self.runner.execute(&plan).expect("fake runner");
-        self.sched.update(&plan, &result, self.now);
-        self.collect();
-        self.check_accounting();
-        plan.batch_tokens()
-    }
-
-    fn run_to_idle(&mut self) {
-        for _ in 0..10_000 {
-            if self.sched.is_idle() {
-                return;
-            }
-            self.step();
-        }
-        panic!("scheduler never went idle");
-    }
-
-    fn collect(&mut self) {
-        for (id, rx) in &mut self.rxs {
-            while let Ok(e) = rx.try_recv() {
-                self.log.entry(*id).or_default().push(e);
-            }
-        }
-    }
-
-    fn tokens(&self, id: u64) -> Vec<Token> {
-        let events = self.log.get(&id).map_or(&[][..], Vec::as_slice);
-        events
-            .iter()
-            .filter_map(|e| {
-                if let Event::Token(t) = e {
-                    Some(*t)
-                } else {
-                    None
-                }
-            })
-            .collect()
-    }
-
-    fn finish(&self, id: u64) -> Option<Event> {
-        self.log
-            .get(&id)?
-            .iter()
-            .find(|e| !matches!(e, Event::Token(_)))
-            .cloned()
-    }
-
-    fn check_accounting(&self) {
-        if self.sched.pending_kv_ops() > 0 {
-            return; // accounting already reflects ops the runner gets next step
-        }
-        for seq in 0..self.sched.kv().n_slots() as i32 {
-            assert_eq!(
-                self.runner.seq(seq).len(),
-                self.sched.kv().used(seq),
-                "seq {seq}"
-            );
-        }
-    }
-
-    /// Evicts everything retained and checks that no KV cell is left in use anywhere.
-    fn assert_all_free(&mut self) {
-        self.sched.evict_all_retained();
-        self.step();
-        assert_eq!(self.sched.kv().used_cells(), 0);
-        assert_eq!(self.sched.kv().free_slots(), self.sched.kv().n_slots());
-        assert_eq!(self.runner.used_cells(), 0);
-    }
-}
-
-fn prompt(len: usize, salt: i32) -> Vec<Token> {
-    (0..len as i32).map(|i| 10 + (i * 7 + salt) % 900).collect()
-}
+use tokio::sync::mpsc::unbounded_channel;
 
 #[test]
 fn mixes_decode_and_prefill_chunks_under_budget() {
@@ -250,6 +107,7 @@ fn eog_stops_unless_ignored() {
         ignore_eos: false,
         sampling: SamplingParams::default(),
         events: tx,
+        intercept: InterceptSpec::default(),
     };
     h.prompt_len.insert(99, 3);
     h.sched.add(99, req, 0.0);
@@ -497,6 +355,7 @@ fn budget_must_fit_decodes_and_a_chunk() {
         n_slots: 3,
         cells_per_seq: 64,
         prefix_reuse: PrefixReuse::All,
+        intercept: InterceptConfig::default(),
     };
     Scheduler::new(cfg);
 }

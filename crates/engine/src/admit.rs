@@ -1,0 +1,217 @@
+//! Admission: gives the request at the head of the queue a KV slot. A new request reuses the
+//! retained sequence sharing the longest prefix with its prompt (swapping it in first when it
+//! is in the host pool); a resumed request gets its swapped KV back, or a fresh slot to
+//! recompute into. When no slot is free, the least recently used retained sequence leaves the
+//! device: swapped to the host pool when the policy prefers that, else dropped.
+
+use crate::plan::KvOp;
+use crate::policy::{InterceptPolicy, Placement, Waste, WasteInputs};
+use crate::prefix::{Loc, Retained};
+use crate::request::Active;
+use crate::scheduler::{Queued, Scheduler, Waiting, MIN_PREFILL_CHUNK};
+use crate::swap::SwapHandle;
+use crate::types::SeqId;
+
+impl Scheduler {
+    /// Admits the head of the queue if a slot can be had; returns its index in `running`.
+    pub(crate) fn admit_front(&mut self, now: f64) -> Option<usize> {
+        match self.waiting.front()? {
+            Queued::New(_) => self.admit_new(now),
+            Queued::Resumed { .. } => self.admit_resumed(now),
+        }
+    }
+
+    fn admit_new(&mut self, now: f64) -> Option<usize> {
+        let Some(Queued::New(w)) = self.waiting.front() else {
+            unreachable!("admit_new on a new request")
+        };
+        let no_free = self.kv.free_slots() == 0;
+        let prompt_len = w.req.prompt.len();
+        let (seq, reused) = match self.retained.take_match(&w.req.prompt, no_free) {
+            Some((e, n)) => {
+                self.estimator.record(CLIENT_TURN, now - e.last_used);
+                let len = e.tokens.len();
+                let seq = self.to_device(e, now)?;
+                (seq, self.reuse(seq, len, n, prompt_len))
+            }
+            None => (self.alloc_slot(now)?, 0),
+        };
+        let Some(Queued::New(w)) = self.waiting.pop_front() else {
+            unreachable!("front exists")
+        };
+        metrics::counter!("tandem_prompt_tokens_total").increment(prompt_len as u64);
+        metrics::counter!("tandem_prefix_reused_tokens_total").increment(reused as u64);
+        let cells = self.cfg.cells_per_seq;
+        self.running.push(activate(w, seq, reused, cells));
+        Some(self.running.len() - 1)
+    }
+
+    fn admit_resumed(&mut self, now: f64) -> Option<usize> {
+        let seq = self.alloc_slot(now)?;
+        let Some(Queued::Resumed { mut r, swap }) = self.waiting.pop_front() else {
+            unreachable!("admit_resumed on a resumed request")
+        };
+        match swap {
+            Some(h) => self.swap_in(h, seq, r.n_cached),
+            None => r.n_cached = 0,
+        }
+        r.seq = seq;
+        self.kv.set_used(seq, r.n_cached);
+        Some(self.insert_running(r))
+    }
+
+    /// Puts a request into `running` at its arrival position; returns the index.
+    pub(crate) fn insert_running(&mut self, r: Active) -> usize {
+        let idx = self.running.partition_point(|x| x.arrival <= r.arrival);
+        self.running.insert(idx, r);
+        idx
+    }
+
+    /// Copies host buffer `h` (`tokens` cells) into the empty slot `seq`.
+    pub(crate) fn swap_in(&mut self, h: SwapHandle, seq: SeqId, tokens: usize) {
+        self.ops.push(KvOp::SwapIn { seq, handle: h });
+        self.swap.free(h);
+        self.counters.swap_in_bytes += self.swap.bytes(tokens) as u64;
+    }
+
+    /// The retained entry's slot, swapping it in first if it is in the host pool. Gives the
+    /// entry back to the set when no slot can be had.
+    fn to_device(&mut self, e: Retained, now: f64) -> Option<SeqId> {
+        match e.loc {
+            Loc::Device(seq) => Some(seq),
+            Loc::Host(h) => match self.alloc_slot(now) {
+                Some(seq) => {
+                    self.swap_in(h, seq, e.tokens.len());
+                    Some(seq)
+                }
+                None => {
+                    self.retained.insert(e);
+                    None
+                }
+            },
+        }
+    }
+
+    /// Keeps the first `matched` cells of a retained sequence of `len` tokens for a prompt of
+    /// `prompt_len` tokens. At least `MIN_PREFILL_CHUNK` prompt tokens are always run (there
+    /// must be logits to sample from, and a one-token prefill would use the decode kernels).
+    fn reuse(&mut self, seq: SeqId, len: usize, matched: usize, prompt_len: usize) -> usize {
+        let keep = matched.min(prompt_len.saturating_sub(MIN_PREFILL_CHUNK));
+        if keep < len {
+            self.ops.push(KvOp::Truncate { seq, keep });
+        }
+        self.kv.set_used(seq, keep);
+        keep
+    }
+
+    /// A free slot, making one by moving the least recently used retained sequence off the
+    /// device if needed.
+    pub(crate) fn alloc_slot(&mut self, now: f64) -> Option<SeqId> {
+        if let Some(seq) = self.kv.alloc() {
+            return Some(seq);
+        }
+        let e = self.retained.pop_lru(false)?;
+        self.offload_retained(e, now);
+        self.kv.alloc()
+    }
+
+    /// Moves a retained sequence off the device: into the host pool when the policy swaps
+    /// and that is cheaper than recomputing it on a follow-up, else frees it.
+    fn offload_retained(&mut self, e: Retained, now: f64) {
+        let Loc::Device(seq) = e.loc else {
+            return self.evict(e);
+        };
+        let n = e.tokens.len();
+        if self.retained_placement(n, now - e.last_used) == Placement::Swap {
+            if let Some(h) = self.swap_alloc(n) {
+                self.ops.push(KvOp::SwapOut {
+                    seq,
+                    handle: h,
+                    tokens: n,
+                });
+                self.kv.free(seq);
+                self.counters.swap_out_bytes += self.swap.bytes(n) as u64;
+                self.retained.insert(Retained {
+                    loc: Loc::Host(h),
+                    ..e
+                });
+                return;
+            }
+        }
+        self.evict(e);
+    }
+
+    /// Swap or discard for a retained sequence of `n` tokens idle for `idle` seconds (the
+    /// client's turn): keeping it on the device is not an option here, its slot is needed.
+    fn retained_placement(&self, n: usize, idle: f64) -> Placement {
+        match self.cfg.intercept.policy {
+            InterceptPolicy::Swap => Placement::Swap,
+            InterceptPolicy::Preserve | InterceptPolicy::Discard => Placement::Discard,
+            InterceptPolicy::MinWaste => {
+                let x = WasteInputs {
+                    context: n,
+                    others: self.running_context(),
+                    batch: self.running_context() + n,
+                    remaining_s: self.estimator.remaining(CLIENT_TURN, idle),
+                    chunk: self.cfg.max_batch_tokens,
+                    swap_fits: self.swap_could_fit(n),
+                };
+                let w = Waste::compute(&x, &self.cost);
+                if w.swap <= w.discard {
+                    Placement::Swap
+                } else {
+                    Placement::Discard
+                }
+            }
+        }
+    }
+
+    /// Reserves host-pool room for `n` tokens, dropping retained sequences held there (least
+    /// recently used first) when that makes room. `None` when the pool cannot take them.
+    pub(crate) fn swap_alloc(&mut self, n: usize) -> Option<SwapHandle> {
+        loop {
+            if let Some(h) = self.swap.alloc(n) {
+                return Some(h);
+            }
+            let e = self.retained.pop_lru(true)?;
+            self.evict(e);
+        }
+    }
+
+    /// Whether the host pool could take `n` tokens, counting room held by retained entries.
+    pub(crate) fn swap_could_fit(&self, n: usize) -> bool {
+        self.swap.fits(n) || self.retained.len() > self.retained.on_device()
+    }
+
+    /// Context tokens of the running requests.
+    pub(crate) fn running_context(&self) -> usize {
+        self.running.iter().map(|r| r.n_cached).sum()
+    }
+}
+
+/// The "tool" name of a client's turn between two requests of a conversation.
+pub const CLIENT_TURN: &str = "client";
+
+fn activate(w: Waiting, seq: SeqId, reused: usize, cells_per_seq: usize) -> Active {
+    let prompt_len = w.req.prompt.len();
+    Active {
+        id: w.id,
+        seq,
+        n_cached: reused,
+        high_water: reused,
+        single_row: vec![false; reused],
+        prompt_len,
+        reused,
+        generated: 0,
+        max_tokens: w.req.max_tokens.min(cells_per_seq - prompt_len).max(1),
+        ignore_eos: w.req.ignore_eos,
+        sampling: w.req.sampling,
+        events: w.req.events,
+        intercept: w.req.intercept,
+        scripted_done: 0,
+        segment_generated: 0,
+        tokens: w.req.prompt,
+        arrival: w.arrival,
+        last_token_at: None,
+    }
+}

@@ -1,0 +1,250 @@
+//! The interception policy (InferCept's min-waste, mission.md §1): for a paused request,
+//! estimate how much longer its interception lasts, price keeping its KV on the device,
+//! swapping it to host memory and discarding it, and pick the cheapest. Also the remaining-
+//! time estimator (elapsed time, blended with each tool's history).
+//!
+//! Waste is memory held idle multiplied by time, in token·seconds (the paper's formulas with
+//! the per-token size M factored out, since it is common to every option):
+//! - preserve: `T_remaining * C`
+//! - discard (chunked recompute in `n` chunks): `T_fwd(C)*C/2 + n*T_fwd(C/n)*C_other`
+//! - swap: `(T_out(C) + T_in(C)) * C_batch` (the batch stalls while the copies run)
+
+use std::collections::{HashMap, VecDeque};
+
+use crate::cost::CostModel;
+
+/// `--intercept-policy`: how paused requests' KV is placed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum InterceptPolicy {
+    /// Cheapest option per request and step, by measured costs.
+    #[default]
+    MinWaste,
+    /// Always keep KV on the device.
+    Preserve,
+    /// Always swap to host memory (discard when the swap pool is full).
+    Swap,
+    /// Always free and recompute on resume.
+    Discard,
+}
+
+/// Where a paused request's KV is (or should go).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Placement {
+    Preserve,
+    Swap,
+    Discard,
+}
+
+/// `--resume-order`: where a resumed request that lost its KV slot queues.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ResumeOrder {
+    /// Ahead of new requests, in original arrival order (InferCept).
+    #[default]
+    Arrival,
+    /// Behind every waiting request, like a new one (vLLM's behavior; the baseline).
+    Tail,
+}
+
+/// What the waste formulas need to know about one paused request and the batch around it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct WasteInputs {
+    /// Context tokens of the paused request (its KV).
+    pub context: usize,
+    /// Context tokens of the running requests (stalled by a recompute).
+    pub others: usize,
+    /// Context tokens of the whole batch (stalled by a copy).
+    pub batch: usize,
+    /// Estimated remaining interception time.
+    pub remaining_s: f64,
+    /// Tokens per step a recompute can use (the step budget).
+    pub chunk: usize,
+    /// Whether the swap pool can take this request's KV.
+    pub swap_fits: bool,
+}
+
+/// Waste of each option, in token·seconds; `swap` is infinite when the pool is full.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Waste {
+    pub preserve: f64,
+    pub swap: f64,
+    pub discard: f64,
+}
+
+impl Waste {
+    pub fn compute(x: &WasteInputs, cost: &CostModel) -> Self {
+        let c = x.context as f64;
+        let n = x.context.div_ceil(x.chunk.max(1)).max(1);
+        let discard = cost.t_fwd(x.context) * c / 2.0
+            + n as f64 * cost.t_fwd(x.context / n) * x.others as f64;
+        let swap = if x.swap_fits {
+            (cost.t_swap_out(x.context) + cost.t_swap_in(x.context)) * x.batch as f64
+        } else {
+            f64::INFINITY
+        };
+        Self {
+            preserve: x.remaining_s * c,
+            swap,
+            discard,
+        }
+    }
+
+    /// The cheapest option (ties keep the KV where it is: preserve, then swap).
+    pub fn best(&self) -> Placement {
+        if self.preserve <= self.swap && self.preserve <= self.discard {
+            Placement::Preserve
+        } else if self.swap <= self.discard {
+            Placement::Swap
+        } else {
+            Placement::Discard
+        }
+    }
+
+    /// How much choosing the best option saves over keeping the KV.
+    pub fn saving(&self) -> f64 {
+        self.preserve - self.swap.min(self.discard).min(self.preserve)
+    }
+}
+
+/// Remaining interception time. Without history, InferCept's estimator: an interception that
+/// has lasted `t` is expected to last about `t` more. With a history of the tool's durations,
+/// the mean residual of the past calls that outlasted `t` (how much longer such calls ran),
+/// blended with the elapsed-time estimate until `HISTORY_FULL_WEIGHT` calls are known; when
+/// no past call lasted this long, elapsed time is all there is to go on.
+#[derive(Debug, Default)]
+pub struct Estimator {
+    history: HashMap<String, VecDeque<f64>>,
+}
+
+/// Calls of history after which the history alone decides.
+const HISTORY_FULL_WEIGHT: f64 = 4.0;
+/// Durations kept per tool.
+const HISTORY_LEN: usize = 64;
+
+impl Estimator {
+    pub fn remaining(&self, tool: &str, elapsed: f64) -> f64 {
+        let Some(h) = self.history.get(tool) else {
+            return elapsed;
+        };
+        let longer: Vec<f64> = h.iter().filter(|&&d| d > elapsed).copied().collect();
+        if longer.is_empty() {
+            return elapsed;
+        }
+        let residual = longer.iter().map(|d| d - elapsed).sum::<f64>() / longer.len() as f64;
+        let w = (h.len() as f64 / HISTORY_FULL_WEIGHT).min(1.0);
+        w * residual + (1.0 - w) * elapsed
+    }
+
+    /// Whether any interception of `tool` has been seen.
+    pub fn knows(&self, tool: &str) -> bool {
+        self.history.contains_key(tool)
+    }
+
+    /// Records a finished interception of `tool` that lasted `duration` seconds.
+    pub fn record(&mut self, tool: &str, duration: f64) {
+        let h = self.history.entry(tool.to_string()).or_default();
+        if h.len() == HISTORY_LEN {
+            h.pop_front();
+        }
+        h.push_back(duration);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inputs(context: usize, remaining_s: f64) -> WasteInputs {
+        WasteInputs {
+            context,
+            others: 4000,
+            batch: 4000 + context,
+            remaining_s,
+            chunk: 512,
+            swap_fits: true,
+        }
+    }
+
+    #[test]
+    fn short_interceptions_preserve_long_ones_swap() {
+        let cost = CostModel::default();
+        let short = Waste::compute(&inputs(1000, 0.01), &cost);
+        assert_eq!(short.best(), Placement::Preserve);
+        let long = Waste::compute(&inputs(1000, 20.0), &cost);
+        assert_eq!(long.best(), Placement::Swap);
+    }
+
+    #[test]
+    fn a_full_swap_pool_falls_back_to_discard() {
+        let cost = CostModel::default();
+        let x = WasteInputs {
+            swap_fits: false,
+            ..inputs(1000, 20.0)
+        };
+        let w = Waste::compute(&x, &cost);
+        assert_eq!(w.swap, f64::INFINITY);
+        assert_eq!(w.best(), Placement::Discard);
+    }
+
+    #[test]
+    fn small_contexts_discard_large_ones_swap_when_copies_have_a_fixed_cost() {
+        // A copy with a large fixed cost (e.g. a slow link): recomputing a few tokens is
+        // cheaper than two copies, recomputing thousands is not.
+        let cost = CostModel {
+            swap_base_s: 0.5,
+            ..CostModel::default()
+        };
+        assert_eq!(
+            Waste::compute(&inputs(50, 100.0), &cost).best(),
+            Placement::Discard
+        );
+        assert_eq!(
+            Waste::compute(&inputs(1500, 100.0), &cost).best(),
+            Placement::Swap
+        );
+    }
+
+    #[test]
+    fn the_flip_point_follows_the_formulas() {
+        let cost = CostModel::default();
+        let x = inputs(1000, 0.0);
+        let swap = (cost.t_swap_out(1000) + cost.t_swap_in(1000)) * x.batch as f64;
+        let flip = swap / 1000.0;
+        let below = Waste::compute(
+            &WasteInputs {
+                remaining_s: flip * 0.9,
+                ..x
+            },
+            &cost,
+        );
+        let above = Waste::compute(
+            &WasteInputs {
+                remaining_s: flip * 1.1,
+                ..x
+            },
+            &cost,
+        );
+        assert_eq!(below.best(), Placement::Preserve);
+        assert_eq!(above.best(), Placement::Swap);
+    }
+
+    #[test]
+    fn estimator_uses_elapsed_then_history() {
+        let mut e = Estimator::default();
+        assert_eq!(e.remaining("search", 0.5), 0.5);
+        for _ in 0..100 {
+            e.record("search", 2.0);
+        }
+        let r = e.remaining("search", 0.5);
+        assert!((r - 1.5).abs() < 1e-9, "{r}");
+        assert!(e.remaining("search", 1.99) < 0.02, "near the usual end");
+        assert_eq!(e.remaining("search", 3.0), 3.0, "longer than ever seen");
+        assert_eq!(e.remaining("other", 0.3), 0.3);
+        let mut one = Estimator::default();
+        one.record("t", 2.0);
+        let r = one.remaining("t", 0.5);
+        assert!(
+            (r - (0.25 * 1.5 + 0.75 * 0.5)).abs() < 1e-9,
+            "one call weighs a quarter"
+        );
+    }
+}
