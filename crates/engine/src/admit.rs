@@ -25,9 +25,12 @@ impl Scheduler {
         let Some(Queued::New(w)) = self.waiting.front() else {
             unreachable!("admit_new on a new request")
         };
-        let no_free = self.kv.free_slots() == 0;
+        // Without a free slot some retained sequence leaves the device anyway; if it would be
+        // dropped, a weak prefix match still saves prefill, but if it can go to the host pool
+        // it is worth more kept whole (its conversation may come back).
+        let must_drop = self.kv.free_slots() == 0 && !self.swaps_retained();
         let prompt_len = w.req.prompt.len();
-        let (seq, reused) = match self.retained.take_match(&w.req.prompt, no_free) {
+        let (seq, reused) = match self.retained.take_match(&w.req.prompt, must_drop) {
             Some((e, n)) => {
                 self.estimator.record(CLIENT_TURN, now - e.last_used);
                 let len = e.tokens.len();
@@ -139,6 +142,13 @@ impl Scheduler {
             }
         }
         self.evict(e);
+    }
+
+    /// Whether retained sequences may be swapped rather than dropped.
+    fn swaps_retained(&self) -> bool {
+        let policy = self.cfg.intercept.policy;
+        let swapping = matches!(policy, InterceptPolicy::MinWaste | InterceptPolicy::Swap);
+        swapping && self.swap.capacity_bytes() > 0
     }
 
     /// Swap or discard for a retained sequence of `n` tokens idle for `idle` seconds (the

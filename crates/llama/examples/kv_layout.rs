@@ -22,6 +22,7 @@ fn measure(model: Model, n: usize, unified: bool, threads: usize) -> f64 {
         n_slots: n,
         cells_per_seq: CELLS_PER_SEQ,
         prefix_reuse: PrefixReuse::Off,
+        intercept: Default::default(),
     };
     let rc = RunnerConfig {
         n_slots: n,
@@ -51,6 +52,7 @@ fn measure(model: Model, n: usize, unified: bool, threads: usize) -> f64 {
                 ignore_eos: true,
                 sampling,
                 events: tx,
+                intercept: Default::default(),
             },
             0.0,
         );

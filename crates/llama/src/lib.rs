@@ -8,6 +8,7 @@
 //! The KV cache uses one stream per sequence slot (`kv_unified = false`); see docs/kv-layout.md.
 
 mod model;
+mod profile;
 mod runner;
 
 pub use model::{Model, ModelError};

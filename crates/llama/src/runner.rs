@@ -1,16 +1,19 @@
-//! The llama.cpp runner: applies a plan's KV operations, decodes its tokens as one batch and
+//! The llama.cpp runner: applies a plan's KV operations (including swaps to and from host
+//! buffers through llama.cpp's per-sequence state API), decodes its tokens as one batch and
 //! samples where the plan asks, with per-request sampler state kept until the plan releases it.
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
 
 use llama_cpp_2::context::params::LlamaContextParams;
+use llama_cpp_2::context::session::{LlamaStateSeqFlags, SeqState};
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
 use tandem_engine::{
-    KvOp, PlanItem, RequestId, Runner, RunnerError, Sampled, SamplingParams, StepPlan, StepResult,
+    CostModel, KvOp, PlanItem, RequestId, Runner, RunnerError, Sampled, SamplingParams, StepPlan,
+    StepResult, SwapHandle,
 };
 
 use crate::model::{backend, Model, ModelError};
@@ -29,11 +32,14 @@ pub struct RunnerConfig {
 }
 
 pub struct LlamaRunner {
-    model: Model,
-    ctx: LlamaContext<'static>,
-    batch: LlamaBatch<'static>,
+    pub(crate) model: Model,
+    pub(crate) ctx: LlamaContext<'static>,
+    pub(crate) batch: LlamaBatch<'static>,
     samplers: HashMap<RequestId, LlamaSampler>,
-    max_batch_tokens: usize,
+    /// Swapped-out sequences (the host swap pool's contents).
+    host: HashMap<SwapHandle, SeqState>,
+    pub(crate) max_batch_tokens: usize,
+    pub(crate) cells_per_seq: usize,
 }
 
 /// llama.cpp's "pick a random seed" value.
@@ -85,27 +91,63 @@ impl LlamaRunner {
             ctx,
             batch,
             samplers: HashMap::new(),
+            host: HashMap::new(),
             max_batch_tokens,
+            cells_per_seq: cfg.cells_per_seq,
         })
     }
 
     fn apply(&mut self, op: &KvOp) -> Result<(), RunnerError> {
-        let r = match *op {
-            KvOp::Clear { seq } => self.ctx.clear_kv_cache_seq(Some(seq as u32), None, None),
-            KvOp::Truncate { seq, keep } => {
-                self.ctx
-                    .clear_kv_cache_seq(Some(seq as u32), Some(keep as u32), None)
+        match *op {
+            KvOp::Clear { seq } => self.remove(seq, 0),
+            KvOp::Truncate { seq, keep } => self.remove(seq, keep),
+            KvOp::SwapOut { seq, handle, .. } => {
+                let state = self.save(seq)?;
+                self.host.insert(handle, state);
+                self.remove(seq, 0)
             }
-        };
-        match r {
+            KvOp::SwapIn { seq, handle } => {
+                let state = self
+                    .host
+                    .remove(&handle)
+                    .ok_or_else(|| RunnerError::Kv(format!("no swap buffer {handle}")))?;
+                self.restore(&state, seq)
+            }
+            KvOp::DropSwap { handle } => {
+                self.host.remove(&handle);
+                Ok(())
+            }
+        }
+    }
+
+    /// Frees positions `keep..` of the sequence.
+    pub(crate) fn remove(&mut self, seq: i32, keep: usize) -> Result<(), RunnerError> {
+        let p0 = (keep > 0).then_some(keep as u32);
+        match self.ctx.clear_kv_cache_seq(Some(seq as u32), p0, None) {
             Ok(true) => Ok(()),
-            Ok(false) => Err(RunnerError::Kv(format!("{op:?} refused by llama.cpp"))),
+            Ok(false) => Err(RunnerError::Kv(format!(
+                "removing seq {seq} from {keep} refused by llama.cpp"
+            ))),
             Err(e) => Err(RunnerError::Kv(e.to_string())),
         }
     }
 
+    /// Copies the sequence's KV to a host buffer.
+    pub(crate) fn save(&self, seq: i32) -> Result<SeqState, RunnerError> {
+        self.ctx
+            .state_seq_get(seq, LlamaStateSeqFlags::empty())
+            .map_err(|e| RunnerError::Kv(format!("swap out of seq {seq}: {e}")))
+    }
+
+    /// Copies a host buffer into the (empty) sequence.
+    pub(crate) fn restore(&mut self, state: &SeqState, seq: i32) -> Result<(), RunnerError> {
+        self.ctx
+            .state_seq_set(state, seq)
+            .map_err(|e| RunnerError::Kv(format!("swap in to seq {seq}: {e}")))
+    }
+
     /// Fills the batch; returns, per item that samples, its row index in the batch.
-    fn fill_batch(&mut self, items: &[PlanItem]) -> Result<Vec<i32>, RunnerError> {
+    pub(crate) fn fill_batch(&mut self, items: &[PlanItem]) -> Result<Vec<i32>, RunnerError> {
         self.batch.clear();
         let mut rows = Vec::new();
         for item in items {
@@ -163,5 +205,9 @@ impl Runner for LlamaRunner {
             .map(|(item, row)| self.sample(item, row))
             .collect();
         Ok(StepResult { sampled })
+    }
+
+    fn profile(&mut self) -> Result<CostModel, RunnerError> {
+        crate::profile::measure(self)
     }
 }

@@ -1,13 +1,15 @@
 //! The llama.cpp runner under the real scheduler, against the default model (SmolLM2-135M):
-//! a known greedy answer, batched = sequential, and prefix reuse = cold prefill.
+//! a known greedy answer, batched = sequential, prefix reuse = cold prefill, a request paused
+//! and resumed under every interception policy = the uninterrupted run, a follow-up resumed
+//! from swapped-out KV = cold, and a plausible startup cost profile.
 //! The model comes from `scripts/fetch-model.sh` (or `TANDEM_TEST_MODEL`).
 
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use tandem_engine::{
-    Event, NewRequest, PrefixReuse, Runner, SamplingParams, Scheduler, SchedulerConfig, Token,
-    Usage,
+    Event, InterceptConfig, InterceptPolicy, InterceptSpec, NewRequest, PrefixReuse, Runner,
+    SamplingParams, Scheduler, SchedulerConfig, Token, Usage,
 };
 use tandem_llama::{LlamaRunner, Model, RunnerConfig};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
@@ -30,19 +32,28 @@ const SLOTS: usize = 4;
 struct Rig {
     sched: Scheduler,
     runner: LlamaRunner,
+    now: f64,
 }
 
 impl Rig {
     fn new(budget: usize) -> Self {
+        Self::with(budget, SLOTS, InterceptPolicy::MinWaste)
+    }
+
+    fn with(budget: usize, slots: usize, policy: InterceptPolicy) -> Self {
         let cells = 1024;
         let cfg = SchedulerConfig {
             max_batch_tokens: budget,
-            n_slots: SLOTS,
+            n_slots: slots,
             cells_per_seq: cells,
             prefix_reuse: PrefixReuse::Exact,
+            intercept: InterceptConfig {
+                policy,
+                ..InterceptConfig::default()
+            },
         };
         let rc = RunnerConfig {
-            n_slots: SLOTS,
+            n_slots: slots,
             cells_per_seq: cells,
             max_batch_tokens: budget,
             threads: 2,
@@ -52,6 +63,7 @@ impl Rig {
         Self {
             sched: Scheduler::new(cfg),
             runner: LlamaRunner::new(model(), &rc).unwrap(),
+            now: 0.0,
         }
     }
 
@@ -60,6 +72,16 @@ impl Rig {
         id: u64,
         prompt: Vec<Token>,
         max_tokens: usize,
+    ) -> UnboundedReceiver<Event> {
+        self.submit_with(id, prompt, max_tokens, InterceptSpec::default())
+    }
+
+    fn submit_with(
+        &mut self,
+        id: u64,
+        prompt: Vec<Token>,
+        max_tokens: usize,
+        intercept: InterceptSpec,
     ) -> UnboundedReceiver<Event> {
         let (tx, rx) = unbounded_channel();
         let sampling = SamplingParams {
@@ -72,16 +94,22 @@ impl Rig {
             ignore_eos: false,
             sampling,
             events: tx,
+            intercept,
         };
-        self.sched.add(id, req, 0.0);
+        self.sched.add(id, req, self.now);
         rx
+    }
+
+    fn step(&mut self) {
+        self.now += 0.01;
+        let plan = self.sched.schedule(self.now);
+        let res = self.runner.execute(&plan).expect("decode");
+        self.sched.update(&plan, &res, self.now);
     }
 
     fn run(&mut self) {
         while !self.sched.is_idle() {
-            let plan = self.sched.schedule(0.0);
-            let res = self.runner.execute(&plan).expect("decode");
-            self.sched.update(&plan, &res, 0.0);
+            self.step();
         }
     }
 }
@@ -93,6 +121,7 @@ fn drain(rx: &mut UnboundedReceiver<Event>) -> (Vec<Token>, Usage) {
             Event::Token(t) => toks.push(t),
             Event::Finished { usage, .. } => return (toks, usage),
             Event::Failed(m) => panic!("failed: {m}"),
+            Event::Intercepted { .. } => {}
         }
     }
     panic!("request did not finish")
@@ -171,4 +200,123 @@ fn prefix_reuse_gives_the_tokens_of_a_cold_request() {
     let (cold_toks, cold_usage) = drain(&mut rx);
     assert_eq!(cold_usage.cached_tokens, 0);
     assert_eq!(warm, cold_toks);
+}
+
+/// Pauses after 6 generated tokens; resumes with a tool result 5 s later. For min-waste a
+/// second request wants the only slot meanwhile, so the paused one must leave the device.
+fn paused_run(policy: InterceptPolicy, tool_result: &[Token]) -> Vec<Token> {
+    // Preserve keeps the only slot, so the other request gets a second one.
+    let slots = if policy == InterceptPolicy::Preserve {
+        2
+    } else {
+        1
+    };
+    let mut rig = Rig::with(64, slots, policy);
+    let spec = InterceptSpec {
+        triggers: Vec::new(),
+        after_tokens: vec![(6, "t".into())],
+    };
+    let mut rx = rig.submit_with(1, chat("Tell me about the moon."), 24, spec);
+    while !rig.sched.is_idle() {
+        rig.step();
+    }
+    rig.now += 5.0;
+    let mut other = rig.submit(2, chat("What is 2+2?"), 4);
+    rig.run();
+    drain(&mut other);
+    let stats = rig.sched.stats();
+    let moved = stats.paused_host + stats.paused_discarded;
+    let expect_moved = policy != InterceptPolicy::Preserve;
+    assert_eq!(moved == 1, expect_moved, "{policy:?}: {stats:?}");
+    rig.sched.resume(1, tool_result.to_vec(), rig.now);
+    rig.run();
+    let c = rig.sched.stats().counters;
+    if policy == InterceptPolicy::Discard {
+        assert!(c.recomputed_tokens > 0);
+    } else {
+        assert_eq!(c.recomputed_tokens, 0, "{policy:?}");
+    }
+    drain(&mut rx).0
+}
+
+#[test]
+fn a_paused_and_resumed_request_matches_the_uninterrupted_run() {
+    let tool_result = model().tokenize(
+        "<|im_end|>\n<|im_start|>user\nThe moon is 384,400 km away.<|im_end|>\n<|im_start|>assistant\n",
+        false,
+        true,
+    );
+    // Uninterrupted: the tool output is appended the moment the request pauses.
+    let mut rig = Rig::with(64, 2, InterceptPolicy::Preserve);
+    let spec = InterceptSpec {
+        triggers: Vec::new(),
+        after_tokens: vec![(6, "t".into())],
+    };
+    let mut rx = rig.submit_with(1, chat("Tell me about the moon."), 24, spec);
+    while !rig.sched.is_idle() {
+        rig.step();
+    }
+    rig.sched.resume(1, tool_result.clone(), rig.now);
+    rig.run();
+    let want = drain(&mut rx).0;
+    assert!(want.len() > 8, "generation continued after the pause");
+    for policy in [
+        InterceptPolicy::Preserve,
+        InterceptPolicy::Swap,
+        InterceptPolicy::Discard,
+        InterceptPolicy::MinWaste,
+    ] {
+        assert_eq!(paused_run(policy, &tool_result), want, "{policy:?}");
+    }
+}
+
+#[test]
+fn a_follow_up_resumed_from_swapped_kv_matches_a_cold_request() {
+    let mut rig = Rig::with(64, 1, InterceptPolicy::MinWaste);
+    let first = chat("Tell me about the moon.");
+    let mut rx = rig.submit(1, first.clone(), 20);
+    rig.run();
+    let (reply, _) = drain(&mut rx);
+    // An unrelated request needs the only slot: the conversation's KV goes to the host pool.
+    rig.now += 30.0;
+    let mut rx = rig.submit(2, chat("What is 2+2?"), 4);
+    rig.run();
+    drain(&mut rx);
+    assert_eq!(rig.sched.stats().swap_entries, 1);
+    let mut second = first.clone();
+    second.extend(&reply);
+    second.extend(model().tokenize(
+        "<|im_end|>\n<|im_start|>user\nAnd the sun?<|im_end|>\n<|im_start|>assistant\n",
+        false,
+        true,
+    ));
+    let mut rx = rig.submit(3, second.clone(), 20);
+    rig.run();
+    let (warm, usage) = drain(&mut rx);
+    assert_eq!(
+        usage.cached_tokens,
+        first.len(),
+        "swapped back in and reused"
+    );
+
+    let mut cold = Rig::new(64);
+    let mut rx = cold.submit(1, second, 20);
+    cold.run();
+    assert_eq!(warm, drain(&mut rx).0);
+}
+
+#[test]
+fn profile_measures_plausible_costs_and_leaves_the_cache_empty() {
+    let mut rig = Rig::new(512);
+    let c = rig.runner.profile().expect("profile");
+    assert!(c.fwd_per_token_s > 0.0, "{c:?}");
+    assert!(
+        c.swap_out_per_token_s > 0.0 && c.swap_in_per_token_s > 0.0,
+        "{c:?}"
+    );
+    // SmolLM2-135M: 30 layers x 3 KV heads x 64 dims x 2 (K and V) x 2 bytes (f16).
+    assert!((20_000..26_000).contains(&c.kv_bytes_per_token), "{c:?}");
+    let mut rx = rig.submit(1, chat("What is the capital of France?"), 32);
+    rig.run();
+    assert!(text(&drain(&mut rx).0).contains("Paris"));
 }
