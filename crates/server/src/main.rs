@@ -7,6 +7,7 @@ mod app;
 mod bench;
 mod error;
 mod metrics_setup;
+mod script;
 mod serve;
 mod state;
 mod template;

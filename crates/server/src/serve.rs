@@ -6,7 +6,10 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use clap::Args;
-use tandem_engine::{spawn_engine, PrefixReuse, Scheduler, SchedulerConfig, SystemClock};
+use tandem_engine::{
+    spawn_engine, InterceptConfig, InterceptPolicy, PrefixReuse, ResumeOrder, Scheduler,
+    SchedulerConfig, SystemClock,
+};
 use tandem_llama::{LlamaRunner, Model, RunnerConfig};
 
 use crate::state::AppState;
@@ -60,6 +63,25 @@ pub struct ServeArgs {
     /// (docs/architecture.md).
     #[arg(long, value_enum, default_value_t = FlashArg::On)]
     pub flash_attn: FlashArg,
+    /// What happens to a paused request's KV cache while its tool runs. `min-waste`: per
+    /// request and step, the cheapest of keeping it, swapping it to host memory and
+    /// discarding it (recomputed on resume), from costs measured at startup (InferCept);
+    /// KV moves only when waiting requests need the slots. `preserve`, `swap`, `discard`:
+    /// always that (discard with --resume-order tail is vLLM's behavior).
+    #[arg(long, value_enum, default_value_t = PolicyArg::MinWaste)]
+    pub intercept_policy: PolicyArg,
+    /// Host memory for swapped-out KV, in GiB (paused requests and kept conversations).
+    #[arg(long, default_value_t = 4.0)]
+    pub swap_space: f64,
+    /// Where a resumed request that lost its KV slot queues: `arrival` (ahead of new requests,
+    /// in original arrival order) or `tail` (behind them, like a new request).
+    #[arg(long, value_enum, default_value_t = OrderArg::Arrival)]
+    pub resume_order: OrderArg,
+    /// Accept the `segments` extension (scripted tool calls the server pauses for; used by
+    /// `tandem bench --server-side-tools`). Off by default: it lets a client hold a slot for
+    /// the scripted tool time.
+    #[arg(long)]
+    pub allow_scripted: bool,
     /// Model layers to offload to a GPU (only with a `cuda` build).
     #[arg(long, default_value_t = 0)]
     pub gpu_layers: u32,
@@ -78,6 +100,40 @@ impl FlashArg {
             Self::Auto => None,
             Self::On => Some(true),
             Self::Off => Some(false),
+        }
+    }
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy)]
+pub enum PolicyArg {
+    MinWaste,
+    Preserve,
+    Swap,
+    Discard,
+}
+
+impl From<PolicyArg> for InterceptPolicy {
+    fn from(p: PolicyArg) -> Self {
+        match p {
+            PolicyArg::MinWaste => InterceptPolicy::MinWaste,
+            PolicyArg::Preserve => InterceptPolicy::Preserve,
+            PolicyArg::Swap => InterceptPolicy::Swap,
+            PolicyArg::Discard => InterceptPolicy::Discard,
+        }
+    }
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy)]
+pub enum OrderArg {
+    Arrival,
+    Tail,
+}
+
+impl From<OrderArg> for ResumeOrder {
+    fn from(o: OrderArg) -> Self {
+        match o {
+            OrderArg::Arrival => ResumeOrder::Arrival,
+            OrderArg::Tail => ResumeOrder::Tail,
         }
     }
 }
@@ -133,6 +189,9 @@ pub async fn run(args: ServeArgs, default_model: PathBuf) -> anyhow::Result<()> 
         );
         cells_per_seq = model.n_ctx_train();
     }
+    if !(args.swap_space >= 0.0 && args.swap_space.is_finite()) {
+        bail!("--swap-space must be a number of GiB, 0 or more");
+    }
     if cells_per_seq < 16 {
         bail!("--kv-cells / --max-seqs gives {cells_per_seq} cells per sequence; need at least 16");
     }
@@ -144,6 +203,11 @@ pub async fn run(args: ServeArgs, default_model: PathBuf) -> anyhow::Result<()> 
         n_slots: args.max_seqs,
         cells_per_seq,
         prefix_reuse: args.prefix_reuse.into(),
+        intercept: InterceptConfig {
+            policy: args.intercept_policy.into(),
+            resume_order: args.resume_order.into(),
+            swap_bytes: (args.swap_space * (1u64 << 30) as f64) as usize,
+        },
     };
     let rc = RunnerConfig {
         n_slots: args.max_seqs,
@@ -153,6 +217,8 @@ pub async fn run(args: ServeArgs, default_model: PathBuf) -> anyhow::Result<()> 
         flash_attn: args.flash_attn.policy(),
         kv_unified: false,
     };
+    // Before the engine starts: it exports its measured costs at startup.
+    let metrics = crate::metrics_setup::install()?;
     let (engine, _join) = spawn_engine(
         sched,
         args.max_queue,
@@ -172,7 +238,8 @@ pub async fn run(args: ServeArgs, default_model: PathBuf) -> anyhow::Result<()> 
         served_name: served_name(&args, &path),
         cells_per_seq,
         body_limit: args.max_body_bytes,
-        metrics: crate::metrics_setup::install()?,
+        allow_scripted: args.allow_scripted,
+        metrics,
         created: crate::api::chat::unix_now(),
     });
     let addr: SocketAddr = format!("{}:{}", args.host, args.port)

@@ -15,6 +15,8 @@ pub struct AppState {
     /// KV capacity of one sequence: prompt plus generated tokens.
     pub cells_per_seq: usize,
     pub body_limit: usize,
+    /// Whether requests may carry scripted tool segments (`--allow-scripted`).
+    pub allow_scripted: bool,
     pub metrics: PrometheusHandle,
     pub created: u64,
 }

@@ -1,16 +1,23 @@
 //! One generation as the handlers see it: submit a tokenized prompt to the engine, then pull
 //! text pieces (UTF-8-complete, stop strings cut) and a final finish reason with usage.
 //! Dropping a `Generation` before it ends cancels the request, which frees its slot within
-//! one engine step: this is how a client disconnect reaches the engine.
+//! one engine step: this is how a client disconnect reaches the engine. A request with
+//! scripted tool segments (`--allow-scripted`) is paused by the engine after each segment;
+//! the generation then waits the tool's time and resumes it with the tool's tokens.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use tandem_engine::{Event, FinishReason, NewRequest, RequestId, SamplingParams, Token, Usage};
+use std::time::Duration;
+
+use tandem_engine::{
+    Event, FinishReason, InterceptSpec, NewRequest, RequestId, SamplingParams, Token, Usage,
+};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 
 use crate::api::types::GenParams;
 use crate::error::ApiError;
+use crate::script::{self, Segment};
 use crate::state::AppState;
 use crate::text::{StopMatcher, StopOutcome, Utf8Stream};
 
@@ -33,6 +40,54 @@ pub struct Generation {
     prompt_tokens: usize,
     completion_tokens: usize,
     ended: bool,
+    /// Scripted tool calls still to come: how long each takes and the tokens it returns.
+    tools: VecDeque<(f64, Vec<Token>)>,
+}
+
+/// The engine-facing parts of a scripted request.
+struct Scripted {
+    intercept: InterceptSpec,
+    max_tokens: usize,
+    tools: VecDeque<(f64, Vec<Token>)>,
+}
+
+/// Checks a request's scripted segments and tokenizes its tool results.
+fn scripted(st: &AppState, segments: &[Segment], prompt_len: usize) -> Result<Scripted, ApiError> {
+    if !st.allow_scripted {
+        return Err(ApiError::invalid(
+            "`segments` (scripted tool calls, for benchmarks) needs a server started with --allow-scripted",
+            "segments",
+        ));
+    }
+    script::check(segments).map_err(|m| ApiError::invalid(m, "segments"))?;
+    let need = prompt_len + script::total_decode(segments) + script::total_results(segments);
+    if need >= st.cells_per_seq {
+        return Err(ApiError::ContextLength(format!(
+            "the prompt, scripted output and tool results take {need} tokens; a sequence holds {}",
+            st.cells_per_seq
+        )));
+    }
+    let tools = script::tools(segments)
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.duration_s, result_tokens(st, t.result_tokens, i as u64)))
+        .collect();
+    Ok(Scripted {
+        intercept: script::intercept_spec(segments),
+        max_tokens: script::total_decode(segments),
+        tools,
+    })
+}
+
+/// Exactly `n` tokens of filler text.
+fn result_tokens(st: &AppState, n: usize, seed: u64) -> Vec<Token> {
+    let text = script::filler(n + 8, seed);
+    let mut t = st.model.tokenize(&format!(" {text}"), false, false);
+    while t.len() < n {
+        t.extend_from_within(..);
+    }
+    t.truncate(n);
+    t
 }
 
 impl Generation {
@@ -47,17 +102,28 @@ impl Generation {
         }
         let prompt_tokens = prompt.len();
         let room = cap - prompt_tokens;
+        let script = match &p.segments {
+            Some(s) => Some(scripted(&st, s, prompt_tokens)?),
+            None => None,
+        };
         let (tx, rx) = unbounded_channel();
         let req = NewRequest {
             prompt,
-            max_tokens: p.max_tokens.map_or(room, |m| m.min(room)),
-            ignore_eos: p.ignore_eos,
+            max_tokens: script
+                .as_ref()
+                .map(|s| s.max_tokens)
+                .or(p.max_tokens)
+                .map_or(room, |m| m.min(room)),
+            ignore_eos: p.ignore_eos || script.is_some(),
             sampling: SamplingParams {
                 temperature: p.temperature,
                 top_p: p.top_p,
                 seed: p.seed,
             },
             events: tx,
+            intercept: script
+                .as_ref()
+                .map_or_else(InterceptSpec::default, |s| s.intercept.clone()),
         };
         let id = st.engine.submit(req)?;
         Ok(Self {
@@ -70,6 +136,7 @@ impl Generation {
             prompt_tokens,
             completion_tokens: 0,
             ended: false,
+            tools: script.map_or_else(VecDeque::new, |s| s.tools),
         })
     }
 
@@ -124,10 +191,23 @@ impl Generation {
                 };
                 self.end(finish, usage);
             }
+            Some(Event::Intercepted { .. }) => self.run_tool(),
             Some(Event::Failed(m)) => return Err(ApiError::Internal(m)),
             None => return Err(ApiError::Internal("the engine stopped".into())),
         }
         Ok(())
+    }
+
+    /// Plays the next scripted tool: waits its time, then resumes the request with its
+    /// tokens. If the client goes away meanwhile, the request is cancelled and the late
+    /// resume is ignored by the engine.
+    fn run_tool(&mut self) {
+        let (seconds, tokens) = self.tools.pop_front().unwrap_or_default();
+        let (engine, id) = (self.st.engine.clone(), self.id);
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
+            engine.resume(id, tokens);
+        });
     }
 
     fn on_token(&mut self, t: Token) {

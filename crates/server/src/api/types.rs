@@ -4,6 +4,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::error::ApiError;
+use crate::script::Segment;
 
 /// `stop`: one string or a list.
 #[derive(Debug, Deserialize)]
@@ -35,6 +36,8 @@ pub struct CommonParams {
     /// Extension (vLLM, llama-server): keep generating past end-of-generation tokens.
     #[serde(default)]
     pub ignore_eos: bool,
+    /// Extension for benchmarks (needs `--allow-scripted`): scripted tool segments.
+    pub segments: Option<Vec<Segment>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -75,6 +78,7 @@ pub struct GenParams {
     pub ignore_eos: bool,
     pub stream: bool,
     pub include_usage: bool,
+    pub segments: Option<Vec<Segment>>,
 }
 
 const MAX_STOPS: usize = 16;
@@ -114,6 +118,7 @@ impl CommonParams {
                 .stream_options
                 .as_ref()
                 .is_some_and(|o| o.include_usage),
+            segments: self.segments.clone(),
         })
     }
 

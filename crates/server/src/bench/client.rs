@@ -26,10 +26,21 @@ pub struct Outcome {
     pub cached_tokens: usize,
 }
 
+impl Outcome {
+    fn add_usage(&mut self, usage: &Value) {
+        let n = |v: &Value| v.as_u64().unwrap_or(0) as usize;
+        self.output_tokens += n(&usage["completion_tokens"]);
+        self.prompt_tokens += n(&usage["prompt_tokens"]);
+        self.cached_tokens += n(&usage["prompt_tokens_details"]["cached_tokens"]);
+    }
+}
+
 pub struct Client {
     pub http: reqwest::Client,
     pub url: String,
     pub model: String,
+    /// Send the tool segments along and let the server pause for them (`--allow-scripted`).
+    pub server_side_tools: bool,
 }
 
 /// What one streamed turn produced.
@@ -64,6 +75,9 @@ impl Client {
         start: Instant,
         out: &mut Outcome,
     ) -> anyhow::Result<()> {
+        if self.server_side_tools {
+            return self.play_server_side(item, seed, start, out).await;
+        }
         let mut messages = initial_messages(item, seed);
         for (i, seg) in item.segments.iter().enumerate() {
             let turn = self.turn(&messages, seg.decode_tokens).await?;
@@ -71,11 +85,7 @@ impl Client {
                 out.ttft_s = turn.first_chunk.map(|t| (t - start).as_secs_f64());
             }
             out.itl_s.extend(turn.gaps);
-            out.output_tokens += turn.usage["completion_tokens"].as_u64().unwrap_or(0) as usize;
-            out.prompt_tokens += turn.usage["prompt_tokens"].as_u64().unwrap_or(0) as usize;
-            out.cached_tokens += turn.usage["prompt_tokens_details"]["cached_tokens"]
-                .as_u64()
-                .unwrap_or(0) as usize;
+            out.add_usage(&turn.usage);
             let Some(tool) = &seg.tool else { continue };
             messages.push(json!({"role": "assistant", "content": turn.text}));
             tokio::time::sleep(Duration::from_secs_f64(tool.duration_s)).await;
@@ -85,12 +95,46 @@ impl Client {
         Ok(())
     }
 
+    /// One request carrying all segments: the server pauses it for each tool. The chunk gaps
+    /// that span a tool call (the largest ones, one per call) are not inter-token latency.
+    async fn play_server_side(
+        &self,
+        item: &WorkItem,
+        seed: u64,
+        start: Instant,
+        out: &mut Outcome,
+    ) -> anyhow::Result<()> {
+        let messages = initial_messages(item, seed);
+        let total = crate::script::total_decode(&item.segments);
+        let extra = json!({"segments": item.segments});
+        let mut turn = self.turn_with(&messages, total, extra).await?;
+        out.ttft_s = turn.first_chunk.map(|t| (t - start).as_secs_f64());
+        turn.gaps.sort_by(f64::total_cmp);
+        let tools = item.segments.iter().filter(|s| s.tool.is_some()).count();
+        turn.gaps.truncate(turn.gaps.len().saturating_sub(tools));
+        out.itl_s = turn.gaps;
+        out.add_usage(&turn.usage);
+        Ok(())
+    }
+
     async fn turn(&self, messages: &[Value], max_tokens: usize) -> anyhow::Result<Turn> {
-        let body = json!({
+        self.turn_with(messages, max_tokens, json!({})).await
+    }
+
+    async fn turn_with(
+        &self,
+        messages: &[Value],
+        max_tokens: usize,
+        extra: Value,
+    ) -> anyhow::Result<Turn> {
+        let mut body = json!({
             "model": self.model, "messages": messages, "max_tokens": max_tokens,
             "ignore_eos": true, "temperature": 0.0, "stream": true,
             "stream_options": {"include_usage": true},
         });
+        if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+            b.extend(e.clone());
+        }
         let resp = self.send(&body).await?;
         if !resp.status().is_success() {
             let status = resp.status();

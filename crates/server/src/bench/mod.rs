@@ -2,8 +2,10 @@
 //! from a workload file (or a synthetic prompt/output size) and are sent at Poisson arrivals
 //! (`--rate`), with a fixed number in flight (`--concurrency`), or at their own `arrival_s`.
 
+pub mod augment;
 pub mod client;
 pub mod report;
+pub mod server_metrics;
 pub mod workload;
 
 use std::path::PathBuf;
@@ -29,9 +31,19 @@ pub struct BenchArgs {
     /// Model name to send (default: the first model the server lists).
     #[arg(long)]
     pub model: Option<String>,
-    /// Workload file: JSON lines, one request each (see docs/bench.md).
+    /// Workload: a JSON-lines file, one request each (see docs/bench.md), or `augment` /
+    /// `augment:KIND` (KIND: math, qa, ve, chatbot, image, tts) for InferCept's generated
+    /// augmentation workload (100 requests unless --requests).
     #[arg(long, conflicts_with = "prompt_tokens")]
-    pub workload: Option<PathBuf>,
+    pub workload: Option<String>,
+    /// Augmentation workload: multiply context lengths and tool times by this (0, 1].
+    #[arg(long, default_value_t = 1.0)]
+    pub scale: f64,
+    /// Send each request's tool segments to the server (`segments` extension; the server must
+    /// run with --allow-scripted), which pauses and resumes it itself, instead of playing the
+    /// tool loop on the client side.
+    #[arg(long)]
+    pub server_side_tools: bool,
     /// Synthetic workload instead of a file: prompt length in tokens (approximate).
     #[arg(long, requires = "output_tokens")]
     pub prompt_tokens: Option<usize>,
@@ -78,8 +90,12 @@ async fn model_name(http: &reqwest::Client, url: &str) -> anyhow::Result<String>
 }
 
 fn load_items(args: &BenchArgs) -> anyhow::Result<Vec<WorkItem>> {
+    if let Some(kinds) = args.workload.as_deref().and_then(augment::parse) {
+        let n = args.requests.unwrap_or(100);
+        return augment::generate(&kinds?, n, args.scale, args.seed);
+    }
     let base = match (&args.workload, args.prompt_tokens, args.output_tokens) {
-        (Some(p), _, _) => workload::load(p)?,
+        (Some(p), _, _) => workload::load(std::path::Path::new(p))?,
         (None, Some(p), Some(o)) => workload::synthetic(1, p, o),
         _ => bail!("give --workload FILE or --prompt-tokens N --output-tokens M"),
     };
@@ -125,22 +141,30 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         http,
         url,
         model: model.clone(),
+        server_side_tools: args.server_side_tools,
     });
+    let before = server_metrics::scrape(&client.http, &client.url).await;
     let bar = progress(items.len(), args.quiet);
     let start = Instant::now();
     let outcomes = match arrivals(&args, &items) {
-        Some(at) => open_loop(client, items, at, &args, &bar).await,
-        None => closed_loop(client, items, args.concurrency.unwrap_or(1), &args, &bar).await,
+        Some(at) => open_loop(client.clone(), items, at, &args, &bar).await,
+        None => {
+            let n = args.concurrency.unwrap_or(1);
+            closed_loop(client.clone(), items, n, &args, &bar).await
+        }
     };
     bar.finish_and_clear();
     let wall = start.elapsed().as_secs_f64();
-    let summary = report::summarize(&outcomes, wall);
+    let after = server_metrics::scrape(&client.http, &client.url).await;
+    let mut summary = report::summarize(&outcomes, wall);
+    summary.server = server_metrics::delta(before.as_ref(), after.as_ref());
     let md = report::markdown(&args.label, &summary);
     println!("{md}");
     let config = json!({"label": args.label, "url": args.url, "model": model, "rate": args.rate,
         "concurrency": args.concurrency, "requests": outcomes.len(), "duration": args.duration,
         "workload": args.workload, "prompt_tokens": args.prompt_tokens,
-        "output_tokens": args.output_tokens, "seed": args.seed});
+        "output_tokens": args.output_tokens, "seed": args.seed, "scale": args.scale,
+        "server_side_tools": args.server_side_tools});
     let report = report::json_report(config, &summary, &outcomes);
     if let Some(prefix) = &args.out {
         // Append (not replace) extensions: a prefix like `run-0.5` must keep its `.5`.

@@ -4,6 +4,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::bench::client::Outcome;
+use crate::bench::server_metrics::ServerFigures;
 
 #[derive(Debug, Clone, Copy, Serialize, Default)]
 pub struct Stats {
@@ -41,6 +42,8 @@ pub struct Summary {
     pub requests_per_s: f64,
     pub prompt_tokens: usize,
     pub cached_prompt_tokens: usize,
+    /// The server's own interception counters over the run (tandem only).
+    pub server: Option<ServerFigures>,
 }
 
 pub fn summarize(outcomes: &[Outcome], wall_s: f64) -> Summary {
@@ -65,6 +68,7 @@ pub fn summarize(outcomes: &[Outcome], wall_s: f64) -> Summary {
         requests_per_s: ok.len() as f64 / wall_s.max(1e-9),
         prompt_tokens: ok.iter().map(|o| o.prompt_tokens).sum(),
         cached_prompt_tokens: ok.iter().map(|o| o.cached_tokens).sum(),
+        server: None,
     }
 }
 
@@ -92,6 +96,16 @@ pub fn markdown(label: &str, s: &Summary) -> String {
         s.output_tok_per_s,
         s.requests_per_s
     ));
+    if let Some(f) = &s.server {
+        t.push_str(&format!(
+            "\nserver: {} interceptions, recompute {:.1}% of forward time ({} tokens), swapped out {:.1} MB / in {:.1} MB\n",
+            f.interceptions,
+            f.recompute_share * 100.0,
+            f.recomputed_tokens,
+            f.swap_out_bytes as f64 / 1e6,
+            f.swap_in_bytes as f64 / 1e6
+        ));
+    }
     t
 }
 

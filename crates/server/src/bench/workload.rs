@@ -4,23 +4,10 @@
 use std::path::Path;
 
 use anyhow::{bail, Context};
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
-pub struct ToolSpec {
-    pub name: String,
-    pub duration_s: f64,
-    pub result_tokens: usize,
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize)]
-pub struct Segment {
-    pub decode_tokens: usize,
-    pub tool: Option<ToolSpec>,
-}
+pub use crate::script::{filler, Segment};
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct WorkItem {
@@ -41,22 +28,6 @@ impl WorkItem {
             .map(|t| t.duration_s)
             .sum()
     }
-}
-
-/// Words that are one token each in common BPE vocabularies (with their leading space).
-const WORDS: &[&str] = &[
-    "the", "of", "and", "to", "in", "is", "it", "that", "for", "on", "with", "as", "was", "at",
-    "by", "this", "from", "are", "or", "be", "an", "not", "but", "all", "can", "one", "time",
-    "data", "city", "water", "house", "light", "music", "river", "table", "paper", "green",
-];
-
-/// About `n` tokens of filler text, deterministic for a seed.
-pub fn filler(n: usize, seed: u64) -> String {
-    let mut rng = StdRng::seed_from_u64(seed);
-    let words: Vec<&str> = (0..n)
-        .map(|_| WORDS[rng.random_range(0..WORDS.len())])
-        .collect();
-    words.join(" ")
 }
 
 pub fn load(path: &Path) -> anyhow::Result<Vec<WorkItem>> {
@@ -82,16 +53,7 @@ fn validate(item: &WorkItem) -> anyhow::Result<()> {
     if item.messages.is_none() && item.prompt_tokens.is_none() {
         bail!("a request needs `messages` or `prompt_tokens`");
     }
-    let Some(last) = item.segments.last() else {
-        bail!("`segments` is empty")
-    };
-    if last.tool.is_some() {
-        bail!("the last segment must not call a tool");
-    }
-    if item.segments.iter().any(|s| s.decode_tokens == 0) {
-        bail!("decode_tokens must be at least 1");
-    }
-    Ok(())
+    crate::script::check(&item.segments).map_err(anyhow::Error::msg)
 }
 
 /// The request's first messages: its own, or a synthetic user prompt.

@@ -1,0 +1,118 @@
+"""Table, JSON and SVG plot for bench/intercept-policies.sh.
+
+Usage: intercept_table.py RUN_DIR "RATES" SCALE SATURATED OUT_PREFIX
+Reads RUN_DIR/NAME-RATE.json bench reports; writes OUT_PREFIX.{json,md,svg}.
+"""
+import json
+import os
+import platform
+import sys
+import time
+
+NAMES = ["min-waste", "preserve", "swap", "discard", "llama-server"]
+COLORS = {"min-waste": "#d62728", "preserve": "#1f77b4", "swap": "#2ca02c",
+          "discard": "#7f7f7f", "llama-server": "#9467bd"}
+
+
+def load(run_dir, rates):
+    runs = {}
+    for name in NAMES:
+        for r in rates:
+            path = os.path.join(run_dir, f"{name}-{r}.json")
+            if os.path.exists(path):
+                runs.setdefault(name, {})[r] = json.load(open(path))["summary"]
+    return runs
+
+
+def sustained(summary, limit):
+    return summary["errors"] == 0 and summary["normalized_latency_s"]["mean"] <= limit
+
+
+def targets(runs, rates, limit):
+    ok = lambda n: [r for r in rates if r in runs.get(n, {}) and sustained(runs[n][r], limit)]
+    out = {}
+    d_ok, m_ok = ok("discard"), ok("min-waste")
+    if d_ok and m_ok:
+        top = d_ok[-1]
+        d, m = runs["discard"][top], runs["min-waste"][top]
+        out["discard_highest_sustained_rate"] = float(top)
+        out["norm_latency_ratio_discard_over_min_waste"] = (
+            d["normalized_latency_s"]["mean"] / m["normalized_latency_s"]["mean"])
+        out["sustained_rate_ratio_min_waste_over_discard"] = float(m_ok[-1]) / float(top)
+    common = [r for r in rates if r in runs.get("llama-server", {}) and r in runs.get("min-waste", {})]
+    if common:
+        out["mean_latency_ratio_llama_server_over_min_waste"] = {
+            r: runs["llama-server"][r]["latency_s"]["mean"] / runs["min-waste"][r]["latency_s"]["mean"]
+            for r in common}
+    return out
+
+
+def table(runs, rates, limit):
+    rows = ["| server / policy | rate req/s | ok/err | norm. latency s/token mean | latency s mean / p99 | completed req/s | recompute share of forward time | swapped out MB |",
+            "|---|---|---|---|---|---|---|---|"]
+    for name in NAMES:
+        for r in rates:
+            s = runs.get(name, {}).get(r)
+            if s is None:
+                continue
+            srv = s.get("server") or {}
+            share = f"{srv['recompute_share'] * 100:.1f}%" if srv else "n/a"
+            swap = f"{srv['swap_out_bytes'] / 1e6:.0f}" if srv else "n/a"
+            mark = "" if sustained(s, limit) else " (saturated)"
+            rows.append(
+                f"| {name} | {r}{mark} | {s['completed']}/{s['errors']} | "
+                f"{s['normalized_latency_s']['mean']:.3f} | {s['latency_s']['mean']:.1f} / "
+                f"{s['latency_s']['p99']:.1f} | {s['requests_per_s']:.2f} | {share} | {swap} |")
+    return "\n".join(rows)
+
+
+def svg(runs, rates):
+    w, h, pad = 640, 400, 60
+    xs = [float(r) for r in rates]
+    ys = [s["normalized_latency_s"]["mean"] for n in runs.values() for s in n.values()]
+    ymax = max(ys) * 1.1 if ys else 1
+    X = lambda v: pad + (v - min(xs)) / ((max(xs) - min(xs)) or 1) * (w - 2 * pad)
+    Y = lambda v: h - pad - v / ymax * (h - 2 * pad)
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">',
+           '<rect width="100%" height="100%" fill="white"/>',
+           f'<line x1="{pad}" y1="{h-pad}" x2="{w-pad}" y2="{h-pad}" stroke="black"/>',
+           f'<line x1="{pad}" y1="{pad}" x2="{pad}" y2="{h-pad}" stroke="black"/>',
+           f'<text x="{w/2}" y="{h-15}" text-anchor="middle">arrival rate (requests/s)</text>',
+           f'<text x="15" y="{h/2}" transform="rotate(-90 15 {h/2})" text-anchor="middle">normalized latency (s/token)</text>']
+    for r in rates:
+        out.append(f'<text x="{X(float(r))}" y="{h-pad+15}" text-anchor="middle">{r}</text>')
+    for i in range(5):
+        v = ymax * i / 4
+        out.append(f'<text x="{pad-5}" y="{Y(v)+4}" text-anchor="end">{v:.2f}</text>')
+    for k, name in enumerate(NAMES):
+        pts = [(float(r), s["normalized_latency_s"]["mean"]) for r, s in runs.get(name, {}).items()]
+        if not pts:
+            continue
+        pts.sort()
+        path = " ".join(f"{X(x):.1f},{Y(y):.1f}" for x, y in pts)
+        c = COLORS[name]
+        out.append(f'<polyline points="{path}" fill="none" stroke="{c}" stroke-width="2"/>')
+        out += [f'<circle cx="{X(x):.1f}" cy="{Y(y):.1f}" r="3" fill="{c}"/>' for x, y in pts]
+        out.append(f'<text x="{w-pad-100}" y="{pad+15*k}" fill="{c}">{name}</text>')
+    out.append("</svg>")
+    return "\n".join(out)
+
+
+def main():
+    run_dir, rates, scale, limit, prefix = sys.argv[1], sys.argv[2].split(), sys.argv[3], float(sys.argv[4]), sys.argv[5]
+    runs = load(run_dir, rates)
+    t = targets(runs, rates, limit)
+    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}"
+    json.dump({"machine": machine, "scale": scale, "saturated_above_s_per_token": limit,
+               "targets": t, "runs": runs}, open(prefix + ".json", "w"), indent=1)
+    open(prefix + ".svg", "w").write(svg(runs, rates))
+    md = [f"# Interception policies, mixed augmentation workload (scale {scale})", "",
+          f"Command: `bench/intercept-policies.sh` · machine: {machine} · model SmolLM2-135M-Instruct Q4_1 ·",
+          f"16 sequences × 2048 cells · a run is 'saturated' when mean normalized latency exceeds {limit} s/token "
+          "(the sweep of that server stops there).", "",
+          table(runs, rates, limit), "", "Targets:", "```", json.dumps(t, indent=1), "```", "",
+          "![normalized latency against rate](intercept-policies.svg)"]
+    open(prefix + ".md", "w").write("\n".join(md) + "\n")
+
+
+main()

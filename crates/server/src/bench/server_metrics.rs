@@ -1,0 +1,72 @@
+//! The server's interception counters over a bench run: `/metrics` scraped before and after,
+//! differenced. Servers without tandem's counters (llama-server, vLLM) give `None`.
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+pub struct ServerFigures {
+    pub interceptions: u64,
+    pub recomputed_tokens: u64,
+    /// Share of forward time spent recomputing discarded KV.
+    pub recompute_share: f64,
+    pub forward_s: f64,
+    pub swap_out_bytes: u64,
+    pub swap_in_bytes: u64,
+}
+
+/// Unlabelled `tandem_*` samples of a Prometheus text page.
+pub fn parse(text: &str) -> HashMap<String, f64> {
+    text.lines()
+        .filter(|l| l.starts_with("tandem_") && !l.contains('{'))
+        .filter_map(|l| {
+            let (name, value) = l.split_once(' ')?;
+            Some((name.to_string(), value.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+pub async fn scrape(http: &reqwest::Client, url: &str) -> Option<HashMap<String, f64>> {
+    let resp = http.get(format!("{url}/metrics")).send().await.ok()?;
+    if !resp.status().is_success() {
+        return None;
+    }
+    let m = parse(&resp.text().await.ok()?);
+    // A fresh tandem server has only its startup gauges yet (counters appear with use).
+    m.contains_key("tandem_swap_budget_tokens").then_some(m)
+}
+
+pub fn delta(
+    before: Option<&HashMap<String, f64>>,
+    after: Option<&HashMap<String, f64>>,
+) -> Option<ServerFigures> {
+    let (b, a) = (before?, after?);
+    let d = |k: &str| a.get(k).copied().unwrap_or(0.0) - b.get(k).copied().unwrap_or(0.0);
+    let forward_us = d("tandem_forward_seconds_total");
+    Some(ServerFigures {
+        interceptions: d("tandem_interceptions_total") as u64,
+        recomputed_tokens: d("tandem_recomputed_tokens_total") as u64,
+        recompute_share: d("tandem_recompute_seconds_total") / forward_us.max(1.0),
+        forward_s: forward_us / 1e6,
+        swap_out_bytes: d("tandem_swap_out_bytes_total") as u64,
+        swap_in_bytes: d("tandem_swap_in_bytes_total") as u64,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn differences_counters() {
+        let b = parse("tandem_forward_seconds_total 1000000\ntandem_recompute_seconds_total 0\n");
+        let a = parse(
+            "# HELP x\ntandem_forward_seconds_total 3000000\ntandem_recompute_seconds_total 500000\ntandem_paused_requests{placement=\"host\"} 2\ntandem_swap_out_bytes_total 46110\n",
+        );
+        let f = delta(Some(&b), Some(&a)).unwrap();
+        assert!((f.recompute_share - 0.25).abs() < 1e-9);
+        assert_eq!((f.forward_s, f.swap_out_bytes), (2.0, 46110));
+        assert!(delta(None, Some(&a)).is_none());
+    }
+}

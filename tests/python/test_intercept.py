@@ -1,0 +1,130 @@
+"""Interceptions over HTTP: scripted tool segments (`--allow-scripted`) pause a request inside
+the server and resume it with the tool's tokens, under each policy; bad scripts get 400s; a
+client that leaves during a pause frees everything; the bench's server-side mode and its
+augmentation workload run end to end and report the server's interception counters."""
+import json
+import subprocess
+import time
+
+import pytest
+import requests
+
+from conftest import BIN, EXACT, Server
+
+SEGMENTS = [
+    {"decode_tokens": 6, "tool": {"name": "search", "duration_s": 0.4, "result_tokens": 20}},
+    {"decode_tokens": 5, "tool": {"name": "calc", "duration_s": 0.0, "result_tokens": 3}},
+    {"decode_tokens": 4},
+]
+
+
+def chat(url, **extra):
+    body = {"messages": [{"role": "user", "content": "Tell me about the moon."}],
+            "temperature": 0, **extra}
+    return requests.post(url + "/v1/chat/completions", json=body, timeout=120)
+
+
+@pytest.fixture(scope="module", params=["min-waste", "preserve", "swap", "discard"])
+def scripted(request):
+    s = Server("--max-seqs", "4", "--kv-cells", "8192", "--allow-scripted",
+               "--intercept-policy", request.param, *EXACT)
+    yield s
+    s.stop()
+
+
+def test_segments_need_the_flag(server):
+    r = chat(server.url, segments=SEGMENTS)
+    assert r.status_code == 400
+    assert "--allow-scripted" in r.json()["error"]["message"]
+
+
+@pytest.mark.parametrize("segments, words", [
+    ([], "empty"),
+    ([{"decode_tokens": 3, "tool": {"name": "t", "duration_s": 0, "result_tokens": 1}}], "last segment"),
+    ([{"decode_tokens": 0}], "at least 1"),
+    ([{"decode_tokens": 2, "tool": {"name": "t", "duration_s": -1, "result_tokens": 1}},
+      {"decode_tokens": 1}], "duration_s"),
+    ([{"decode_tokens": 2, "tool": {"name": "t", "duration_s": 0, "result_tokens": 5000}},
+      {"decode_tokens": 1}], "sequence holds"),
+])
+def test_bad_scripts_are_rejected(scripted, segments, words):
+    r = chat(scripted.url, segments=segments)
+    assert r.status_code == 400, r.text
+    assert words in r.json()["error"]["message"]
+    assert chat(scripted.url, max_tokens=2).status_code == 200  # still serving
+
+
+def test_segments_of_the_wrong_shape_are_422(scripted):
+    r = chat(scripted.url, segments="nope")
+    assert r.status_code == 422, r.text
+    assert r.json()["error"]["type"] == "invalid_request_error"
+
+
+def test_scripted_request_pauses_and_resumes(scripted):
+    before = scripted.metric("tandem_interceptions_total") or 0
+    t0 = time.time()
+    r = chat(scripted.url, segments=SEGMENTS, max_tokens=1)
+    took = time.time() - t0
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["usage"]["completion_tokens"] == 15  # the script decides, not max_tokens
+    assert body["choices"][0]["finish_reason"] == "length"
+    assert took >= 0.4  # the tool time passed inside the request
+    assert scripted.metric("tandem_interceptions_total") == before + 2
+
+
+def test_streamed_output_matches_across_policies(scripted, tmp_path_factory):
+    """Greedy output through two pauses is the same under every policy (bit-exact mode)."""
+    r = chat(scripted.url, segments=SEGMENTS)
+    text = r.json()["choices"][0]["message"]["content"]
+    store = tmp_path_factory.getbasetemp() / "scripted-text.json"
+    if store.exists():
+        assert json.loads(store.read_text()) == text
+    else:
+        store.write_text(json.dumps(text))
+
+
+def test_client_leaving_during_a_pause_frees_everything(scripted):
+    long = [{"decode_tokens": 4, "tool": {"name": "slow", "duration_s": 30, "result_tokens": 4}},
+            {"decode_tokens": 4}]
+    body = {"messages": [{"role": "user", "content": "hi"}], "segments": long, "stream": True}
+    with requests.post(scripted.url + "/v1/chat/completions", json=body, stream=True,
+                       timeout=30) as r:
+        chunks = r.iter_lines()
+        for _ in range(4):
+            next(chunks)
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        paused = sum(scripted.metric(f'tandem_paused_requests{{placement="{p}"}}') or 0
+                     for p in ("device", "host", "discarded"))
+        if paused == 0 and scripted.metric("tandem_running_requests") == 0:
+            break
+        time.sleep(0.2)
+    else:
+        pytest.fail("the paused request was not released")
+    assert chat(scripted.url, max_tokens=2).status_code == 200
+
+
+def test_costs_are_measured_and_exported(scripted):
+    assert scripted.metric("tandem_cost_forward_per_token_seconds") > 0
+    assert 20000 < scripted.metric("tandem_cost_kv_bytes_per_token") < 26000
+    assert scripted.metric("tandem_swap_budget_tokens") >= 1
+
+
+def test_bench_server_side_augment(scripted, tmp_path):
+    out = tmp_path / "aug"
+    subprocess.run([str(BIN), "bench", "--url", scripted.url, "--workload", "augment:qa",
+                    "--scale", "0.05", "--requests", "3", "--rate", "10", "--server-side-tools",
+                    "--quiet", "--out", str(out)], check=True, timeout=300)
+    rep = json.loads((tmp_path / "aug.json").read_text())
+    s = rep["summary"]
+    assert s["completed"] == 3 and s["errors"] == 0, rep["first_errors"]
+    assert s["server"]["interceptions"] >= 3
+    assert s["server"]["forward_s"] > 0
+    assert "interceptions" in (tmp_path / "aug.md").read_text()
+
+
+def test_bench_rejects_unknown_augmentation():
+    r = subprocess.run([str(BIN), "bench", "--workload", "augment:nope"], capture_output=True,
+                       text=True)
+    assert r.returncode != 0 and "unknown augmentation" in r.stderr
