@@ -12,7 +12,7 @@ use crate::runner::LlamaRunner;
 /// Batch sizes timed for the forward-time line.
 const SIZES: [usize; 4] = [1, 16, 64, 256];
 /// Timings per size; the fastest is kept (the machine may be busy).
-const REPEATS: usize = 2;
+const REPEATS: usize = 3;
 
 pub(crate) fn measure(r: &mut LlamaRunner) -> Result<CostModel, RunnerError> {
     let limit = r.max_batch_tokens.min(r.cells_per_seq - 1);
@@ -26,7 +26,13 @@ pub(crate) fn measure(r: &mut LlamaRunner) -> Result<CostModel, RunnerError> {
             .fold(f64::INFINITY, f64::min);
         samples.push((n, best));
     }
-    let (fwd_base_s, fwd_per_token_s) = CostModel::fit_line(&samples);
+    let (mut fwd_base_s, mut fwd_per_token_s) = CostModel::fit_line(&samples);
+    if fwd_per_token_s <= 0.0 {
+        // Noise (a busy machine) flattened the line; the largest batch's mean is an upper
+        // bound that keeps recompute priced.
+        let &(n, t) = samples.last().expect("samples");
+        (fwd_base_s, fwd_per_token_s) = (0.0, t / n as f64);
+    }
     let n = *sizes.last().expect("sizes");
     fill(r, n)?;
     let t0 = Instant::now();
