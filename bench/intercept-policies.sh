@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 MODEL="${1:-${XDG_CACHE_HOME:-$HOME/.cache}/tandem/models/SmolLM2-135M-Instruct.Q4_1.gguf}"
 THREADS="${THREADS:-$(nproc)}"
-RATES="${RATES:-0.1 0.2 0.4 0.8 1.6}"
+RATES="${RATES:-0.1 0.2 0.4}"
 SCALE="${SCALE:-0.1}"
 WINDOW="${WINDOW:-30}"
 SATURATED="${SATURATED:-0.25}"
