@@ -56,10 +56,9 @@ impl Scheduler {
         };
         match swap {
             Some(h) => self.swap_in(h, seq, r.n_cached),
-            None => r.n_cached = 0,
+            None => r.n_cached = 0, // a fresh slot holds no cells
         }
         r.seq = seq;
-        self.kv.set_used(seq, r.n_cached);
         Some(self.insert_running(r))
     }
 
@@ -74,7 +73,22 @@ impl Scheduler {
     pub(crate) fn swap_in(&mut self, h: SwapHandle, seq: SeqId, tokens: usize) {
         self.ops.push(KvOp::SwapIn { seq, handle: h });
         self.swap.free(h);
+        self.kv.set_used(seq, tokens);
         self.counters.swap_in_bytes += self.swap.bytes(tokens) as u64;
+    }
+
+    /// Copies slot `seq` (`tokens` cells) to the host pool and frees the slot; `None` (and
+    /// nothing moved) when the pool cannot take it.
+    pub(crate) fn swap_out(&mut self, seq: SeqId, tokens: usize) -> Option<SwapHandle> {
+        let handle = self.swap_alloc(tokens)?;
+        self.ops.push(KvOp::SwapOut {
+            seq,
+            handle,
+            tokens,
+        });
+        self.kv.free(seq);
+        self.counters.swap_out_bytes += self.swap.bytes(tokens) as u64;
+        Some(handle)
     }
 
     /// The retained entry's slot, swapping it in first if it is in the host pool. Gives the
@@ -126,14 +140,7 @@ impl Scheduler {
         };
         let n = e.tokens.len();
         if self.retained_placement(n, now - e.last_used) == Placement::Swap {
-            if let Some(h) = self.swap_alloc(n) {
-                self.ops.push(KvOp::SwapOut {
-                    seq,
-                    handle: h,
-                    tokens: n,
-                });
-                self.kv.free(seq);
-                self.counters.swap_out_bytes += self.swap.bytes(n) as u64;
+            if let Some(h) = self.swap_out(seq, n) {
                 self.retained.insert(Retained {
                     loc: Loc::Host(h),
                     ..e

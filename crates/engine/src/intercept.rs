@@ -9,7 +9,6 @@
 //! is not wasted, so tandem does not pay for copies then. Copies per step are bounded by
 //! the swap budget.
 
-use crate::plan::KvOp;
 use crate::policy::{InterceptPolicy, Placement, ResumeOrder, Waste, WasteInputs};
 use crate::request::Active;
 use crate::scheduler::{Paused, Place, Queued, Scheduler};
@@ -100,10 +99,10 @@ impl Scheduler {
         self.waiting.insert(idx, q);
     }
 
-    /// Cancels a paused request; returns whether there was one.
-    pub(crate) fn cancel_paused(&mut self, id: RequestId, now: f64) -> bool {
+    /// Cancels a paused request, if there is one with this id.
+    pub(crate) fn cancel_paused(&mut self, id: RequestId, now: f64) {
         let Some(i) = self.paused.iter().position(|p| p.r.id == id) else {
-            return false;
+            return;
         };
         let p = self.paused.remove(i);
         if p.place == Place::Device {
@@ -111,7 +110,6 @@ impl Scheduler {
         } else {
             self.drop_paused(p);
         }
-        true
     }
 
     /// Frees a paused request's KV wherever it is and releases it.
@@ -206,14 +204,7 @@ impl Scheduler {
             if !allowance.take(n) {
                 return;
             }
-            if let Some(handle) = self.swap_alloc(n) {
-                self.ops.push(KvOp::SwapOut {
-                    seq,
-                    handle,
-                    tokens: n,
-                });
-                self.kv.free(seq);
-                self.counters.swap_out_bytes += self.swap.bytes(n) as u64;
+            if let Some(handle) = self.swap_out(seq, n) {
                 self.paused[i].place = Place::Host(handle);
                 return;
             }
@@ -242,7 +233,6 @@ impl Scheduler {
                 break;
             };
             self.swap_in(h, seq, n);
-            self.kv.set_used(seq, n);
             self.paused[i].r.seq = seq;
             self.paused[i].place = Place::Device;
         }

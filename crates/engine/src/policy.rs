@@ -125,11 +125,14 @@ impl Estimator {
         let Some(h) = self.history.get(tool) else {
             return elapsed;
         };
-        let longer: Vec<f64> = h.iter().filter(|&&d| d > elapsed).copied().collect();
-        if longer.is_empty() {
+        let (n, sum) = h
+            .iter()
+            .filter(|&&d| d > elapsed)
+            .fold((0usize, 0.0), |(n, s), d| (n + 1, s + d - elapsed));
+        if n == 0 {
             return elapsed;
         }
-        let residual = longer.iter().map(|d| d - elapsed).sum::<f64>() / longer.len() as f64;
+        let residual = sum / n as f64;
         let w = (h.len() as f64 / HISTORY_FULL_WEIGHT).min(1.0);
         w * residual + (1.0 - w) * elapsed
     }

@@ -267,16 +267,16 @@ impl Scheduler {
     }
 
     pub fn stats(&self) -> SchedulerStats {
-        let placed = |p: Place| self.paused.iter().filter(|x| x.place == p).count();
+        let placed = |f: fn(&Place) -> bool| self.paused.iter().filter(|x| f(&x.place)).count();
         SchedulerStats {
             waiting: self.waiting.len(),
             running: self.running.len(),
             retained: self.retained.len(),
             kv_used: self.kv.used_cells(),
             kv_free: self.kv.free_cells(),
-            paused_device: placed(Place::Device),
-            paused_host: self.paused.len() - placed(Place::Device) - placed(Place::Discarded),
-            paused_discarded: placed(Place::Discarded),
+            paused_device: placed(|p| *p == Place::Device),
+            paused_host: placed(|p| matches!(p, Place::Host(_))),
+            paused_discarded: placed(|p| *p == Place::Discarded),
             swap_used_bytes: self.swap.used_bytes(),
             swap_entries: self.swap.len(),
             counters: self.counters,

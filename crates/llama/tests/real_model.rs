@@ -132,6 +132,12 @@ fn text(tokens: &[Token]) -> String {
     String::from_utf8_lossy(&bytes).into_owned()
 }
 
+/// The prompt of a conversation's next turn: the first turn, its reply, a new user message.
+fn next_turn(first: &[Token], reply: &[Token], user: &str) -> Vec<Token> {
+    let tail = format!("<|im_end|>\n<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n");
+    [first, reply, &model().tokenize(&tail, false, true)].concat()
+}
+
 fn chat(user: &str) -> Vec<Token> {
     let p = format!("<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n");
     model().tokenize(&p, false, true)
@@ -181,13 +187,7 @@ fn prefix_reuse_gives_the_tokens_of_a_cold_request() {
     let mut rx = rig.submit(1, first.clone(), 20);
     rig.run();
     let (reply, _) = drain(&mut rx);
-    let mut second = first.clone();
-    second.extend(&reply);
-    second.extend(model().tokenize(
-        "<|im_end|>\n<|im_start|>user\nAnd the sun?<|im_end|>\n<|im_start|>assistant\n",
-        false,
-        true,
-    ));
+    let second = next_turn(&first, &reply, "And the sun?");
     let mut rx = rig.submit(2, second.clone(), 20);
     rig.run();
     let (warm, usage) = drain(&mut rx);
@@ -283,13 +283,7 @@ fn a_follow_up_resumed_from_swapped_kv_matches_a_cold_request() {
     rig.run();
     drain(&mut rx);
     assert_eq!(rig.sched.stats().swap_entries, 1);
-    let mut second = first.clone();
-    second.extend(&reply);
-    second.extend(model().tokenize(
-        "<|im_end|>\n<|im_start|>user\nAnd the sun?<|im_end|>\n<|im_start|>assistant\n",
-        false,
-        true,
-    ));
+    let second = next_turn(&first, &reply, "And the sun?");
     let mut rx = rig.submit(3, second.clone(), 20);
     rig.run();
     let (warm, usage) = drain(&mut rx);
