@@ -45,7 +45,9 @@ struct Load {
 
 impl Load {
     fn queued(&self) -> usize {
-        self.inbox.load(Ordering::Relaxed) + self.waiting.load(Ordering::Relaxed)
+        // Acquire pairs with the engine's Release decrement: seeing a request gone from the
+        // inbox implies seeing the waiting count that includes it.
+        self.inbox.load(Ordering::Acquire) + self.waiting.load(Ordering::Relaxed)
     }
 }
 
@@ -166,8 +168,12 @@ impl<R: Runner> EngineLoop<R> {
         let now = self.clock.now();
         match msg {
             Msg::Submit(id, req) => {
-                self.load.inbox.fetch_sub(1, Ordering::Relaxed);
+                // Count the request as waiting before it leaves the inbox count, so the queue
+                // bound never sees it in neither (a burst could overfill the queue otherwise).
                 self.sched.add(id, req, now);
+                let waiting = self.sched.waiting_len();
+                self.load.waiting.store(waiting, Ordering::Relaxed);
+                self.load.inbox.fetch_sub(1, Ordering::Release);
             }
             Msg::Cancel(id) => self.sched.cancel(id, now),
             Msg::Resume(id, tokens) => self.sched.resume(id, tokens, now),

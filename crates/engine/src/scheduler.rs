@@ -259,6 +259,11 @@ impl Scheduler {
         self.cancel_paused(id, now);
     }
 
+    /// Requests queued for a KV slot (new and resumed).
+    pub fn waiting_len(&self) -> usize {
+        self.waiting.len()
+    }
+
     pub fn is_idle(&self) -> bool {
         self.waiting.is_empty()
             && self.running.is_empty()
