@@ -225,6 +225,7 @@ fn activate(w: Waiting, seq: SeqId, reused: usize, cells_per_seq: usize) -> Acti
         sampling: w.req.sampling,
         events: w.req.events,
         intercept: w.req.intercept,
+        constraint: w.req.constraint,
         scripted_done: 0,
         segment_generated: 0,
         tokens: w.req.prompt,

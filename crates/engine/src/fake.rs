@@ -143,7 +143,10 @@ impl Runner for FakeRunner {
                 item.seq
             );
             if item.sample.is_some() {
-                let token = self.next_token(self.seq(item.seq));
+                let mut token = self.next_token(self.seq(item.seq));
+                if let Some(mask) = &item.mask {
+                    token = first_allowed(mask, token);
+                }
                 sampled.push(Sampled {
                     request: item.request,
                     token,
@@ -162,4 +165,13 @@ impl Runner for FakeRunner {
     fn profile(&mut self) -> Result<CostModel, RunnerError> {
         Ok(self.cost)
     }
+}
+
+/// The first token at or after `token` (wrapping) that `mask` allows; `token` if none is.
+fn first_allowed(mask: &[u32], token: Token) -> Token {
+    let n = (mask.len() * 32) as Token;
+    (0..n)
+        .map(|i| (token + i).rem_euclid(n))
+        .find(|&t| crate::types::mask_allows(mask, t))
+        .unwrap_or(token)
 }

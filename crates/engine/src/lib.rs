@@ -43,7 +43,8 @@ pub use policy::{InterceptPolicy, ResumeOrder};
 pub use scheduler::{InterceptConfig, PrefixReuse, Scheduler, SchedulerConfig};
 pub use swap::SwapHandle;
 pub use types::{
-    Event, FinishReason, InterceptSpec, NewRequest, RequestId, SamplingParams, SeqId, Token, Usage,
+    mask_allows, Constraint, Event, FinishReason, InterceptSpec, NewRequest, RequestId,
+    SamplingParams, SeqId, Token, TokenConstraint, TokenMask, Usage,
 };
 
 /// Executes step plans on a model. Implementations carry out exactly what the plan says.

@@ -2,7 +2,7 @@
 //! carries every KV operation explicitly; the runner decides nothing.
 
 use crate::swap::SwapHandle;
-use crate::types::{RequestId, SamplingParams, SeqId, Token};
+use crate::types::{RequestId, SamplingParams, SeqId, Token, TokenMask};
 
 /// A KV-cache operation, applied by the runner before the batch runs, in order.
 #[derive(Clone, Debug, PartialEq)]
@@ -32,6 +32,9 @@ pub struct PlanItem {
     pub tokens: Vec<Token>,
     /// Sample a next token from the last token's logits with these parameters.
     pub sample: Option<SamplingParams>,
+    /// Only these tokens may be sampled (a constrained request); set by the scheduler after
+    /// planning.
+    pub mask: Option<TokenMask>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]

@@ -4,7 +4,7 @@
 
 use tokio::sync::mpsc::UnboundedSender;
 
-use crate::types::{Event, InterceptSpec, RequestId, SamplingParams, SeqId, Token, Usage};
+use crate::types::{Constraint, Event, InterceptSpec, RequestId, SamplingParams, SeqId, Token, Usage};
 
 #[derive(Debug)]
 pub struct Active {
@@ -31,6 +31,7 @@ pub struct Active {
     pub sampling: SamplingParams,
     pub events: UnboundedSender<Event>,
     pub intercept: InterceptSpec,
+    pub constraint: Option<Constraint>,
     /// Scripted pauses already taken.
     pub scripted_done: usize,
     /// Tokens generated since the request started or last resumed (triggers match only these).

@@ -348,6 +348,7 @@ impl Scheduler {
         // Rows in sequence order: llama.cpp splits a batch over per-sequence KV streams into
         // ubatches, and an unordered one can cost extra ubatches (docs/architecture.md).
         items.sort_by_key(|i| i.seq);
+        self.attach_masks(&mut items);
         StepPlan {
             kv_ops: std::mem::take(&mut self.ops),
             items,
@@ -382,13 +383,39 @@ impl Scheduler {
     /// Fails every request in a plan the runner could not execute and clears their KV.
     pub fn fail_plan(&mut self, plan: &StepPlan, msg: &str) {
         for item in &plan.items {
-            if let Some(pos) = self.running.iter().position(|r| r.id == item.request) {
-                let r = self.running.remove(pos);
-                let _ = r.events.send(Event::Failed(msg.to_string()));
-                self.ops.push(KvOp::Clear { seq: r.seq });
-                self.kv.free(r.seq);
-                self.released.push(r.id);
+            self.fail_request(item.request, msg);
+        }
+    }
+
+    /// Asks each constrained request that samples this step for its allowed tokens; a
+    /// request whose constraint fails is failed and taken out of the plan.
+    fn attach_masks(&mut self, items: &mut Vec<PlanItem>) {
+        let mut failed = Vec::new();
+        for item in items.iter_mut().filter(|i| i.sample.is_some()) {
+            let Some(r) = self.running.iter_mut().find(|r| r.id == item.request) else {
+                continue;
+            };
+            let Some(c) = r.constraint.as_mut() else {
+                continue;
+            };
+            match c.0.allowed() {
+                Ok(mask) => item.mask = mask,
+                Err(e) => failed.push((item.request, e)),
             }
+        }
+        for (id, e) in &failed {
+            items.retain(|i| i.request != *id);
+            self.fail_request(*id, &format!("constrained decoding: {e}"));
+        }
+    }
+
+    fn fail_request(&mut self, id: RequestId, msg: &str) {
+        if let Some(pos) = self.running.iter().position(|r| r.id == id) {
+            let r = self.running.remove(pos);
+            let _ = r.events.send(Event::Failed(msg.to_string()));
+            self.ops.push(KvOp::Clear { seq: r.seq });
+            self.kv.free(r.seq);
+            self.released.push(r.id);
         }
     }
 
@@ -397,6 +424,12 @@ impl Scheduler {
             return;
         };
         let r = &mut self.running[pos];
+        if let Some(c) = r.constraint.as_mut() {
+            if let Err(e) = c.0.commit(s.token) {
+                tracing::warn!(request = r.id, "constraint rejected a sampled token: {e}");
+                r.constraint = None;
+            }
+        }
         r.generated += 1;
         record_latency(r, now);
         let finish = if s.eog && !r.ignore_eos {
@@ -511,6 +544,7 @@ fn chunk(r: &Active, n: usize) -> PlanItem {
         start_pos: start,
         tokens: r.tokens[start..start + n].to_vec(),
         sample: (start + n == r.tokens.len()).then(|| r.sampling.clone()),
+        mask: None,
     }
 }
 

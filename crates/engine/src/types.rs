@@ -1,6 +1,8 @@
 //! Plain data shared by the engine, runners and the server: ids, sampling parameters,
 //! new-request descriptions and the events a request's owner receives.
 
+use std::sync::Arc;
+
 use tokio::sync::mpsc::UnboundedSender;
 
 pub type Token = i32;
@@ -35,6 +37,38 @@ pub struct NewRequest {
     pub events: UnboundedSender<Event>,
     /// Where the request pauses for a tool (none by default).
     pub intercept: InterceptSpec,
+    /// Constrained decoding (a grammar over the generated tokens); none costs nothing.
+    pub constraint: Option<Constraint>,
+}
+
+/// The tokens a constrained request may sample next: token `t` is allowed when bit `t % 32`
+/// of word `t / 32` is set.
+pub type TokenMask = Arc<[u32]>;
+
+/// A grammar (or any rule) over a request's generated tokens. The scheduler asks it for the
+/// allowed tokens before each sample of the request and tells it every sampled token; the
+/// runner applies the mask to the request's logits row.
+pub trait TokenConstraint: Send {
+    /// The tokens allowed next, or `None` when any token is (a lazy grammar not yet
+    /// triggered). An error fails the request.
+    fn allowed(&mut self) -> Result<Option<TokenMask>, String>;
+    /// Records the token sampled under the last mask (end-of-generation tokens included).
+    fn commit(&mut self, token: Token) -> Result<(), String>;
+}
+
+/// A request's constraint (a box, so requests stay `Debug`).
+pub struct Constraint(pub Box<dyn TokenConstraint>);
+
+impl std::fmt::Debug for Constraint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Constraint")
+    }
+}
+
+/// Whether `mask` allows `token`.
+pub fn mask_allows(mask: &[u32], token: Token) -> bool {
+    let t = token as usize;
+    mask.get(t / 32).is_some_and(|w| w >> (t % 32) & 1 == 1)
 }
 
 /// When a request pauses for an external tool, and which tool that is (the interception

@@ -108,6 +108,7 @@ fn eog_stops_unless_ignored() {
         sampling: SamplingParams::default(),
         events: tx,
         intercept: InterceptSpec::default(),
+        constraint: None,
     };
     h.prompt_len.insert(99, 3);
     h.sched.add(99, req, 0.0);
@@ -358,4 +359,67 @@ fn budget_must_fit_decodes_and_a_chunk() {
         intercept: InterceptConfig::default(),
     };
     Scheduler::new(cfg);
+}
+
+/// Allows only even tokens below 64; records what it is told; fails at the `fail_at`-th mask.
+struct EvenTokens {
+    committed: std::sync::Arc<std::sync::Mutex<Vec<i32>>>,
+    masks: usize,
+    fail_at: Option<usize>,
+}
+
+impl tandem_engine::TokenConstraint for EvenTokens {
+    fn allowed(&mut self) -> Result<Option<tandem_engine::TokenMask>, String> {
+        self.masks += 1;
+        if self.fail_at == Some(self.masks) {
+            return Err("dead end".into());
+        }
+        let mut m = vec![0u32; 2];
+        for t in (0..64).step_by(2) {
+            m[t / 32] |= 1 << (t % 32);
+        }
+        Ok(Some(m.into()))
+    }
+
+    fn commit(&mut self, token: i32) -> Result<(), String> {
+        self.committed.lock().unwrap().push(token);
+        Ok(())
+    }
+}
+
+fn constrained(h: &mut Harness, id: u64, fail_at: Option<usize>) -> std::sync::Arc<std::sync::Mutex<Vec<i32>>> {
+    let committed = std::sync::Arc::default();
+    let (tx, rx) = unbounded_channel();
+    let c = EvenTokens { committed: std::sync::Arc::clone(&committed), masks: 0, fail_at };
+    let req = NewRequest {
+        prompt: prompt(6, id as i32),
+        max_tokens: 20,
+        ignore_eos: true,
+        sampling: SamplingParams::default(),
+        events: tx,
+        intercept: InterceptSpec::default(),
+        constraint: Some(tandem_engine::Constraint(Box::new(c))),
+    };
+    h.prompt_len.insert(id, 6);
+    h.sched.add(id, req, 0.0);
+    h.rxs.insert(id, rx);
+    committed
+}
+
+#[test]
+fn constrained_requests_sample_only_allowed_tokens() {
+    let mut h = Harness::new(3, 256, 64);
+    let free = h.submit(prompt(6, 1), 20);
+    let seen = constrained(&mut h, 100, None);
+    let dead = constrained(&mut h, 101, Some(4));
+    h.run_to_idle();
+    let tokens = h.tokens(100);
+    assert_eq!(tokens.len(), 20);
+    assert!(tokens.iter().all(|t| t % 2 == 0 && *t < 64), "{tokens:?}");
+    assert_eq!(*seen.lock().unwrap(), tokens, "every sampled token is committed");
+    assert!(h.tokens(free).iter().any(|t| *t >= 64), "others stay unconstrained: {:?}", h.tokens(free));
+    assert!(matches!(h.finish(101), Some(Event::Failed(m)) if m.contains("dead end")));
+    assert_eq!(h.tokens(101).len(), 3);
+    drop(dead);
+    h.assert_all_free();
 }

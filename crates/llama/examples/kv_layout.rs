@@ -53,6 +53,7 @@ fn measure(model: Model, n: usize, unified: bool, threads: usize) -> f64 {
                 sampling,
                 events: tx,
                 intercept: Default::default(),
+                constraint: None,
             },
             0.0,
         );

@@ -71,6 +71,7 @@ fn fill(r: &mut LlamaRunner, n: usize) -> Result<(), RunnerError> {
         start_pos: 0,
         tokens: vec![bos; n],
         sample: Some(SamplingParams::default()),
+        mask: None,
     };
     r.fill_batch(std::slice::from_ref(&item))?;
     r.ctx

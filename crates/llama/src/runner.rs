@@ -10,9 +10,10 @@ use llama_cpp_2::context::session::{LlamaStateSeqFlags, SeqState};
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::sampling::LlamaSampler;
+use llama_cpp_2::token::data_array::LlamaTokenDataArray;
 use llama_cpp_2::token::LlamaToken;
 use tandem_engine::{
-    CostModel, KvOp, PlanItem, RequestId, Runner, RunnerError, Sampled, SamplingParams, StepPlan,
+    mask_allows, CostModel, KvOp, PlanItem, RequestId, Runner, RunnerError, Sampled, SamplingParams, StepPlan,
     StepResult, SwapHandle,
 };
 
@@ -172,13 +173,34 @@ impl LlamaRunner {
             .samplers
             .entry(item.request)
             .or_insert_with(|| make_sampler(params));
-        let token = sampler.sample(&self.ctx, row).0;
+        let token = match &item.mask {
+            None => sampler.sample(&self.ctx, row).0,
+            Some(mask) => sample_masked(&self.ctx, row, sampler, mask),
+        };
         Sampled {
             request: item.request,
             token,
             eog: self.model.is_eog(token),
         }
     }
+}
+
+/// Samples among the tokens a constrained request may take: the others are left out of the
+/// candidates before the sampler chain runs (an empty mask, which a grammar never gives,
+/// falls back to all tokens).
+fn sample_masked(ctx: &LlamaContext, row: i32, sampler: &mut LlamaSampler, mask: &[u32]) -> i32 {
+    let allowed = ctx
+        .candidates_ith(row)
+        .filter(|c| mask_allows(mask, c.id().0))
+        .collect::<Vec<_>>();
+    if allowed.is_empty() {
+        return sampler.sample(ctx, row).0;
+    }
+    let mut data = LlamaTokenDataArray::new(allowed, false);
+    data.apply_sampler(sampler);
+    let token = data.selected_token().unwrap_or(data.data[0].id());
+    sampler.accept(token);
+    token.0
 }
 
 impl Runner for LlamaRunner {

@@ -95,6 +95,7 @@ impl Rig {
             sampling,
             events: tx,
             intercept,
+            constraint: None,
         };
         self.sched.add(id, req, self.now);
         rx

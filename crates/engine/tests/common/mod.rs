@@ -94,6 +94,7 @@ impl Harness {
             sampling: SamplingParams::default(),
             events: tx,
             intercept,
+            constraint: None,
         };
         self.sched.add(id, req, self.now);
         self.rxs.insert(id, rx);

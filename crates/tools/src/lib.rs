@@ -1,0 +1,19 @@
+//! tandem's tool calling, independent of the model runtime:
+//! - [`defs`]: the request's `tools`, `tool_choice`, `parallel_tool_calls` and
+//!   `response_format`, checked (a bad definition is an error naming the problem);
+//! - [`parser`]: incremental parsers for the Hermes, Llama 3 and Mistral call formats, built
+//!   on [`call_object`] and the position-reporting JSON scanner [`json_scan`];
+//! - [`render`]: tool definitions and tool-call history written into the prompt for chat
+//!   templates that have no tool support;
+//! - [`grammar`] and [`constraint`]: constrained decoding with llguidance, as an engine
+//!   [`tandem_engine::TokenConstraint`].
+
+pub mod call_object;
+pub mod constraint;
+pub mod defs;
+pub mod grammar;
+pub mod json_scan;
+pub mod parser;
+pub mod render;
+
+pub use parser::{ParseEvent, ParserKind, ToolCallParser};
