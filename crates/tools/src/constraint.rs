@@ -1,0 +1,159 @@
+//! Constrained decoding as an engine [`TokenConstraint`]: an llguidance `Matcher` over the
+//! model's vocabulary computes the allowed tokens before each sample.
+//!
+//! Laziness (a grammar that starts at a call's opening tag under `tool_choice: auto`) is
+//! tandem's own part: while free, the constraint only watches the decoded bytes for the
+//! trigger and costs no mask; once the trigger appears, a matcher for the rest of the call
+//! starts. The trigger may end inside a token: the bytes of that token after the trigger are
+//! fed to the new matcher first (re-tokenized; the grammar works on bytes).
+
+use std::sync::Arc;
+
+use llguidance::{Matcher, ParserFactory};
+use tandem_engine::{Token, TokenConstraint, TokenMask};
+use toktrie::{ApproximateTokEnv, TokEnv, TokRxInfo, TokTrie};
+
+use crate::grammar::{compile, GrammarPlan};
+
+/// A vocabulary-bound grammar compiler, built once per model.
+pub struct Guidance {
+    factory: Arc<ParserFactory>,
+    trie: Arc<TokTrie>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("constrained decoding: {0}")]
+pub struct GuidanceError(pub String);
+
+impl Guidance {
+    /// `words`: each token's bytes, indexed by token id (control tokens such as end-of-turn
+    /// prefixed with 0xFF so grammars never match them as text); `eos`: the end-of-generation
+    /// tokens a finished grammar allows.
+    pub fn new(words: &[Vec<u8>], eos: &[u32]) -> Result<Self, GuidanceError> {
+        let first_eos = *eos.first().ok_or_else(|| GuidanceError("no EOS token".into()))?;
+        let info = TokRxInfo::new(words.len() as u32, first_eos);
+        let trie = TokTrie::from(&info, words).with_eos_tokens(eos);
+        let env: TokEnv = Arc::new(ApproximateTokEnv::new(trie.clone()));
+        let mut factory = ParserFactory::new_simple(&env).map_err(|e| GuidanceError(e.to_string()))?;
+        factory.quiet();
+        Ok(Self {
+            factory: Arc::new(factory),
+            trie: Arc::new(trie),
+        })
+    }
+
+    /// A constraint following `plan` (the grammar is compiled now: errors surface here).
+    pub fn constraint(&self, plan: &GrammarPlan) -> Result<Guided, GuidanceError> {
+        let mode = match plan {
+            GrammarPlan::Forced(lark) => Mode::Active(self.matcher(lark)?),
+            GrammarPlan::Lazy { body, .. } => {
+                self.matcher(body)?; // compile once up front so a bad body is a 400
+                Mode::Free
+            }
+        };
+        let (trigger, body, parallel) = match plan {
+            GrammarPlan::Forced(_) => (Vec::new(), String::new(), false),
+            GrammarPlan::Lazy { trigger, body, parallel } => (trigger.as_bytes().to_vec(), body.clone(), *parallel),
+        };
+        Ok(Guided {
+            factory: Arc::clone(&self.factory),
+            trie: Arc::clone(&self.trie),
+            mode,
+            trigger,
+            body,
+            parallel,
+            window: Vec::new(),
+        })
+    }
+
+    fn matcher(&self, lark: &str) -> Result<Matcher, GuidanceError> {
+        new_matcher(&self.factory, lark)
+    }
+}
+
+fn new_matcher(factory: &ParserFactory, lark: &str) -> Result<Matcher, GuidanceError> {
+    let parser = compile(factory, lark).map_err(GuidanceError)?;
+    Ok(Matcher::new(Ok(parser)))
+}
+
+enum Mode {
+    /// No mask: watching for the trigger.
+    Free,
+    Active(Matcher),
+    /// A lazy call without parallel calls ended: only end-of-generation is left.
+    EndOnly,
+}
+
+/// One request's constraint.
+pub struct Guided {
+    factory: Arc<ParserFactory>,
+    trie: Arc<TokTrie>,
+    mode: Mode,
+    trigger: Vec<u8>,
+    body: String,
+    parallel: bool,
+    /// Free text decoded since the last call (searched for the trigger).
+    window: Vec<u8>,
+}
+
+impl Guided {
+    fn to_mask(v: &toktrie::SimpleVob) -> TokenMask {
+        Arc::from(v.as_slice())
+    }
+
+    /// Starts the call body after the trigger; `extra` are bytes already decoded past it.
+    fn activate(&mut self, extra: &[u8]) -> Result<(), String> {
+        let mut m = new_matcher(&self.factory, &self.body).map_err(|e| e.0)?;
+        if !extra.is_empty() {
+            let tokens = self.trie.greedy_tokenize(extra);
+            m.consume_tokens(&tokens).map_err(|e| e.to_string())?;
+        }
+        self.mode = Mode::Active(m);
+        Ok(())
+    }
+
+    fn watch(&mut self, token: Token) -> Result<(), String> {
+        self.window.extend_from_slice(self.trie.token(token as u32));
+        let t = &self.trigger;
+        let Some(at) = self.window.windows(t.len()).position(|w| w == t.as_slice()) else {
+            // Keep only what could still be the start of the trigger.
+            let keep = self.window.len().min(t.len());
+            self.window.drain(..self.window.len() - keep);
+            return Ok(());
+        };
+        let extra = self.window[at + t.len()..].to_vec();
+        self.window.clear();
+        self.activate(&extra)
+    }
+}
+
+impl TokenConstraint for Guided {
+    fn allowed(&mut self) -> Result<Option<TokenMask>, String> {
+        match &mut self.mode {
+            Mode::Free => Ok(None),
+            Mode::EndOnly => Ok(Some(Self::to_mask(&self.trie.eos_token_set()))),
+            Mode::Active(m) => m
+                .compute_mask_or_eos()
+                .map(|v| Some(Self::to_mask(&v)))
+                .map_err(|e| e.to_string()),
+        }
+    }
+
+    fn commit(&mut self, token: Token) -> Result<(), String> {
+        let lazy = !self.trigger.is_empty();
+        match &mut self.mode {
+            Mode::Free => self.watch(token),
+            Mode::EndOnly => Ok(()),
+            Mode::Active(m) => {
+                if m.is_stopped() && self.trie.eos_tokens().contains(&(token as u32)) {
+                    return Ok(());
+                }
+                m.consume_token(token as u32).map_err(|e| e.to_string())?;
+                if lazy && m.is_accepting().unwrap_or(false) {
+                    self.mode = if self.parallel { Mode::Free } else { Mode::EndOnly };
+                }
+                Ok(())
+            }
+        }
+    }
+}

@@ -1,0 +1,179 @@
+//! llguidance grammars (Lark syntax with inline `%json` schemas) for tool calls and
+//! `response_format`. A call is the parser format's markup around a JSON object whose `name`
+//! is one of the callable tools and whose arguments follow that tool's schema. JSON is
+//! written with fixed separators (`", "`, `": "`) and no free whitespace, so a small model
+//! cannot wander off into blank space inside a call.
+
+use std::sync::{Arc, OnceLock};
+
+use llguidance::api::TopLevelGrammar;
+use llguidance::ParserFactory;
+use serde_json::{json, Value};
+use toktrie::ApproximateTokEnv;
+
+use crate::defs::{ResponseFormat, ToolChoice, ToolDef, ToolRequest};
+use crate::parser::ParserKind;
+
+/// What to constrain and from when.
+#[derive(Clone, Debug, PartialEq)]
+pub enum GrammarPlan {
+    /// The whole output follows the grammar from the first token.
+    Forced(String),
+    /// Output is free until it contains `trigger`; then `body` (what follows the trigger up to
+    /// the end of the call) is enforced. After a call: free again when `parallel`, else the
+    /// turn must end.
+    Lazy {
+        trigger: &'static str,
+        body: String,
+        parallel: bool,
+    },
+}
+
+fn json_options() -> Value {
+    json!({"whitespace_flexible": false, "item_separator": ", ", "key_separator": ": "})
+}
+
+/// The schema of one call object naming any of `tools`.
+fn call_schema(kind: ParserKind, tools: &[&ToolDef]) -> Value {
+    let args_key = match kind {
+        ParserKind::Llama3 => "parameters",
+        _ => "arguments",
+    };
+    let one = |t: &ToolDef| {
+        json!({
+            "type": "object",
+            "properties": {"name": {"const": t.name}, args_key: t.parameters},
+            "required": ["name", args_key],
+            "additionalProperties": false,
+        })
+    };
+    let mut schema = match tools {
+        [t] => one(t),
+        _ => json!({"anyOf": tools.iter().map(|t| one(t)).collect::<Vec<_>>()}),
+    };
+    schema["x-guidance"] = json_options();
+    schema
+}
+
+/// A Lark string literal.
+fn lit(s: &str) -> String {
+    serde_json::to_string(s).expect("string")
+}
+
+/// The grammar plan for a request's tools, or `None` when calls are not constrained.
+pub fn for_tools(kind: ParserKind, req: &ToolRequest) -> Option<GrammarPlan> {
+    if !req.active() {
+        return None;
+    }
+    let call = format!("call: %json {}\n", call_schema(kind, &req.callable()));
+    let fmt = kind.format();
+    let forced = !matches!(req.choice, ToolChoice::Auto);
+    let body = match kind {
+        ParserKind::Hermes => format!("{} call {}", lit("\n"), lit("\n</tool_call>")),
+        ParserKind::Llama3 => "call".to_string(),
+        ParserKind::Mistral => format!("\"[\" {} \"]\"", many("call", ", ", req.parallel)),
+    };
+    if !forced {
+        return Some(GrammarPlan::Lazy {
+            trigger: fmt.start,
+            body: format!("start: {body}\n{call}"),
+            parallel: req.parallel,
+        });
+    }
+    let start = match kind {
+        ParserKind::Hermes => format!(
+            "start: {}\none: {} {body}\n",
+            many("one", "\n", req.parallel),
+            lit(fmt.start)
+        ),
+        ParserKind::Llama3 => format!("start: {}\n", many("call", "; ", req.parallel)),
+        ParserKind::Mistral => format!("start: {} {body}\n", lit(fmt.start)),
+    };
+    Some(GrammarPlan::Forced(format!("{start}{call}")))
+}
+
+/// `item (sep item)*`, or `item` alone without parallel calls, as a Lark expression.
+fn many(item: &str, sep: &str, parallel: bool) -> String {
+    if parallel {
+        format!("{item} ({} {item})*", lit(sep))
+    } else {
+        item.to_string()
+    }
+}
+
+/// The grammar for `response_format`, or `None` for text.
+pub fn for_response_format(rf: &ResponseFormat) -> Option<GrammarPlan> {
+    let mut schema = match rf {
+        ResponseFormat::Text => return None,
+        ResponseFormat::JsonObject => json!({"type": "object"}),
+        ResponseFormat::JsonSchema(s) => s.clone(),
+    };
+    schema["x-guidance"] = json_options();
+    Some(GrammarPlan::Forced(format!("start: %json {schema}\n")))
+}
+
+/// Compiles `lark` with `factory`: a grammar llguidance rejects is an error.
+pub fn compile(factory: &ParserFactory, lark: &str) -> Result<llguidance::TokenParser, String> {
+    factory
+        .create_parser(TopLevelGrammar::from_lark(lark.to_string()))
+        .map_err(|e| e.to_string())
+}
+
+/// Checks that `schema` is a JSON Schema constrained decoding can enforce (compiled against a
+/// byte-level vocabulary, so no model is needed).
+pub fn check_schema(schema: &Value) -> Result<(), String> {
+    static FACTORY: OnceLock<Arc<ParserFactory>> = OnceLock::new();
+    let factory = FACTORY.get_or_init(|| {
+        let env = ApproximateTokEnv::single_byte_env();
+        let mut f = ParserFactory::new_simple(&env).expect("byte-level factory");
+        f.quiet();
+        Arc::new(f)
+    });
+    if !schema.is_object() {
+        return Err("a schema must be an object".into());
+    }
+    factory
+        .create_parser(TopLevelGrammar::from_json_schema(schema.clone()))
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::defs::ToolRequest;
+
+    fn req(choice: Value, parallel: bool) -> ToolRequest {
+        let tools = json!([
+            {"type": "function", "function": {"name": "a", "parameters": {"type": "object", "properties": {"x": {"type": "integer"}}, "required": ["x"]}}},
+            {"type": "function", "function": {"name": "b"}},
+        ]);
+        ToolRequest::parse(Some(&tools), Some(&choice), Some(&json!(parallel)), &check_schema).unwrap()
+    }
+
+    #[test]
+    fn schemas_are_checked() {
+        assert!(check_schema(&json!({"type": "object", "properties": {"a": {"enum": [1, 2]}}})).is_ok());
+        for bad in [json!({"type": "objekt"}), json!({"type": "object", "properties": 5}), json!({"$ref": "#/nope"})] {
+            assert!(check_schema(&bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn every_plan_compiles() {
+        let env = ApproximateTokEnv::single_byte_env();
+        let f = ParserFactory::new_simple(&env).unwrap();
+        for kind in [ParserKind::Hermes, ParserKind::Llama3, ParserKind::Mistral] {
+            for choice in [json!("auto"), json!("required"), json!({"type": "function", "function": {"name": "b"}})] {
+                for parallel in [true, false] {
+                    let lark = match for_tools(kind, &req(choice.clone(), parallel)).unwrap() {
+                        GrammarPlan::Forced(l) => l,
+                        GrammarPlan::Lazy { body, .. } => body,
+                    };
+                    compile(&f, &lark).unwrap_or_else(|e| panic!("{kind} {choice}: {e}\n{lark}"));
+                }
+            }
+        }
+        assert_eq!(for_tools(ParserKind::Hermes, &req(json!("none"), true)), None);
+    }
+}

@@ -1,0 +1,164 @@
+//! Constrained decoding over a small byte-level vocabulary (with a few multi-byte tokens, one
+//! of which runs past the end of the call tag): a random "model" that picks among the allowed
+//! tokens always writes calls that parse and name a callable tool with arguments matching
+//! the schema's required keys; lazy grammars leave text before the trigger alone.
+
+use serde_json::{json, Value};
+use tandem_engine::{mask_allows, TokenConstraint};
+use tandem_tools::constraint::Guidance;
+use tandem_tools::defs::{ResponseFormat, ToolRequest};
+use tandem_tools::grammar::{check_schema, for_response_format, for_tools, GrammarPlan};
+use tandem_tools::{ParseEvent, ParserKind};
+
+const EXTRA: &[&str] = &["<tool_call>", ">\n{\"", "\"name\": \"", "weather", "</tool_call>", "city", "[TOOL_CALLS]"];
+
+fn vocab() -> (Vec<Vec<u8>>, u32) {
+    let mut words: Vec<Vec<u8>> = (0..=255u8).map(|b| vec![b]).collect();
+    words.extend(EXTRA.iter().map(|w| w.as_bytes().to_vec()));
+    words.push(b"\xFF<|end|>".to_vec());
+    let eos = words.len() as u32 - 1;
+    (words, eos)
+}
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+/// Picks among allowed tokens, preferring ones that close things so outputs stay short.
+fn pick(mask: &[u32], n: usize, rng: &mut Rng, words: &[Vec<u8>], eos: u32) -> u32 {
+    let allowed: Vec<u32> = (0..n as u32).filter(|&t| mask_allows(mask, t as i32)).collect();
+    assert!(!allowed.is_empty(), "empty mask");
+    if allowed.contains(&eos) {
+        return eos;
+    }
+    let closing = allowed.iter().copied().filter(|&t| matches!(words[t as usize].as_slice(), b"\"" | b"}" | b"]" | b"1"));
+    let closing: Vec<u32> = closing.collect();
+    if !closing.is_empty() && rng.next() % 10 < 7 {
+        return closing[(rng.next() as usize) % closing.len()];
+    }
+    allowed[(rng.next() as usize) % allowed.len()]
+}
+
+/// Runs a constraint: `prefix` tokens are forced (free text), then the random model decodes
+/// until EOS. Returns the text.
+fn decode(plan: &GrammarPlan, prefix: &[u32], seed: u64) -> String {
+    let (words, eos) = vocab();
+    let g = Guidance::new(&words, &[eos]).unwrap();
+    let mut c = g.constraint(plan).unwrap();
+    let mut rng = Rng(seed);
+    let mut out = Vec::new();
+    for &t in prefix {
+        assert!(c.allowed().unwrap().is_none(), "free text is unconstrained");
+        c.commit(t as i32).unwrap();
+        out.extend_from_slice(&words[t as usize]);
+    }
+    for _ in 0..3000 {
+        let t = match c.allowed().unwrap() {
+            Some(mask) => pick(&mask, words.len(), &mut rng, &words, eos),
+            None => eos, // free text: the "model" ends the turn
+        };
+        c.commit(t as i32).unwrap();
+        if t == eos {
+            return String::from_utf8(out).unwrap();
+        }
+        out.extend_from_slice(&words[t as usize]);
+    }
+    panic!("no end: {}", String::from_utf8_lossy(&out));
+}
+
+fn tools(choice: Value, parallel: bool) -> ToolRequest {
+    let tools = json!([
+        {"type": "function", "function": {"name": "weather", "parameters": {"type": "object",
+            "properties": {"city": {"type": "string"}, "days": {"type": "integer"}}, "required": ["city"]}}},
+        {"type": "function", "function": {"name": "alarm", "parameters": {"type": "object",
+            "properties": {"at": {"enum": ["7:00", "8:00"]}, "tags": {"type": "array", "items": {"type": "boolean"}}}, "required": ["at", "tags"]}}},
+    ]);
+    ToolRequest::parse(Some(&tools), Some(&choice), Some(&json!(parallel)), &check_schema).unwrap()
+}
+
+fn parsed_calls(kind: ParserKind, text: &str) -> Vec<(String, Value)> {
+    let mut p = kind.parser();
+    let mut ev = p.push(text);
+    ev.extend(p.finish());
+    let mut names = Vec::new();
+    let mut args: Vec<String> = Vec::new();
+    for e in ev {
+        match e {
+            ParseEvent::CallStart { name, .. } => {
+                names.push(name);
+                args.push(String::new());
+            }
+            ParseEvent::CallArgs { fragment, .. } => args.last_mut().unwrap().push_str(&fragment),
+            ParseEvent::CallInvalid { raw, .. } => panic!("invalid call {raw} in {text}"),
+            _ => {}
+        }
+    }
+    names.into_iter().zip(args.iter().map(|a| serde_json::from_str(a).unwrap())).collect()
+}
+
+fn check_call(name: &str, args: &Value) {
+    match name {
+        "weather" => assert!(args["city"].is_string(), "{args}"),
+        "alarm" => assert!(["7:00", "8:00"].contains(&args["at"].as_str().unwrap()) && args["tags"].is_array(), "{args}"),
+        other => panic!("unknown tool {other}"),
+    }
+}
+
+#[test]
+fn forced_calls_always_parse_and_follow_the_schema() {
+    for kind in [ParserKind::Hermes, ParserKind::Llama3, ParserKind::Mistral] {
+        for parallel in [true, false] {
+            for seed in 1..=8 {
+                let plan = for_tools(kind, &tools(json!("required"), parallel)).unwrap();
+                let text = decode(&plan, &[], seed);
+                let calls = parsed_calls(kind, &text);
+                assert!(!calls.is_empty(), "{kind}: {text}");
+                assert!(parallel || calls.len() == 1, "{kind}: {text}");
+                calls.iter().for_each(|(n, a)| check_call(n, a));
+            }
+        }
+        let named = json!({"type": "function", "function": {"name": "alarm"}});
+        let text = decode(&for_tools(kind, &tools(named, true)).unwrap(), &[], 3);
+        assert!(parsed_calls(kind, &text).iter().all(|(n, _)| n == "alarm"), "{text}");
+    }
+}
+
+#[test]
+fn lazy_grammar_starts_at_the_trigger_even_mid_token() {
+    let (words, _) = vocab();
+    let id = |w: &str| words.iter().position(|x| x == w.as_bytes()).unwrap() as u32;
+    // "Hi <tool_call" then the token ">\n{\"" that runs past the end of the tag.
+    let mut prefix: Vec<u32> = "Hi <tool_call".bytes().map(u32::from).collect();
+    prefix.push(id(">\n{\""));
+    for parallel in [true, false] {
+        let plan = for_tools(ParserKind::Hermes, &tools(json!("auto"), parallel)).unwrap();
+        assert!(matches!(plan, GrammarPlan::Lazy { .. }));
+        for seed in 1..=6 {
+            let text = decode(&plan, &prefix, seed);
+            assert!(text.starts_with("Hi <tool_call>\n{\""), "{text}");
+            let calls = parsed_calls(ParserKind::Hermes, &text);
+            assert_eq!(calls.len(), 1, "{text}");
+            check_call(&calls[0].0, &calls[0].1);
+        }
+    }
+}
+
+#[test]
+fn response_format_schema() {
+    let schema = json!({"type": "object", "properties": {"n": {"type": "integer"}, "ok": {"type": "boolean"}}, "required": ["n", "ok"]});
+    let plan = for_response_format(&ResponseFormat::JsonSchema(schema)).unwrap();
+    for seed in 1..=5 {
+        let text = decode(&plan, &[], seed);
+        let v: Value = serde_json::from_str(&text).unwrap();
+        let n = text.split("\"n\": ").nth(1).unwrap().split(',').next().unwrap();
+        assert!(n.bytes().all(|b| b.is_ascii_digit() || b == b'-') && v["ok"].is_boolean(), "{text}");
+    }
+    let any = for_response_format(&ResponseFormat::JsonObject).unwrap();
+    assert!(serde_json::from_str::<Value>(&decode(&any, &[], 9)).unwrap().is_object());
+}
