@@ -82,6 +82,30 @@ impl Model {
         String::from_utf8_lossy(&bytes).into_owned()
     }
 
+    /// Every token's bytes, by id, for grammar engines: a special token (which prints as
+    /// nothing) is 0xFF followed by its text, so grammars never take it for text.
+    pub fn token_words(&self) -> Vec<Vec<u8>> {
+        (0..self.n_vocab() as Token)
+            .map(|t| {
+                let piece = self.piece(t);
+                if !piece.is_empty() {
+                    return piece;
+                }
+                let mut w = vec![0xFF];
+                match self.special_text(t) {
+                    s if s.is_empty() => w.extend(format!("<[{t}]>").bytes()),
+                    s => w.extend(s.bytes()),
+                }
+                w
+            })
+            .collect()
+    }
+
+    /// The end-of-generation tokens.
+    pub fn eog_tokens(&self) -> Vec<Token> {
+        (0..self.n_vocab() as Token).filter(|&t| self.is_eog(t)).collect()
+    }
+
     pub fn is_eog(&self, token: Token) -> bool {
         self.inner.vocab().is_eog(LlamaToken(token))
     }

@@ -13,6 +13,7 @@ use tandem_engine::{
 use tandem_llama::{LlamaRunner, Model, RunnerConfig};
 
 use crate::state::AppState;
+use crate::state::ToolSetup;
 use crate::template::ChatTemplate;
 
 #[derive(Args, Debug, Clone)]
@@ -82,6 +83,12 @@ pub struct ServeArgs {
     /// the scripted tool time.
     #[arg(long)]
     pub allow_scripted: bool,
+    /// Tool-call format to parse (and to describe tools in, when the chat template has no
+    /// tool support): hermes (`<tool_call>{...}</tool_call>`), llama3 (JSON calls), mistral
+    /// (`[TOOL_CALLS][...]`). Default: chosen from the model's chat template, hermes when it
+    /// shows no format.
+    #[arg(long, value_name = "NAME")]
+    pub tool_call_parser: Option<tandem_tools::ParserKind>,
     /// Model layers to offload to a GPU (only with a `cuda` build).
     #[arg(long, default_value_t = 0)]
     pub gpu_layers: u32,
@@ -227,7 +234,9 @@ pub async fn run(args: ServeArgs, default_model: PathBuf) -> anyhow::Result<()> 
     )?;
     let bos = model.special_text(model.bos());
     let eos = model.special_text(model.eos());
-    let template = ChatTemplate::new(model.chat_template(), bos, eos).context("chat template")?;
+    let source = model.chat_template();
+    let tools = ToolSetup::new(&model, source.as_deref(), args.tool_call_parser)?;
+    let template = ChatTemplate::new(source, bos, eos).context("chat template")?;
     if !template.from_model {
         tracing::warn!("the model has no chat template; using ChatML");
     }
@@ -239,6 +248,7 @@ pub async fn run(args: ServeArgs, default_model: PathBuf) -> anyhow::Result<()> 
         cells_per_seq,
         body_limit: args.max_body_bytes,
         allow_scripted: args.allow_scripted,
+        tools,
         metrics,
         created: crate::api::chat::unix_now(),
     });

@@ -4,8 +4,41 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tandem_engine::EngineHandle;
 use tandem_llama::Model;
 
+use tandem_tools::constraint::Guidance;
+use tandem_tools::render::template_supports_tools;
+use tandem_tools::ParserKind;
+
 use crate::error::ApiError;
 use crate::template::ChatTemplate;
+
+/// How this server handles tool calls for its model.
+pub struct ToolSetup {
+    pub parser: ParserKind,
+    /// The chat template renders `tools` itself (else tandem writes them into the prompt).
+    pub in_template: bool,
+    /// Grammar compiler over the model's vocabulary.
+    pub guidance: Guidance,
+}
+
+impl ToolSetup {
+    pub fn new(
+        model: &Model,
+        template: Option<&str>,
+        parser: Option<ParserKind>,
+    ) -> anyhow::Result<Self> {
+        let t0 = std::time::Instant::now();
+        let eog: Vec<u32> = model.eog_tokens().iter().map(|&t| t as u32).collect();
+        let guidance = Guidance::new(&model.token_words(), &eog)?;
+        let parser = parser.unwrap_or_else(|| template.map_or(ParserKind::Hermes, ParserKind::from_template));
+        let in_template = template.is_some_and(template_supports_tools);
+        tracing::info!(
+            "tool calls: {parser} format, tools rendered by {}; grammar vocabulary ready in {:.0} ms",
+            if in_template { "the chat template" } else { "tandem" },
+            t0.elapsed().as_secs_f64() * 1e3
+        );
+        Ok(Self { parser, in_template, guidance })
+    }
+}
 
 pub struct AppState {
     pub engine: EngineHandle,
@@ -17,6 +50,7 @@ pub struct AppState {
     pub body_limit: usize,
     /// Whether requests may carry scripted tool segments (`--allow-scripted`).
     pub allow_scripted: bool,
+    pub tools: ToolSetup,
     pub metrics: PrometheusHandle,
     pub created: u64,
 }

@@ -61,7 +61,7 @@ pub async fn handler(
     let (prompt_text, tokens) = prompt(&st, &req.prompt)?;
     let id = format!("cmpl-{}", random_id());
     let (model, created) = (st.served_name.clone(), unix_now());
-    let gen = Generation::start(st, tokens, &params)?;
+    let gen = Generation::start(st, tokens, &params, None)?;
     let echo = req.echo.then_some(prompt_text);
     if params.stream {
         let first = echo.map(|t| chunk_json(&id, &model, created, &t, None));
@@ -86,5 +86,5 @@ fn chunk_json(id: &str, model: &str, created: u64, text: &str, finish: Option<&s
 }
 
 fn chunk_fn(id: String, model: String, created: u64) -> ChunkFn {
-    Box::new(move |text, finish| chunk_json(&id, &model, created, text.unwrap_or(""), finish))
+    Box::new(move |text, finish| vec![chunk_json(&id, &model, created, text.unwrap_or(""), finish)])
 }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tandem_engine::{
-    Event, FinishReason, InterceptSpec, NewRequest, RequestId, SamplingParams, Token, Usage,
+    Constraint, Event, FinishReason, InterceptSpec, NewRequest, RequestId, SamplingParams, Token, Usage,
 };
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 
@@ -92,7 +92,12 @@ fn result_tokens(st: &AppState, n: usize, seed: u64) -> Vec<Token> {
 
 impl Generation {
     /// Checks the prompt against the context and queues the request.
-    pub fn start(st: Arc<AppState>, prompt: Vec<Token>, p: &GenParams) -> Result<Self, ApiError> {
+    pub fn start(
+        st: Arc<AppState>,
+        prompt: Vec<Token>,
+        p: &GenParams,
+        constraint: Option<Constraint>,
+    ) -> Result<Self, ApiError> {
         let cap = st.cells_per_seq;
         if prompt.len() >= cap {
             return Err(ApiError::ContextLength(format!(
@@ -124,6 +129,7 @@ impl Generation {
             intercept: script
                 .as_ref()
                 .map_or_else(InterceptSpec::default, |s| s.intercept.clone()),
+            constraint,
         };
         let id = st.engine.submit(req)?;
         Ok(Self {

@@ -6,4 +6,5 @@ pub mod completions;
 pub mod generate;
 pub mod misc;
 pub mod stream;
+pub mod tool_calls;
 pub mod types;

@@ -2,6 +2,7 @@
 //! the finish reason, an optional usage chunk, then `data: [DONE]`. An error mid-stream is
 //! sent as an OpenAI error object before `[DONE]`.
 
+use std::collections::VecDeque;
 use std::convert::Infallible;
 
 use axum::response::sse::{Event, Sse};
@@ -12,8 +13,10 @@ use tandem_engine::Usage;
 
 use crate::api::generate::{usage_json, Generation, Piece};
 
-/// Builds the JSON of one chunk from its text (or none) and finish reason (or none).
-pub type ChunkFn = Box<dyn Fn(Option<&str>, Option<&str>) -> Value + Send>;
+/// Builds the chunks for a piece of text (or none) and a finish reason (or none): usually
+/// one, none or several when a tool-call parser holds text back or splits it into deltas.
+/// Called with neither, it gives the skeleton of a chunk (for the usage chunk).
+pub type ChunkFn = Box<dyn FnMut(Option<&str>, Option<&str>) -> Vec<Value> + Send>;
 
 enum Phase {
     Running(Generation),
@@ -24,6 +27,8 @@ enum Phase {
 
 struct StreamState {
     phase: Phase,
+    /// Chunks made but not sent yet.
+    pending: VecDeque<Value>,
     chunk: ChunkFn,
     include_usage: bool,
 }
@@ -33,40 +38,43 @@ fn json_event(v: &Value) -> Event {
 }
 
 async fn advance(mut s: StreamState) -> Option<(Event, StreamState)> {
-    match std::mem::replace(&mut s.phase, Phase::End) {
-        Phase::Running(mut gen) => match gen.next().await {
-            Some(Ok(Piece::Text(t))) => {
-                let ev = json_event(&(s.chunk)(Some(&t), None));
-                s.phase = Phase::Running(gen);
-                Some((ev, s))
-            }
-            Some(Ok(Piece::Done {
-                finish_reason,
-                usage,
-            })) => {
-                let ev = json_event(&(s.chunk)(None, Some(finish_reason)));
-                s.phase = if s.include_usage {
-                    Phase::Usage(usage)
-                } else {
-                    Phase::Done
-                };
-                Some((ev, s))
-            }
-            Some(Err(e)) => {
-                s.phase = Phase::Done;
-                Some((json_event(&e.body()), s))
-            }
-            None => Some((Event::default().data("[DONE]"), s)), // phase is already End
-        },
-        Phase::Usage(u) => {
-            let mut v = (s.chunk)(None, None);
-            v["choices"] = Value::Array(vec![]);
-            v["usage"] = usage_json(&u);
-            s.phase = Phase::Done;
-            Some((json_event(&v), s))
+    loop {
+        if let Some(v) = s.pending.pop_front() {
+            return Some((json_event(&v), s));
         }
-        Phase::Done => Some((Event::default().data("[DONE]"), s)),
-        Phase::End => None,
+        match std::mem::replace(&mut s.phase, Phase::End) {
+            Phase::Running(mut gen) => match gen.next().await {
+                Some(Ok(Piece::Text(t))) => {
+                    s.pending.extend((s.chunk)(Some(&t), None));
+                    s.phase = Phase::Running(gen);
+                }
+                Some(Ok(Piece::Done {
+                    finish_reason,
+                    usage,
+                })) => {
+                    s.pending.extend((s.chunk)(None, Some(finish_reason)));
+                    s.phase = if s.include_usage {
+                        Phase::Usage(usage)
+                    } else {
+                        Phase::Done
+                    };
+                }
+                Some(Err(e)) => {
+                    s.phase = Phase::Done;
+                    return Some((json_event(&e.body()), s));
+                }
+                None => return Some((Event::default().data("[DONE]"), s)), // phase is End
+            },
+            Phase::Usage(u) => {
+                let mut v = (s.chunk)(None, None).pop().unwrap_or_default();
+                v["choices"] = Value::Array(vec![]);
+                v["usage"] = usage_json(&u);
+                s.phase = Phase::Done;
+                return Some((json_event(&v), s));
+            }
+            Phase::Done => return Some((Event::default().data("[DONE]"), s)),
+            Phase::End => return None,
+        }
     }
 }
 
@@ -79,6 +87,7 @@ fn events(
     let head = stream::iter(first.map(|v| Ok(json_event(&v))));
     let state = StreamState {
         phase: Phase::Running(gen),
+        pending: VecDeque::new(),
         chunk,
         include_usage,
     };

@@ -43,7 +43,11 @@ pub struct CommonParams {
 #[derive(Debug, Deserialize)]
 pub struct ChatRequest {
     pub messages: Vec<Value>,
-    pub tools: Option<Vec<Value>>,
+    /// Checked by `tool_calls::ToolPlan` (as raw JSON, so problems get a precise message).
+    pub tools: Option<Value>,
+    pub tool_choice: Option<Value>,
+    pub parallel_tool_calls: Option<Value>,
+    pub response_format: Option<Value>,
     #[serde(flatten)]
     pub common: CommonParams,
 }
