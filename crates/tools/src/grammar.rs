@@ -29,6 +29,26 @@ pub enum GrammarPlan {
     },
 }
 
+/// Object schemas that list `properties` but say nothing of `additionalProperties` get
+/// `false` (as OpenAI's strict mode does): the output still validates against the original
+/// schema, and a small model cannot keep inventing keys.
+pub fn close_objects(schema: &mut Value) {
+    match schema {
+        Value::Object(m) => {
+            if m.contains_key("properties") && !m.contains_key("additionalProperties") {
+                m.insert("additionalProperties".into(), Value::Bool(false));
+            }
+            for (k, v) in m.iter_mut() {
+                if k != "const" && k != "enum" && k != "default" && k != "examples" {
+                    close_objects(v);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(close_objects),
+        _ => {}
+    }
+}
+
 fn json_options() -> Value {
     json!({"whitespace_flexible": false, "item_separator": ", ", "key_separator": ": "})
 }
@@ -40,9 +60,11 @@ fn call_schema(kind: ParserKind, tools: &[&ToolDef]) -> Value {
         _ => "arguments",
     };
     let one = |t: &ToolDef| {
+        let mut params = t.parameters.clone();
+        close_objects(&mut params);
         json!({
             "type": "object",
-            "properties": {"name": {"const": t.name}, args_key: t.parameters},
+            "properties": {"name": {"const": t.name}, args_key: params},
             "required": ["name", args_key],
             "additionalProperties": false,
         })
@@ -108,6 +130,7 @@ pub fn for_response_format(rf: &ResponseFormat) -> Option<GrammarPlan> {
         ResponseFormat::JsonObject => json!({"type": "object"}),
         ResponseFormat::JsonSchema(s) => s.clone(),
     };
+    close_objects(&mut schema);
     schema["x-guidance"] = json_options();
     Some(GrammarPlan::Forced(format!("start: %json {schema}\n")))
 }
@@ -157,6 +180,18 @@ mod tests {
         for bad in [json!({"type": "objekt"}), json!({"type": "object", "properties": 5}), json!({"$ref": "#/nope"})] {
             assert!(check_schema(&bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn open_objects_are_closed_unless_they_say_otherwise() {
+        let mut s = json!({"type": "object", "properties": {"a": {"type": "object", "properties": {}},
+            "b": {"type": "object", "properties": {}, "additionalProperties": true},
+            "c": {"const": {"properties": {}}}}});
+        close_objects(&mut s);
+        assert_eq!(s["additionalProperties"], false);
+        assert_eq!(s["properties"]["a"]["additionalProperties"], false);
+        assert_eq!(s["properties"]["b"]["additionalProperties"], true);
+        assert!(s["properties"]["c"]["const"].get("additionalProperties").is_none());
     }
 
     #[test]

@@ -1,0 +1,161 @@
+"""Function calling through the `openai` client against the real model: forced and named
+calls validate against 20 varied schemas, `none` makes no call, `parallel_tool_calls: false`
+never yields two, streamed deltas reassemble to the non-streamed calls, response_format,
+and bad tool definitions get a 400 naming the problem."""
+import json
+
+import jsonschema
+import pytest
+import requests
+
+SCHEMAS = [
+    {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    {"type": "object", "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}}, "required": ["a", "b"]},
+    {"type": "object", "properties": {"x": {"type": "number"}}, "required": ["x"]},
+    {"type": "object", "properties": {"flag": {"type": "boolean"}}, "required": ["flag"]},
+    {"type": "object", "properties": {"unit": {"enum": ["celsius", "fahrenheit"]}}, "required": ["unit"]},
+    {"type": "object", "properties": {"tags": {"type": "array", "items": {"type": "string"}}}, "required": ["tags"]},
+    {"type": "object", "properties": {"ids": {"type": "array", "items": {"type": "integer"}, "minItems": 1, "maxItems": 3}}, "required": ["ids"]},
+    {"type": "object", "properties": {"user": {"type": "object", "properties": {"name": {"type": "string"}, "age": {"type": "integer"}}, "required": ["name", "age"]}}, "required": ["user"]},
+    {"type": "object", "properties": {"q": {"type": "string"}, "limit": {"type": "integer"}}, "required": ["q"]},
+    {"type": "object", "properties": {}},
+    {"type": "object", "properties": {"n": {"type": "integer", "minimum": 1, "maximum": 9}}, "required": ["n"]},
+    {"type": "object", "properties": {"code": {"type": "string", "maxLength": 12}}, "required": ["code"]},
+    {"type": "object", "properties": {"points": {"type": "array", "items": {"type": "object", "properties": {"x": {"type": "number"}, "y": {"type": "number"}}, "required": ["x", "y"]}, "maxItems": 2}}, "required": ["points"]},
+    {"type": "object", "properties": {"mode": {"const": "fast"}}, "required": ["mode"]},
+    {"type": "object", "properties": {"value": {"anyOf": [{"type": "integer"}, {"type": "string", "maxLength": 8}]}}, "required": ["value"]},
+    {"type": "object", "properties": {"date": {"type": "string", "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}$"}}, "required": ["date"]},
+    {"type": "object", "properties": {"opt": {"type": ["string", "null"]}}, "required": ["opt"]},
+    {"type": "object", "properties": {"matrix": {"type": "array", "items": {"type": "array", "items": {"type": "integer"}, "maxItems": 2}, "maxItems": 2}}, "required": ["matrix"]},
+    {"type": "object", "properties": {"level": {"enum": [1, 2, 3]}, "note": {"type": "string", "maxLength": 20}}, "required": ["level"]},
+    {"type": "object", "properties": {"a": {"type": "object", "properties": {"b": {"type": "object", "properties": {"c": {"type": "boolean"}}, "required": ["c"]}}, "required": ["b"]}}, "required": ["a"]},
+]
+
+
+def tool(name, schema, description="A function."):
+    return {"type": "function", "function": {"name": name, "description": description, "parameters": schema}}
+
+
+def ask(client, tools, **kw):
+    kw.setdefault("max_tokens", 120)
+    kw.setdefault("temperature", 0)
+    return client.chat.completions.create(
+        model="", messages=[{"role": "user", "content": "Use the tool to help me plan my day."}], tools=tools, **kw
+    )
+
+
+def test_twenty_schemas_required_and_named(client):
+    for i, schema in enumerate(SCHEMAS):
+        tools = [tool(f"f{i}", schema), tool("other", {"type": "object", "properties": {"z": {"type": "integer"}}, "required": ["z"]})]
+        named = {"type": "function", "function": {"name": f"f{i}"}}
+        for choice in ["required", named]:
+            r = ask(client, tools, tool_choice=choice, parallel_tool_calls=False)
+            ch = r.choices[0]
+            assert ch.finish_reason == "tool_calls", (i, ch)
+            calls = ch.message.tool_calls
+            assert len(calls) == 1
+            call = calls[0]
+            assert call.id.startswith("call_") and call.type == "function"
+            args = json.loads(call.function.arguments)
+            by_name = {t["function"]["name"]: t["function"]["parameters"] for t in tools}
+            jsonschema.validate(args, by_name[call.function.name])
+            if choice is named:
+                assert call.function.name == f"f{i}"
+
+
+def test_none_produces_no_call(client):
+    tools = [tool("get_weather", SCHEMAS[0])]
+    for prompt in ["What is the weather in Paris?", "Call get_weather for Rome."]:
+        r = client.chat.completions.create(
+            model="", messages=[{"role": "user", "content": prompt}], tools=tools,
+            tool_choice="none", max_tokens=40, temperature=0,
+        )
+        assert r.choices[0].message.tool_calls is None
+        assert r.choices[0].finish_reason in ("stop", "length")
+
+
+def test_parallel_false_never_two_calls(client):
+    tools = [tool("a", SCHEMAS[0]), tool("b", SCHEMAS[1])]
+    for seed in range(4):
+        for choice in ["required", "auto"]:
+            r = ask(client, tools, tool_choice=choice, parallel_tool_calls=False, temperature=1.0, seed=seed, max_tokens=150)
+            assert len(r.choices[0].message.tool_calls or []) <= 1
+
+
+def test_parallel_true_may_give_several_valid_calls(client):
+    tools = [tool("a", SCHEMAS[0]), tool("b", SCHEMAS[1])]
+    r = ask(client, tools, tool_choice="required", max_tokens=160)
+    calls = r.choices[0].message.tool_calls
+    assert calls and len({c.id for c in calls}) == len(calls)
+    for c in calls:
+        jsonschema.validate(json.loads(c.function.arguments), {"a": SCHEMAS[0], "b": SCHEMAS[1]}[c.function.name])
+
+
+def test_streamed_deltas_match_the_whole_response(client):
+    tools = [tool("get_weather", SCHEMAS[4] | {"properties": {"city": {"type": "string"}, "unit": {"enum": ["celsius", "fahrenheit"]}}, "required": ["city", "unit"]})]
+    kw = dict(tool_choice="required", parallel_tool_calls=False, max_tokens=80, temperature=0)
+    whole = ask(client, tools, **kw).choices[0].message.tool_calls
+    stream = ask(client, tools, stream=True, **kw)
+    calls, finish = {}, None
+    for chunk in stream:
+        ch = chunk.choices[0]
+        finish = ch.finish_reason or finish
+        for d in ch.delta.tool_calls or []:
+            if d.id is not None:
+                assert d.index not in calls and d.type == "function" and d.function.name
+                calls[d.index] = {"name": d.function.name, "arguments": d.function.arguments or ""}
+            else:
+                calls[d.index]["arguments"] += d.function.arguments
+    assert finish == "tool_calls"
+    assert [(c["name"], c["arguments"]) for c in calls.values()] == [
+        (c.function.name, c.function.arguments) for c in whole
+    ]
+
+
+def test_agent_loop_follow_up(client):
+    tools = [tool("get_weather", SCHEMAS[0])]
+    messages = [{"role": "user", "content": "What is the weather in Paris?"}]
+    r = client.chat.completions.create(model="", messages=messages, tools=tools, tool_choice="required", max_tokens=60, temperature=0)
+    call = r.choices[0].message.tool_calls[0]
+    messages.append(r.choices[0].message.model_dump(exclude_none=True))
+    messages.append({"role": "tool", "tool_call_id": call.id, "content": json.dumps({"temp_c": 21, "sky": "clear"})})
+    r2 = client.chat.completions.create(model="", messages=messages, tools=tools, tool_choice="none", max_tokens=40, temperature=0)
+    assert r2.choices[0].message.content
+    assert r2.choices[0].message.tool_calls is None
+
+
+def test_response_format(client):
+    schema = {"type": "object", "properties": {"name": {"type": "string", "maxLength": 20}, "age": {"type": "integer"}}, "required": ["name", "age"]}
+    r = client.chat.completions.create(
+        model="", messages=[{"role": "user", "content": "Describe a person as JSON."}], max_tokens=60, temperature=0,
+        response_format={"type": "json_schema", "json_schema": {"name": "person", "schema": schema}},
+    )
+    jsonschema.validate(json.loads(r.choices[0].message.content), schema)
+    r = client.chat.completions.create(
+        model="", messages=[{"role": "user", "content": "Reply with a JSON object whose key \"ok\" is true."}], max_tokens=100, temperature=0,
+        response_format={"type": "json_object"},
+    )
+    assert isinstance(json.loads(r.choices[0].message.content), dict)
+
+
+BAD = [
+    ({"tools": "x"}, "tools", "list"),
+    ({"tools": [7]}, "tools[0]", "must be an object"),
+    ({"tools": [{"type": "function", "function": {"name": "a", "parameters": {"type": "objekt"}}}]}, "tools[0].function.parameters", "JSON Schema"),
+    ({"tools": [{"type": "function", "function": {"name": "a", "parameters": {"type": "object", "properties": 3}}}]}, "tools[0].function.parameters", "JSON Schema"),
+    ({"tools": [tool("a", SCHEMAS[0]), tool("a", SCHEMAS[1])]}, "tools[1].function.name", "duplicate tool name 'a'"),
+    ({"tools": [tool("a", SCHEMAS[0])], "tool_choice": {"type": "function", "function": {"name": "nope"}}}, "tool_choice", "'nope'"),
+    ({"tools": [tool("bad name!", SCHEMAS[0])]}, "tools[0].function.name", "letters"),
+    ({"tool_choice": "required"}, "tool_choice", "needs `tools`"),
+    ({"response_format": {"type": "json_schema"}}, "response_format.json_schema.schema", "schema"),
+]
+
+
+@pytest.mark.parametrize("extra,param,needle", BAD)
+def test_bad_tool_definitions_are_400(server, extra, param, needle):
+    body = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4, **extra}
+    r = requests.post(server.url + "/v1/chat/completions", json=body, timeout=30)
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert err["param"] == param and needle in err["message"], err
+    assert requests.get(server.url + "/health", timeout=5).ok
