@@ -10,10 +10,11 @@ use llama_cpp_2::context::session::{LlamaStateSeqFlags, SeqState};
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::sampling::LlamaSampler;
+use llama_cpp_2::token::data::LlamaTokenData;
 use llama_cpp_2::token::data_array::LlamaTokenDataArray;
 use llama_cpp_2::token::LlamaToken;
 use tandem_engine::{
-    mask_allows, CostModel, KvOp, PlanItem, RequestId, Runner, RunnerError, Sampled, SamplingParams, StepPlan,
+    CostModel, KvOp, PlanItem, RequestId, Runner, RunnerError, Sampled, SamplingParams, StepPlan,
     StepResult, SwapHandle,
 };
 
@@ -185,14 +186,22 @@ impl LlamaRunner {
     }
 }
 
-/// Samples among the tokens a constrained request may take: the others are left out of the
-/// candidates before the sampler chain runs (an empty mask, which a grammar never gives,
-/// falls back to all tokens).
+/// Samples among the tokens a constrained request may take: only they become candidates
+/// (read off the mask's set bits, so a narrow mask costs little), then the sampler chain runs
+/// as usual. An empty mask, which a grammar never gives, falls back to all tokens.
 fn sample_masked(ctx: &LlamaContext, row: i32, sampler: &mut LlamaSampler, mask: &[u32]) -> i32 {
-    let allowed = ctx
-        .candidates_ith(row)
-        .filter(|c| mask_allows(mask, c.id().0))
-        .collect::<Vec<_>>();
+    let logits = ctx.get_logits_ith(row);
+    let mut allowed = Vec::new();
+    for (w, &bits) in mask.iter().enumerate() {
+        let mut bits = bits;
+        while bits != 0 {
+            let t = w * 32 + bits.trailing_zeros() as usize;
+            bits &= bits - 1;
+            if let Some(&logit) = logits.get(t) {
+                allowed.push(LlamaTokenData::new(LlamaToken(t as i32), logit, 0.0));
+            }
+        }
+    }
     if allowed.is_empty() {
         return sampler.sample(ctx, row).0;
     }
