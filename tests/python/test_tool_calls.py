@@ -3,6 +3,9 @@ calls validate against 20 varied schemas, `none` makes no call, `parallel_tool_c
 never yields two, streamed deltas reassemble to the non-streamed calls, response_format,
 and bad tool definitions get a 400 naming the problem."""
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import jsonschema
 import pytest
@@ -159,3 +162,10 @@ def test_bad_tool_definitions_are_400(server, extra, param, needle):
     err = r.json()["error"]
     assert err["param"] == param and needle in err["message"], err
     assert requests.get(server.url + "/health", timeout=5).ok
+
+
+def test_example_agent_loop_runs(server):
+    example = Path(__file__).resolve().parents[2] / "examples" / "agent_loop.py"
+    out = subprocess.run([sys.executable, str(example), server.url + "/v1"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "call get_weather(" in out.stdout, out.stdout

@@ -4,7 +4,9 @@
 
 use tokio::sync::mpsc::UnboundedSender;
 
-use crate::types::{Constraint, Event, InterceptSpec, RequestId, SamplingParams, SeqId, Token, Usage};
+use crate::types::{
+    Constraint, Event, InterceptSpec, RequestId, SamplingParams, SeqId, Token, Usage,
+};
 
 #[derive(Debug)]
 pub struct Active {

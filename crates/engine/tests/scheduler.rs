@@ -387,10 +387,18 @@ impl tandem_engine::TokenConstraint for EvenTokens {
     }
 }
 
-fn constrained(h: &mut Harness, id: u64, fail_at: Option<usize>) -> std::sync::Arc<std::sync::Mutex<Vec<i32>>> {
+fn constrained(
+    h: &mut Harness,
+    id: u64,
+    fail_at: Option<usize>,
+) -> std::sync::Arc<std::sync::Mutex<Vec<i32>>> {
     let committed = std::sync::Arc::default();
     let (tx, rx) = unbounded_channel();
-    let c = EvenTokens { committed: std::sync::Arc::clone(&committed), masks: 0, fail_at };
+    let c = EvenTokens {
+        committed: std::sync::Arc::clone(&committed),
+        masks: 0,
+        fail_at,
+    };
     let req = NewRequest {
         prompt: prompt(6, id as i32),
         max_tokens: 20,
@@ -416,8 +424,16 @@ fn constrained_requests_sample_only_allowed_tokens() {
     let tokens = h.tokens(100);
     assert_eq!(tokens.len(), 20);
     assert!(tokens.iter().all(|t| t % 2 == 0 && *t < 64), "{tokens:?}");
-    assert_eq!(*seen.lock().unwrap(), tokens, "every sampled token is committed");
-    assert!(h.tokens(free).iter().any(|t| *t >= 64), "others stay unconstrained: {:?}", h.tokens(free));
+    assert_eq!(
+        *seen.lock().unwrap(),
+        tokens,
+        "every sampled token is committed"
+    );
+    assert!(
+        h.tokens(free).iter().any(|t| *t >= 64),
+        "others stay unconstrained: {:?}",
+        h.tokens(free)
+    );
     assert!(matches!(h.finish(101), Some(Event::Failed(m)) if m.contains("dead end")));
     assert_eq!(h.tokens(101).len(), 3);
     drop(dead);

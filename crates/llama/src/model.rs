@@ -103,7 +103,9 @@ impl Model {
 
     /// The end-of-generation tokens.
     pub fn eog_tokens(&self) -> Vec<Token> {
-        (0..self.n_vocab() as Token).filter(|&t| self.is_eog(t)).collect()
+        (0..self.n_vocab() as Token)
+            .filter(|&t| self.is_eog(t))
+            .collect()
     }
 
     pub fn is_eog(&self, token: Token) -> bool {

@@ -29,14 +29,19 @@ impl ToolSetup {
         let t0 = std::time::Instant::now();
         let eog: Vec<u32> = model.eog_tokens().iter().map(|&t| t as u32).collect();
         let guidance = Guidance::new(&model.token_words(), &eog)?;
-        let parser = parser.unwrap_or_else(|| template.map_or(ParserKind::Hermes, ParserKind::from_template));
+        let parser = parser
+            .unwrap_or_else(|| template.map_or(ParserKind::Hermes, ParserKind::from_template));
         let in_template = template.is_some_and(template_supports_tools);
         tracing::info!(
             "tool calls: {parser} format, tools rendered by {}; grammar vocabulary ready in {:.0} ms",
             if in_template { "the chat template" } else { "tandem" },
             t0.elapsed().as_secs_f64() * 1e3
         );
-        Ok(Self { parser, in_template, guidance })
+        Ok(Self {
+            parser,
+            in_template,
+            guidance,
+        })
     }
 }
 

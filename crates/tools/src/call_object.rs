@@ -112,7 +112,9 @@ impl CallObject {
     }
 
     fn is_args_key(&self) -> bool {
-        self.key.as_deref().is_some_and(|k| self.args_keys.contains(&k))
+        self.key
+            .as_deref()
+            .is_some_and(|k| self.args_keys.contains(&k))
     }
 
     fn value_start(&mut self, at: usize) {
@@ -206,9 +208,18 @@ mod tests {
     #[test]
     fn arguments_before_name_are_held() {
         let mut c = CallObject::new(KEYS);
-        assert_eq!(c.push(r#"{"arguments": {"x": 1}, "#), CallProgress { consumed: 24, ..Default::default() });
+        assert_eq!(
+            c.push(r#"{"arguments": {"x": 1}, "#),
+            CallProgress {
+                consumed: 24,
+                ..Default::default()
+            }
+        );
         let p = c.push(r#""name": "f"}"#);
-        assert_eq!((p.name.as_deref(), p.args.as_str()), (Some("f"), r#"{"x": 1}"#));
+        assert_eq!(
+            (p.name.as_deref(), p.args.as_str()),
+            (Some("f"), r#"{"x": 1}"#)
+        );
     }
 
     #[test]
@@ -224,7 +235,11 @@ mod tests {
         ] {
             let mut c = CallObject::new(KEYS);
             c.push(bad);
-            assert!(matches!(c.state(), CallState::Invalid(_)), "{bad}: {:?}", c.state());
+            assert!(
+                matches!(c.state(), CallState::Invalid(_)),
+                "{bad}: {:?}",
+                c.state()
+            );
         }
     }
 }

@@ -30,11 +30,14 @@ impl Guidance {
     /// prefixed with 0xFF so grammars never match them as text); `eos`: the end-of-generation
     /// tokens a finished grammar allows.
     pub fn new(words: &[Vec<u8>], eos: &[u32]) -> Result<Self, GuidanceError> {
-        let first_eos = *eos.first().ok_or_else(|| GuidanceError("no EOS token".into()))?;
+        let first_eos = *eos
+            .first()
+            .ok_or_else(|| GuidanceError("no EOS token".into()))?;
         let info = TokRxInfo::new(words.len() as u32, first_eos);
         let trie = TokTrie::from(&info, words).with_eos_tokens(eos);
         let env: TokEnv = Arc::new(ApproximateTokEnv::new(trie.clone()));
-        let mut factory = ParserFactory::new_simple(&env).map_err(|e| GuidanceError(e.to_string()))?;
+        let mut factory =
+            ParserFactory::new_simple(&env).map_err(|e| GuidanceError(e.to_string()))?;
         factory.quiet();
         Ok(Self {
             factory: Arc::new(factory),
@@ -45,7 +48,7 @@ impl Guidance {
     /// A constraint following `plan` (the grammar is compiled now: errors surface here).
     pub fn constraint(&self, plan: &GrammarPlan) -> Result<Guided, GuidanceError> {
         let mode = match plan {
-            GrammarPlan::Forced(lark) => Mode::Active(self.matcher(lark)?),
+            GrammarPlan::Forced(lark) => Mode::Active(Box::new(self.matcher(lark)?)),
             GrammarPlan::Lazy { body, .. } => {
                 self.matcher(body)?; // compile once up front so a bad body is a 400
                 Mode::Free
@@ -53,7 +56,11 @@ impl Guidance {
         };
         let (trigger, body, parallel) = match plan {
             GrammarPlan::Forced(_) => (Vec::new(), String::new(), false),
-            GrammarPlan::Lazy { trigger, body, parallel } => (trigger.as_bytes().to_vec(), body.clone(), *parallel),
+            GrammarPlan::Lazy {
+                trigger,
+                body,
+                parallel,
+            } => (trigger.as_bytes().to_vec(), body.clone(), *parallel),
         };
         Ok(Guided {
             factory: Arc::clone(&self.factory),
@@ -79,7 +86,7 @@ fn new_matcher(factory: &ParserFactory, lark: &str) -> Result<Matcher, GuidanceE
 enum Mode {
     /// No mask: watching for the trigger.
     Free,
-    Active(Matcher),
+    Active(Box<Matcher>),
     /// A lazy call without parallel calls ended: only end-of-generation is left.
     EndOnly,
 }
@@ -108,7 +115,7 @@ impl Guided {
             let tokens = self.trie.greedy_tokenize(extra);
             m.consume_tokens(&tokens).map_err(|e| e.to_string())?;
         }
-        self.mode = Mode::Active(m);
+        self.mode = Mode::Active(Box::new(m));
         Ok(())
     }
 
@@ -150,7 +157,11 @@ impl TokenConstraint for Guided {
                 }
                 m.consume_token(token as u32).map_err(|e| e.to_string())?;
                 if lazy && m.is_accepting().unwrap_or(false) {
-                    self.mode = if self.parallel { Mode::Free } else { Mode::EndOnly };
+                    self.mode = if self.parallel {
+                        Mode::Free
+                    } else {
+                        Mode::EndOnly
+                    };
                 }
                 Ok(())
             }

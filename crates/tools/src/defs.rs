@@ -80,7 +80,12 @@ impl ToolRequest {
         let parallel = match parallel {
             None | Some(Value::Null) => true,
             Some(Value::Bool(b)) => *b,
-            Some(_) => return Err(err("parallel_tool_calls", "parallel_tool_calls must be a boolean")),
+            Some(_) => {
+                return Err(err(
+                    "parallel_tool_calls",
+                    "parallel_tool_calls must be a boolean",
+                ))
+            }
         };
         Ok(Self {
             tools,
@@ -139,7 +144,12 @@ fn parse_tool(
     let f = obj
         .get("function")
         .and_then(Value::as_object)
-        .ok_or_else(|| err(at(".function"), format!("tools[{i}].function must be an object")))?;
+        .ok_or_else(|| {
+            err(
+                at(".function"),
+                format!("tools[{i}].function must be an object"),
+            )
+        })?;
     let name = f.get("name").and_then(Value::as_str).unwrap_or_default();
     if !valid_name(name) {
         let msg = format!(
@@ -151,7 +161,12 @@ fn parse_tool(
     let description = match f.get("description") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => Some(s.clone()),
-        Some(_) => return Err(err(at(".function.description"), "description must be a string")),
+        Some(_) => {
+            return Err(err(
+                at(".function.description"),
+                "description must be a string",
+            ))
+        }
     };
     let parameters = match f.get("parameters") {
         None | Some(Value::Null) => json!({"type": "object", "properties": {}}),
@@ -162,7 +177,8 @@ fn parse_tool(
         }
     };
     check_schema(&parameters).map_err(|e| {
-        let msg = format!("tools[{i}].function.parameters ('{name}') is not a usable JSON Schema: {e}");
+        let msg =
+            format!("tools[{i}].function.parameters ('{name}') is not a usable JSON Schema: {e}");
         err(at(".function.parameters"), msg)
     })?;
     Ok(ToolDef {
@@ -181,7 +197,13 @@ fn valid_name(name: &str) -> bool {
 
 fn parse_choice(choice: Option<&Value>, tools: &[ToolDef]) -> Result<ToolChoice, DefError> {
     let choice = match choice {
-        None | Some(Value::Null) => return Ok(if tools.is_empty() { ToolChoice::None } else { ToolChoice::Auto }),
+        None | Some(Value::Null) => {
+            return Ok(if tools.is_empty() {
+                ToolChoice::None
+            } else {
+                ToolChoice::Auto
+            })
+        }
         Some(Value::String(s)) => match s.as_str() {
             "none" => ToolChoice::None,
             "auto" => ToolChoice::Auto,
@@ -235,10 +257,16 @@ impl ResponseFormat {
                     .and_then(|s| s.get("schema"))
                     .filter(|s| s.is_object())
                     .ok_or_else(|| {
-                        err("response_format.json_schema.schema", "response_format json_schema needs `json_schema.schema`, an object")
+                        err(
+                            "response_format.json_schema.schema",
+                            "response_format json_schema needs `json_schema.schema`, an object",
+                        )
                     })?;
                 check_schema(schema).map_err(|e| {
-                    err("response_format.json_schema.schema", format!("not a usable JSON Schema: {e}"))
+                    err(
+                        "response_format.json_schema.schema",
+                        format!("not a usable JSON Schema: {e}"),
+                    )
                 })?;
                 Ok(Self::JsonSchema(schema.clone()))
             }
@@ -270,7 +298,11 @@ mod tests {
     fn choices() {
         let r = parse(json!([tool("a"), tool("b")]), Value::Null).unwrap();
         assert_eq!((r.choice, r.parallel), (ToolChoice::Auto, true));
-        let r = parse(json!([tool("a"), tool("b")]), json!({"type": "function", "function": {"name": "b"}})).unwrap();
+        let r = parse(
+            json!([tool("a"), tool("b")]),
+            json!({"type": "function", "function": {"name": "b"}}),
+        )
+        .unwrap();
         assert_eq!(r.callable().len(), 1);
         assert!(!parse(json!([tool("a")]), json!("none")).unwrap().active());
     }
@@ -280,12 +312,32 @@ mod tests {
         let cases = [
             (json!("x"), Value::Null, "tools must be a list"),
             (json!([5]), Value::Null, "tools[0] must be an object"),
-            (json!([{"type": "retrieval"}]), Value::Null, "must be \"function\""),
+            (
+                json!([{"type": "retrieval"}]),
+                Value::Null,
+                "must be \"function\"",
+            ),
             (json!([tool("a b")]), Value::Null, "function.name"),
-            (json!([tool("a"), tool("a")]), Value::Null, "duplicate tool name 'a'"),
-            (json!([{"type": "function", "function": {"name": "a", "parameters": 3}}]), Value::Null, "parameters must be a JSON Schema"),
-            (json!([tool("a")]), json!({"type": "function", "function": {"name": "zz"}}), "'zz', which is not in tools"),
-            (json!([tool("a")]), json!("sometimes"), "tool_choice must be"),
+            (
+                json!([tool("a"), tool("a")]),
+                Value::Null,
+                "duplicate tool name 'a'",
+            ),
+            (
+                json!([{"type": "function", "function": {"name": "a", "parameters": 3}}]),
+                Value::Null,
+                "parameters must be a JSON Schema",
+            ),
+            (
+                json!([tool("a")]),
+                json!({"type": "function", "function": {"name": "zz"}}),
+                "'zz', which is not in tools",
+            ),
+            (
+                json!([tool("a")]),
+                json!("sometimes"),
+                "tool_choice must be",
+            ),
             (json!([]), json!("required"), "needs `tools`"),
         ];
         for (tools, choice, want) in cases {
@@ -299,9 +351,15 @@ mod tests {
 
     #[test]
     fn response_formats() {
-        assert_eq!(ResponseFormat::parse(None, &ok).unwrap(), ResponseFormat::Text);
+        assert_eq!(
+            ResponseFormat::parse(None, &ok).unwrap(),
+            ResponseFormat::Text
+        );
         let v = json!({"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object"}}});
-        assert!(matches!(ResponseFormat::parse(Some(&v), &ok).unwrap(), ResponseFormat::JsonSchema(_)));
+        assert!(matches!(
+            ResponseFormat::parse(Some(&v), &ok).unwrap(),
+            ResponseFormat::JsonSchema(_)
+        ));
         assert!(ResponseFormat::parse(Some(&json!({"type": "json_schema"})), &ok).is_err());
         assert!(ResponseFormat::parse(Some(&json!({"type": "yaml"})), &ok).is_err());
     }

@@ -171,13 +171,25 @@ mod tests {
             {"type": "function", "function": {"name": "a", "parameters": {"type": "object", "properties": {"x": {"type": "integer"}}, "required": ["x"]}}},
             {"type": "function", "function": {"name": "b"}},
         ]);
-        ToolRequest::parse(Some(&tools), Some(&choice), Some(&json!(parallel)), &check_schema).unwrap()
+        ToolRequest::parse(
+            Some(&tools),
+            Some(&choice),
+            Some(&json!(parallel)),
+            &check_schema,
+        )
+        .unwrap()
     }
 
     #[test]
     fn schemas_are_checked() {
-        assert!(check_schema(&json!({"type": "object", "properties": {"a": {"enum": [1, 2]}}})).is_ok());
-        for bad in [json!({"type": "objekt"}), json!({"type": "object", "properties": 5}), json!({"$ref": "#/nope"})] {
+        assert!(
+            check_schema(&json!({"type": "object", "properties": {"a": {"enum": [1, 2]}}})).is_ok()
+        );
+        for bad in [
+            json!({"type": "objekt"}),
+            json!({"type": "object", "properties": 5}),
+            json!({"$ref": "#/nope"}),
+        ] {
             assert!(check_schema(&bad).is_err(), "{bad}");
         }
     }
@@ -191,7 +203,9 @@ mod tests {
         assert_eq!(s["additionalProperties"], false);
         assert_eq!(s["properties"]["a"]["additionalProperties"], false);
         assert_eq!(s["properties"]["b"]["additionalProperties"], true);
-        assert!(s["properties"]["c"]["const"].get("additionalProperties").is_none());
+        assert!(s["properties"]["c"]["const"]
+            .get("additionalProperties")
+            .is_none());
     }
 
     #[test]
@@ -199,7 +213,11 @@ mod tests {
         let env = ApproximateTokEnv::single_byte_env();
         let f = ParserFactory::new_simple(&env).unwrap();
         for kind in [ParserKind::Hermes, ParserKind::Llama3, ParserKind::Mistral] {
-            for choice in [json!("auto"), json!("required"), json!({"type": "function", "function": {"name": "b"}})] {
+            for choice in [
+                json!("auto"),
+                json!("required"),
+                json!({"type": "function", "function": {"name": "b"}}),
+            ] {
                 for parallel in [true, false] {
                     let lark = match for_tools(kind, &req(choice.clone(), parallel)).unwrap() {
                         GrammarPlan::Forced(l) => l,
@@ -209,6 +227,9 @@ mod tests {
                 }
             }
         }
-        assert_eq!(for_tools(ParserKind::Hermes, &req(json!("none"), true)), None);
+        assert_eq!(
+            for_tools(ParserKind::Hermes, &req(json!("none"), true)),
+            None
+        );
     }
 }

@@ -39,9 +39,15 @@ enum Frame {
 enum Token {
     None,
     /// Inside a string; `key` when it is an object key.
-    Str { key: bool, escape: u8, start: usize },
+    Str {
+        key: bool,
+        escape: u8,
+        start: usize,
+    },
     /// Inside a number or literal (`true`, `false`, `null`).
-    Bare { start: usize },
+    Bare {
+        start: usize,
+    },
 }
 
 /// The scanner; feed it with [`JsonScanner::push`].
@@ -150,7 +156,14 @@ impl JsonScanner {
         }
     }
 
-    fn string_byte(&mut self, b: u8, key: bool, escape: u8, start: usize, out: &mut Vec<JsonEvent>) {
+    fn string_byte(
+        &mut self,
+        b: u8,
+        key: bool,
+        escape: u8,
+        start: usize,
+        out: &mut Vec<JsonEvent>,
+    ) {
         let escape = match (escape, b) {
             (0, b'\\') => 1,
             (0, b'"') => {
@@ -186,7 +199,10 @@ impl JsonScanner {
         quoted.push(b'"');
         match serde_json::from_slice::<String>(&quoted) {
             Ok(key) => {
-                out.push(JsonEvent::Key { depth: self.stack.len(), key });
+                out.push(JsonEvent::Key {
+                    depth: self.stack.len(),
+                    key,
+                });
                 self.set_top(Frame::ObjColon);
             }
             Err(e) => self.fail(format!("bad key: {e}")),
@@ -202,7 +218,11 @@ impl JsonScanner {
         }
         match (self.stack.last().copied(), b) {
             (Some(Frame::ObjKey { .. }), b'"') => {
-                self.token = Token::Str { key: true, escape: 0, start: self.pos };
+                self.token = Token::Str {
+                    key: true,
+                    escape: 0,
+                    start: self.pos,
+                };
             }
             (Some(Frame::ObjKey { first: true }), b'}') => self.close(out),
             (Some(Frame::ObjColon), b':') => self.set_top(Frame::ObjValue),
@@ -217,15 +237,27 @@ impl JsonScanner {
     }
 
     fn value_start(&mut self, b: u8, out: &mut Vec<JsonEvent>) {
-        if !matches!(b, b'{' | b'[' | b'"' | b'-' | b'0'..=b'9' | b't' | b'f' | b'n') {
+        if !matches!(
+            b,
+            b'{' | b'[' | b'"' | b'-' | b'0'..=b'9' | b't' | b'f' | b'n'
+        ) {
             return self.fail(format!("unexpected '{}' where a value belongs", b as char));
         }
         self.started = true;
-        out.push(JsonEvent::ValueStart { depth: self.stack.len(), at: self.pos });
+        out.push(JsonEvent::ValueStart {
+            depth: self.stack.len(),
+            at: self.pos,
+        });
         match b {
             b'{' => self.stack.push(Frame::ObjKey { first: true }),
             b'[' => self.stack.push(Frame::ArrValue { first: true }),
-            b'"' => self.token = Token::Str { key: false, escape: 0, start: self.pos },
+            b'"' => {
+                self.token = Token::Str {
+                    key: false,
+                    escape: 0,
+                    start: self.pos,
+                }
+            }
             _ => self.token = Token::Bare { start: self.pos },
         }
     }
@@ -239,7 +271,10 @@ impl JsonScanner {
 
     /// A value just ended (before `self.pos`): advance the enclosing container.
     fn value_end(&mut self, out: &mut Vec<JsonEvent>) {
-        out.push(JsonEvent::ValueEnd { depth: self.stack.len(), end: self.pos });
+        out.push(JsonEvent::ValueEnd {
+            depth: self.stack.len(),
+            end: self.pos,
+        });
         match self.stack.last().copied() {
             None => self.done = true,
             Some(Frame::ObjValue) => self.set_top(Frame::ObjNext),
@@ -277,8 +312,14 @@ mod tests {
         let text = r#"{"a": [1, "x\"]"], "b": {}}"#;
         let (ev, s) = scan(&[text]);
         assert!(s.is_done() && s.error().is_none());
-        assert!(ev.contains(&JsonEvent::Key { depth: 1, key: "a".into() }));
-        assert!(ev.contains(&JsonEvent::Key { depth: 1, key: "b".into() }));
+        assert!(ev.contains(&JsonEvent::Key {
+            depth: 1,
+            key: "a".into()
+        }));
+        assert!(ev.contains(&JsonEvent::Key {
+            depth: 1,
+            key: "b".into()
+        }));
         let starts: Vec<_> = ev
             .iter()
             .filter_map(|e| match e {
@@ -295,7 +336,13 @@ mod tests {
             .collect();
         assert_eq!(&text[starts[0]..ends[0]], r#"[1, "x\"]"]"#);
         assert_eq!(&text[starts[1]..ends[1]], "{}");
-        assert_eq!(ev.last(), Some(&JsonEvent::ValueEnd { depth: 0, end: text.len() }));
+        assert_eq!(
+            ev.last(),
+            Some(&JsonEvent::ValueEnd {
+                depth: 0,
+                end: text.len()
+            })
+        );
     }
 
     #[test]
@@ -310,12 +357,23 @@ mod tests {
             assert_eq!(ev, whole, "split at {i}");
             assert!(s.is_done(), "{:?}", s.error());
         }
-        assert!(whole.contains(&JsonEvent::Key { depth: 1, key: "kéy".into() }));
+        assert!(whole.contains(&JsonEvent::Key {
+            depth: 1,
+            key: "kéy".into()
+        }));
     }
 
     #[test]
     fn errors() {
-        for bad in ["{\"a\" 1}", "[1 2]", "{,}", "}", "{\"a\":1}x", "\"\\q\"", "{\"a\":1,]"] {
+        for bad in [
+            "{\"a\" 1}",
+            "[1 2]",
+            "{,}",
+            "}",
+            "{\"a\":1}x",
+            "\"\\q\"",
+            "{\"a\":1,]",
+        ] {
             let (_, s) = scan(&[bad]);
             assert!(s.error().is_some(), "{bad}");
         }

@@ -22,14 +22,26 @@ pub enum ParseEvent {
     Content(String),
     /// Format text outside any call (closing tags, separators): not shown as content.
     Markup(String),
-    CallStart { index: usize, name: String },
+    CallStart {
+        index: usize,
+        name: String,
+    },
     /// Raw text of the arguments; a call's fragments concatenate to its arguments JSON.
-    CallArgs { index: usize, fragment: String },
+    CallArgs {
+        index: usize,
+        fragment: String,
+    },
     /// The call is complete and valid; `raw` is its text (opening markup and the object).
-    CallEnd { index: usize, raw: String },
+    CallEnd {
+        index: usize,
+        raw: String,
+    },
     /// The call turned out malformed (or was cut off): `raw` is its text, to be returned as
     /// content. Earlier events with this index are void.
-    CallInvalid { index: usize, raw: String },
+    CallInvalid {
+        index: usize,
+        raw: String,
+    },
 }
 
 impl ParseEvent {
@@ -86,7 +98,10 @@ impl FromStr for ParserKind {
             "hermes" | "qwen" => Ok(Self::Hermes),
             "llama3" | "llama3_json" => Ok(Self::Llama3),
             "mistral" => Ok(Self::Mistral),
-            _ => Err(format!("unknown tool-call parser '{s}' (known: {})", Self::NAMES)),
+            _ => Err(format!(
+                "unknown tool-call parser '{s}' (known: {})",
+                Self::NAMES
+            )),
         }
     }
 }
@@ -147,12 +162,14 @@ pub static MISTRAL: Format = Format {
 
 enum State {
     /// Content; `fresh` while only whitespace has been seen (for `bare_at_start`).
-    Text { fresh: bool },
+    Text {
+        fresh: bool,
+    },
     /// After the start tag, before the open bracket.
     Open,
     /// Expecting a call object (after the start tag, the open bracket or a separator).
     Object,
-    In(CallObject),
+    In(Box<CallObject>),
     /// After a call: a separator, the close tag or anything else (which ends the group).
     Next,
 }
@@ -238,7 +255,11 @@ impl ToolCallParser {
         if let Some(p) = self.held.find(tag) {
             content(self.held.drain(..p).collect(), out);
             self.raw = self.held.drain(..tag.len()).collect();
-            self.state = if self.fmt.open.is_some() { State::Open } else { State::Object };
+            self.state = if self.fmt.open.is_some() {
+                State::Open
+            } else {
+                State::Object
+            };
             return true;
         }
         let keep = partial_suffix(&self.held, tag);
@@ -275,22 +296,28 @@ impl ToolCallParser {
                 false
             }
             Some('{') => {
-                self.state = State::In(CallObject::new(self.fmt.args_keys));
+                self.state = State::In(Box::new(CallObject::new(self.fmt.args_keys)));
                 true
             }
             Some(_) => self.abandon(out),
         }
     }
 
-    fn in_call(&mut self, mut call: CallObject, out: &mut Vec<ParseEvent>) -> bool {
+    fn in_call(&mut self, mut call: Box<CallObject>, out: &mut Vec<ParseEvent>) -> bool {
         let p = call.push(&self.held);
         self.raw.extend(self.held.drain(..p.consumed));
         if let Some(name) = p.name {
             self.started = true;
-            out.push(ParseEvent::CallStart { index: self.index, name });
+            out.push(ParseEvent::CallStart {
+                index: self.index,
+                name,
+            });
         }
         if !p.args.is_empty() {
-            out.push(ParseEvent::CallArgs { index: self.index, fragment: p.args });
+            out.push(ParseEvent::CallArgs {
+                index: self.index,
+                fragment: p.args,
+            });
         }
         match call.state() {
             CallState::Open => {
@@ -299,7 +326,10 @@ impl ToolCallParser {
             }
             CallState::Done => {
                 let raw = std::mem::take(&mut self.raw);
-                out.push(ParseEvent::CallEnd { index: self.index, raw });
+                out.push(ParseEvent::CallEnd {
+                    index: self.index,
+                    raw,
+                });
                 self.index += 1;
                 self.started = false;
                 self.state = State::Next;
@@ -320,7 +350,9 @@ impl ToolCallParser {
             return true;
         }
         if let Some(c) = close {
-            out.push(ParseEvent::Markup(self.held.drain(..ws + c.len()).collect()));
+            out.push(ParseEvent::Markup(
+                self.held.drain(..ws + c.len()).collect(),
+            ));
             self.state = State::Text { fresh: false };
             return true;
         }
@@ -345,7 +377,10 @@ impl ToolCallParser {
 
     fn invalid(&mut self, raw: String, out: &mut Vec<ParseEvent>) {
         if std::mem::take(&mut self.started) {
-            out.push(ParseEvent::CallInvalid { index: self.index, raw });
+            out.push(ParseEvent::CallInvalid {
+                index: self.index,
+                raw,
+            });
             self.index += 1;
         } else {
             content(raw, out);
@@ -383,7 +418,9 @@ mod tests {
         for e in ev {
             match e {
                 ParseEvent::CallStart { name, .. } => out.push((name.clone(), String::new())),
-                ParseEvent::CallArgs { fragment, .. } => out.last_mut().unwrap().1.push_str(fragment),
+                ParseEvent::CallArgs { fragment, .. } => {
+                    out.last_mut().unwrap().1.push_str(fragment)
+                }
                 _ => {}
             }
         }
@@ -395,7 +432,10 @@ mod tests {
         let text = "Sure.<tool_call>\n{\"name\": \"a\", \"arguments\": {\"x\": 1}}\n</tool_call>\n<tool_call>{\"name\": \"b\", \"arguments\": {}}</tool_call>";
         let ev = run(ParserKind::Hermes, &[text]);
         assert_eq!(ev[0], ParseEvent::Content("Sure.".into()));
-        assert_eq!(calls(&ev), vec![("a".into(), "{\"x\": 1}".into()), ("b".into(), "{}".into())]);
+        assert_eq!(
+            calls(&ev),
+            vec![("a".into(), "{\"x\": 1}".into()), ("b".into(), "{}".into())]
+        );
         assert_eq!(ev.iter().map(ParseEvent::text).collect::<String>(), text);
     }
 
@@ -424,15 +464,30 @@ mod tests {
     fn mistral_array() {
         let text = "[TOOL_CALLS] [{\"name\": \"a\", \"arguments\": {}}, {\"name\": \"b\", \"arguments\": {\"k\": [1]}}]";
         let ev = run(ParserKind::Mistral, &[text]);
-        assert_eq!(calls(&ev), vec![("a".into(), "{}".into()), ("b".into(), "{\"k\": [1]}".into())]);
+        assert_eq!(
+            calls(&ev),
+            vec![
+                ("a".into(), "{}".into()),
+                ("b".into(), "{\"k\": [1]}".into())
+            ]
+        );
         assert_eq!(ev.iter().map(ParseEvent::text).collect::<String>(), text);
     }
 
     #[test]
     fn parser_from_template_and_name() {
-        assert_eq!(ParserKind::from_template("{{ '[TOOL_CALLS]' }}"), ParserKind::Mistral);
-        assert_eq!(ParserKind::from_template("<|python_tag|>"), ParserKind::Llama3);
-        assert_eq!(ParserKind::from_template("<|im_start|>"), ParserKind::Hermes);
+        assert_eq!(
+            ParserKind::from_template("{{ '[TOOL_CALLS]' }}"),
+            ParserKind::Mistral
+        );
+        assert_eq!(
+            ParserKind::from_template("<|python_tag|>"),
+            ParserKind::Llama3
+        );
+        assert_eq!(
+            ParserKind::from_template("<|im_start|>"),
+            ParserKind::Hermes
+        );
         assert!("nope".parse::<ParserKind>().unwrap_err().contains("hermes"));
     }
 }

@@ -17,7 +17,11 @@ pub fn template_supports_tools(template: &str) -> bool {
 /// How a call is written in each format (the example in the instructions, and history).
 fn call_text(kind: ParserKind, name: &str, args: &Value) -> String {
     // Written by hand: `name` first, as the grammar generates it (a `Value` sorts its keys).
-    let key = if kind == ParserKind::Llama3 { "parameters" } else { "arguments" };
+    let key = if kind == ParserKind::Llama3 {
+        "parameters"
+    } else {
+        "arguments"
+    };
     let object = format!("{{\"name\": {}, \"{key}\": {args}}}", json!(name));
     match kind {
         ParserKind::Hermes => format!("<tool_call>\n{object}\n</tool_call>"),
@@ -53,7 +57,8 @@ pub fn inline_tools(kind: ParserKind, messages: &[Value], tools: &[ToolDef]) -> 
             _ => out.push(json!({"role": "system", "content": section})),
         }
     }
-    let skip = usize::from(!out.is_empty() && messages.first().is_some_and(|m| m["role"] == "system"));
+    let skip =
+        usize::from(!out.is_empty() && messages.first().is_some_and(|m| m["role"] == "system"));
     for m in &messages[skip..] {
         match m["role"].as_str() {
             Some("assistant") => out.push(assistant_text(kind, m)),
@@ -69,10 +74,19 @@ fn assistant_text(kind: ParserKind, m: &Value) -> Value {
     if let Some(c) = m["content"].as_str().filter(|c| !c.is_empty()) {
         parts.push(c.to_string());
     }
-    let calls = m["tool_calls"].as_array().map(Vec::as_slice).unwrap_or_default();
+    let calls = m["tool_calls"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
     let texts: Vec<String> = calls
         .iter()
-        .map(|c| call_text(kind, c["function"]["name"].as_str().unwrap_or_default(), &arguments(c)))
+        .map(|c| {
+            call_text(
+                kind,
+                c["function"]["name"].as_str().unwrap_or_default(),
+                &arguments(c),
+            )
+        })
         .collect();
     match kind {
         ParserKind::Llama3 if !texts.is_empty() => parts.push(texts.join("; ")),
@@ -128,7 +142,11 @@ mod tests {
 
     #[test]
     fn history_is_written_in_the_parser_format() {
-        let tools = vec![ToolDef { name: "w".into(), description: Some("weather".into()), parameters: json!({"type": "object"}) }];
+        let tools = vec![ToolDef {
+            name: "w".into(),
+            description: Some("weather".into()),
+            parameters: json!({"type": "object"}),
+        }];
         let msgs = vec![
             json!({"role": "system", "content": "Be brief."}),
             json!({"role": "user", "content": "Paris?"}),
@@ -140,10 +158,16 @@ mod tests {
         assert_eq!(out.len(), 4);
         let sys = out[0]["content"].as_str().unwrap();
         assert!(sys.starts_with("Be brief.\n\n# Tools") && sys.contains("\"name\":\"w\""));
-        assert_eq!(out[2]["content"], "<tool_call>\n{\"name\": \"w\", \"arguments\": {\"city\":\"Paris\"}}\n</tool_call>");
+        assert_eq!(
+            out[2]["content"],
+            "<tool_call>\n{\"name\": \"w\", \"arguments\": {\"city\":\"Paris\"}}\n</tool_call>"
+        );
         let results = out[3]["content"].as_str().unwrap();
         assert!(results.contains("sunny") && results.contains("warm") && out[3]["role"] == "user");
         let t = template_messages(&msgs);
-        assert_eq!(t[2]["tool_calls"][0]["function"]["arguments"]["city"], "Paris");
+        assert_eq!(
+            t[2]["tool_calls"][0]["function"]["arguments"]["city"],
+            "Paris"
+        );
     }
 }

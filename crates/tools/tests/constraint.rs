@@ -10,7 +10,15 @@ use tandem_tools::defs::{ResponseFormat, ToolRequest};
 use tandem_tools::grammar::{check_schema, for_response_format, for_tools, GrammarPlan};
 use tandem_tools::{ParseEvent, ParserKind};
 
-const EXTRA: &[&str] = &["<tool_call>", ">\n{\"", "\"name\": \"", "weather", "</tool_call>", "city", "[TOOL_CALLS]"];
+const EXTRA: &[&str] = &[
+    "<tool_call>",
+    ">\n{\"",
+    "\"name\": \"",
+    "weather",
+    "</tool_call>",
+    "city",
+    "[TOOL_CALLS]",
+];
 
 fn vocab() -> (Vec<Vec<u8>>, u32) {
     let mut words: Vec<Vec<u8>> = (0..=255u8).map(|b| vec![b]).collect();
@@ -32,12 +40,17 @@ impl Rng {
 
 /// Picks among allowed tokens, preferring ones that close things so outputs stay short.
 fn pick(mask: &[u32], n: usize, rng: &mut Rng, words: &[Vec<u8>], eos: u32) -> u32 {
-    let allowed: Vec<u32> = (0..n as u32).filter(|&t| mask_allows(mask, t as i32)).collect();
+    let allowed: Vec<u32> = (0..n as u32)
+        .filter(|&t| mask_allows(mask, t as i32))
+        .collect();
     assert!(!allowed.is_empty(), "empty mask");
     if allowed.contains(&eos) {
         return eos;
     }
-    let closing = allowed.iter().copied().filter(|&t| matches!(words[t as usize].as_slice(), b"\"" | b"}" | b"]" | b"1"));
+    let closing = allowed
+        .iter()
+        .copied()
+        .filter(|&t| matches!(words[t as usize].as_slice(), b"\"" | b"}" | b"]" | b"1"));
     let closing: Vec<u32> = closing.collect();
     if !closing.is_empty() && rng.next() % 10 < 7 {
         return closing[(rng.next() as usize) % closing.len()];
@@ -79,7 +92,13 @@ fn tools(choice: Value, parallel: bool) -> ToolRequest {
         {"type": "function", "function": {"name": "alarm", "parameters": {"type": "object",
             "properties": {"at": {"enum": ["7:00", "8:00"]}, "tags": {"type": "array", "items": {"type": "boolean"}}}, "required": ["at", "tags"]}}},
     ]);
-    ToolRequest::parse(Some(&tools), Some(&choice), Some(&json!(parallel)), &check_schema).unwrap()
+    ToolRequest::parse(
+        Some(&tools),
+        Some(&choice),
+        Some(&json!(parallel)),
+        &check_schema,
+    )
+    .unwrap()
 }
 
 fn parsed_calls(kind: ParserKind, text: &str) -> Vec<(String, Value)> {
@@ -99,13 +118,19 @@ fn parsed_calls(kind: ParserKind, text: &str) -> Vec<(String, Value)> {
             _ => {}
         }
     }
-    names.into_iter().zip(args.iter().map(|a| serde_json::from_str(a).unwrap())).collect()
+    names
+        .into_iter()
+        .zip(args.iter().map(|a| serde_json::from_str(a).unwrap()))
+        .collect()
 }
 
 fn check_call(name: &str, args: &Value) {
     match name {
         "weather" => assert!(args["city"].is_string(), "{args}"),
-        "alarm" => assert!(["7:00", "8:00"].contains(&args["at"].as_str().unwrap()) && args["tags"].is_array(), "{args}"),
+        "alarm" => assert!(
+            ["7:00", "8:00"].contains(&args["at"].as_str().unwrap()) && args["tags"].is_array(),
+            "{args}"
+        ),
         other => panic!("unknown tool {other}"),
     }
 }
@@ -125,7 +150,10 @@ fn forced_calls_always_parse_and_follow_the_schema() {
         }
         let named = json!({"type": "function", "function": {"name": "alarm"}});
         let text = decode(&for_tools(kind, &tools(named, true)).unwrap(), &[], 3);
-        assert!(parsed_calls(kind, &text).iter().all(|(n, _)| n == "alarm"), "{text}");
+        assert!(
+            parsed_calls(kind, &text).iter().all(|(n, _)| n == "alarm"),
+            "{text}"
+        );
     }
 }
 
@@ -156,9 +184,20 @@ fn response_format_schema() {
     for seed in 1..=5 {
         let text = decode(&plan, &[], seed);
         let v: Value = serde_json::from_str(&text).unwrap();
-        let n = text.split("\"n\": ").nth(1).unwrap().split(',').next().unwrap();
-        assert!(n.bytes().all(|b| b.is_ascii_digit() || b == b'-') && v["ok"].is_boolean(), "{text}");
+        let n = text
+            .split("\"n\": ")
+            .nth(1)
+            .unwrap()
+            .split(',')
+            .next()
+            .unwrap();
+        assert!(
+            n.bytes().all(|b| b.is_ascii_digit() || b == b'-') && v["ok"].is_boolean(),
+            "{text}"
+        );
     }
     let any = for_response_format(&ResponseFormat::JsonObject).unwrap();
-    assert!(serde_json::from_str::<Value>(&decode(&any, &[], 9)).unwrap().is_object());
+    assert!(serde_json::from_str::<Value>(&decode(&any, &[], 9))
+        .unwrap()
+        .is_object());
 }

@@ -46,7 +46,11 @@ fn check(text: &str, ev: &[ParseEvent]) -> Vec<Call> {
         match e {
             ParseEvent::CallStart { index, name } => {
                 assert_eq!(*index, calls.len(), "indexes count up");
-                calls.push(Call { name: name.clone(), args: String::new(), valid: false });
+                calls.push(Call {
+                    name: name.clone(),
+                    args: String::new(),
+                    valid: false,
+                });
             }
             ParseEvent::CallArgs { index, fragment } => {
                 assert_eq!(*index + 1, calls.len());
@@ -70,7 +74,9 @@ fn check(text: &str, ev: &[ParseEvent]) -> Vec<Call> {
 }
 
 fn boundaries(text: &str) -> Vec<usize> {
-    (0..=text.len()).filter(|&i| text.is_char_boundary(i)).collect()
+    (0..=text.len())
+        .filter(|&i| text.is_char_boundary(i))
+        .collect()
 }
 
 #[test]
@@ -87,7 +93,10 @@ fn every_split_point_gives_the_same_calls() {
 #[test]
 fn recorded_outputs_parse_as_expected() {
     let valid = |k: ParserKind, t: &str| -> Vec<String> {
-        check(t, &run(k, &[t])).into_iter().map(|c| c.name).collect()
+        check(t, &run(k, &[t]))
+            .into_iter()
+            .map(|c| c.name)
+            .collect()
     };
     let expected: &[&[&str]] = &[
         &["get_weather"],
@@ -117,7 +126,9 @@ fn pieces(text: &str, cuts: &[usize]) -> Vec<String> {
     at.push(text.len());
     at.sort_unstable();
     at.dedup();
-    at.windows(2).map(|w| text[w[0]..w[1]].to_string()).collect()
+    at.windows(2)
+        .map(|w| text[w[0]..w[1]].to_string())
+        .collect()
 }
 
 proptest! {

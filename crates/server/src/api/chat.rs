@@ -60,7 +60,11 @@ pub async fn handler(
         Some(p) => tool_calls::message(p, &text),
         None => json!({"role": "assistant", "content": text}),
     };
-    let finish = if message.get("tool_calls").is_some() { "tool_calls" } else { finish };
+    let finish = if message.get("tool_calls").is_some() {
+        "tool_calls"
+    } else {
+        finish
+    };
     Ok(Json(full_response(&id, &model, created, message, finish, &usage)).into_response())
 }
 
@@ -90,7 +94,8 @@ fn chunk_json(id: &str, model: &str, created: u64, delta: Value, finish: Option<
 fn chunk_fn(id: String, model: String, created: u64, parser: Option<ToolCallParser>) -> ChunkFn {
     let mut deltas = parser.map(DeltaStream::new);
     Box::new(move |text, finish| {
-        let chunk = |delta: Value, finish: Option<&str>| chunk_json(&id, &model, created, delta, finish);
+        let chunk =
+            |delta: Value, finish: Option<&str>| chunk_json(&id, &model, created, delta, finish);
         let Some(d) = deltas.as_mut() else {
             let delta = text.map_or_else(|| json!({}), |t| json!({"content": t}));
             return vec![chunk(delta, finish)];

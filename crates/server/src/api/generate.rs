@@ -11,7 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tandem_engine::{
-    Constraint, Event, FinishReason, InterceptSpec, NewRequest, RequestId, SamplingParams, Token, Usage,
+    Constraint, Event, FinishReason, InterceptSpec, NewRequest, RequestId, SamplingParams, Token,
+    Usage,
 };
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 

@@ -38,15 +38,24 @@ impl ToolPlan {
             &check_schema,
         )
         .map_err(def_error)?;
-        let format = ResponseFormat::parse(req.response_format.as_ref(), &check_schema).map_err(def_error)?;
+        let format = ResponseFormat::parse(req.response_format.as_ref(), &check_schema)
+            .map_err(def_error)?;
         Ok(Self { tools, format })
     }
 
     /// Messages and tool definitions to render: the template's own tool support when it has
     /// it, else tandem's rendering in the parser's format. With `tool_choice: none` the model
     /// is not shown the tools.
-    pub fn prompt_inputs(&self, st: &AppState, messages: &[Value]) -> (Vec<Value>, Option<Vec<Value>>) {
-        let shown = if self.tools.active() { self.tools.tools.as_slice() } else { &[] };
+    pub fn prompt_inputs(
+        &self,
+        st: &AppState,
+        messages: &[Value],
+    ) -> (Vec<Value>, Option<Vec<Value>>) {
+        let shown = if self.tools.active() {
+            self.tools.tools.as_slice()
+        } else {
+            &[]
+        };
         if st.tools.in_template {
             let defs = (!shown.is_empty()).then(|| shown.iter().map(|t| t.to_json()).collect());
             return (template_messages(messages), defs);
@@ -56,7 +65,8 @@ impl ToolPlan {
 
     /// The request's constraint: tool calls when tools are active, else the response format.
     pub fn constraint(&self, st: &AppState) -> Result<Option<Constraint>, ApiError> {
-        let plan = for_tools(st.tools.parser, &self.tools).or_else(|| for_response_format(&self.format));
+        let plan =
+            for_tools(st.tools.parser, &self.tools).or_else(|| for_response_format(&self.format));
         let Some(plan) = plan else {
             return Ok(None);
         };
@@ -152,7 +162,9 @@ impl DeltaStream {
 
     fn delta(&mut self, e: ParseEvent) -> Option<Value> {
         Some(match e {
-            ParseEvent::Content(t) | ParseEvent::CallInvalid { raw: t, .. } => json!({"content": t}),
+            ParseEvent::Content(t) | ParseEvent::CallInvalid { raw: t, .. } => {
+                json!({"content": t})
+            }
             ParseEvent::CallStart { index, name } => json!({"tool_calls": [{
                 "index": index, "id": call_id(), "type": "function",
                 "function": {"name": name, "arguments": ""}}]}),
