@@ -98,6 +98,17 @@ impl JsonScanner {
         self.stack.len()
     }
 
+    /// Where the string value being scanned began (its opening quote), while inside one
+    /// (object keys excluded).
+    pub fn open_string(&self) -> Option<usize> {
+        match self.token {
+            Token::Str {
+                key: false, start, ..
+            } => Some(start),
+            _ => None,
+        }
+    }
+
     /// Bytes consumed so far.
     pub fn offset(&self) -> usize {
         self.pos

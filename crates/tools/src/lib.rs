@@ -1,6 +1,8 @@
 //! tandem's tool calling, independent of the model runtime:
 //! - [`defs`]: the request's `tools`, `tool_choice`, `parallel_tool_calls` and
 //!   `response_format`, checked (a bad definition is an error naming the problem);
+//! - [`arg_events`]: argument events for partial tool execution (a field, an array element,
+//!   a line of a string, the whole arguments object complete);
 //! - [`parser`]: incremental parsers for the Hermes, Llama 3 and Mistral call formats, built
 //!   on [`call_object`] and the position-reporting JSON scanner [`json_scan`];
 //! - [`render`]: tool definitions and tool-call history written into the prompt for chat
@@ -8,6 +10,7 @@
 //! - [`grammar`] and [`constraint`]: constrained decoding with llguidance, as an engine
 //!   [`tandem_engine::TokenConstraint`].
 
+pub mod arg_events;
 pub mod call_object;
 pub mod constraint;
 pub mod defs;

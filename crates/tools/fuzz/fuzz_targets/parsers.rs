@@ -1,9 +1,10 @@
-//! Arbitrary text, split at fuzzer-chosen points, through every tool-call parser and the JSON
-//! scanner: no panics, the events reassemble the input, and every call reported complete has
+//! Arbitrary text, split at fuzzer-chosen points, through every tool-call parser, the JSON
+//! scanner and the argument-event stream: no panics, the events reassemble the input, and every call reported complete has
 //! arguments that are a JSON object.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use tandem_tools::arg_events::ArgStream;
 use tandem_tools::json_scan::JsonScanner;
 use tandem_tools::{ParseEvent, ParserKind};
 
@@ -46,4 +47,8 @@ fuzz_target!(|data: &[u8]| {
         s.push(t, &mut out);
     }
     s.finish(&mut out);
+    let mut a = ArgStream::new();
+    for t in &pieces {
+        a.push(t);
+    }
 });
