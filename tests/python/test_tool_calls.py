@@ -127,13 +127,15 @@ def test_agent_loop_follow_up(client):
     assert r2.choices[0].message.tool_calls is None
 
 
-def test_response_format(client):
+def test_response_format(client, server):
     schema = {"type": "object", "properties": {"name": {"type": "string", "maxLength": 20}, "age": {"type": "integer"}}, "required": ["name", "age"]}
     r = client.chat.completions.create(
         model="", messages=[{"role": "user", "content": "Describe a person as JSON."}], max_tokens=60, temperature=0,
         response_format={"type": "json_schema", "json_schema": {"name": "person", "schema": schema}},
     )
     jsonschema.validate(json.loads(r.choices[0].message.content), schema)
+    assert server.metric("tandem_constraint_masks_total") > 0
+    assert server.metric("tandem_constraint_mask_microseconds_total") > 0
     r = client.chat.completions.create(
         model="", messages=[{"role": "user", "content": "Reply with a JSON object whose key \"ok\" is true."}], max_tokens=100, temperature=0,
         response_format={"type": "json_object"},

@@ -391,6 +391,8 @@ impl Scheduler {
     /// request whose constraint fails is failed and taken out of the plan.
     fn attach_masks(&mut self, items: &mut Vec<PlanItem>) {
         let mut failed = Vec::new();
+        let t0 = std::time::Instant::now();
+        let mut masks = 0u64;
         for item in items.iter_mut().filter(|i| i.sample.is_some()) {
             let Some(r) = self.running.iter_mut().find(|r| r.id == item.request) else {
                 continue;
@@ -399,9 +401,17 @@ impl Scheduler {
                 continue;
             };
             match c.0.allowed() {
-                Ok(mask) => item.mask = mask,
+                Ok(mask) => {
+                    masks += u64::from(mask.is_some());
+                    item.mask = mask;
+                }
                 Err(e) => failed.push((item.request, e)),
             }
+        }
+        if masks > 0 {
+            metrics::counter!("tandem_constraint_masks_total").increment(masks);
+            let us = t0.elapsed().as_micros() as u64;
+            metrics::counter!("tandem_constraint_mask_microseconds_total").increment(us);
         }
         for (id, e) in &failed {
             items.retain(|i| i.request != *id);

@@ -32,6 +32,14 @@ fn describe() {
         "Generations by finish reason"
     );
     describe_gauge!("tandem_queue_length", "Requests waiting for a KV slot");
+    describe_counter!(
+        "tandem_constraint_masks_total",
+        "Allowed-token masks computed for constrained requests (tool calls, response_format)"
+    );
+    describe_counter!(
+        "tandem_constraint_mask_microseconds_total",
+        "Engine-thread time spent computing those masks"
+    );
     describe_gauge!(
         "tandem_running_requests",
         "Requests admitted and generating"
