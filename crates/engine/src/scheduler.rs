@@ -434,10 +434,14 @@ impl Scheduler {
             return;
         };
         let r = &mut self.running[pos];
+        let mut constraint_pause = None;
         if let Some(c) = r.constraint.as_mut() {
-            if let Err(e) = c.0.commit(s.token) {
-                tracing::warn!(request = r.id, "constraint rejected a sampled token: {e}");
-                r.constraint = None;
+            match c.0.commit(s.token) {
+                Ok(()) => constraint_pause = c.0.pause_requested(),
+                Err(e) => {
+                    tracing::warn!(request = r.id, "constraint rejected a sampled token: {e}");
+                    r.constraint = None;
+                }
             }
         }
         r.generated += 1;
@@ -458,7 +462,7 @@ impl Scheduler {
                 usage: r.usage(),
             });
             self.retire(r, now);
-        } else if let Some(tool) = self.running[pos].pause_for() {
+        } else if let Some(tool) = constraint_pause.or_else(|| self.running[pos].pause_for()) {
             let r = self.running.remove(pos);
             self.pause(r, tool, now);
         }

@@ -54,6 +54,12 @@ pub trait TokenConstraint: Send {
     fn allowed(&mut self) -> Result<Option<TokenMask>, String>;
     /// Records the token sampled under the last mask (end-of-generation tokens included).
     fn commit(&mut self, token: Token) -> Result<(), String>;
+    /// Asked after each commit: the output just completed something its owner must act on
+    /// before decoding goes on (a server-side tool call); the request then pauses for the
+    /// named tool in this very step, as at an interception trigger.
+    fn pause_requested(&mut self) -> Option<String> {
+        None
+    }
 }
 
 /// A request's constraint (a box, so requests stay `Debug`).

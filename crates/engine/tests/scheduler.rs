@@ -361,11 +361,13 @@ fn budget_must_fit_decodes_and_a_chunk() {
     Scheduler::new(cfg);
 }
 
-/// Allows only even tokens below 64; records what it is told; fails at the `fail_at`-th mask.
+/// Allows only even tokens below 64; records what it is told; fails at the `fail_at`-th mask;
+/// asks for a pause after every `pause_every` commits.
 struct EvenTokens {
     committed: std::sync::Arc<std::sync::Mutex<Vec<i32>>>,
     masks: usize,
     fail_at: Option<usize>,
+    pause_every: Option<usize>,
 }
 
 impl tandem_engine::TokenConstraint for EvenTokens {
@@ -385,6 +387,13 @@ impl tandem_engine::TokenConstraint for EvenTokens {
         self.committed.lock().unwrap().push(token);
         Ok(())
     }
+
+    fn pause_requested(&mut self) -> Option<String> {
+        let n = self.committed.lock().unwrap().len();
+        self.pause_every
+            .filter(|&k| n % k == 0)
+            .map(|_| "calc".to_string())
+    }
 }
 
 fn constrained(
@@ -392,12 +401,22 @@ fn constrained(
     id: u64,
     fail_at: Option<usize>,
 ) -> std::sync::Arc<std::sync::Mutex<Vec<i32>>> {
+    constrained_with(h, id, fail_at, None)
+}
+
+fn constrained_with(
+    h: &mut Harness,
+    id: u64,
+    fail_at: Option<usize>,
+    pause_every: Option<usize>,
+) -> std::sync::Arc<std::sync::Mutex<Vec<i32>>> {
     let committed = std::sync::Arc::default();
     let (tx, rx) = unbounded_channel();
     let c = EvenTokens {
         committed: std::sync::Arc::clone(&committed),
         masks: 0,
         fail_at,
+        pause_every,
     };
     let req = NewRequest {
         prompt: prompt(6, id as i32),
@@ -437,5 +456,26 @@ fn constrained_requests_sample_only_allowed_tokens() {
     assert!(matches!(h.finish(101), Some(Event::Failed(m)) if m.contains("dead end")));
     assert_eq!(h.tokens(101).len(), 3);
     drop(dead);
+    h.assert_all_free();
+}
+
+#[test]
+fn a_constraint_can_pause_its_request_in_the_step_it_completes_something() {
+    let mut h = Harness::new(2, 256, 64);
+    let seen = constrained_with(&mut h, 100, None, Some(5));
+    for round in 1..=3 {
+        for _ in 0..100 {
+            if h.interceptions(100) >= round {
+                break;
+            }
+            h.step();
+        }
+        assert_eq!(h.interceptions(100), round);
+        // Paused right after the 5th, 10th, 15th token: nothing more was generated.
+        assert_eq!(seen.lock().unwrap().len(), 5 * round);
+        h.sched.resume(100, vec![7, 7], h.now);
+    }
+    h.run_to_idle();
+    assert_eq!(h.tokens(100).len(), 20);
     h.assert_all_free();
 }
