@@ -65,6 +65,9 @@ impl Scheduler {
         self.estimator.record(&p.tool, now - p.since);
         p.r.tokens.extend(appended);
         p.r.segment_generated = 0;
+        if let Some(c) = p.r.constraint.as_mut() {
+            c.0.resumed();
+        }
         let cells = self.cfg.cells_per_seq;
         if p.r.tokens.len() >= cells {
             let msg = format!(

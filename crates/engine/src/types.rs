@@ -60,6 +60,9 @@ pub trait TokenConstraint: Send {
     fn pause_requested(&mut self) -> Option<String> {
         None
     }
+    /// The request resumed with appended tokens (a tool's result, not generated): the
+    /// constraint may change mode (e.g. free text after a forced call).
+    fn resumed(&mut self) {}
 }
 
 /// A request's constraint (a box, so requests stay `Debug`).

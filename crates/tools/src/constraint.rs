@@ -7,12 +7,14 @@
 //! starts. The trigger may end inside a token: the bytes of that token after the trigger are
 //! fed to the new matcher first (re-tokenized; the grammar works on bytes).
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use llguidance::{Matcher, ParserFactory};
 use tandem_engine::{Token, TokenConstraint, TokenMask};
 use toktrie::{ApproximateTokEnv, TokEnv, TokRxInfo, TokTrie};
 
+use crate::call_object::CallObject;
 use crate::grammar::{compile, GrammarPlan};
 
 /// A vocabulary-bound grammar compiler, built once per model.
@@ -70,6 +72,9 @@ impl Guidance {
             body,
             parallel,
             window: Vec::new(),
+            server_tools: HashSet::new(),
+            call: Vec::new(),
+            pause: None,
         })
     }
 
@@ -101,9 +106,34 @@ pub struct Guided {
     parallel: bool,
     /// Free text decoded since the last call (searched for the trigger).
     window: Vec<u8>,
+    /// Tools the server runs itself: a completed call to one of them pauses the request.
+    server_tools: HashSet<String>,
+    /// Bytes of the call being constrained (to read its name when it completes).
+    call: Vec<u8>,
+    pause: Option<String>,
 }
 
 impl Guided {
+    /// Pause the request after each completed call to one of `names` (server-side tools);
+    /// after the resume, decoding is free (lazy plans watch for the next call again).
+    pub fn pausing_for(mut self, names: HashSet<String>) -> Self {
+        self.server_tools = names;
+        self
+    }
+
+    /// A call just completed: pause if it names a server-side tool.
+    fn call_done(&mut self) {
+        let text = String::from_utf8_lossy(&std::mem::take(&mut self.call)).into_owned();
+        let Some(at) = text.find('{') else {
+            return;
+        };
+        let mut obj = CallObject::new(&["arguments", "parameters"]);
+        obj.push(&text[at..]);
+        if let Some(name) = obj.name().filter(|n| self.server_tools.contains(*n)) {
+            self.pause = Some(name.to_string());
+        }
+    }
+
     fn to_mask(v: &toktrie::SimpleVob) -> TokenMask {
         Arc::from(v.as_slice())
     }
@@ -111,6 +141,7 @@ impl Guided {
     /// Starts the call body after the trigger; `extra` are bytes already decoded past it.
     fn activate(&mut self, extra: &[u8]) -> Result<(), String> {
         let mut m = new_matcher(&self.factory, &self.body).map_err(|e| e.0)?;
+        self.call = extra.to_vec();
         if !extra.is_empty() {
             let tokens = self.trie.greedy_tokenize(extra);
             m.consume_tokens(&tokens).map_err(|e| e.to_string())?;
@@ -120,6 +151,9 @@ impl Guided {
     }
 
     fn watch(&mut self, token: Token) -> Result<(), String> {
+        if self.trigger.is_empty() {
+            return Ok(()); // free for good (a forced plan after a server-side call)
+        }
         self.window.extend_from_slice(self.trie.token(token as u32));
         let t = &self.trigger;
         let Some(at) = self.window.windows(t.len()).position(|w| w == t.as_slice()) else {
@@ -156,15 +190,32 @@ impl TokenConstraint for Guided {
                     return Ok(());
                 }
                 m.consume_token(token as u32).map_err(|e| e.to_string())?;
-                if lazy && m.is_accepting().unwrap_or(false) {
+                let accepting = m.is_accepting().unwrap_or(false);
+                self.call.extend_from_slice(self.trie.token(token as u32));
+                if accepting && lazy {
                     self.mode = if self.parallel {
                         Mode::Free
                     } else {
                         Mode::EndOnly
                     };
                 }
+                if accepting && !self.server_tools.is_empty() {
+                    self.call_done();
+                }
                 Ok(())
             }
+        }
+    }
+
+    fn pause_requested(&mut self) -> Option<String> {
+        self.pause.take()
+    }
+
+    fn resumed(&mut self) {
+        if !self.server_tools.is_empty() {
+            self.mode = Mode::Free;
+            self.window.clear();
+            self.call.clear();
         }
     }
 }

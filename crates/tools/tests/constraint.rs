@@ -201,3 +201,52 @@ fn response_format_schema() {
         .unwrap()
         .is_object());
 }
+
+#[test]
+fn completed_server_side_calls_pause_and_decoding_is_free_after_the_resume() {
+    let (words, eos) = vocab();
+    let g = Guidance::new(&words, &[eos]).unwrap();
+    let names: std::collections::HashSet<String> = ["weather".to_string()].into();
+    let named = json!({"type": "function", "function": {"name": "weather"}});
+    let mut pauses = 0;
+    for (choice, prefix) in [(named, ""), (json!("auto"), "<tool_call>")] {
+        let plan = for_tools(ParserKind::Hermes, &tools(choice.clone(), true)).unwrap();
+        let mut c = g.constraint(&plan).unwrap().pausing_for(names.clone());
+        let mut rng = Rng(5);
+        let mut text: Vec<u8> = Vec::new();
+        for b in prefix.bytes() {
+            c.commit(b as i32).unwrap();
+            text.push(b);
+        }
+        let mut paused = None;
+        for _ in 0..3000 {
+            let mask = c.allowed().unwrap().expect("constrained inside the call");
+            let t = pick(&mask, words.len(), &mut rng, &words, eos);
+            c.commit(t as i32).unwrap();
+            text.extend_from_slice(&words[t as usize]);
+            if let Some(p) = c.pause_requested() {
+                paused = Some(p);
+                break;
+            }
+            if t == eos || text.ends_with(b"</tool_call>") {
+                break;
+            }
+        }
+        let text = String::from_utf8(text).unwrap();
+        let calls = parsed_calls(ParserKind::Hermes, &text);
+        match calls[0].0.as_str() {
+            "weather" => {
+                assert_eq!(paused.as_deref(), Some("weather"), "{choice}: {text}");
+                pauses += 1;
+                assert!(
+                    text.ends_with("</tool_call>"),
+                    "paused right at the call's end: {text}"
+                );
+                c.resumed();
+                assert!(c.allowed().unwrap().is_none(), "free after the resume");
+            }
+            _ => assert_eq!(paused, None, "client-side call: {text}"),
+        }
+    }
+    assert!(pauses >= 1);
+}
