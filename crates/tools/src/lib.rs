@@ -8,9 +8,12 @@
 //! - [`render`]: tool definitions and tool-call history written into the prompt for chat
 //!   templates that have no tool support;
 //! - [`grammar`] and [`constraint`]: constrained decoding with llguidance, as an engine
-//!   [`tandem_engine::TokenConstraint`].
+//!   [`tandem_engine::TokenConstraint`];
+//! - [`runtime`] and [`builtin`]: server-side tools fed argument events while the call is
+//!   still being decoded (partial execution).
 
 pub mod arg_events;
+pub mod builtin;
 pub mod call_object;
 pub mod constraint;
 pub mod defs;
@@ -18,5 +21,6 @@ pub mod grammar;
 pub mod json_scan;
 pub mod parser;
 pub mod render;
+pub mod runtime;
 
 pub use parser::{ParseEvent, ParserKind, ToolCallParser};

@@ -1,0 +1,3 @@
+//! Built-in server-side tools.
+
+pub mod python;

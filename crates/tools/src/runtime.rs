@@ -1,0 +1,155 @@
+//! The server-side tool runtime: tools registered at startup, and one running call per
+//! `Running`. While the model decodes a call, the raw argument text is fed in as it arrives
+//! and turned into [`ArgEvent`]s; with partial execution on, the tool gets each event at once
+//! and can start work on it (Conveyor); off, it gets only the complete arguments. Dropping a
+//! `Running` aborts the call (a tool's child process is killed with it).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+use tokio::task::JoinHandle;
+
+use crate::arg_events::{ArgEvent, ArgStream};
+use crate::defs::ToolDef;
+
+/// What a call returns to the model.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ToolOutput {
+    pub content: String,
+    pub is_error: bool,
+}
+
+impl ToolOutput {
+    pub fn ok(content: impl Into<String>) -> Self {
+        Self {
+            content: content.into(),
+            is_error: false,
+        }
+    }
+
+    pub fn error(content: impl Into<String>) -> Self {
+        Self {
+            content: content.into(),
+            is_error: true,
+        }
+    }
+}
+
+pub type ToolFuture = Pin<Box<dyn Future<Output = ToolOutput> + Send>>;
+
+/// A server-side tool.
+pub trait Tool: Send + Sync {
+    /// Name, description and JSON-schema parameters (shown to the model).
+    fn def(&self) -> ToolDef;
+    /// Runs one call. `args` yields the argument events as they are decoded and ends with
+    /// `ArgEvent::Complete` (or closes early: the call turned out malformed or was cancelled).
+    /// The tool may return early with an error (e.g. a failed validation).
+    fn run(&self, args: UnboundedReceiver<ArgEvent>) -> ToolFuture;
+}
+
+/// The tools a server runs itself.
+#[derive(Clone, Default)]
+pub struct Registry {
+    tools: HashMap<String, Arc<dyn Tool>>,
+    /// Partial execution: events reach the tool as they are decoded.
+    pub partial: bool,
+}
+
+impl Registry {
+    pub fn new(partial: bool) -> Self {
+        Self {
+            tools: HashMap::new(),
+            partial,
+        }
+    }
+
+    pub fn add(&mut self, tool: Arc<dyn Tool>) {
+        self.tools.insert(tool.def().name, tool);
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Arc<dyn Tool>> {
+        self.tools.get(name)
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        let mut n: Vec<String> = self.tools.keys().cloned().collect();
+        n.sort();
+        n
+    }
+
+    /// Starts a call of `name` (must be registered; needs a tokio runtime).
+    pub fn start(&self, name: &str) -> Option<Running> {
+        let tool = self.tools.get(name)?;
+        let (tx, rx) = unbounded_channel();
+        let task = tokio::spawn(tool.run(rx));
+        Some(Running {
+            tx: Some(tx),
+            stream: ArgStream::new(),
+            held: Vec::new(),
+            partial: self.partial,
+            task: Some(task),
+        })
+    }
+}
+
+/// One call in progress.
+pub struct Running {
+    tx: Option<UnboundedSender<ArgEvent>>,
+    stream: ArgStream,
+    /// Events held back while partial execution is off.
+    held: Vec<ArgEvent>,
+    partial: bool,
+    task: Option<JoinHandle<ToolOutput>>,
+}
+
+impl Running {
+    /// Feeds a fragment of the raw arguments text.
+    pub fn feed(&mut self, fragment: &str) {
+        let events = self.stream.push(fragment);
+        if let Some(e) = self.stream.error() {
+            tracing::debug!("tool arguments are not JSON: {e}");
+            self.tx = None; // the tool sees its input end early
+            return;
+        }
+        for ev in events {
+            let complete = matches!(ev, ArgEvent::Complete(_));
+            if self.partial || complete {
+                if complete && !self.partial {
+                    for h in std::mem::take(&mut self.held) {
+                        self.send(h);
+                    }
+                }
+                self.send(ev);
+            } else {
+                self.held.push(ev);
+            }
+        }
+    }
+
+    fn send(&mut self, ev: ArgEvent) {
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(ev);
+        }
+    }
+
+    /// The call's arguments are complete (or will never be): waits for the result.
+    pub async fn finish(mut self) -> ToolOutput {
+        self.tx = None;
+        let task = self.task.take().expect("task");
+        match task.await {
+            Ok(out) => out,
+            Err(e) => ToolOutput::error(format!("the tool crashed: {e}")),
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+    }
+}

@@ -1,0 +1,168 @@
+//! The `python` tool through the runtime: statements run while the arguments are still being
+//! decoded (and only at the end with partial execution off), the final expression's value,
+//! limits (CPU, memory, output, wall time), refused network and processes, a crash, and a
+//! cancelled call whose process is gone.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+use tandem_tools::builtin::python::{Python, PythonLimits};
+use tandem_tools::runtime::{Registry, Running, ToolOutput};
+
+fn registry(partial: bool, limits: PythonLimits) -> Registry {
+    let mut r = Registry::new(partial);
+    r.add(Arc::new(Python::new(limits)));
+    r
+}
+
+/// The arguments JSON of `code`, split so that `pieces[0]` holds the first `lines` lines.
+fn args_split(code: &str, lines: usize) -> (String, String) {
+    let text = json!({ "code": code }).to_string();
+    let first: String = code.split('\n').take(lines).collect::<Vec<_>>().join("\n") + "\n";
+    let cut = json!({ "code": first }).to_string().len() - 2; // without the closing `"}`
+    (text[..cut].to_string(), text[cut..].to_string())
+}
+
+async fn run(code: &str, limits: PythonLimits) -> ToolOutput {
+    let mut call = registry(true, limits).start("python").unwrap();
+    call.feed(&json!({ "code": code }).to_string());
+    call.finish().await
+}
+
+fn marker(name: &str) -> PathBuf {
+    let p = std::env::temp_dir().join(format!("tandem-py-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_file(&p);
+    p
+}
+
+#[tokio::test]
+async fn statements_run_before_the_arguments_are_complete() {
+    for partial in [true, false] {
+        let m = marker(&format!("partial-{partial}"));
+        let code = format!(
+            "open({:?}, 'w').write('ran')\nx = 6\nx * 7",
+            m.display().to_string()
+        );
+        let (head, tail) = args_split(&code, 2);
+        let mut call: Running = registry(partial, PythonLimits::default())
+            .start("python")
+            .unwrap();
+        call.feed(&head);
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert_eq!(
+            m.exists(),
+            partial,
+            "first statement ran early only with partial execution"
+        );
+        call.feed(&tail);
+        let out = call.finish().await;
+        assert_eq!(out, ToolOutput::ok("42\n"));
+        assert!(m.exists());
+    }
+}
+
+#[tokio::test]
+async fn prints_errors_and_limits() {
+    let quick = PythonLimits {
+        cpu_seconds: 1,
+        memory_bytes: 256 << 20,
+        wall_seconds: 10.0,
+        max_output_bytes: 1000,
+    };
+    let out = run(
+        "for i in range(3):\n    print(i)\nprint('done')",
+        quick.clone(),
+    )
+    .await;
+    assert_eq!(out, ToolOutput::ok("0\n1\n2\ndone\n"));
+    let out = run(
+        "x = 1\nraise ValueError('bad input')\nprint('never')",
+        quick.clone(),
+    )
+    .await;
+    assert!(
+        out.is_error
+            && out.content.contains("ValueError: bad input")
+            && !out.content.contains("never"),
+        "{out:?}"
+    );
+    let out = run("while True:\n    pass", quick.clone()).await;
+    assert!(out.is_error && out.content.contains("killed"), "{out:?}");
+    let out = run("b = bytearray(4 * 10**9)", quick.clone()).await;
+    assert!(
+        out.is_error && out.content.contains("MemoryError"),
+        "{out:?}"
+    );
+    let out = run("print('x' * 10**6)", quick.clone()).await;
+    assert!(
+        out.is_error && out.content.contains("truncated at 1000 bytes"),
+        "{out:?}"
+    );
+    let out = run(
+        "import socket\nsocket.create_connection(('127.0.0.1', 9))",
+        quick.clone(),
+    )
+    .await;
+    assert!(
+        out.is_error && out.content.contains("PermissionError"),
+        "{out:?}"
+    );
+    let out = run("import subprocess\nsubprocess.run(['true'])", quick.clone()).await;
+    assert!(
+        out.is_error && out.content.contains("not allowed"),
+        "{out:?}"
+    );
+    let out = run("import os\nos._exit(3)", quick.clone()).await;
+    assert!(out.is_error, "{out:?}");
+    let slow = PythonLimits {
+        wall_seconds: 1.0,
+        ..quick
+    };
+    let out = run("import time\ntime.sleep(5)", slow).await;
+    assert!(out.is_error && out.content.contains("timed out"), "{out:?}");
+}
+
+#[tokio::test]
+async fn a_cancelled_call_kills_its_process() {
+    let m = marker("pid");
+    let code = format!(
+        "import os, time\nopen({:?}, 'w').write(str(os.getpid()))\ntime.sleep(60)\nx = 1",
+        m.display().to_string()
+    );
+    let (head, _) = args_split(&code, 3);
+    let mut call = registry(true, PythonLimits::default())
+        .start("python")
+        .unwrap();
+    call.feed(&head);
+    let mut pid = String::new();
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        pid = std::fs::read_to_string(&m).unwrap_or_default();
+        if !pid.is_empty() {
+            break;
+        }
+    }
+    assert!(!pid.is_empty(), "the program started");
+    drop(call);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let alive = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| !s.contains(") Z "))
+        .unwrap_or(false);
+    assert!(
+        !alive,
+        "process {pid} still running after the call was dropped"
+    );
+}
+
+#[tokio::test]
+async fn arguments_that_end_early_are_an_error() {
+    let mut call = registry(true, PythonLimits::default())
+        .start("python")
+        .unwrap();
+    call.feed("{\"code\": \"print(1)\\n");
+    call.feed("]]]");
+    let out = call.finish().await;
+    assert!(out.is_error, "{out:?}");
+}
