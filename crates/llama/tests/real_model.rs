@@ -203,6 +203,20 @@ fn prefix_reuse_gives_the_tokens_of_a_cold_request() {
     assert_eq!(warm, cold_toks);
 }
 
+/// Submits request 1, which pauses for a tool after 6 generated tokens, and steps until it
+/// has paused.
+fn start_paused(rig: &mut Rig) -> UnboundedReceiver<Event> {
+    let spec = InterceptSpec {
+        triggers: Vec::new(),
+        after_tokens: vec![(6, "t".into())],
+    };
+    let rx = rig.submit_with(1, chat("Tell me about the moon."), 24, spec);
+    while !rig.sched.is_idle() {
+        rig.step();
+    }
+    rx
+}
+
 /// Pauses after 6 generated tokens; resumes with a tool result 5 s later. For min-waste a
 /// second request wants the only slot meanwhile, so the paused one must leave the device.
 fn paused_run(policy: InterceptPolicy, tool_result: &[Token]) -> Vec<Token> {
@@ -213,14 +227,7 @@ fn paused_run(policy: InterceptPolicy, tool_result: &[Token]) -> Vec<Token> {
         1
     };
     let mut rig = Rig::with(64, slots, policy);
-    let spec = InterceptSpec {
-        triggers: Vec::new(),
-        after_tokens: vec![(6, "t".into())],
-    };
-    let mut rx = rig.submit_with(1, chat("Tell me about the moon."), 24, spec);
-    while !rig.sched.is_idle() {
-        rig.step();
-    }
+    let mut rx = start_paused(&mut rig);
     rig.now += 5.0;
     let mut other = rig.submit(2, chat("What is 2+2?"), 4);
     rig.run();
@@ -249,14 +256,7 @@ fn a_paused_and_resumed_request_matches_the_uninterrupted_run() {
     );
     // Uninterrupted: the tool output is appended the moment the request pauses.
     let mut rig = Rig::with(64, 2, InterceptPolicy::Preserve);
-    let spec = InterceptSpec {
-        triggers: Vec::new(),
-        after_tokens: vec![(6, "t".into())],
-    };
-    let mut rx = rig.submit_with(1, chat("Tell me about the moon."), 24, spec);
-    while !rig.sched.is_idle() {
-        rig.step();
-    }
+    let mut rx = start_paused(&mut rig);
     rig.sched.resume(1, tool_result.clone(), rig.now);
     rig.run();
     let want = drain(&mut rx).0;

@@ -64,11 +64,6 @@ impl CallObject {
         &self.state
     }
 
-    /// The object's text so far.
-    pub fn text(&self) -> &str {
-        &self.text
-    }
-
     /// The complete arguments text (once the object is done).
     pub fn arguments(&self) -> Option<&str> {
         Some(&self.text[self.args_start?..self.args_end?])

@@ -49,23 +49,21 @@ impl Guidance {
 
     /// A constraint following `plan` (the grammar is compiled now: errors surface here).
     pub fn constraint(&self, plan: &GrammarPlan) -> Result<Guided, GuidanceError> {
-        let mode = match plan {
-            GrammarPlan::Forced(lark) => Mode::Active(Box::new(self.matcher(lark)?)),
-            GrammarPlan::Lazy { body, .. } => {
-                self.matcher(body)?; // compile once up front so a bad body is a 400
-                Mode::Free
+        let (mode, trigger, body, parallel) = match plan {
+            GrammarPlan::Forced(lark) => {
+                let m = self.matcher(lark)?;
+                (Mode::Active(Box::new(m)), Vec::new(), None, false)
             }
-        };
-        let (trigger, body, parallel) = match plan {
-            GrammarPlan::Forced(_) => (Vec::new(), String::new(), false),
             GrammarPlan::Lazy {
                 trigger,
                 body,
                 parallel,
-            } => (trigger.as_bytes().to_vec(), body.clone(), *parallel),
+            } => {
+                let body = Some(self.matcher(body)?);
+                (Mode::Free, trigger.as_bytes().to_vec(), body, *parallel)
+            }
         };
         Ok(Guided {
-            factory: Arc::clone(&self.factory),
             trie: Arc::clone(&self.trie),
             mode,
             trigger,
@@ -79,13 +77,9 @@ impl Guidance {
     }
 
     fn matcher(&self, lark: &str) -> Result<Matcher, GuidanceError> {
-        new_matcher(&self.factory, lark)
+        let parser = compile(&self.factory, lark).map_err(GuidanceError)?;
+        Ok(Matcher::new(Ok(parser)))
     }
-}
-
-fn new_matcher(factory: &ParserFactory, lark: &str) -> Result<Matcher, GuidanceError> {
-    let parser = compile(factory, lark).map_err(GuidanceError)?;
-    Ok(Matcher::new(Ok(parser)))
 }
 
 enum Mode {
@@ -98,11 +92,12 @@ enum Mode {
 
 /// One request's constraint.
 pub struct Guided {
-    factory: Arc<ParserFactory>,
     trie: Arc<TokTrie>,
     mode: Mode,
     trigger: Vec<u8>,
-    body: String,
+    /// Lazy plans: the call grammar, compiled once at request start; each call clones it
+    /// fresh (no grammar compilation on the engine thread).
+    body: Option<Matcher>,
     parallel: bool,
     /// Free text decoded since the last call (searched for the trigger).
     window: Vec<u8>,
@@ -140,7 +135,9 @@ impl Guided {
 
     /// Starts the call body after the trigger; `extra` are bytes already decoded past it.
     fn activate(&mut self, extra: &[u8]) -> Result<(), String> {
-        let mut m = new_matcher(&self.factory, &self.body).map_err(|e| e.0)?;
+        let Some(mut m) = self.body.clone() else {
+            return Ok(()); // a forced plan has no trigger, so this is never reached
+        };
         self.call = extra.to_vec();
         if !extra.is_empty() {
             let tokens = self.trie.greedy_tokenize(extra);

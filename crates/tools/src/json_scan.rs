@@ -109,11 +109,6 @@ impl JsonScanner {
         }
     }
 
-    /// Bytes consumed so far.
-    pub fn offset(&self) -> usize {
-        self.pos
-    }
-
     /// Scans `text`, appending what it finds to `out`. After an error, or after the
     /// top-level value when anything but whitespace follows, nothing more is scanned.
     pub fn push(&mut self, text: &str, out: &mut Vec<JsonEvent>) {

@@ -198,11 +198,6 @@ impl ToolCallParser {
         }
     }
 
-    /// Calls completed or started so far.
-    pub fn calls(&self) -> usize {
-        self.index
-    }
-
     /// Consumes a piece of text.
     pub fn push(&mut self, text: &str) -> Vec<ParseEvent> {
         self.held.push_str(text);

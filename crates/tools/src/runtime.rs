@@ -70,16 +70,6 @@ impl Registry {
         self.tools.insert(tool.def().name, tool);
     }
 
-    pub fn get(&self, name: &str) -> Option<&Arc<dyn Tool>> {
-        self.tools.get(name)
-    }
-
-    pub fn names(&self) -> Vec<String> {
-        let mut n: Vec<String> = self.tools.keys().cloned().collect();
-        n.sort();
-        n
-    }
-
     /// Starts a call of `name` (must be registered; needs a tokio runtime).
     pub fn start(&self, name: &str) -> Option<Running> {
         let tool = self.tools.get(name)?;
@@ -115,17 +105,15 @@ impl Running {
             return;
         }
         for ev in events {
-            let complete = matches!(ev, ArgEvent::Complete(_));
-            if self.partial || complete {
-                if complete && !self.partial {
-                    for h in std::mem::take(&mut self.held) {
-                        self.send(h);
-                    }
-                }
-                self.send(ev);
-            } else {
+            if !self.partial && !matches!(ev, ArgEvent::Complete(_)) {
                 self.held.push(ev);
+                continue;
             }
+            // Events held back (partial execution off) go first; with it on there are none.
+            for h in std::mem::take(&mut self.held) {
+                self.send(h);
+            }
+            self.send(ev);
         }
     }
 

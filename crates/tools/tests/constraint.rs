@@ -250,3 +250,29 @@ fn completed_server_side_calls_pause_and_decoding_is_free_after_the_resume() {
     }
     assert!(pauses >= 1);
 }
+
+#[test]
+fn lazy_grammar_starts_fresh_for_every_call() {
+    let (words, eos) = vocab();
+    let g = Guidance::new(&words, &[eos]).unwrap();
+    let plan = for_tools(ParserKind::Hermes, &tools(json!("auto"), true)).unwrap();
+    let mut c = g.constraint(&plan).unwrap();
+    let (mut rng, mut text) = (Rng(11), Vec::new());
+    for _ in 0..3 {
+        for b in "\nok <tool_call>".bytes() {
+            assert!(c.allowed().unwrap().is_none(), "free between calls");
+            c.commit(b as i32).unwrap();
+            text.push(b);
+        }
+        while let Some(mask) = c.allowed().unwrap() {
+            let t = pick(&mask, words.len(), &mut rng, &words, eos);
+            assert_ne!(t, eos, "no end inside a call");
+            c.commit(t as i32).unwrap();
+            text.extend_from_slice(&words[t as usize]);
+        }
+    }
+    let text = String::from_utf8(text).unwrap();
+    let calls = parsed_calls(ParserKind::Hermes, &text);
+    assert_eq!(calls.len(), 3, "{text}");
+    calls.iter().for_each(|(n, a)| check_call(n, a));
+}
