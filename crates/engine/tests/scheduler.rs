@@ -362,9 +362,10 @@ fn budget_must_fit_decodes_and_a_chunk() {
 }
 
 /// Allows only even tokens below 64; records what it is told; fails at the `fail_at`-th mask;
-/// asks for a pause after every `pause_every` commits.
+/// asks for a pause after every `pause_every` commits; counts the resumes it is told of.
 struct EvenTokens {
     committed: std::sync::Arc<std::sync::Mutex<Vec<i32>>>,
+    resumes: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     masks: usize,
     fail_at: Option<usize>,
     pause_every: Option<usize>,
@@ -394,14 +395,18 @@ impl tandem_engine::TokenConstraint for EvenTokens {
             .filter(|&k| n % k == 0)
             .map(|_| "calc".to_string())
     }
+
+    fn resumed(&mut self) {
+        self.resumes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
-fn constrained(
-    h: &mut Harness,
-    id: u64,
-    fail_at: Option<usize>,
-) -> std::sync::Arc<std::sync::Mutex<Vec<i32>>> {
-    constrained_with(h, id, fail_at, None)
+type Committed = std::sync::Arc<std::sync::Mutex<Vec<i32>>>;
+type Resumes = std::sync::Arc<std::sync::atomic::AtomicUsize>;
+
+fn constrained(h: &mut Harness, id: u64, fail_at: Option<usize>) -> Committed {
+    constrained_with(h, id, fail_at, None).0
 }
 
 fn constrained_with(
@@ -409,11 +414,13 @@ fn constrained_with(
     id: u64,
     fail_at: Option<usize>,
     pause_every: Option<usize>,
-) -> std::sync::Arc<std::sync::Mutex<Vec<i32>>> {
+) -> (Committed, Resumes) {
     let committed = std::sync::Arc::default();
+    let resumes = std::sync::Arc::default();
     let (tx, rx) = unbounded_channel();
     let c = EvenTokens {
         committed: std::sync::Arc::clone(&committed),
+        resumes: std::sync::Arc::clone(&resumes),
         masks: 0,
         fail_at,
         pause_every,
@@ -430,7 +437,7 @@ fn constrained_with(
     h.prompt_len.insert(id, 6);
     h.sched.add(id, req, 0.0);
     h.rxs.insert(id, rx);
-    committed
+    (committed, resumes)
 }
 
 #[test]
@@ -462,7 +469,7 @@ fn constrained_requests_sample_only_allowed_tokens() {
 #[test]
 fn a_constraint_can_pause_its_request_in_the_step_it_completes_something() {
     let mut h = Harness::new(2, 256, 64);
-    let seen = constrained_with(&mut h, 100, None, Some(5));
+    let (seen, resumes) = constrained_with(&mut h, 100, None, Some(5));
     for round in 1..=3 {
         for _ in 0..100 {
             if h.interceptions(100) >= round {
@@ -474,6 +481,9 @@ fn a_constraint_can_pause_its_request_in_the_step_it_completes_something() {
         // Paused right after the 5th, 10th, 15th token: nothing more was generated.
         assert_eq!(seen.lock().unwrap().len(), 5 * round);
         h.sched.resume(100, vec![7, 7], h.now);
+        // The constraint hears of the resume (the appended tokens were not sampled).
+        assert_eq!(resumes.load(std::sync::atomic::Ordering::Relaxed), round);
+        assert_eq!(seen.lock().unwrap().len(), 5 * round);
     }
     h.run_to_idle();
     assert_eq!(h.tokens(100).len(), 20);
