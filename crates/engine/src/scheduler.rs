@@ -446,7 +446,14 @@ impl Scheduler {
         }
         r.generated += 1;
         record_latency(r, now);
-        let finish = if s.eog && !r.ignore_eos {
+        let finish = if s.eog && constraint_pause.is_some() {
+            // The turn ends at a pause (server-side calls to run): the end-of-turn token
+            // is kept for the KV, so the tool turn appended on resume follows it, but it is
+            // not output.
+            r.tokens.push(s.token);
+            r.segment_generated += 1;
+            None
+        } else if s.eog && !r.ignore_eos {
             Some(FinishReason::Stop)
         } else {
             r.tokens.push(s.token);

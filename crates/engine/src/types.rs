@@ -55,8 +55,10 @@ pub trait TokenConstraint: Send {
     /// Records the token sampled under the last mask (end-of-generation tokens included).
     fn commit(&mut self, token: Token) -> Result<(), String>;
     /// Asked after each commit: the output just completed something its owner must act on
-    /// before decoding goes on (a server-side tool call); the request then pauses for the
-    /// named tool in this very step, as at an interception trigger.
+    /// before decoding goes on (a turn of server-side tool calls); the request then pauses
+    /// for the named tool in this very step, as at an interception trigger. When the token
+    /// was an end-of-generation token, the request pauses instead of finishing: the token
+    /// stays in the request's context (it ends the turn) but is not output.
     fn pause_requested(&mut self) -> Option<String> {
         None
     }

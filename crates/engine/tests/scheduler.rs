@@ -489,3 +489,80 @@ fn a_constraint_can_pause_its_request_in_the_step_it_completes_something() {
     assert_eq!(h.tokens(100).len(), 20);
     h.assert_all_free();
 }
+
+/// Ends a turn (forces the fake runner's end-of-generation token 2) after every 4 other
+/// tokens (token 4) and asks for a pause at each of the first `pausing_turns` turn ends.
+struct TurnEnds {
+    since_end: usize,
+    turns: usize,
+    pausing_turns: usize,
+    pause: bool,
+}
+
+impl tandem_engine::TokenConstraint for TurnEnds {
+    fn allowed(&mut self) -> Result<Option<tandem_engine::TokenMask>, String> {
+        let t = if self.since_end == 4 { 2 } else { 4 };
+        Ok(Some(vec![1u32 << t].into()))
+    }
+
+    fn commit(&mut self, token: i32) -> Result<(), String> {
+        if token == 2 {
+            self.since_end = 0;
+            self.turns += 1;
+            self.pause = self.turns <= self.pausing_turns;
+        } else {
+            self.since_end += 1;
+        }
+        Ok(())
+    }
+
+    fn pause_requested(&mut self) -> Option<String> {
+        std::mem::take(&mut self.pause).then(|| "calc".to_string())
+    }
+}
+
+#[test]
+fn an_end_of_turn_token_with_a_pause_request_pauses_instead_of_finishing() {
+    let mut h = Harness::new(2, 256, 64);
+    let (tx, rx) = unbounded_channel();
+    let c = TurnEnds {
+        since_end: 0,
+        turns: 0,
+        pausing_turns: 2,
+        pause: false,
+    };
+    let req = NewRequest {
+        prompt: prompt(6, 1),
+        max_tokens: 40,
+        ignore_eos: false,
+        sampling: SamplingParams::default(),
+        events: tx,
+        intercept: InterceptSpec::default(),
+        constraint: Some(tandem_engine::Constraint(Box::new(c))),
+    };
+    h.prompt_len.insert(100, 6);
+    h.sched.add(100, req, 0.0);
+    h.rxs.insert(100, rx);
+    for round in 1..=2 {
+        for _ in 0..100 {
+            if h.interceptions(100) >= round {
+                break;
+            }
+            h.step();
+        }
+        assert_eq!(h.interceptions(100), round);
+        assert!(h.finish(100).is_none(), "paused, not finished");
+        h.sched.resume(100, vec![9, 9, 9], h.now);
+    }
+    h.run_to_idle();
+    assert!(matches!(
+        h.finish(100),
+        Some(Event::Finished {
+            reason: tandem_engine::FinishReason::Stop,
+            ..
+        })
+    ));
+    // Three turns of four tokens; the end-of-turn tokens are not output.
+    assert_eq!(h.tokens(100), vec![4; 12]);
+    h.assert_all_free();
+}

@@ -14,8 +14,9 @@ use llguidance::{Matcher, ParserFactory};
 use tandem_engine::{Token, TokenConstraint, TokenMask};
 use toktrie::{ApproximateTokEnv, TokEnv, TokRxInfo, TokTrie};
 
-use crate::call_object::CallObject;
 use crate::grammar::{compile, GrammarPlan};
+use crate::parser::ParserKind;
+use crate::turn_end::ServerTurns;
 
 /// A vocabulary-bound grammar compiler, built once per model.
 pub struct Guidance {
@@ -70,10 +71,19 @@ impl Guidance {
             body,
             parallel,
             window: Vec::new(),
-            server_tools: HashSet::new(),
-            call: Vec::new(),
-            pause: None,
         })
+    }
+
+    /// A constraint that pauses at the end of each turn of calls to the server-side tools
+    /// `names`, around the request's grammar (if any).
+    pub fn server_turns(
+        &self,
+        inner: Option<Guided>,
+        kind: ParserKind,
+        names: HashSet<String>,
+    ) -> ServerTurns {
+        let inner = inner.map(|g| Box::new(g) as Box<dyn TokenConstraint>);
+        ServerTurns::new(inner, Arc::clone(&self.trie), kind, names)
     }
 
     fn matcher(&self, lark: &str) -> Result<Matcher, GuidanceError> {
@@ -101,34 +111,9 @@ pub struct Guided {
     parallel: bool,
     /// Free text decoded since the last call (searched for the trigger).
     window: Vec<u8>,
-    /// Tools the server runs itself: a completed call to one of them pauses the request.
-    server_tools: HashSet<String>,
-    /// Bytes of the call being constrained (to read its name when it completes).
-    call: Vec<u8>,
-    pause: Option<String>,
 }
 
 impl Guided {
-    /// Pause the request after each completed call to one of `names` (server-side tools);
-    /// after the resume, decoding is free (lazy plans watch for the next call again).
-    pub fn pausing_for(mut self, names: HashSet<String>) -> Self {
-        self.server_tools = names;
-        self
-    }
-
-    /// A call just completed: pause if it names a server-side tool.
-    fn call_done(&mut self) {
-        let text = String::from_utf8_lossy(&std::mem::take(&mut self.call)).into_owned();
-        let Some(at) = text.find('{') else {
-            return;
-        };
-        let mut obj = CallObject::new(&["arguments", "parameters"]);
-        obj.push(&text[at..]);
-        if let Some(name) = obj.name().filter(|n| self.server_tools.contains(*n)) {
-            self.pause = Some(name.to_string());
-        }
-    }
-
     fn to_mask(v: &toktrie::SimpleVob) -> TokenMask {
         Arc::from(v.as_slice())
     }
@@ -138,7 +123,6 @@ impl Guided {
         let Some(mut m) = self.body.clone() else {
             return Ok(()); // a forced plan has no trigger, so this is never reached
         };
-        self.call = extra.to_vec();
         if !extra.is_empty() {
             let tokens = self.trie.greedy_tokenize(extra);
             m.consume_tokens(&tokens).map_err(|e| e.to_string())?;
@@ -149,7 +133,7 @@ impl Guided {
 
     fn watch(&mut self, token: Token) -> Result<(), String> {
         if self.trigger.is_empty() {
-            return Ok(()); // free for good (a forced plan after a server-side call)
+            return Ok(()); // free for good (a forced plan after a turn of server-side calls)
         }
         self.window.extend_from_slice(self.trie.token(token as u32));
         let t = &self.trigger;
@@ -188,7 +172,6 @@ impl TokenConstraint for Guided {
                 }
                 m.consume_token(token as u32).map_err(|e| e.to_string())?;
                 let accepting = m.is_accepting().unwrap_or(false);
-                self.call.extend_from_slice(self.trie.token(token as u32));
                 if accepting && lazy {
                     self.mode = if self.parallel {
                         Mode::Free
@@ -196,23 +179,15 @@ impl TokenConstraint for Guided {
                         Mode::EndOnly
                     };
                 }
-                if accepting && !self.server_tools.is_empty() {
-                    self.call_done();
-                }
                 Ok(())
             }
         }
     }
 
-    fn pause_requested(&mut self) -> Option<String> {
-        self.pause.take()
-    }
-
+    /// After server-side tool results: the next turn is free text (lazy plans watch for
+    /// the next call's trigger again; a forced plan's calls were made).
     fn resumed(&mut self) {
-        if !self.server_tools.is_empty() {
-            self.mode = Mode::Free;
-            self.window.clear();
-            self.call.clear();
-        }
+        self.mode = Mode::Free;
+        self.window.clear();
     }
 }

@@ -10,7 +10,8 @@
 //! - [`grammar`] and [`constraint`]: constrained decoding with llguidance, as an engine
 //!   [`tandem_engine::TokenConstraint`];
 //! - [`runtime`] and [`builtin`]: server-side tools fed argument events while the call is
-//!   still being decoded (partial execution).
+//!   still being decoded (partial execution); [`turn_end`]: a request pauses at the end
+//!   of a turn of server-side calls, for their results.
 
 pub mod arg_events;
 pub mod builtin;
@@ -22,5 +23,6 @@ pub mod json_scan;
 pub mod parser;
 pub mod render;
 pub mod runtime;
+pub mod turn_end;
 
 pub use parser::{ParseEvent, ParserKind, ToolCallParser};

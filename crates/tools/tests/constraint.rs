@@ -202,53 +202,88 @@ fn response_format_schema() {
         .is_object());
 }
 
+/// Feeds `text` byte by byte (free text) then lets the random model finish the turn.
+/// Returns the turn's text and the pause requested at its end, if any.
+fn server_turn(c: &mut dyn TokenConstraint, prefix: &str, seed: u64) -> (String, Option<String>) {
+    let (words, eos) = vocab();
+    let mut rng = Rng(seed);
+    let mut text: Vec<u8> = Vec::new();
+    for b in prefix.bytes() {
+        c.commit(b as i32).unwrap();
+        assert_eq!(c.pause_requested(), None);
+        text.push(b);
+    }
+    for _ in 0..3000 {
+        let t = match c.allowed().unwrap() {
+            Some(mask) => pick(&mask, words.len(), &mut rng, &words, eos),
+            None => eos,
+        };
+        c.commit(t as i32).unwrap();
+        let pause = c.pause_requested();
+        if t == eos {
+            return (String::from_utf8(text).unwrap(), pause);
+        }
+        assert_eq!(pause, None, "no pause before the turn ends");
+        text.extend_from_slice(&words[t as usize]);
+    }
+    panic!("no end of turn")
+}
+
 #[test]
-fn completed_server_side_calls_pause_and_decoding_is_free_after_the_resume() {
+fn a_turn_of_server_side_calls_pauses_at_its_end_and_the_next_turn_is_free() {
     let (words, eos) = vocab();
     let g = Guidance::new(&words, &[eos]).unwrap();
     let names: std::collections::HashSet<String> = ["weather".to_string()].into();
     let named = json!({"type": "function", "function": {"name": "weather"}});
     let mut pauses = 0;
     for (choice, prefix) in [(named, ""), (json!("auto"), "<tool_call>")] {
-        let plan = for_tools(ParserKind::Hermes, &tools(choice.clone(), true)).unwrap();
-        let mut c = g.constraint(&plan).unwrap().pausing_for(names.clone());
-        let mut rng = Rng(5);
-        let mut text: Vec<u8> = Vec::new();
-        for b in prefix.bytes() {
-            c.commit(b as i32).unwrap();
-            text.push(b);
-        }
-        let mut paused = None;
-        for _ in 0..3000 {
-            let mask = c.allowed().unwrap().expect("constrained inside the call");
-            let t = pick(&mask, words.len(), &mut rng, &words, eos);
-            c.commit(t as i32).unwrap();
-            text.extend_from_slice(&words[t as usize]);
-            if let Some(p) = c.pause_requested() {
-                paused = Some(p);
-                break;
-            }
-            if t == eos || text.ends_with(b"</tool_call>") {
-                break;
-            }
-        }
-        let text = String::from_utf8(text).unwrap();
-        let calls = parsed_calls(ParserKind::Hermes, &text);
-        match calls[0].0.as_str() {
-            "weather" => {
-                assert_eq!(paused.as_deref(), Some("weather"), "{choice}: {text}");
-                pauses += 1;
-                assert!(
-                    text.ends_with("</tool_call>"),
-                    "paused right at the call's end: {text}"
+        for seed in 1..=4 {
+            let plan = for_tools(ParserKind::Hermes, &tools(choice.clone(), true)).unwrap();
+            let guided = g.constraint(&plan).unwrap();
+            let mut c = g.server_turns(Some(guided), ParserKind::Hermes, names.clone());
+            let (text, paused) = server_turn(&mut c, prefix, seed);
+            let calls = parsed_calls(ParserKind::Hermes, &text);
+            let all_server = !calls.is_empty() && calls.iter().all(|(n, _)| n == "weather");
+            if !all_server {
+                assert_eq!(
+                    paused, None,
+                    "{choice}: a client-side call ends the turn: {text}"
                 );
-                c.resumed();
-                assert!(c.allowed().unwrap().is_none(), "free after the resume");
+                continue;
             }
-            _ => assert_eq!(paused, None, "client-side call: {text}"),
+            assert_eq!(
+                paused.as_deref(),
+                Some(&*vec!["weather"; calls.len()].join(","))
+            );
+            pauses += 1;
+            c.resumed();
+            assert!(c.allowed().unwrap().is_none(), "free after the resume");
+            let (text, paused) = server_turn(&mut c, "The weather is fine.", seed);
+            assert_eq!((text.as_str(), paused), ("The weather is fine.", None));
         }
     }
-    assert!(pauses >= 1);
+    assert!(pauses >= 2, "{pauses}");
+}
+
+#[test]
+fn text_without_calls_or_with_client_calls_does_not_pause() {
+    let (words, eos) = vocab();
+    let g = Guidance::new(&words, &[eos]).unwrap();
+    let names: std::collections::HashSet<String> = ["weather".to_string()].into();
+    let mut c = g.server_turns(None, ParserKind::Hermes, names);
+    let client = "<tool_call>\n{\"name\": \"other\", \"arguments\": {}}\n</tool_call>";
+    let server = "<tool_call>\n{\"name\": \"weather\", \"arguments\": {}}\n</tool_call>";
+    assert_eq!(server_turn(&mut c, "no calls", 1).1, None);
+    assert_eq!(server_turn(&mut c, client, 1).1, None);
+    assert_eq!(server_turn(&mut c, &format!("{server}{client}"), 1).1, None);
+    assert_eq!(
+        server_turn(&mut c, &format!("x{server}\n{server}"), 1)
+            .1
+            .as_deref(),
+        Some("weather,weather")
+    );
+    // A call cut off by the end of the turn is not a call.
+    assert_eq!(server_turn(&mut c, &server[..30], 1).1, None);
 }
 
 #[test]

@@ -1,0 +1,134 @@
+//! Where a request with server-side tools pauses: at the end of an assistant turn whose calls
+//! all name tools the server runs itself. The turn's calls have been running since their
+//! arguments began (partial execution); the pause is where their results must be appended
+//! before decoding goes on. Pausing at the end of the turn rather than at the end of each
+//! call is what lets a turn hold several calls that run in parallel. A turn that also calls
+//! a client-side tool ends the generation as usual (the client owes results too).
+//!
+//! This wraps the request's grammar constraint (if any) and watches the decoded text with a
+//! tool-call parser of the model's format, so it works whether or not a call was constrained.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use tandem_engine::{Token, TokenConstraint, TokenMask};
+use toktrie::TokTrie;
+
+use crate::parser::{ParseEvent, ParserKind, ToolCallParser};
+
+/// The calls of the turn being decoded.
+#[derive(Default)]
+struct Turn {
+    /// Calls started, by parser index: their names.
+    open: HashMap<usize, String>,
+    server: Vec<String>,
+    client: usize,
+}
+
+pub struct ServerTurns {
+    inner: Option<Box<dyn TokenConstraint>>,
+    trie: Arc<TokTrie>,
+    kind: ParserKind,
+    names: HashSet<String>,
+    parser: ToolCallParser,
+    /// Bytes of a UTF-8 character split across tokens.
+    partial: Vec<u8>,
+    turn: Turn,
+    pause: Option<String>,
+}
+
+impl ServerTurns {
+    /// `names`: the server-side tools of this request; `inner`: its grammar, if any.
+    pub fn new(
+        inner: Option<Box<dyn TokenConstraint>>,
+        trie: Arc<TokTrie>,
+        kind: ParserKind,
+        names: HashSet<String>,
+    ) -> Self {
+        Self {
+            inner,
+            trie,
+            kind,
+            names,
+            parser: kind.parser(),
+            partial: Vec::new(),
+            turn: Turn::default(),
+            pause: None,
+        }
+    }
+
+    fn on_events(&mut self, events: Vec<ParseEvent>) {
+        for e in events {
+            match e {
+                ParseEvent::CallStart { index, name } => {
+                    self.turn.open.insert(index, name);
+                }
+                ParseEvent::CallEnd { index, .. } => match self.turn.open.remove(&index) {
+                    Some(n) if self.names.contains(&n) => self.turn.server.push(n),
+                    Some(_) => self.turn.client += 1,
+                    None => {}
+                },
+                ParseEvent::CallInvalid { index, .. } => {
+                    self.turn.open.remove(&index);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Text of a token: control tokens (0xFF-prefixed in the vocabulary) as their name.
+    fn push_token_text(&mut self, token: Token) {
+        let bytes = self.trie.token(token as u32);
+        let bytes = bytes.strip_prefix(&[0xFF]).unwrap_or(bytes);
+        self.partial.extend_from_slice(bytes);
+        let valid = match std::str::from_utf8(&self.partial) {
+            Ok(s) => s.len(),
+            Err(e) if e.error_len().is_none() => e.valid_up_to(),
+            Err(_) => self.partial.len(), // not UTF-8: passed on lossily
+        };
+        let text = String::from_utf8_lossy(&self.partial[..valid]).into_owned();
+        self.partial.drain(..valid);
+        let events = self.parser.push(&text);
+        self.on_events(events);
+    }
+
+    /// The turn ended: pause when it made server-side calls and no client-side ones.
+    fn end_turn(&mut self) {
+        let events = self.parser.finish();
+        self.on_events(events);
+        let turn = std::mem::take(&mut self.turn);
+        if !turn.server.is_empty() && turn.client == 0 {
+            self.pause = Some(turn.server.join(","));
+        }
+        self.parser = self.kind.parser();
+        self.partial.clear();
+    }
+}
+
+impl TokenConstraint for ServerTurns {
+    fn allowed(&mut self) -> Result<Option<TokenMask>, String> {
+        self.inner.as_mut().map_or(Ok(None), |c| c.allowed())
+    }
+
+    fn commit(&mut self, token: Token) -> Result<(), String> {
+        if let Some(c) = self.inner.as_mut() {
+            c.commit(token)?;
+        }
+        if self.trie.eos_tokens().contains(&(token as u32)) {
+            self.end_turn();
+        } else {
+            self.push_token_text(token);
+        }
+        Ok(())
+    }
+
+    fn pause_requested(&mut self) -> Option<String> {
+        self.pause.take()
+    }
+
+    fn resumed(&mut self) {
+        if let Some(c) = self.inner.as_mut() {
+            c.resumed();
+        }
+    }
+}
