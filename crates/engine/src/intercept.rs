@@ -42,6 +42,7 @@ impl Scheduler {
         let event = Event::Intercepted {
             tool: tool.clone(),
             generated: r.generated,
+            last: r.tokens.last().copied(),
         };
         if r.events.send(event).is_err() {
             return self.retire(r, now);

@@ -126,6 +126,9 @@ pub enum Event {
     Intercepted {
         tool: String,
         generated: usize,
+        /// The last token in the request's context (for a pause at the end of a turn, the
+        /// end-of-turn token, which is not output).
+        last: Option<Token>,
     },
     /// The request failed inside the engine (e.g. a decode error); its KV was freed.
     Failed(String),

@@ -349,7 +349,10 @@ fn token_triggers_pause_only_on_generated_tokens() {
     let id = h.submit_with(prompt(12, 40), 8, spec.clone());
     h.step_until_paused(id, 1);
     assert_eq!(h.tokens(id), out[..4].to_vec());
-    let Some(Event::Intercepted { tool, generated }) = h.log[&id].last().cloned() else {
+    let Some(Event::Intercepted {
+        tool, generated, ..
+    }) = h.log[&id].last().cloned()
+    else {
         panic!()
     };
     assert_eq!((tool.as_str(), generated), ("trigger", 4));

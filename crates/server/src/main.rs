@@ -12,6 +12,8 @@ mod serve;
 mod state;
 mod template;
 mod text;
+mod tool_args;
+mod tool_turn;
 
 use std::path::PathBuf;
 

@@ -89,6 +89,8 @@ pub struct ServeArgs {
     /// shows no format.
     #[arg(long, value_name = "NAME")]
     pub tool_call_parser: Option<tandem_tools::ParserKind>,
+    #[command(flatten)]
+    pub tool_args: crate::tool_args::ToolArgs,
     /// Model layers to offload to a GPU (only with a `cuda` build).
     #[arg(long, default_value_t = 0)]
     pub gpu_layers: u32,
@@ -187,6 +189,7 @@ pub async fn run(args: ServeArgs, default_model: PathBuf) -> anyhow::Result<()> 
     if args.max_batch_tokens < min_batch {
         bail!("--max-batch-tokens must be at least --max-seqs + 3 ({min_batch}): each step must fit a decode token per sequence and a prefill chunk");
     }
+    let registry = Arc::new(args.tool_args.registry()?);
     let model = Model::load(&path, args.gpu_layers)?;
     let mut cells_per_seq = args.kv_cells / args.max_seqs;
     if cells_per_seq > model.n_ctx_train() {
@@ -249,6 +252,7 @@ pub async fn run(args: ServeArgs, default_model: PathBuf) -> anyhow::Result<()> 
         body_limit: args.max_body_bytes,
         allow_scripted: args.allow_scripted,
         tools,
+        registry,
         metrics,
         created: crate::api::chat::unix_now(),
     });

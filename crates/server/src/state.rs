@@ -1,11 +1,14 @@
 //! Shared server state handed to every handler.
 
+use std::sync::Arc;
+
 use metrics_exporter_prometheus::PrometheusHandle;
 use tandem_engine::EngineHandle;
 use tandem_llama::Model;
 
 use tandem_tools::constraint::Guidance;
 use tandem_tools::render::template_supports_tools;
+use tandem_tools::runtime::Registry;
 use tandem_tools::ParserKind;
 
 use crate::error::ApiError;
@@ -56,6 +59,8 @@ pub struct AppState {
     /// Whether requests may carry scripted tool segments (`--allow-scripted`).
     pub allow_scripted: bool,
     pub tools: ToolSetup,
+    /// Server-side tools (`--tools`).
+    pub registry: Arc<Registry>,
     pub metrics: PrometheusHandle,
     pub created: u64,
 }

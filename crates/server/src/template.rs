@@ -38,8 +38,19 @@ impl ChatTemplate {
         })
     }
 
-    /// Renders a conversation; a template that raises (e.g. bad role order) gives a 400.
+    /// Renders a conversation for the assistant's next turn; a template that raises (e.g.
+    /// bad role order) gives a 400.
     pub fn render(&self, messages: &[Json], tools: Option<&[Json]>) -> Result<String, ApiError> {
+        self.render_with(messages, tools, true)
+    }
+
+    /// Renders a conversation, with or without the assistant's generation prompt.
+    pub fn render_with(
+        &self,
+        messages: &[Json],
+        tools: Option<&[Json]>,
+        add_generation_prompt: bool,
+    ) -> Result<String, ApiError> {
         let tmpl = self
             .env
             .get_template("chat")
@@ -47,7 +58,7 @@ impl ChatTemplate {
         let ctx = minijinja::context! {
             messages => Value::from_serialize(messages),
             tools => tools.map(Value::from_serialize),
-            add_generation_prompt => true,
+            add_generation_prompt => add_generation_prompt,
             bos_token => &self.bos,
             eos_token => &self.eos,
         };

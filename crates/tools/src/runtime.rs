@@ -70,6 +70,17 @@ impl Registry {
         self.tools.insert(tool.def().name, tool);
     }
 
+    pub fn def(&self, name: &str) -> Option<ToolDef> {
+        self.tools.get(name).map(|t| t.def())
+    }
+
+    /// Registered names, sorted.
+    pub fn names(&self) -> Vec<String> {
+        let mut n: Vec<String> = self.tools.keys().cloned().collect();
+        n.sort();
+        n
+    }
+
     /// Starts a call of `name` (must be registered; needs a tokio runtime).
     pub fn start(&self, name: &str) -> Option<Running> {
         let tool = self.tools.get(name)?;

@@ -9,20 +9,20 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
 use tandem_engine::Usage;
-use tandem_tools::ToolCallParser;
+use tandem_tools::ParserKind;
 
 use crate::api::body::parse_json;
 use crate::api::generate::{usage_json, Generation};
-use crate::api::stream::{sse_response, ChunkFn};
-use crate::api::tool_calls::{self, DeltaStream, ToolPlan};
+use crate::api::server_calls::{ServerCalls, ToolResult};
+use crate::api::stream::{sse_response, ChunkFn, ChunkOf};
+use crate::api::tool_calls::{self, CallIds, DeltaStream, ToolPlan};
 use crate::api::types::{normalize_messages, ChatRequest};
 use crate::error::ApiError;
 use crate::state::AppState;
 
 /// Renders the conversation with the model's template and tokenizes it.
-fn prompt_tokens(st: &AppState, req: &ChatRequest, plan: &ToolPlan) -> Result<Vec<i32>, ApiError> {
-    let messages = normalize_messages(&req.messages)?;
-    let (messages, tools) = plan.prompt_inputs(st, &messages);
+fn prompt_tokens(st: &AppState, messages: &[Value], plan: &ToolPlan) -> Result<Vec<i32>, ApiError> {
+    let (messages, tools) = plan.prompt_inputs(st, messages);
     let text = st.template.render(&messages, tools.as_deref())?;
     let bos = st.model.special_text(st.model.bos());
     let add_bos = st.model.add_bos() && !text.starts_with(&bos);
@@ -37,15 +37,20 @@ pub async fn handler(
     let req: ChatRequest = parse_json(body, st.body_limit)?;
     st.check_model(req.common.model.as_deref())?;
     let params = req.common.validate()?;
-    let plan = ToolPlan::parse(&req)?;
-    let prompt = prompt_tokens(&st, &req, &plan)?;
+    let plan = ToolPlan::parse(&req, &st.registry)?;
+    let messages = normalize_messages(&req.messages)?;
+    let prompt = prompt_tokens(&st, &messages, &plan)?;
     let constraint = plan.constraint(&st)?;
-    let parser = plan.parser(&st);
+    let parser = plan.parser(&st).map(|_| st.tools.parser);
+    let ids = CallIds::new();
     let id = format!("chatcmpl-{}", random_id());
     let (model, created) = (st.served_name.clone(), unix_now());
-    let gen = Generation::start(st, prompt, &params, constraint)?;
+    let mut gen = Generation::start(st.clone(), prompt, &params, constraint)?;
+    if plan.serves_tools() {
+        gen = gen.with_server_calls(ServerCalls::new(st, plan.clone(), ids.clone(), messages));
+    }
     if params.stream {
-        let chunk = chunk_fn(id.clone(), model.clone(), created, parser);
+        let chunk = chunk_fn(id.clone(), model.clone(), created, parser, ids);
         let first = chunk_json(
             &id,
             &model,
@@ -55,17 +60,49 @@ pub async fn handler(
         );
         return Ok(sse_response(Some(first), gen, chunk, params.include_usage));
     }
-    let (text, finish, usage) = gen.collect().await?;
-    let message = match parser {
-        Some(p) => tool_calls::message(p, &text),
-        None => json!({"role": "assistant", "content": text}),
+    let (turns, finish, usage) = gen.collect_turns().await?;
+    let Some(kind) = parser else {
+        let text: String = turns.into_iter().map(|t| t.0).collect();
+        let message = json!({"role": "assistant", "content": text});
+        return Ok(
+            Json(full_response(&id, &model, created, message, finish, &usage)).into_response(),
+        );
     };
+    let added = turn_messages(kind, &ids, &turns);
+    let message = added
+        .iter()
+        .rev()
+        .find(|m| m["role"] == "assistant")
+        .cloned()
+        .unwrap_or_default();
     let finish = if message.get("tool_calls").is_some() {
         "tool_calls"
     } else {
         finish
     };
-    Ok(Json(full_response(&id, &model, created, message, finish, &usage)).into_response())
+    let mut body = full_response(&id, &model, created, message, finish, &usage);
+    if plan.serves_tools() {
+        body["choices"][0]["messages"] = json!(added);
+    }
+    Ok(Json(body).into_response())
+}
+
+/// The messages a completion adds to the conversation: each assistant turn, followed by the
+/// results of its server-side calls.
+fn turn_messages(
+    kind: ParserKind,
+    ids: &CallIds,
+    turns: &[(String, Vec<ToolResult>)],
+) -> Vec<Value> {
+    let mut out = Vec::new();
+    let mut base = 0;
+    for (text, results) in turns {
+        let (m, next) = tool_calls::message(kind.parser(), text, ids.clone(), base);
+        base = next;
+        out.push(m);
+        out.extend(results.iter().map(ToolResult::message));
+    }
+    out
 }
 
 fn full_response(
@@ -91,25 +128,45 @@ fn chunk_json(id: &str, model: &str, created: u64, delta: Value, finish: Option<
     })
 }
 
-fn chunk_fn(id: String, model: String, created: u64, parser: Option<ToolCallParser>) -> ChunkFn {
-    let mut deltas = parser.map(DeltaStream::new);
-    Box::new(move |text, finish| {
+fn chunk_fn(
+    id: String,
+    model: String,
+    created: u64,
+    parser: Option<ParserKind>,
+    ids: CallIds,
+) -> ChunkFn {
+    let mut deltas = parser.map(|k| DeltaStream::new(k, ids));
+    Box::new(move |of| {
         let chunk =
             |delta: Value, finish: Option<&str>| chunk_json(&id, &model, created, delta, finish);
         let Some(d) = deltas.as_mut() else {
-            let delta = text.map_or_else(|| json!({}), |t| json!({"content": t}));
-            return vec![chunk(delta, finish)];
+            return match of {
+                ChunkOf::Text(t) => vec![chunk(json!({"content": t}), None)],
+                ChunkOf::Finish(f) => vec![chunk(json!({}), Some(f))],
+                ChunkOf::ToolResults(..) | ChunkOf::Skeleton => vec![chunk(json!({}), None)],
+            };
         };
-        match (text, finish) {
-            (Some(t), _) => d.text(t).into_iter().map(|v| chunk(v, None)).collect(),
-            (None, Some(f)) => {
+        let plain = |vs: Vec<Value>| vs.into_iter().map(|v| chunk(v, None)).collect::<Vec<_>>();
+        match of {
+            ChunkOf::Text(t) => plain(d.text(t)),
+            ChunkOf::ToolResults(r, continues) => {
+                let mut out = if continues {
+                    plain(d.end_turn())
+                } else {
+                    Vec::new()
+                };
+                let results: Vec<Value> = r.iter().map(ToolResult::to_json).collect();
+                out.push(chunk(json!({"tool_results": results}), None));
+                out
+            }
+            ChunkOf::Finish(f) => {
                 let (tail, called) = d.finish();
                 let f = if called { "tool_calls" } else { f };
-                let mut out: Vec<Value> = tail.into_iter().map(|v| chunk(v, None)).collect();
+                let mut out = plain(tail);
                 out.push(chunk(json!({}), Some(f)));
                 out
             }
-            (None, None) => vec![chunk(json!({}), None)],
+            ChunkOf::Skeleton => vec![chunk(json!({}), None)],
         }
     })
 }

@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use crate::api::body::parse_json;
 use crate::api::chat::{random_id, unix_now};
 use crate::api::generate::{usage_json, Generation};
-use crate::api::stream::{sse_response, ChunkFn};
+use crate::api::stream::{sse_response, ChunkFn, ChunkOf};
 use crate::api::types::{CompletionRequest, PromptSpec};
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -86,5 +86,12 @@ fn chunk_json(id: &str, model: &str, created: u64, text: &str, finish: Option<&s
 }
 
 fn chunk_fn(id: String, model: String, created: u64) -> ChunkFn {
-    Box::new(move |text, finish| vec![chunk_json(&id, &model, created, text.unwrap_or(""), finish)])
+    Box::new(move |of| {
+        let (text, finish) = match of {
+            ChunkOf::Text(t) => (t, None),
+            ChunkOf::Finish(f) => ("", Some(f)),
+            ChunkOf::ToolResults(..) | ChunkOf::Skeleton => ("", None),
+        };
+        vec![chunk_json(&id, &model, created, text, finish)]
+    })
 }

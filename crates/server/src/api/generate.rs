@@ -3,7 +3,10 @@
 //! Dropping a `Generation` before it ends cancels the request, which frees its slot within
 //! one engine step: this is how a client disconnect reaches the engine. A request with
 //! scripted tool segments (`--allow-scripted`) is paused by the engine after each segment;
-//! the generation then waits the tool's time and resumes it with the tool's tokens.
+//! the generation then waits the tool's time and resumes it with the tool's tokens. A chat
+//! completion with server-side tools pauses at the end of each turn of server-side calls;
+//! the generation awaits the calls (started while they were decoded), hands their results
+//! on as a piece, and resumes the request with them rendered by the chat template.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -15,16 +18,24 @@ use tandem_engine::{
     Usage,
 };
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
+use tokio::task::JoinHandle;
 
+use crate::api::scripted::scripted;
+use crate::api::server_calls::{ServerCalls, ToolResult};
 use crate::api::types::GenParams;
 use crate::error::ApiError;
-use crate::script::{self, Segment};
 use crate::state::AppState;
 use crate::text::{StopMatcher, StopOutcome, Utf8Stream};
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Piece {
     Text(String),
+    /// Results of server-side calls; when `continues`, the next text is a new assistant
+    /// turn (else the generation ends after them: the turn also called client-side tools).
+    ToolResults {
+        results: Vec<ToolResult>,
+        continues: bool,
+    },
     Done {
         finish_reason: &'static str,
         usage: Usage,
@@ -43,52 +54,11 @@ pub struct Generation {
     ended: bool,
     /// Scripted tool calls still to come: how long each takes and the tokens it returns.
     tools: VecDeque<(f64, Vec<Token>)>,
-}
-
-/// The engine-facing parts of a scripted request.
-struct Scripted {
-    intercept: InterceptSpec,
-    max_tokens: usize,
-    tools: VecDeque<(f64, Vec<Token>)>,
-}
-
-/// Checks a request's scripted segments and tokenizes its tool results.
-fn scripted(st: &AppState, segments: &[Segment], prompt_len: usize) -> Result<Scripted, ApiError> {
-    if !st.allow_scripted {
-        return Err(ApiError::invalid(
-            "`segments` (scripted tool calls, for benchmarks) needs a server started with --allow-scripted",
-            "segments",
-        ));
-    }
-    script::check(segments).map_err(|m| ApiError::invalid(m, "segments"))?;
-    let need = prompt_len + script::total_decode(segments) + script::total_results(segments);
-    if need >= st.cells_per_seq {
-        return Err(ApiError::ContextLength(format!(
-            "the prompt, scripted output and tool results take {need} tokens; a sequence holds {}",
-            st.cells_per_seq
-        )));
-    }
-    let tools = script::tools(segments)
-        .iter()
-        .enumerate()
-        .map(|(i, t)| (t.duration_s, result_tokens(st, t.result_tokens, i as u64)))
-        .collect();
-    Ok(Scripted {
-        intercept: script::intercept_spec(segments),
-        max_tokens: script::total_decode(segments),
-        tools,
-    })
-}
-
-/// Exactly `n` tokens of filler text.
-fn result_tokens(st: &AppState, n: usize, seed: u64) -> Vec<Token> {
-    let text = script::filler(n + 8, seed);
-    let mut t = st.model.tokenize(&format!(" {text}"), false, false);
-    while t.len() < n {
-        t.extend_from_within(..);
-    }
-    t.truncate(n);
-    t
+    server: Option<ServerCalls>,
+    /// Server-side calls being awaited, and the end-of-turn token they resume after.
+    waiting: Option<(JoinHandle<Vec<ToolResult>>, Option<Token>)>,
+    /// The end, held back until the last turn's server-side calls have returned.
+    deferred: Option<(&'static str, Usage)>,
 }
 
 impl Generation {
@@ -144,7 +114,16 @@ impl Generation {
             completion_tokens: 0,
             ended: false,
             tools: script.map_or_else(VecDeque::new, |s| s.tools),
+            server: None,
+            waiting: None,
+            deferred: None,
         })
+    }
+
+    /// Runs the request's server-side tool calls (chat completions with `server_tools`).
+    pub fn with_server_calls(mut self, calls: ServerCalls) -> Self {
+        self.server = Some(calls);
+        self
     }
 
     /// The next piece; `None` after `Done` (or after an error).
@@ -156,8 +135,18 @@ impl Generation {
             if self.ended {
                 return None;
             }
-            let event = self.rx.recv().await;
-            if let Err(e) = self.handle(event) {
+            let outcome = match self.waiting.take() {
+                // Nothing else can arrive meanwhile: the request is paused or finished.
+                Some((calls, eot)) => match calls.await {
+                    Ok(results) => self.on_results(results, eot),
+                    Err(e) => Err(ApiError::Internal(format!("server-side tools: {e}"))),
+                },
+                None => {
+                    let event = self.rx.recv().await;
+                    self.handle(event)
+                }
+            };
+            if let Err(e) = outcome {
                 self.ended = true;
                 return Some(Err(e));
             }
@@ -170,10 +159,38 @@ impl Generation {
         while let Some(p) = self.next().await {
             match p? {
                 Piece::Text(t) => text.push_str(&t),
+                Piece::ToolResults { .. } => {}
                 Piece::Done {
                     finish_reason,
                     usage,
                 } => return Ok((text, finish_reason, usage)),
+            }
+        }
+        Err(ApiError::Internal(
+            "generation ended without a result".into(),
+        ))
+    }
+
+    /// Reads the whole generation by turns: each turn's text and the results of its
+    /// server-side calls (none for the last turn unless it ended with calls), and the end.
+    pub async fn collect_turns(
+        mut self,
+    ) -> Result<(Vec<(String, Vec<ToolResult>)>, &'static str, Usage), ApiError> {
+        let mut turns = vec![(String::new(), Vec::new())];
+        while let Some(p) = self.next().await {
+            let turn = turns.last_mut().expect("a turn");
+            match p? {
+                Piece::Text(t) => turn.0.push_str(&t),
+                Piece::ToolResults { results, continues } => {
+                    turn.1 = results;
+                    if continues {
+                        turns.push((String::new(), Vec::new()));
+                    }
+                }
+                Piece::Done {
+                    finish_reason,
+                    usage,
+                } => return Ok((turns, finish_reason, usage)),
             }
         }
         Err(ApiError::Internal(
@@ -196,9 +213,17 @@ impl Generation {
                     FinishReason::Stop => "stop",
                     FinishReason::Length => "length",
                 };
-                self.end(finish, usage);
+                if !self.await_server_calls(None) {
+                    self.end(finish, usage);
+                } else {
+                    self.deferred = Some((finish, usage));
+                }
             }
-            Some(Event::Intercepted { .. }) => self.run_tool(),
+            Some(Event::Intercepted { last, .. }) => {
+                if !self.await_server_calls(last) {
+                    self.run_tool();
+                }
+            }
             Some(Event::Failed(m)) => return Err(ApiError::Internal(m)),
             None => return Err(ApiError::Internal("the engine stopped".into())),
         }
@@ -217,6 +242,41 @@ impl Generation {
         });
     }
 
+    /// Ends the turn for the server-side calls; false when the request has none.
+    fn await_server_calls(&mut self, eot: Option<Token>) -> bool {
+        let Some(server) = self.server.as_mut() else {
+            return false;
+        };
+        let calls = server.end_turn();
+        if calls.is_empty() && eot.is_none() {
+            return false; // finished without server-side calls to report
+        }
+        let task = tokio::spawn(calls.results(server.ids()));
+        self.waiting = Some((task, eot));
+        true
+    }
+
+    /// The turn's calls returned: the client sees their results; the request resumes with
+    /// them, or ends if it had finished.
+    fn on_results(&mut self, results: Vec<ToolResult>, eot: Option<Token>) -> Result<(), ApiError> {
+        metrics::counter!("tandem_server_tool_calls_total").increment(results.len() as u64);
+        let continues = self.deferred.is_none();
+        self.queue.push_back(Piece::ToolResults {
+            results: results.clone(),
+            continues,
+        });
+        if let Some((finish, usage)) = self.deferred.take() {
+            self.end(finish, usage);
+            return Ok(());
+        }
+        let (Some(server), Some(eot)) = (self.server.as_mut(), eot) else {
+            return Ok(());
+        };
+        let tokens = server.resume_tokens(&results, eot)?;
+        self.st.engine.resume(self.id, tokens);
+        Ok(())
+    }
+
     fn on_token(&mut self, t: Token) {
         self.completion_tokens += 1;
         let piece = self.st.model.piece(t);
@@ -227,6 +287,9 @@ impl Generation {
     fn emit_text(&mut self, text: &str) {
         if self.ended || text.is_empty() {
             return;
+        }
+        if let Some(server) = self.server.as_mut() {
+            server.push(text);
         }
         match self.stop.push(text) {
             StopOutcome::Emit(s) => self.push_text(s),
@@ -262,6 +325,9 @@ impl Generation {
 
 impl Drop for Generation {
     fn drop(&mut self) {
+        if let Some((calls, _)) = self.waiting.take() {
+            calls.abort(); // the calls' tools are stopped with it
+        }
         if !self.ended {
             self.st.engine.cancel(self.id);
         }

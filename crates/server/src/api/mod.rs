@@ -5,6 +5,8 @@ pub mod chat;
 pub mod completions;
 pub mod generate;
 pub mod misc;
+pub mod scripted;
+pub mod server_calls;
 pub mod stream;
 pub mod tool_calls;
 pub mod types;

@@ -12,14 +12,25 @@ use serde_json::Value;
 use tandem_engine::Usage;
 
 use crate::api::generate::{usage_json, Generation, Piece};
+use crate::api::server_calls::ToolResult;
 
-/// Builds the chunks for a piece of text (or none) and a finish reason (or none): usually
-/// one, none or several when a tool-call parser holds text back or splits it into deltas.
-/// Called with neither, it gives the skeleton of a chunk (for the usage chunk).
-pub type ChunkFn = Box<dyn FnMut(Option<&str>, Option<&str>) -> Vec<Value> + Send>;
+/// What a chunk is made for.
+pub enum ChunkOf<'a> {
+    Text(&'a str),
+    /// Results of server-side tool calls (chat completions only), and whether a new
+    /// assistant turn follows.
+    ToolResults(&'a [ToolResult], bool),
+    Finish(&'a str),
+    /// The skeleton of a chunk (for the usage chunk).
+    Skeleton,
+}
+
+/// Builds the chunks for a piece: usually one, none or several when a tool-call parser
+/// holds text back or splits it into deltas.
+pub type ChunkFn = Box<dyn FnMut(ChunkOf) -> Vec<Value> + Send>;
 
 enum Phase {
-    Running(Generation),
+    Running(Box<Generation>),
     Usage(Usage),
     Done,
     End,
@@ -45,14 +56,19 @@ async fn advance(mut s: StreamState) -> Option<(Event, StreamState)> {
         match std::mem::replace(&mut s.phase, Phase::End) {
             Phase::Running(mut gen) => match gen.next().await {
                 Some(Ok(Piece::Text(t))) => {
-                    s.pending.extend((s.chunk)(Some(&t), None));
+                    s.pending.extend((s.chunk)(ChunkOf::Text(&t)));
+                    s.phase = Phase::Running(gen);
+                }
+                Some(Ok(Piece::ToolResults { results, continues })) => {
+                    s.pending
+                        .extend((s.chunk)(ChunkOf::ToolResults(&results, continues)));
                     s.phase = Phase::Running(gen);
                 }
                 Some(Ok(Piece::Done {
                     finish_reason,
                     usage,
                 })) => {
-                    s.pending.extend((s.chunk)(None, Some(finish_reason)));
+                    s.pending.extend((s.chunk)(ChunkOf::Finish(finish_reason)));
                     s.phase = if s.include_usage {
                         Phase::Usage(usage)
                     } else {
@@ -66,7 +82,7 @@ async fn advance(mut s: StreamState) -> Option<(Event, StreamState)> {
                 None => return Some((Event::default().data("[DONE]"), s)), // phase is End
             },
             Phase::Usage(u) => {
-                let mut v = (s.chunk)(None, None).pop().unwrap_or_default();
+                let mut v = (s.chunk)(ChunkOf::Skeleton).pop().unwrap_or_default();
                 v["choices"] = Value::Array(vec![]);
                 v["usage"] = usage_json(&u);
                 s.phase = Phase::Done;
@@ -86,7 +102,7 @@ fn events(
 ) -> impl Stream<Item = Result<Event, Infallible>> {
     let head = stream::iter(first.map(|v| Ok(json_event(&v))));
     let state = StreamState {
-        phase: Phase::Running(gen),
+        phase: Phase::Running(Box::new(gen)),
         pending: VecDeque::new(),
         chunk,
         include_usage,

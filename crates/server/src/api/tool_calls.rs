@@ -4,12 +4,15 @@
 //! delta of a call has its index, id, type and name; later ones carry argument fragments that
 //! concatenate to exactly the final arguments).
 
+use std::collections::HashSet;
+
 use serde_json::{json, Value};
 use tandem_engine::Constraint;
 use tandem_tools::defs::{DefError, ResponseFormat, ToolRequest};
 use tandem_tools::grammar::{check_schema, for_response_format, for_tools};
 use tandem_tools::render::{inline_tools, template_messages};
-use tandem_tools::{ParseEvent, ToolCallParser};
+use tandem_tools::runtime::Registry;
+use tandem_tools::{ParseEvent, ParserKind, ToolCallParser};
 
 use crate::api::chat::random_id;
 use crate::api::types::ChatRequest;
@@ -24,15 +27,80 @@ fn def_error(e: DefError) -> ApiError {
 }
 
 /// The checked tool fields of a chat request.
+#[derive(Clone)]
 pub struct ToolPlan {
+    /// Client-side tools and the server-side ones the request enabled, together.
     pub tools: ToolRequest,
     pub format: ResponseFormat,
+    /// Names of the tools the server runs for this request (`server_tools`).
+    pub server: HashSet<String>,
+}
+
+/// Definitions of the server-side tools a request names, checked against the registry and
+/// the request's own tools.
+fn server_defs(
+    names: &[String],
+    client: Option<&Value>,
+    registry: &Registry,
+) -> Result<Vec<Value>, ApiError> {
+    let param = "server_tools";
+    let client_names: HashSet<&str> = client
+        .and_then(Value::as_array)
+        .map(|l| {
+            l.iter()
+                .filter_map(|t| t["function"]["name"].as_str())
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut defs = Vec::new();
+    for (i, n) in names.iter().enumerate() {
+        let Some(def) = registry.def(n) else {
+            let have = registry.names().join(", ");
+            let have = if have.is_empty() {
+                "none (start the server with --tools)".to_string()
+            } else {
+                have
+            };
+            return Err(ApiError::invalid(
+                format!(
+                    "server_tools[{i}]: no server-side tool named '{n}'; this server has: {have}"
+                ),
+                param,
+            ));
+        };
+        if client_names.contains(n.as_str()) {
+            return Err(ApiError::invalid(format!("server_tools[{i}]: '{n}' is also defined in `tools`; a tool is either client-side or server-side"), param));
+        }
+        if names[..i].contains(n) {
+            return Err(ApiError::invalid(
+                format!("server_tools[{i}]: '{n}' is named twice"),
+                param,
+            ));
+        }
+        defs.push(json!({"type": "function", "function": def.to_json()["function"].clone()}));
+    }
+    Ok(defs)
+}
+
+/// The request's `tools` with the server-side tools' definitions appended.
+fn all_tools(req: &ChatRequest, registry: &Registry) -> Result<Option<Value>, ApiError> {
+    let names = req.server_tools.as_deref().unwrap_or_default();
+    if names.is_empty() {
+        return Ok(req.tools.clone());
+    }
+    let defs = server_defs(names, req.tools.as_ref(), registry)?;
+    match &req.tools {
+        None | Some(Value::Null) => Ok(Some(Value::Array(defs))),
+        Some(Value::Array(l)) => Ok(Some(Value::Array(l.iter().cloned().chain(defs).collect()))),
+        Some(other) => Ok(Some(other.clone())), // ToolRequest::parse names the problem
+    }
 }
 
 impl ToolPlan {
-    pub fn parse(req: &ChatRequest) -> Result<Self, ApiError> {
+    pub fn parse(req: &ChatRequest, registry: &Registry) -> Result<Self, ApiError> {
+        let merged = all_tools(req, registry)?;
         let tools = ToolRequest::parse(
-            req.tools.as_ref(),
+            merged.as_ref(),
             req.tool_choice.as_ref(),
             req.parallel_tool_calls.as_ref(),
             &check_schema,
@@ -40,7 +108,17 @@ impl ToolPlan {
         .map_err(def_error)?;
         let format = ResponseFormat::parse(req.response_format.as_ref(), &check_schema)
             .map_err(def_error)?;
-        Ok(Self { tools, format })
+        let server = req.server_tools.iter().flatten().cloned().collect();
+        Ok(Self {
+            tools,
+            format,
+            server,
+        })
+    }
+
+    /// Whether calls to server-side tools may come up.
+    pub fn serves_tools(&self) -> bool {
+        self.tools.active() && !self.server.is_empty()
     }
 
     /// Messages and tool definitions to render: the template's own tool support when it has
@@ -67,15 +145,16 @@ impl ToolPlan {
     pub fn constraint(&self, st: &AppState) -> Result<Option<Constraint>, ApiError> {
         let plan =
             for_tools(st.tools.parser, &self.tools).or_else(|| for_response_format(&self.format));
-        let Some(plan) = plan else {
-            return Ok(None);
-        };
-        let guided = st
-            .tools
-            .guidance
-            .constraint(&plan)
+        let guidance = &st.tools.guidance;
+        let guided = plan
+            .map(|p| guidance.constraint(&p))
+            .transpose()
             .map_err(|e| ApiError::invalid(e.to_string(), "tools"))?;
-        Ok(Some(Constraint(Box::new(guided))))
+        if self.serves_tools() {
+            let turns = guidance.server_turns(guided, st.tools.parser, self.server.clone());
+            return Ok(Some(Constraint(Box::new(turns))));
+        }
+        Ok(guided.map(|g| Constraint(Box::new(g))))
     }
 
     /// A parser for the output when calls are parsed.
@@ -84,65 +163,139 @@ impl ToolPlan {
     }
 }
 
+/// Call ids of one completion: a random prefix and the call's index over the whole
+/// completion, so the stream, the final message and server-side results name a call alike.
+#[derive(Clone, Debug)]
+pub struct CallIds(String);
+
+impl CallIds {
+    pub fn new() -> Self {
+        Self(random_id())
+    }
+
+    pub fn id(&self, index: usize) -> String {
+        format!("call_{}_{index}", self.0)
+    }
+}
+
 struct Call {
-    id: String,
+    index: usize,
     name: String,
     args: String,
     valid: bool,
 }
 
-/// A whole response's message from its text: content (null when only calls and blank text)
-/// and the valid calls; malformed calls are returned as content.
-pub fn message(mut parser: ToolCallParser, text: &str) -> Value {
-    let mut events = parser.push(text);
-    events.extend(parser.finish());
-    let mut content = String::new();
-    let mut calls: Vec<Call> = Vec::new();
-    for e in events {
+/// One assistant turn's message, built from its parse events: content (null when only calls
+/// and blank text) and the valid calls; malformed calls are returned as content. `base` is
+/// the index of the turn's first call over the completion.
+pub struct MessageBuilder {
+    ids: CallIds,
+    base: usize,
+    content: String,
+    calls: Vec<Call>,
+}
+
+impl MessageBuilder {
+    pub fn new(ids: CallIds, base: usize) -> Self {
+        Self {
+            ids,
+            base,
+            content: String::new(),
+            calls: Vec::new(),
+        }
+    }
+
+    pub fn event(&mut self, e: &ParseEvent) {
         match e {
-            ParseEvent::Content(t) => content.push_str(&t),
+            ParseEvent::Content(t) => self.content.push_str(t),
             ParseEvent::Markup(_) => {}
-            ParseEvent::CallStart { name, .. } => calls.push(Call {
-                id: call_id(),
-                name,
+            ParseEvent::CallStart { index, name } => self.calls.push(Call {
+                index: self.base + index,
+                name: name.clone(),
                 args: String::new(),
                 valid: false,
             }),
-            ParseEvent::CallArgs { index, fragment } => calls[index].args.push_str(&fragment),
-            ParseEvent::CallEnd { index, .. } => calls[index].valid = true,
-            ParseEvent::CallInvalid { raw, .. } => content.push_str(&raw),
+            ParseEvent::CallArgs { index, fragment } => {
+                if let Some(c) = self.call(*index) {
+                    c.args.push_str(fragment);
+                }
+            }
+            ParseEvent::CallEnd { index, .. } => {
+                if let Some(c) = self.call(*index) {
+                    c.valid = true;
+                }
+            }
+            ParseEvent::CallInvalid { raw, .. } => self.content.push_str(raw),
         }
     }
-    let calls: Vec<Value> = calls
-        .into_iter()
-        .filter(|c| c.valid)
-        .map(|c| json!({"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.args}}))
-        .collect();
-    let content = if calls.is_empty() || !content.trim().is_empty() {
-        json!(content)
-    } else {
-        Value::Null
-    };
-    let mut m = json!({"role": "assistant", "content": content});
-    if !calls.is_empty() {
-        m["tool_calls"] = json!(calls);
+
+    fn call(&mut self, index: usize) -> Option<&mut Call> {
+        let i = self.base + index;
+        self.calls.iter_mut().find(|c| c.index == i)
     }
-    m
+
+    /// Index for the next turn's first call.
+    pub fn next_base(&self) -> usize {
+        self.calls.last().map_or(self.base, |c| c.index + 1)
+    }
+
+    pub fn message(&self) -> Value {
+        let calls: Vec<Value> = self
+            .calls
+            .iter()
+            .filter(|c| c.valid)
+            .map(|c| json!({"id": self.ids.id(c.index), "type": "function", "function": {"name": c.name, "arguments": c.args}}))
+            .collect();
+        let content = if calls.is_empty() || !self.content.trim().is_empty() {
+            json!(self.content)
+        } else {
+            Value::Null
+        };
+        let mut m = json!({"role": "assistant", "content": content});
+        if !calls.is_empty() {
+            m["tool_calls"] = json!(calls);
+        }
+        m
+    }
 }
 
-fn call_id() -> String {
-    format!("call_{}", random_id())
+/// A whole turn's message from its text (see [`MessageBuilder`]), and the index of the
+/// next turn's first call.
+pub fn message(
+    mut parser: ToolCallParser,
+    text: &str,
+    ids: CallIds,
+    base: usize,
+) -> (Value, usize) {
+    let mut events = parser.push(text);
+    events.extend(parser.finish());
+    let mut b = MessageBuilder::new(ids, base);
+    events.iter().for_each(|e| b.event(e));
+    (b.message(), b.next_base())
 }
 
-/// Turns streamed text into chat deltas through a tool-call parser.
+/// Turns streamed text into chat deltas through a tool-call parser. Server-side tool turns
+/// end with [`DeltaStream::end_turn`]: the next turn's calls go on numbering from there.
 pub struct DeltaStream {
+    kind: ParserKind,
     parser: ToolCallParser,
+    ids: CallIds,
+    /// Index of this turn's first call; `seen`: calls started in this turn.
+    base: usize,
+    seen: usize,
     calls: usize,
 }
 
 impl DeltaStream {
-    pub fn new(parser: ToolCallParser) -> Self {
-        Self { parser, calls: 0 }
+    pub fn new(kind: ParserKind, ids: CallIds) -> Self {
+        Self {
+            kind,
+            parser: kind.parser(),
+            ids,
+            base: 0,
+            seen: 0,
+            calls: 0,
+        }
     }
 
     pub fn text(&mut self, text: &str) -> Vec<Value> {
@@ -150,10 +303,19 @@ impl DeltaStream {
         self.deltas(events)
     }
 
-    /// Deltas for held text at the end, and whether the message made calls.
+    /// Deltas for held text at the end, and whether the last turn made calls.
     pub fn finish(&mut self) -> (Vec<Value>, bool) {
         let events = self.parser.finish();
         (self.deltas(events), self.calls > 0)
+    }
+
+    /// A turn of server-side calls ended (their results follow): deltas for held text.
+    pub fn end_turn(&mut self) -> Vec<Value> {
+        let out = self.finish().0;
+        self.parser = self.kind.parser();
+        self.base += self.seen;
+        (self.seen, self.calls) = (0, 0);
+        out
     }
 
     fn deltas(&mut self, events: Vec<ParseEvent>) -> Vec<Value> {
@@ -165,11 +327,15 @@ impl DeltaStream {
             ParseEvent::Content(t) | ParseEvent::CallInvalid { raw: t, .. } => {
                 json!({"content": t})
             }
-            ParseEvent::CallStart { index, name } => json!({"tool_calls": [{
-                "index": index, "id": call_id(), "type": "function",
-                "function": {"name": name, "arguments": ""}}]}),
+            ParseEvent::CallStart { index, name } => {
+                self.seen = self.seen.max(index + 1);
+                let i = self.base + index;
+                json!({"tool_calls": [{
+                "index": i, "id": self.ids.id(i), "type": "function",
+                "function": {"name": name, "arguments": ""}}]})
+            }
             ParseEvent::CallArgs { index, fragment } => {
-                json!({"tool_calls": [{"index": index, "function": {"arguments": fragment}}]})
+                json!({"tool_calls": [{"index": self.base + index, "function": {"arguments": fragment}}]})
             }
             ParseEvent::CallEnd { .. } => {
                 self.calls += 1;

@@ -48,6 +48,9 @@ pub struct ChatRequest {
     pub tool_choice: Option<Value>,
     pub parallel_tool_calls: Option<Value>,
     pub response_format: Option<Value>,
+    /// tandem extension: names of server-side tools (registered with `--tools`) this request
+    /// may call; the server runs them and continues the generation with their results.
+    pub server_tools: Option<Vec<String>>,
     #[serde(flatten)]
     pub common: CommonParams,
 }

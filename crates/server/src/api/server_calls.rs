@@ -1,0 +1,183 @@
+//! Server-side tool calls of one chat completion. The generated text is parsed as it is
+//! decoded; a call to a server-side tool starts as soon as its name is known and is fed its
+//! arguments while the model is still writing them (partial execution, Conveyor). When the
+//! request pauses at the end of the turn, the turn's calls are awaited together (they ran in
+//! parallel), their results become the template's tool messages, and the rendered text is
+//! what the request resumes with.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+use tandem_engine::Token;
+use tandem_tools::runtime::{Registry, Running, ToolOutput};
+use tandem_tools::{ParseEvent, ParserKind, ToolCallParser};
+
+use crate::api::tool_calls::{CallIds, MessageBuilder, ToolPlan};
+use crate::error::ApiError;
+use crate::state::AppState;
+use crate::tool_turn::appended_text;
+
+/// A finished server-side call, as the client sees it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ToolResult {
+    pub index: usize,
+    pub id: String,
+    pub name: String,
+    pub output: ToolOutput,
+}
+
+impl ToolResult {
+    /// What the model reads (errors are marked as such).
+    pub fn content(&self) -> String {
+        if self.output.is_error {
+            format!("Error: {}", self.output.content)
+        } else {
+            self.output.content.clone()
+        }
+    }
+
+    /// The `tool` message for the conversation history.
+    pub fn message(&self) -> Value {
+        json!({"role": "tool", "tool_call_id": self.id, "name": self.name, "content": self.content()})
+    }
+
+    /// The stream's (and response's) view of the result.
+    pub fn to_json(&self) -> Value {
+        json!({"index": self.index, "tool_call_id": self.id, "name": self.name,
+               "content": self.output.content, "is_error": self.output.is_error})
+    }
+}
+
+/// The server-side calls of a turn that just ended, to await.
+pub struct TurnCalls(Vec<(usize, String, String, Running)>);
+
+impl TurnCalls {
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Waits for every call (they run concurrently).
+    pub async fn results(self, ids: CallIds) -> Vec<ToolResult> {
+        let futures = self.0.into_iter().map(|(index, _, name, run)| {
+            let id = ids.id(index);
+            async move {
+                let output = run.finish().await;
+                ToolResult {
+                    index,
+                    id,
+                    name,
+                    output,
+                }
+            }
+        });
+        futures::future::join_all(futures).await
+    }
+}
+
+pub struct ServerCalls {
+    st: Arc<AppState>,
+    plan: ToolPlan,
+    registry: Arc<Registry>,
+    kind: ParserKind,
+    ids: CallIds,
+    parser: ToolCallParser,
+    turn: MessageBuilder,
+    /// Server-side calls of this turn: by index over the completion.
+    running: HashMap<usize, (String, Running)>,
+    complete: HashSet<usize>,
+    base: usize,
+    /// The request's messages followed by this completion's turns and tool results.
+    conversation: Vec<Value>,
+}
+
+impl ServerCalls {
+    pub fn new(st: Arc<AppState>, plan: ToolPlan, ids: CallIds, messages: Vec<Value>) -> Self {
+        let kind = st.tools.parser;
+        Self {
+            registry: Arc::clone(&st.registry),
+            st,
+            plan,
+            kind,
+            parser: kind.parser(),
+            turn: MessageBuilder::new(ids.clone(), 0),
+            ids,
+            running: HashMap::new(),
+            complete: HashSet::new(),
+            base: 0,
+            conversation: messages,
+        }
+    }
+
+    pub fn ids(&self) -> CallIds {
+        self.ids.clone()
+    }
+
+    /// Decoded text of the current turn.
+    pub fn push(&mut self, text: &str) {
+        let events = self.parser.push(text);
+        events.into_iter().for_each(|e| self.on_event(e));
+    }
+
+    fn on_event(&mut self, e: ParseEvent) {
+        self.turn.event(&e);
+        match e {
+            ParseEvent::CallStart { index, name } if self.plan.server.contains(&name) => {
+                if let Some(run) = self.registry.start(&name) {
+                    self.running.insert(self.base + index, (name, run));
+                }
+            }
+            ParseEvent::CallArgs { index, fragment } => {
+                if let Some((_, run)) = self.running.get_mut(&(self.base + index)) {
+                    run.feed(&fragment);
+                }
+            }
+            ParseEvent::CallEnd { index, .. } => {
+                self.complete.insert(self.base + index);
+            }
+            ParseEvent::CallInvalid { index, .. } => {
+                self.running.remove(&(self.base + index)); // dropping aborts it
+            }
+            _ => {}
+        }
+    }
+
+    /// The turn ended: its message joins the conversation; its complete server-side calls
+    /// are returned to await (calls cut off are dropped, which stops them).
+    pub fn end_turn(&mut self) -> TurnCalls {
+        let events = self.parser.finish();
+        events.into_iter().for_each(|e| self.on_event(e));
+        self.conversation.push(self.turn.message());
+        self.base = self.turn.next_base();
+        self.turn = MessageBuilder::new(self.ids.clone(), self.base);
+        self.parser = self.kind.parser();
+        let mut calls: Vec<_> = std::mem::take(&mut self.running)
+            .into_iter()
+            .filter(|(i, _)| self.complete.contains(i))
+            .map(|(i, (name, run))| (i, self.ids.id(i), name, run))
+            .collect();
+        calls.sort_by_key(|c| c.0);
+        self.complete.clear();
+        TurnCalls(calls)
+    }
+
+    /// The tokens to resume with: the results rendered as the template's tool turn, then the
+    /// next assistant prompt. `eot`: the token that ended the turn.
+    pub fn resume_tokens(
+        &mut self,
+        results: &[ToolResult],
+        eot: Token,
+    ) -> Result<Vec<Token>, ApiError> {
+        let st = &self.st;
+        let plan = &self.plan;
+        let render = |messages: &[Value], gen: bool| {
+            let (messages, tools) = plan.prompt_inputs(st, messages);
+            st.template.render_with(&messages, tools.as_deref(), gen)
+        };
+        let messages: Vec<Value> = results.iter().map(ToolResult::message).collect();
+        let eot_text = st.model.special_text(eot);
+        let text = appended_text(&render, &self.conversation, &messages, &eot_text)?;
+        self.conversation.extend(messages);
+        Ok(st.model.tokenize(&text, false, true))
+    }
+}
