@@ -83,6 +83,11 @@ pub struct ServeArgs {
     /// the scripted tool time.
     #[arg(long)]
     pub allow_scripted: bool,
+    /// Accept the `replay` extension on chat completions: the assistant text to produce,
+    /// one string per turn, taken as the next tokens instead of sampling (real forward
+    /// passes, real server-side tools). For benchmarks (`tandem bench --workload conveyor`).
+    #[arg(long)]
+    pub allow_replay: bool,
     /// Tool-call format to parse (and to describe tools in, when the chat template has no
     /// tool support): hermes (`<tool_call>{...}</tool_call>`), llama3 (JSON calls), mistral
     /// (`[TOOL_CALLS][...]`). Default: chosen from the model's chat template, hermes when it
@@ -251,6 +256,7 @@ pub async fn run(args: ServeArgs, default_model: PathBuf) -> anyhow::Result<()> 
         cells_per_seq,
         body_limit: args.max_body_bytes,
         allow_scripted: args.allow_scripted,
+        allow_replay: args.allow_replay,
         tools,
         registry,
         metrics,

@@ -58,6 +58,8 @@ pub struct AppState {
     pub body_limit: usize,
     /// Whether requests may carry scripted tool segments (`--allow-scripted`).
     pub allow_scripted: bool,
+    /// Whether chat requests may carry `replay` text (`--allow-replay`).
+    pub allow_replay: bool,
     pub tools: ToolSetup,
     /// Server-side tools (`--tools`).
     pub registry: Arc<Registry>,

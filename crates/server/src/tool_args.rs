@@ -2,14 +2,23 @@
 
 use std::sync::Arc;
 
-use anyhow::bail;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
 use clap::Args;
+use tandem_tools::builtin::calc::Calc;
+use tandem_tools::builtin::http_get::HttpGet;
+use tandem_tools::builtin::plan::Plan;
 use tandem_tools::builtin::python::{Python, PythonLimits};
-use tandem_tools::runtime::Registry;
+use tandem_tools::builtin::search::Search;
+use tandem_tools::builtin::validate::Validate;
+use tandem_tools::runtime::{Registry, Tool};
 
 #[derive(Args, Debug, Clone)]
 pub struct ToolArgs {
-    /// Server-side tools to register, comma-separated: python. A request uses them by
+    /// Server-side tools to register, comma-separated: python, search, plan, http_get,
+    /// validate, calc (docs/server-tools.md). A request uses them by
     /// naming them in the `server_tools` extension field (docs/server-tools.md); the server
     /// runs their calls and continues the generation with the results.
     #[arg(long, value_delimiter = ',', value_name = "NAMES")]
@@ -22,6 +31,23 @@ pub struct ToolArgs {
     /// Wall-clock limit of one server-side tool call, in seconds.
     #[arg(long, default_value_t = 30.0)]
     pub tool_timeout: f64,
+    /// Folder of .txt/.md documents the `search` tool indexes at startup (default: the
+    /// small corpus shipped in the repository's data/corpus).
+    #[arg(long, value_name = "DIR")]
+    pub search_dir: Option<PathBuf>,
+    /// Delay added to every `search` query, in milliseconds, to stand in for a remote
+    /// search service in benchmarks (the local index answers in under a millisecond).
+    #[arg(long, default_value_t = 0)]
+    pub search_latency_ms: u64,
+    /// URL prefixes the `http_get` tool may fetch, comma-separated (e.g.
+    /// http://127.0.0.1:9000/). Nothing else is fetched.
+    #[arg(long, value_delimiter = ',', value_name = "PREFIXES")]
+    pub http_allow: Vec<String>,
+}
+
+/// The corpus shipped with the source tree.
+fn shipped_corpus() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/corpus")
 }
 
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,7 +57,7 @@ pub enum OnOff {
 }
 
 /// The built-in tools.
-pub const BUILTIN: &[&str] = &["python"];
+pub const BUILTIN: &[&str] = &["python", "search", "plan", "http_get", "validate", "calc"];
 
 impl ToolArgs {
     pub fn registry(&self) -> anyhow::Result<Registry> {
@@ -39,17 +65,17 @@ impl ToolArgs {
             bail!("--tool-timeout must be a positive number of seconds");
         }
         let mut reg = Registry::new(self.partial_exec == OnOff::On);
-        for name in &self.tools {
-            match name.as_str() {
-                "python" => reg.add(Arc::new(Python::new(PythonLimits {
-                    wall_seconds: self.tool_timeout,
-                    ..PythonLimits::default()
-                }))),
-                other => bail!(
-                    "--tools: no built-in tool named '{other}' (available: {})",
-                    BUILTIN.join(", ")
-                ),
-            }
+        for name in self.tools.iter().filter(|n| n.as_str() != "plan") {
+            reg.add(self.tool(name)?);
+        }
+        if self.tools.iter().any(|n| n == "plan") {
+            // Plan steps get their whole arguments at once: partial execution is the plan's.
+            let mut steps = reg.clone();
+            steps.partial = false;
+            reg.add(Arc::new(Plan {
+                tools: steps,
+                max_steps: 16,
+            }));
         }
         if !reg.names().is_empty() {
             tracing::info!(
@@ -59,5 +85,35 @@ impl ToolArgs {
             );
         }
         Ok(reg)
+    }
+
+    fn tool(&self, name: &str) -> anyhow::Result<Arc<dyn Tool>> {
+        let timeout = Duration::from_secs_f64(self.tool_timeout);
+        Ok(match name {
+            "python" => Arc::new(Python::new(PythonLimits {
+                wall_seconds: self.tool_timeout,
+                ..PythonLimits::default()
+            })),
+            "search" => {
+                let dir = self.search_dir.clone().unwrap_or_else(shipped_corpus);
+                let latency = Duration::from_millis(self.search_latency_ms);
+                let s =
+                    Search::open(&dir, latency).with_context(|| "--tools search (--search-dir)")?;
+                tracing::info!("search: {} documents from {}", s.len(), dir.display());
+                Arc::new(s)
+            }
+            "http_get" => {
+                if self.http_allow.is_empty() {
+                    bail!("--tools http_get needs --http-allow with the URL prefixes it may fetch");
+                }
+                Arc::new(HttpGet::new(self.http_allow.clone(), timeout))
+            }
+            "validate" => Arc::new(Validate),
+            "calc" => Arc::new(Calc),
+            other => bail!(
+                "--tools: no built-in tool named '{other}' (available: {})",
+                BUILTIN.join(", ")
+            ),
+        })
     }
 }

@@ -78,11 +78,10 @@ impl Guidance {
     /// `names`, around the request's grammar (if any).
     pub fn server_turns(
         &self,
-        inner: Option<Guided>,
+        inner: Option<Box<dyn TokenConstraint>>,
         kind: ParserKind,
         names: HashSet<String>,
     ) -> ServerTurns {
-        let inner = inner.map(|g| Box::new(g) as Box<dyn TokenConstraint>);
         ServerTurns::new(inner, Arc::clone(&self.trie), kind, names)
     }
 

@@ -134,6 +134,11 @@ impl Running {
         }
     }
 
+    /// Whether the tool has already returned (e.g. an early abort on a bad argument).
+    pub fn is_done(&self) -> bool {
+        self.task.as_ref().is_none_or(JoinHandle::is_finished)
+    }
+
     /// The call's arguments are complete (or will never be): waits for the result.
     pub async fn finish(mut self) -> ToolOutput {
         self.tx = None;

@@ -240,7 +240,7 @@ fn a_turn_of_server_side_calls_pauses_at_its_end_and_the_next_turn_is_free() {
         for seed in 1..=4 {
             let plan = for_tools(ParserKind::Hermes, &tools(choice.clone(), true)).unwrap();
             let guided = g.constraint(&plan).unwrap();
-            let mut c = g.server_turns(Some(guided), ParserKind::Hermes, names.clone());
+            let mut c = g.server_turns(Some(Box::new(guided)), ParserKind::Hermes, names.clone());
             let (text, paused) = server_turn(&mut c, prefix, seed);
             let calls = parsed_calls(ParserKind::Hermes, &text);
             let all_server = !calls.is_empty() && calls.iter().all(|(n, _)| n == "weather");

@@ -13,6 +13,7 @@ use tandem_tools::ParserKind;
 
 use crate::api::body::parse_json;
 use crate::api::generate::{usage_json, Generation};
+use crate::api::replay::Replay;
 use crate::api::server_calls::{ServerCalls, ToolResult};
 use crate::api::stream::{sse_response, ChunkFn, ChunkOf};
 use crate::api::tool_calls::{self, CallIds, DeltaStream, ToolPlan};
@@ -40,7 +41,12 @@ pub async fn handler(
     let plan = ToolPlan::parse(&req, &st.registry)?;
     let messages = normalize_messages(&req.messages)?;
     let prompt = prompt_tokens(&st, &messages, &plan)?;
-    let constraint = plan.constraint(&st)?;
+    let replay = req
+        .replay
+        .as_deref()
+        .map(|t| Replay::new(&st, t))
+        .transpose()?;
+    let constraint = plan.constraint(&st, replay)?;
     let parser = plan.parser(&st).map(|_| st.tools.parser);
     let ids = CallIds::new();
     let id = format!("chatcmpl-{}", random_id());

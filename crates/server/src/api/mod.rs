@@ -5,6 +5,7 @@ pub mod chat;
 pub mod completions;
 pub mod generate;
 pub mod misc;
+pub mod replay;
 pub mod scripted;
 pub mod server_calls;
 pub mod stream;

@@ -7,7 +7,7 @@
 use std::collections::HashSet;
 
 use serde_json::{json, Value};
-use tandem_engine::Constraint;
+use tandem_engine::{Constraint, TokenConstraint};
 use tandem_tools::defs::{DefError, ResponseFormat, ToolRequest};
 use tandem_tools::grammar::{check_schema, for_response_format, for_tools};
 use tandem_tools::render::{inline_tools, template_messages};
@@ -15,6 +15,7 @@ use tandem_tools::runtime::Registry;
 use tandem_tools::{ParseEvent, ParserKind, ToolCallParser};
 
 use crate::api::chat::random_id;
+use crate::api::replay::Replay;
 use crate::api::types::ChatRequest;
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -141,20 +142,37 @@ impl ToolPlan {
         (inline_tools(st.tools.parser, messages, shown), None)
     }
 
-    /// The request's constraint: tool calls when tools are active, else the response format.
-    pub fn constraint(&self, st: &AppState) -> Result<Option<Constraint>, ApiError> {
-        let plan =
-            for_tools(st.tools.parser, &self.tools).or_else(|| for_response_format(&self.format));
-        let guidance = &st.tools.guidance;
-        let guided = plan
-            .map(|p| guidance.constraint(&p))
-            .transpose()
-            .map_err(|e| ApiError::invalid(e.to_string(), "tools"))?;
+    /// The request's constraint: tool calls when tools are active, else the response format;
+    /// a replayed request (`replay`) follows its text instead. With server-side tools, it
+    /// pauses at the end of each turn of server-side calls.
+    pub fn constraint(
+        &self,
+        st: &AppState,
+        replay: Option<Replay>,
+    ) -> Result<Option<Constraint>, ApiError> {
+        let inner = match replay {
+            Some(r) => Some(Box::new(r) as Box<dyn TokenConstraint>),
+            None => self.grammar(st)?,
+        };
         if self.serves_tools() {
-            let turns = guidance.server_turns(guided, st.tools.parser, self.server.clone());
+            let names = self.server.clone();
+            let turns = st
+                .tools
+                .guidance
+                .server_turns(inner, st.tools.parser, names);
             return Ok(Some(Constraint(Box::new(turns))));
         }
-        Ok(guided.map(|g| Constraint(Box::new(g))))
+        Ok(inner.map(Constraint))
+    }
+
+    fn grammar(&self, st: &AppState) -> Result<Option<Box<dyn TokenConstraint>>, ApiError> {
+        let plan =
+            for_tools(st.tools.parser, &self.tools).or_else(|| for_response_format(&self.format));
+        let guided = plan
+            .map(|p| st.tools.guidance.constraint(&p))
+            .transpose()
+            .map_err(|e| ApiError::invalid(e.to_string(), "tools"))?;
+        Ok(guided.map(|g| Box::new(g) as Box<dyn TokenConstraint>))
     }
 
     /// A parser for the output when calls are parsed.

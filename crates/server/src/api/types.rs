@@ -51,6 +51,9 @@ pub struct ChatRequest {
     /// tandem extension: names of server-side tools (registered with `--tools`) this request
     /// may call; the server runs them and continues the generation with their results.
     pub server_tools: Option<Vec<String>>,
+    /// tandem extension for benchmarks (needs `--allow-replay`): the assistant text to
+    /// produce, one string per turn, instead of sampling.
+    pub replay: Option<Vec<String>>,
     #[serde(flatten)]
     pub common: CommonParams,
 }

@@ -1,3 +1,8 @@
 //! Built-in server-side tools.
 
+pub mod calc;
+pub mod http_get;
+pub mod plan;
 pub mod python;
+pub mod search;
+pub mod validate;

@@ -1,0 +1,105 @@
+//! The `http_get` tool: fetches a URL whose prefix is on the allow-list given at startup,
+//! as soon as the `url` argument is complete. A URL off the list fails at once. The body is
+//! returned as text, cut at the output limit.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tokio::sync::mpsc::UnboundedReceiver;
+
+use crate::arg_events::{ArgEvent, PathSeg};
+use crate::defs::ToolDef;
+use crate::runtime::{Tool, ToolFuture, ToolOutput};
+
+pub struct HttpGet {
+    /// URL prefixes that may be fetched (e.g. `http://127.0.0.1:9000/`).
+    pub allow: Vec<String>,
+    pub timeout: Duration,
+    pub max_bytes: usize,
+    client: reqwest::Client,
+}
+
+impl HttpGet {
+    pub fn new(allow: Vec<String>, timeout: Duration) -> Self {
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap_or_default();
+        Self {
+            allow,
+            timeout,
+            max_bytes: 16 << 10,
+            client,
+        }
+    }
+}
+
+async fn fetch(client: reqwest::Client, url: String, max: usize) -> ToolOutput {
+    let resp = match client.get(&url).send().await {
+        Ok(r) => r,
+        Err(e) => return ToolOutput::error(format!("GET {url}: {e}")),
+    };
+    let status = resp.status();
+    let mut body = match resp.bytes().await {
+        Ok(b) => b.to_vec(),
+        Err(e) => return ToolOutput::error(format!("GET {url}: {e}")),
+    };
+    let cut = body.len() > max;
+    body.truncate(max);
+    let mut text = String::from_utf8_lossy(&body).into_owned();
+    if cut {
+        text.push_str(&format!("\n[truncated at {max} bytes]"));
+    }
+    if status.is_success() {
+        ToolOutput::ok(text)
+    } else {
+        ToolOutput::error(format!("HTTP {status}: {text}"))
+    }
+}
+
+impl Tool for HttpGet {
+    fn def(&self) -> ToolDef {
+        ToolDef {
+            name: "http_get".into(),
+            description: Some(format!(
+                "Fetches a web page (allowed: {}).",
+                self.allow.join(", ")
+            )),
+            parameters: json!({"type": "object", "properties": {"url": {"type": "string"}}, "required": ["url"]}),
+        }
+    }
+
+    fn run(&self, mut args: UnboundedReceiver<ArgEvent>) -> ToolFuture {
+        let (allow, client, max) = (self.allow.clone(), self.client.clone(), self.max_bytes);
+        Box::pin(async move {
+            let (mut fetching, mut complete) = (None, false);
+            while let Some(ev) = args.recv().await {
+                let url = match &ev {
+                    ArgEvent::Value {
+                        path,
+                        value: Value::String(u),
+                    } if matches!(path.as_slice(), [PathSeg::Key(k)] if k == "url") => u.clone(),
+                    ArgEvent::Complete(_) => {
+                        complete = true;
+                        break;
+                    }
+                    _ => continue,
+                };
+                if !allow.iter().any(|p| url.starts_with(p.as_str())) {
+                    return ToolOutput::error(format!("{url} is not on this server's allow-list"));
+                }
+                fetching = Some(tokio::spawn(fetch(client.clone(), url, max)));
+            }
+            if !complete {
+                return ToolOutput::error("the call ended before its arguments were complete");
+            }
+            match fetching {
+                Some(task) => task
+                    .await
+                    .unwrap_or_else(|e| ToolOutput::error(e.to_string())),
+                None => ToolOutput::error("`url` must be a string"),
+            }
+        })
+    }
+}

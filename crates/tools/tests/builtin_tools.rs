@@ -1,0 +1,229 @@
+//! The built-in tools other than `python`, through the runtime: `search` fires each query
+//! when its string is complete, `validate` aborts at the first bad record before the call is
+//! complete, `plan` dispatches steps as they complete (independent ones in parallel, `$k`
+//! references resolved), `http_get` honours its allow-list, `calc`; a crashing tool becomes
+//! an error result.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use tandem_tools::arg_events::ArgEvent;
+use tandem_tools::builtin::{
+    calc::Calc, http_get::HttpGet, plan::Plan, python, search::Search, validate::Validate,
+};
+use tandem_tools::defs::ToolDef;
+use tandem_tools::runtime::{Registry, Tool, ToolFuture, ToolOutput};
+use tokio::sync::mpsc::UnboundedReceiver;
+
+fn corpus() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/corpus")
+}
+
+fn search_registry(partial: bool, latency_ms: u64) -> Registry {
+    let mut r = Registry::new(partial);
+    r.add(Arc::new(
+        Search::open(&corpus(), Duration::from_millis(latency_ms)).unwrap(),
+    ));
+    r
+}
+
+#[tokio::test]
+async fn search_finds_documents_by_content() {
+    let mut call = search_registry(true, 0).start("search").unwrap();
+    call.feed(r#"{"queries": ["lighthouse lens", "volcano eruption"]}"#);
+    let out = call.finish().await;
+    assert!(!out.is_error, "{out:?}");
+    let v: Value = serde_json::from_str(&out.content).unwrap();
+    assert_eq!(v[0]["query"], "lighthouse lens");
+    assert_eq!(v[0]["hits"][0]["title"], "lighthouses", "{v}");
+    assert_eq!(v[1]["hits"][0]["title"], "volcanoes", "{v}");
+}
+
+/// Each query takes 1.5 s; the query is written 2 s before the call completes. With partial
+/// execution its answer is ready when the call completes; without, it starts only then.
+#[tokio::test]
+async fn search_queries_fire_when_their_string_closes() {
+    for (partial, early) in [(true, true), (false, false)] {
+        let mut call = search_registry(partial, 1500).start("search").unwrap();
+        call.feed(r#"{"queries": ["lighthouse"]"#);
+        tokio::time::sleep(Duration::from_millis(2000)).await;
+        call.feed("}");
+        let t = Instant::now();
+        let out = call.finish().await;
+        assert!(!out.is_error, "{out:?}");
+        let waited = t.elapsed().as_secs_f64();
+        assert_eq!(
+            waited < 0.75,
+            early,
+            "partial={partial}: waited {waited} s after the call"
+        );
+    }
+}
+
+#[tokio::test]
+async fn search_rejects_bad_arguments() {
+    let mut call = search_registry(true, 0).start("search").unwrap();
+    call.feed(r#"{"queries": []}"#);
+    assert!(call.finish().await.is_error);
+    let mut call = search_registry(true, 0).start("search").unwrap();
+    call.feed(r#"{"queries": ["cut off"#);
+    assert!(call.finish().await.is_error);
+}
+
+fn registry_with(partial: bool, tools: Vec<Arc<dyn Tool>>) -> Registry {
+    let mut r = Registry::new(partial);
+    tools.into_iter().for_each(|t| r.add(t));
+    r
+}
+
+#[tokio::test]
+async fn validate_aborts_at_the_first_bad_record_before_the_call_is_complete() {
+    let bad = r#"{"records": [{"name": "Ann", "email": "ann@example.org", "age": 31}, {"name": "Bob", "email": "bob-at-example", "age": 40}, "#;
+    for partial in [true, false] {
+        let mut call = registry_with(partial, vec![Arc::new(Validate)])
+            .start("validate")
+            .unwrap();
+        call.feed(bad);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(
+            call.is_done(),
+            partial,
+            "aborted early only with partial execution"
+        );
+        call.feed(r#"{"name": "Cy", "email": "cy@example.org", "age": 5}]}"#);
+        let out = call.finish().await;
+        assert!(out.is_error && out.content.contains("record 1"), "{out:?}");
+    }
+    let mut call = registry_with(true, vec![Arc::new(Validate)])
+        .start("validate")
+        .unwrap();
+    call.feed(r#"{"records": [{"name": "Ann", "email": "ann@example.org", "age": 31}]}"#);
+    assert_eq!(call.finish().await, ToolOutput::ok("registered 1 records"));
+}
+
+#[tokio::test]
+async fn calc_evaluates() {
+    let mut call = registry_with(true, vec![Arc::new(Calc)])
+        .start("calc")
+        .unwrap();
+    call.feed(r#"{"expression": "(2 + 3) * 4"}"#);
+    assert_eq!(call.finish().await, ToolOutput::ok("20"));
+    let mut call = registry_with(true, vec![Arc::new(Calc)])
+        .start("calc")
+        .unwrap();
+    call.feed(r#"{"expression": "2 +"}"#);
+    assert!(call.finish().await.is_error);
+}
+
+fn plan_registry(partial: bool) -> Registry {
+    let py: Arc<dyn Tool> = Arc::new(python::Python::new(python::PythonLimits::default()));
+    let steps = registry_with(false, vec![Arc::new(Calc), py]);
+    registry_with(
+        partial,
+        vec![Arc::new(Plan {
+            tools: steps,
+            max_steps: 8,
+        })],
+    )
+}
+
+#[tokio::test]
+async fn plan_resolves_references_to_earlier_steps() {
+    let mut call = plan_registry(true).start("plan").unwrap();
+    call.feed(r#"{"steps": [{"tool": "calc", "arguments": {"expression": "6 * 7"}}, {"tool": "calc", "arguments": {"expression": "$0 + 1"}}]}"#);
+    let out = call.finish().await;
+    let v: Value = serde_json::from_str(&out.content).unwrap();
+    assert_eq!(
+        (v[0]["content"].clone(), v[1]["content"].clone()),
+        (json!("42"), json!("43")),
+        "{v}"
+    );
+    let mut call = plan_registry(true).start("plan").unwrap();
+    call.feed(r#"{"steps": [{"tool": "calc", "arguments": {"expression": "$1"}}, {"tool": "nope", "arguments": {}}]}"#);
+    let out = call.finish().await;
+    assert!(
+        out.is_error
+            && out.content.contains("not an earlier step")
+            && out.content.contains("no tool named"),
+        "{out:?}"
+    );
+}
+
+/// Two independent one-second steps run in parallel, and the first starts while the second
+/// is still being written.
+#[tokio::test]
+async fn plan_dispatches_steps_as_they_complete_and_in_parallel() {
+    let step = r#"{"tool": "python", "arguments": {"code": "import time\ntime.sleep(1.0)\n1"}}"#;
+    let mut call = plan_registry(true).start("plan").unwrap();
+    call.feed(&format!(r#"{{"steps": [{step}, "#));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let t = Instant::now();
+    call.feed(&format!(r#"{step}, {step}]}}"#));
+    let out = call.finish().await;
+    let waited = t.elapsed().as_secs_f64();
+    assert!(!out.is_error, "{out:?}");
+    // Steps 1 and 2 ran side by side (about 1 s, not 2); step 0 was done already.
+    assert!(waited < 1.8, "{waited}");
+}
+
+/// A one-shot HTTP server on loopback answering `body`.
+async fn serve_once(body: &'static str) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut buf = [0u8; 1024];
+        let _ = s.read(&mut buf).await;
+        let resp = format!(
+            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        s.write_all(resp.as_bytes()).await.unwrap();
+    });
+    format!("http://{addr}/")
+}
+
+#[tokio::test]
+async fn http_get_fetches_allowed_urls_only() {
+    let base = serve_once("hello from loopback").await;
+    let tool = HttpGet::new(vec![base.clone()], Duration::from_secs(5));
+    let reg = registry_with(true, vec![Arc::new(tool)]);
+    let mut call = reg.start("http_get").unwrap();
+    call.feed(&json!({"url": format!("{base}page")}).to_string());
+    assert_eq!(call.finish().await, ToolOutput::ok("hello from loopback"));
+    let mut call = reg.start("http_get").unwrap();
+    call.feed(r#"{"url": "http://example.com/"}"#);
+    let out = call.finish().await;
+    assert!(
+        out.is_error && out.content.contains("allow-list"),
+        "{out:?}"
+    );
+}
+
+struct Crashes;
+
+impl Tool for Crashes {
+    fn def(&self) -> ToolDef {
+        ToolDef {
+            name: "crash".into(),
+            description: None,
+            parameters: json!({"type": "object"}),
+        }
+    }
+
+    fn run(&self, _args: UnboundedReceiver<ArgEvent>) -> ToolFuture {
+        Box::pin(async { panic!("tool bug") })
+    }
+}
+
+#[tokio::test]
+async fn a_crashing_tool_gives_an_error_result() {
+    let mut call = registry_with(true, vec![Arc::new(Crashes)])
+        .start("crash")
+        .unwrap();
+    call.feed("{}");
+    let out = call.finish().await;
+    assert!(out.is_error && out.content.contains("crashed"), "{out:?}");
+}
