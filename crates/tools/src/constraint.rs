@@ -81,8 +81,9 @@ impl Guidance {
         inner: Option<Box<dyn TokenConstraint>>,
         kind: ParserKind,
         names: HashSet<String>,
+        abort: Arc<std::sync::atomic::AtomicBool>,
     ) -> ServerTurns {
-        ServerTurns::new(inner, Arc::clone(&self.trie), kind, names)
+        ServerTurns::new(inner, Arc::clone(&self.trie), kind, names, abort)
     }
 
     fn matcher(&self, lark: &str) -> Result<Matcher, GuidanceError> {

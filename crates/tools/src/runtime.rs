@@ -83,6 +83,11 @@ impl Registry {
 
     /// Starts a call of `name` (must be registered; needs a tokio runtime).
     pub fn start(&self, name: &str) -> Option<Running> {
+        self.start_with(name, self.partial)
+    }
+
+    /// Starts a call with partial execution on or off for this call only.
+    pub fn start_with(&self, name: &str, partial: bool) -> Option<Running> {
         let tool = self.tools.get(name)?;
         let (tx, rx) = unbounded_channel();
         let task = tokio::spawn(tool.run(rx));
@@ -90,7 +95,7 @@ impl Registry {
             tx: Some(tx),
             stream: ArgStream::new(),
             held: Vec::new(),
-            partial: self.partial,
+            partial,
             task: Some(task),
         })
     }
@@ -137,6 +142,19 @@ impl Running {
     /// Whether the tool has already returned (e.g. an early abort on a bad argument).
     pub fn is_done(&self) -> bool {
         self.task.as_ref().is_none_or(JoinHandle::is_finished)
+    }
+
+    /// The result, if the tool has returned already (then the call is spent).
+    pub fn try_output(&mut self) -> Option<ToolOutput> {
+        use futures::FutureExt;
+        if !self.is_done() {
+            return None;
+        }
+        let task = self.task.take()?;
+        Some(match task.now_or_never()? {
+            Ok(out) => out,
+            Err(e) => ToolOutput::error(format!("the tool crashed: {e}")),
+        })
     }
 
     /// The call's arguments are complete (or will never be): waits for the result.

@@ -7,8 +7,13 @@
 //!
 //! This wraps the request's grammar constraint (if any) and watches the decoded text with a
 //! tool-call parser of the model's format, so it works whether or not a call was constrained.
+//!
+//! A call whose tool already failed on a partial argument (a validator aborting early) makes
+//! decoding the rest of it pointless: the owner raises the shared `abort` flag, and the turn
+//! is ended at once (only the end-of-turn token is allowed) and paused for the results.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use tandem_engine::{Token, TokenConstraint, TokenMask};
@@ -35,6 +40,8 @@ pub struct ServerTurns {
     partial: Vec<u8>,
     turn: Turn,
     pause: Option<String>,
+    /// Raised by the owner: end the turn now (a tool aborted early).
+    abort: Arc<AtomicBool>,
 }
 
 impl ServerTurns {
@@ -44,8 +51,10 @@ impl ServerTurns {
         trie: Arc<TokTrie>,
         kind: ParserKind,
         names: HashSet<String>,
+        abort: Arc<AtomicBool>,
     ) -> Self {
         Self {
+            abort,
             inner,
             trie,
             kind,
@@ -107,14 +116,27 @@ impl ServerTurns {
 
 impl TokenConstraint for ServerTurns {
     fn allowed(&mut self) -> Result<Option<TokenMask>, String> {
+        if self.abort.load(Ordering::Acquire) {
+            let mut only_end = self.trie.alloc_token_set();
+            only_end.allow_token(self.trie.eos_token());
+            return Ok(Some(Arc::from(only_end.as_slice())));
+        }
         self.inner.as_mut().map_or(Ok(None), |c| c.allowed())
     }
 
     fn commit(&mut self, token: Token) -> Result<(), String> {
+        let is_end = self.trie.eos_tokens().contains(&(token as u32));
+        if is_end && self.abort.swap(false, Ordering::AcqRel) {
+            // The turn was cut short: the inner grammar did not allow this end.
+            self.turn = Turn::default();
+            self.parser = self.kind.parser();
+            self.pause = Some("aborted".into());
+            return Ok(());
+        }
         if let Some(c) = self.inner.as_mut() {
             c.commit(token)?;
         }
-        if self.trie.eos_tokens().contains(&(token as u32)) {
+        if is_end {
             self.end_turn();
         } else {
             self.push_token_text(token);

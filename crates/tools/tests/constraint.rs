@@ -240,7 +240,12 @@ fn a_turn_of_server_side_calls_pauses_at_its_end_and_the_next_turn_is_free() {
         for seed in 1..=4 {
             let plan = for_tools(ParserKind::Hermes, &tools(choice.clone(), true)).unwrap();
             let guided = g.constraint(&plan).unwrap();
-            let mut c = g.server_turns(Some(Box::new(guided)), ParserKind::Hermes, names.clone());
+            let mut c = g.server_turns(
+                Some(Box::new(guided)),
+                ParserKind::Hermes,
+                names.clone(),
+                Default::default(),
+            );
             let (text, paused) = server_turn(&mut c, prefix, seed);
             let calls = parsed_calls(ParserKind::Hermes, &text);
             let all_server = !calls.is_empty() && calls.iter().all(|(n, _)| n == "weather");
@@ -270,7 +275,8 @@ fn text_without_calls_or_with_client_calls_does_not_pause() {
     let (words, eos) = vocab();
     let g = Guidance::new(&words, &[eos]).unwrap();
     let names: std::collections::HashSet<String> = ["weather".to_string()].into();
-    let mut c = g.server_turns(None, ParserKind::Hermes, names);
+    let abort: std::sync::Arc<std::sync::atomic::AtomicBool> = Default::default();
+    let mut c = g.server_turns(None, ParserKind::Hermes, names, abort.clone());
     let client = "<tool_call>\n{\"name\": \"other\", \"arguments\": {}}\n</tool_call>";
     let server = "<tool_call>\n{\"name\": \"weather\", \"arguments\": {}}\n</tool_call>";
     assert_eq!(server_turn(&mut c, "no calls", 1).1, None);
@@ -284,6 +290,19 @@ fn text_without_calls_or_with_client_calls_does_not_pause() {
     );
     // A call cut off by the end of the turn is not a call.
     assert_eq!(server_turn(&mut c, &server[..30], 1).1, None);
+    // Unless the owner aborts it: only the end of the turn is allowed, then a pause.
+    for b in server[..30].bytes() {
+        c.commit(b as i32).unwrap();
+    }
+    abort.store(true, std::sync::atomic::Ordering::Release);
+    let mask = c.allowed().unwrap().unwrap();
+    let allowed: Vec<u32> = (0..words.len() as u32)
+        .filter(|&t| mask_allows(&mask, t as i32))
+        .collect();
+    assert_eq!(allowed, vec![eos]);
+    c.commit(eos as i32).unwrap();
+    assert_eq!(c.pause_requested().as_deref(), Some("aborted"));
+    assert_eq!(server_turn(&mut c, "fresh turn", 1).1, None);
 }
 
 #[test]

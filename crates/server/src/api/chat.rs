@@ -1,5 +1,6 @@
 //! `POST /v1/chat/completions`.
 
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -46,14 +47,21 @@ pub async fn handler(
         .as_deref()
         .map(|t| Replay::new(&st, t))
         .transpose()?;
-    let constraint = plan.constraint(&st, replay)?;
+    let abort = Arc::new(AtomicBool::new(false));
+    let constraint = plan.constraint(&st, replay, Arc::clone(&abort))?;
     let parser = plan.parser(&st).map(|_| st.tools.parser);
     let ids = CallIds::new();
     let id = format!("chatcmpl-{}", random_id());
     let (model, created) = (st.served_name.clone(), unix_now());
     let mut gen = Generation::start(st.clone(), prompt, &params, constraint)?;
     if plan.serves_tools() {
-        gen = gen.with_server_calls(ServerCalls::new(st, plan.clone(), ids.clone(), messages));
+        gen = gen.with_server_calls(ServerCalls::new(
+            st,
+            plan.clone(),
+            ids.clone(),
+            messages,
+            abort,
+        ));
     }
     if params.stream {
         let chunk = chunk_fn(id.clone(), model.clone(), created, parser, ids);

@@ -6,6 +6,7 @@
 //! what the request resumes with.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use serde_json::{json, Value};
@@ -49,8 +50,14 @@ impl ToolResult {
     }
 }
 
+/// A call of the turn: still running, or already returned (it aborted early).
+enum CallState {
+    Running(Running),
+    Done(ToolOutput),
+}
+
 /// The server-side calls of a turn that just ended, to await.
-pub struct TurnCalls(Vec<(usize, String, String, Running)>);
+pub struct TurnCalls(Vec<(usize, String, CallState)>);
 
 impl TurnCalls {
     pub fn is_empty(&self) -> bool {
@@ -59,10 +66,13 @@ impl TurnCalls {
 
     /// Waits for every call (they run concurrently).
     pub async fn results(self, ids: CallIds) -> Vec<ToolResult> {
-        let futures = self.0.into_iter().map(|(index, _, name, run)| {
+        let futures = self.0.into_iter().map(|(index, name, state)| {
             let id = ids.id(index);
             async move {
-                let output = run.finish().await;
+                let output = match state {
+                    CallState::Running(run) => run.finish().await,
+                    CallState::Done(out) => out,
+                };
                 ToolResult {
                     index,
                     id,
@@ -89,12 +99,24 @@ pub struct ServerCalls {
     base: usize,
     /// The request's messages followed by this completion's turns and tool results.
     conversation: Vec<Value>,
+    /// Calls of this turn whose tool failed before their arguments were complete.
+    aborted: Vec<(usize, String, ToolOutput)>,
+    /// Tells the request's constraint to end the turn now (see `tandem_tools::turn_end`).
+    abort: Arc<AtomicBool>,
 }
 
 impl ServerCalls {
-    pub fn new(st: Arc<AppState>, plan: ToolPlan, ids: CallIds, messages: Vec<Value>) -> Self {
+    pub fn new(
+        st: Arc<AppState>,
+        plan: ToolPlan,
+        ids: CallIds,
+        messages: Vec<Value>,
+        abort: Arc<AtomicBool>,
+    ) -> Self {
         let kind = st.tools.parser;
         Self {
+            aborted: Vec::new(),
+            abort,
             registry: Arc::clone(&st.registry),
             st,
             plan,
@@ -117,13 +139,34 @@ impl ServerCalls {
     pub fn push(&mut self, text: &str) {
         let events = self.parser.push(text);
         events.into_iter().for_each(|e| self.on_event(e));
+        self.check_early_errors();
+    }
+
+    /// A call still being written whose tool already failed ends the turn early: the rest
+    /// of its arguments would be decoded for nothing.
+    fn check_early_errors(&mut self) {
+        let open = self.running.keys().filter(|i| !self.complete.contains(i));
+        let open: Vec<usize> = open.copied().collect();
+        for i in open {
+            let Some((_, run)) = self.running.get_mut(&i) else {
+                continue;
+            };
+            let Some(out) = run.try_output() else {
+                continue;
+            };
+            let (name, _) = self.running.remove(&i).expect("present");
+            if out.is_error {
+                self.abort.store(true, Ordering::Release);
+            }
+            self.aborted.push((i, name, out));
+        }
     }
 
     fn on_event(&mut self, e: ParseEvent) {
         self.turn.event(&e);
         match e {
             ParseEvent::CallStart { index, name } if self.plan.server.contains(&name) => {
-                if let Some(run) = self.registry.start(&name) {
+                if let Some(run) = self.registry.start_with(&name, self.plan.partial) {
                     self.running.insert(self.base + index, (name, run));
                 }
             }
@@ -154,8 +197,10 @@ impl ServerCalls {
         let mut calls: Vec<_> = std::mem::take(&mut self.running)
             .into_iter()
             .filter(|(i, _)| self.complete.contains(i))
-            .map(|(i, (name, run))| (i, self.ids.id(i), name, run))
+            .map(|(i, (name, run))| (i, name, CallState::Running(run)))
             .collect();
+        let early = std::mem::take(&mut self.aborted).into_iter();
+        calls.extend(early.map(|(i, name, out)| (i, name, CallState::Done(out))));
         calls.sort_by_key(|c| c.0);
         self.complete.clear();
         TurnCalls(calls)

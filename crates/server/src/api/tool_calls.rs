@@ -5,6 +5,8 @@
 //! concatenate to exactly the final arguments).
 
 use std::collections::HashSet;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 
 use serde_json::{json, Value};
 use tandem_engine::{Constraint, TokenConstraint};
@@ -35,6 +37,8 @@ pub struct ToolPlan {
     pub format: ResponseFormat,
     /// Names of the tools the server runs for this request (`server_tools`).
     pub server: HashSet<String>,
+    /// Partial execution for this request's server-side calls.
+    pub partial: bool,
 }
 
 /// Definitions of the server-side tools a request names, checked against the registry and
@@ -114,6 +118,7 @@ impl ToolPlan {
             tools,
             format,
             server,
+            partial: req.partial_exec.unwrap_or(registry.partial),
         })
     }
 
@@ -149,6 +154,7 @@ impl ToolPlan {
         &self,
         st: &AppState,
         replay: Option<Replay>,
+        abort: Arc<AtomicBool>,
     ) -> Result<Option<Constraint>, ApiError> {
         let inner = match replay {
             Some(r) => Some(Box::new(r) as Box<dyn TokenConstraint>),
@@ -159,7 +165,7 @@ impl ToolPlan {
             let turns = st
                 .tools
                 .guidance
-                .server_turns(inner, st.tools.parser, names);
+                .server_turns(inner, st.tools.parser, names, abort);
             return Ok(Some(Constraint(Box::new(turns))));
         }
         Ok(inner.map(Constraint))

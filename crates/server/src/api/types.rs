@@ -54,6 +54,9 @@ pub struct ChatRequest {
     /// tandem extension for benchmarks (needs `--allow-replay`): the assistant text to
     /// produce, one string per turn, instead of sampling.
     pub replay: Option<Vec<String>>,
+    /// tandem extension: partial execution on or off for this request's server-side calls
+    /// (default: the server's `--partial-exec`).
+    pub partial_exec: Option<bool>,
     #[serde(flatten)]
     pub common: CommonParams,
 }
