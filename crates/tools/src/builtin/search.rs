@@ -4,6 +4,8 @@
 //!
 //! `latency` adds a fixed delay to every query, to stand in for a remote search service in
 //! benchmarks (the local index answers in well under a millisecond); it is 0 unless set.
+//! The queries of one call run one after another, in order, as against a rate-limited
+//! search API: each starts when its string is complete and the previous query is done.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -15,8 +17,8 @@ use tantivy::query::QueryParser;
 use tantivy::schema::{Field, Schema, Value as _, STORED, TEXT};
 use tantivy::snippet::SnippetGenerator;
 use tantivy::{doc, Index, IndexReader, TantivyDocument};
-use tokio::sync::mpsc::UnboundedReceiver;
-use tokio::task::JoinHandle;
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+use tokio::task::JoinSet;
 
 use crate::arg_events::{ArgEvent, PathSeg};
 use crate::defs::ToolDef;
@@ -126,22 +128,29 @@ impl Corpus {
     }
 }
 
-type Pending = Vec<(String, JoinHandle<Value>)>;
-
 impl Search {
-    fn start(&self, q: String, pending: &mut Pending) {
+    /// The call's query worker: runs the queries it is sent one at a time, in order, and
+    /// returns their results when its input closes. Held in a `JoinSet`, so a cancelled
+    /// call stops it.
+    fn worker(&self, set: &mut JoinSet<Vec<Value>>) -> UnboundedSender<String> {
         let (corpus, k, latency) = (Arc::clone(&self.corpus), self.top_k, self.latency);
-        let (query, name) = (q.clone(), q.clone());
-        let task = tokio::spawn(async move {
-            tokio::time::sleep(latency).await;
-            let r = tokio::task::spawn_blocking(move || corpus.query(&query, k)).await;
-            match r {
-                Ok(Ok(v)) => v,
-                Ok(Err(e)) => json!({"query": name, "error": e.to_string()}),
-                Err(e) => json!({"query": name, "error": e.to_string()}),
+        let (tx, mut rx) = unbounded_channel::<String>();
+        set.spawn(async move {
+            let mut out = Vec::new();
+            while let Some(q) = rx.recv().await {
+                tokio::time::sleep(latency).await;
+                let c = Arc::clone(&corpus);
+                let query = q.clone();
+                let r = tokio::task::spawn_blocking(move || c.query(&query, k)).await;
+                out.push(match r {
+                    Ok(Ok(v)) => v,
+                    Ok(Err(e)) => json!({"query": q, "error": e.to_string()}),
+                    Err(e) => json!({"query": q, "error": e.to_string()}),
+                });
             }
+            out
         });
-        pending.push((q, task));
+        tx
     }
 }
 
@@ -173,22 +182,18 @@ impl Tool for Search {
     }
 
     fn run(&self, mut args: UnboundedReceiver<ArgEvent>) -> ToolFuture {
-        let this = Search {
-            corpus: Arc::clone(&self.corpus),
-            latency: self.latency,
-            top_k: self.top_k,
-            max_queries: self.max_queries,
-        };
+        let mut set = JoinSet::new();
+        let queue = self.worker(&mut set);
+        let max = self.max_queries;
         Box::pin(async move {
-            let mut pending: Pending = Vec::new();
+            let mut sent = 0;
             let complete = loop {
                 match args.recv().await {
                     Some(ArgEvent::Complete(v)) => break v,
                     Some(ev) => {
-                        if let Some(q) =
-                            query_event(&ev).filter(|_| pending.len() < this.max_queries)
-                        {
-                            this.start(q, &mut pending);
+                        if let Some(q) = query_event(&ev).filter(|_| sent < max) {
+                            let _ = queue.send(q);
+                            sent += 1;
                         }
                     }
                     None => {
@@ -201,21 +206,18 @@ impl Tool for Search {
             let Some(queries) = complete["queries"].as_array().filter(|q| !q.is_empty()) else {
                 return ToolOutput::error("`queries` must be a non-empty list of strings");
             };
-            if queries.len() > this.max_queries {
-                return ToolOutput::error(format!("at most {} queries per call", this.max_queries));
+            if queries.len() > max {
+                return ToolOutput::error(format!("at most {max} queries per call"));
             }
-            // Queries the events did not carry (none in practice) start now.
-            for q in queries.iter().skip(pending.len()) {
-                this.start(q.as_str().unwrap_or_default().to_string(), &mut pending);
+            // Queries the events did not carry (none in practice) go last.
+            for q in queries.iter().skip(sent) {
+                let _ = queue.send(q.as_str().unwrap_or_default().to_string());
             }
-            let mut out = Vec::new();
-            for (q, task) in pending {
-                out.push(
-                    task.await
-                        .unwrap_or_else(|e| json!({"query": q, "error": e.to_string()})),
-                );
+            drop(queue);
+            match set.join_next().await {
+                Some(Ok(results)) => ToolOutput::ok(Value::Array(results).to_string()),
+                _ => ToolOutput::error("the search worker failed"),
             }
-            ToolOutput::ok(Value::Array(out).to_string())
         })
     }
 }
