@@ -12,11 +12,14 @@ use serde_json::Value;
 
 use crate::error::ApiError;
 
+/// Renders messages with the model's template, with or without the generation prompt.
+pub type Render<'a> = &'a dyn Fn(&[Value], bool) -> Result<String, ApiError>;
+
 /// `render(messages, add_generation_prompt)` renders with the model's template;
 /// `conversation` ends with the assistant turn, `results` are its tool messages; `eot` is the
 /// text of the token that ended the turn.
 pub fn appended_text(
-    render: &dyn Fn(&[Value], bool) -> Result<String, ApiError>,
+    render: Render,
     conversation: &[Value],
     results: &[Value],
     eot: &str,

@@ -1,0 +1,186 @@
+"""Server-side tools end to end (real model, `openai` client): replayed requests with three
+calls (two of them parallel) give the tools' real results and the same final text with
+partial execution on and off; a validator's early abort cuts its turn short; a turn mixing a
+server-side and a client-side call ends with `tool_calls` and carries the server result; a
+cancelled request's running tool process is gone; bad `server_tools` and `replay` give 400s."""
+import json
+import os
+import tempfile
+import time
+
+import pytest
+import requests
+from openai import BadRequestError, OpenAI
+
+from conftest import Server
+
+TOOLS = "python,calc,search,validate,plan"
+
+
+@pytest.fixture(scope="module")
+def tool_server():
+    s = Server("--max-seqs", "4", "--kv-cells", "8192", "--allow-replay", "--tools", TOOLS)
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="module")
+def tc(tool_server):
+    return OpenAI(base_url=tool_server.url + "/v1", api_key="unused", max_retries=0)
+
+
+def call(name, args):
+    return "<tool_call>\n" + json.dumps({"name": name, "arguments": args}) + "\n</tool_call>"
+
+
+CODE = "import time\ntime.sleep(0.3)\nx = 6 * 7\nprint('x is', x)"
+TURNS = [
+    call("python", {"code": CODE}) + "\n" + call("calc", {"expression": "(2 + 3) * 4"}),
+    call("search", {"queries": ["lighthouse lens"]}),
+    "The answer is 42, the sum is 20 and lighthouses use lenses.",
+]
+USER = [{"role": "user", "content": "Use the tools."}]
+
+
+def streamed(tc, partial):
+    stream = tc.chat.completions.create(
+        model="", messages=USER, stream=True, max_tokens=600,
+        extra_body={"server_tools": ["python", "calc", "search"], "replay": TURNS, "partial_exec": partial})
+    calls, results, text, finish = {}, [], "", None
+    for chunk in stream:
+        choice = chunk.choices[0]
+        d = choice.delta
+        for tcall in d.tool_calls or []:
+            c = calls.setdefault(tcall.index, {"id": None, "name": None, "args": ""})
+            c["id"] = c["id"] or tcall.id
+            c["name"] = c["name"] or (tcall.function.name if tcall.function else None)
+            c["args"] += (tcall.function.arguments or "") if tcall.function else ""
+        results.extend((d.model_extra or {}).get("tool_results") or [])
+        if results and d.content:
+            text += d.content
+        finish = choice.finish_reason or finish
+    return calls, results, text, finish
+
+
+def test_three_calls_two_parallel_same_results_with_partial_on_and_off(tc):
+    outs = {p: streamed(tc, p) for p in (True, False)}
+    for partial, (calls, results, text, finish) in outs.items():
+        assert [calls[i]["name"] for i in sorted(calls)] == ["python", "calc", "search"], partial
+        assert json.loads(calls[0]["args"]) == {"code": CODE}
+        by_id = {r["tool_call_id"]: r for r in results}
+        assert set(by_id) == {c["id"] for c in calls.values()}, "every call has its result, by id"
+        r = [by_id[calls[i]["id"]] for i in range(3)]
+        assert r[0]["content"] == "x is 42\n" and not r[0]["is_error"]
+        assert r[1]["content"] == "20"
+        hits = json.loads(r[2]["content"])
+        assert hits[0]["hits"][0]["title"] == "lighthouses"
+        assert text == TURNS[-1] and finish == "stop", (partial, text)
+    strip = lambda o: ([r["content"] for r in o[1]], o[2])
+    assert strip(outs[True]) == strip(outs[False])
+
+
+def test_non_streamed_response_lists_the_turns_and_results(tc):
+    r = tc.chat.completions.create(
+        model="", messages=USER, max_tokens=600,
+        extra_body={"server_tools": ["python", "calc", "search"], "replay": TURNS})
+    choice = r.choices[0]
+    assert choice.finish_reason == "stop" and choice.message.content == TURNS[-1]
+    msgs = choice.model_extra["messages"]
+    assert [m["role"] for m in msgs] == ["assistant", "tool", "tool", "assistant", "tool", "assistant"]
+    assert [c["function"]["name"] for c in msgs[0]["tool_calls"]] == ["python", "calc"]
+    assert msgs[1]["tool_call_id"] == msgs[0]["tool_calls"][0]["id"] and msgs[1]["content"] == "x is 42\n"
+    assert msgs[4]["tool_call_id"] == msgs[3]["tool_calls"][0]["id"]
+    # The returned messages continue the conversation as a client would send it back.
+    follow = tc.chat.completions.create(model="", messages=USER + msgs + [{"role": "user", "content": "Thanks."}],
+                                        max_tokens=8)
+    assert follow.choices[0].finish_reason in ("stop", "length")
+
+
+def test_validate_aborts_early_and_ends_the_turn(tc):
+    people = [{"name": n, "email": f"{n.lower()}@example.org", "age": 30} for n in
+              ["Ann", "Bob", "Cyd", "Dee", "Eve", "Fay", "Gus", "Hal"]]
+    people[1]["email"] = "bob-at-example"
+    turns = [call("validate", {"records": people}), "Bob's email is wrong."]
+    runs = {}
+    for partial in (True, False):
+        r = tc.chat.completions.create(model="", messages=USER, max_tokens=600, extra_body={
+            "server_tools": ["validate"], "replay": turns, "partial_exec": partial})
+        msgs = r.choices[0].model_extra["messages"]
+        assert msgs[1]["content"].startswith("Error: record 1 is invalid"), msgs
+        assert r.choices[0].message.content == turns[1]
+        runs[partial] = r.usage.completion_tokens
+    # With partial execution the call was cut off after the bad record (2 of 8 records).
+    assert runs[True] < runs[False] * 0.6, runs
+
+
+def test_mixed_turn_ends_with_tool_calls_and_the_server_result(tc):
+    client_tool = {"type": "function", "function": {"name": "weather", "parameters": {
+        "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
+    turns = [call("calc", {"expression": "1 + 1"}) + "\n" + call("weather", {"city": "Oslo"})]
+    r = tc.chat.completions.create(model="", messages=USER, max_tokens=300, tools=[client_tool],
+                                   extra_body={"server_tools": ["calc"], "replay": turns})
+    choice = r.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    assert [c.function.name for c in choice.message.tool_calls] == ["calc", "weather"]
+    msgs = choice.model_extra["messages"]
+    assert msgs[-1] == {"role": "tool", "tool_call_id": choice.message.tool_calls[0].id,
+                        "name": "calc", "content": "2"}
+
+
+def test_real_model_calls_a_server_tool_and_continues(tc, tool_server):
+    before = tool_server.metric("tandem_server_tool_calls_total") or 0
+    r = tc.chat.completions.create(model="", messages=[{"role": "user", "content": "What is 12*12? Use calc."}],
+                                   tool_choice="required", parallel_tool_calls=False, max_tokens=80,
+                                   temperature=0, extra_body={"server_tools": ["calc"]})
+    msgs = r.choices[0].model_extra["messages"]
+    assert msgs[0]["tool_calls"][0]["function"]["name"] == "calc"
+    assert msgs[1]["role"] == "tool" and msgs[2]["role"] == "assistant"
+    assert r.choices[0].finish_reason in ("stop", "length")
+    assert tool_server.metric("tandem_server_tool_calls_total") >= before + 1
+
+
+def test_cancelled_request_kills_its_running_tool(tool_server):
+    pid_file = os.path.join(tempfile.mkdtemp(), "pid")
+    code = f"import os, time\nopen({pid_file!r}, 'w').write(str(os.getpid()))\ntime.sleep(60)\nprint('late')"
+    body = {"messages": USER, "stream": True, "max_tokens": 300, "server_tools": ["python"],
+            "replay": [call("python", {"code": code}), "done"]}
+    with requests.post(tool_server.url + "/v1/chat/completions", json=body, stream=True, timeout=60) as r:
+        for line in r.iter_lines():
+            if os.path.exists(pid_file) and open(pid_file).read():
+                break
+    pid = int(open(pid_file).read())
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.2)
+    else:
+        pytest.fail(f"tool process {pid} still alive after the client went away")
+    # The server is fine afterwards.
+    ok = requests.post(tool_server.url + "/v1/chat/completions", json={"messages": USER, "max_tokens": 3}, timeout=60)
+    assert ok.status_code == 200
+
+
+@pytest.mark.parametrize("extra, needle", [
+    ({"server_tools": ["nope"]}, "no server-side tool named 'nope'"),
+    ({"server_tools": ["calc", "calc"]}, "named twice"),
+    ({"server_tools": ["calc"], "tools": [{"type": "function", "function": {"name": "calc"}}]}, "also defined"),
+    ({"replay": []}, "non-empty"),
+])
+def test_bad_server_tool_requests_are_400(tc, extra, needle):
+    with pytest.raises(BadRequestError) as e:
+        tc.chat.completions.create(model="", messages=USER, max_tokens=5, **(
+            {"tools": extra.pop("tools")} if "tools" in extra else {}), extra_body=extra)
+    assert needle in e.value.body["message"], e.value.body
+    assert e.value.body["param"] in ("server_tools", "replay")
+
+
+def test_replay_needs_the_flag(client):
+    with pytest.raises(BadRequestError) as e:
+        client.chat.completions.create(model="", messages=USER, max_tokens=5, extra_body={"replay": ["x"]})
+    assert "--allow-replay" in e.value.body["message"]
+    with pytest.raises(BadRequestError) as e:
+        client.chat.completions.create(model="", messages=USER, max_tokens=5, extra_body={"server_tools": ["calc"]})
+    assert "--tools" in e.value.body["message"]
