@@ -32,6 +32,30 @@ pub enum ArgEvent {
     Complete(Value),
 }
 
+impl ArgEvent {
+    /// An element of the top-level array field `key`, just completed: its index and value.
+    pub fn element_of(&self, key: &str) -> Option<(usize, &Value)> {
+        match self {
+            Self::Value { path, value } => match path.as_slice() {
+                [PathSeg::Key(k), PathSeg::Index(i)] if k == key => Some((*i, value)),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    /// The top-level field `key`, just completed: its value.
+    pub fn field(&self, key: &str) -> Option<&Value> {
+        match self {
+            Self::Value { path, value } => match path.as_slice() {
+                [PathSeg::Key(k)] if k == key => Some(value),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+}
+
 /// Parses a streamed arguments object into [`ArgEvent`]s.
 #[derive(Clone, Debug, Default)]
 pub struct ArgStream {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use tokio::sync::mpsc::UnboundedReceiver;
 
-use crate::arg_events::{ArgEvent, PathSeg};
+use crate::arg_events::ArgEvent;
 use crate::defs::ToolDef;
 use crate::runtime::{Tool, ToolFuture, ToolOutput};
 
@@ -75,21 +75,17 @@ impl Tool for HttpGet {
         Box::pin(async move {
             let (mut fetching, mut complete) = (None, false);
             while let Some(ev) = args.recv().await {
-                let url = match &ev {
-                    ArgEvent::Value {
-                        path,
-                        value: Value::String(u),
-                    } if matches!(path.as_slice(), [PathSeg::Key(k)] if k == "url") => u.clone(),
-                    ArgEvent::Complete(_) => {
-                        complete = true;
-                        break;
-                    }
-                    _ => continue,
+                if matches!(ev, ArgEvent::Complete(_)) {
+                    complete = true;
+                    break;
+                }
+                let Some(url) = ev.field("url").and_then(Value::as_str) else {
+                    continue;
                 };
                 if !allow.iter().any(|p| url.starts_with(p.as_str())) {
                     return ToolOutput::error(format!("{url} is not on this server's allow-list"));
                 }
-                fetching = Some(tokio::spawn(fetch(client.clone(), url, max)));
+                fetching = Some(tokio::spawn(fetch(client.clone(), url.to_string(), max)));
             }
             if !complete {
                 return ToolOutput::error("the call ended before its arguments were complete");

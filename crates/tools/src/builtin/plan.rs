@@ -10,7 +10,7 @@ use futures::future::{BoxFuture, FutureExt, Shared};
 use serde_json::{json, Value};
 use tokio::sync::mpsc::UnboundedReceiver;
 
-use crate::arg_events::{ArgEvent, PathSeg};
+use crate::arg_events::ArgEvent;
 use crate::defs::ToolDef;
 use crate::runtime::{Registry, Tool, ToolFuture, ToolOutput};
 
@@ -92,16 +92,6 @@ fn dispatch(tools: &Registry, i: usize, step: &Value, started: &[StepResult]) ->
     .shared()
 }
 
-fn step_event(ev: &ArgEvent) -> Option<(usize, &Value)> {
-    match ev {
-        ArgEvent::Value { path, value } => match path.as_slice() {
-            [PathSeg::Key(k), PathSeg::Index(i)] if k == "steps" => Some((*i, value)),
-            _ => None,
-        },
-        _ => None,
-    }
-}
-
 impl Tool for Plan {
     fn def(&self) -> ToolDef {
         let step = json!({"type": "object", "properties": {
@@ -124,8 +114,9 @@ impl Tool for Plan {
                 match args.recv().await {
                     Some(ArgEvent::Complete(v)) => break v,
                     Some(ev) => {
-                        if let Some((i, step)) =
-                            step_event(&ev).filter(|(i, _)| *i == started.len() && *i < max)
+                        if let Some((i, step)) = ev
+                            .element_of("steps")
+                            .filter(|(i, _)| *i == started.len() && *i < max)
                         {
                             let r = dispatch(&tools, i, step, &started);
                             // Polled in the background so it runs while the model writes on.

@@ -20,7 +20,7 @@ use tantivy::{doc, Index, IndexReader, TantivyDocument};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 use tokio::task::JoinSet;
 
-use crate::arg_events::{ArgEvent, PathSeg};
+use crate::arg_events::ArgEvent;
 use crate::defs::ToolDef;
 use crate::runtime::{Tool, ToolFuture, ToolOutput};
 
@@ -154,19 +154,6 @@ impl Search {
     }
 }
 
-/// A query string complete at `queries[i]`.
-fn query_event(ev: &ArgEvent) -> Option<String> {
-    match ev {
-        ArgEvent::Value {
-            path,
-            value: Value::String(s),
-        } if matches!(path.as_slice(), [PathSeg::Key(k), PathSeg::Index(_)] if k == "queries") => {
-            Some(s.clone())
-        }
-        _ => None,
-    }
-}
-
 impl Tool for Search {
     fn def(&self) -> ToolDef {
         ToolDef {
@@ -191,8 +178,12 @@ impl Tool for Search {
                 match args.recv().await {
                     Some(ArgEvent::Complete(v)) => break v,
                     Some(ev) => {
-                        if let Some(q) = query_event(&ev).filter(|_| sent < max) {
-                            let _ = queue.send(q);
+                        if let Some(q) = ev
+                            .element_of("queries")
+                            .and_then(|(_, q)| q.as_str())
+                            .filter(|_| sent < max)
+                        {
+                            let _ = queue.send(q.to_string());
                             sent += 1;
                         }
                     }

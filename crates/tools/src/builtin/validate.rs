@@ -6,7 +6,7 @@
 use serde_json::{json, Value};
 use tokio::sync::mpsc::UnboundedReceiver;
 
-use crate::arg_events::{ArgEvent, PathSeg};
+use crate::arg_events::ArgEvent;
 use crate::defs::ToolDef;
 use crate::runtime::{Tool, ToolFuture, ToolOutput};
 
@@ -34,16 +34,6 @@ pub fn check_record(r: &Value) -> Option<String> {
     }
 }
 
-fn record_event(ev: &ArgEvent) -> Option<(usize, &Value)> {
-    match ev {
-        ArgEvent::Value { path, value } => match path.as_slice() {
-            [PathSeg::Key(k), PathSeg::Index(i)] if k == "records" => Some((*i, value)),
-            _ => None,
-        },
-        _ => None,
-    }
-}
-
 impl Tool for Validate {
     fn def(&self) -> ToolDef {
         let record = json!({"type": "object", "properties": {
@@ -60,7 +50,7 @@ impl Tool for Validate {
         Box::pin(async move {
             let mut checked = 0;
             while let Some(ev) = args.recv().await {
-                if let Some((i, r)) = record_event(&ev) {
+                if let Some((i, r)) = ev.element_of("records") {
                     if let Some(why) = check_record(r) {
                         return ToolOutput::error(format!("record {i} is invalid: {why}"));
                     }
