@@ -105,12 +105,17 @@ impl ServerTurns {
     fn end_turn(&mut self) {
         let events = self.parser.finish();
         self.on_events(events);
-        let turn = std::mem::take(&mut self.turn);
+        let turn = self.reset_turn();
         if !turn.server.is_empty() && turn.client == 0 {
             self.pause = Some(turn.server.join(","));
         }
+    }
+
+    /// A new turn starts: fresh parser; the ended turn's calls are returned.
+    fn reset_turn(&mut self) -> Turn {
         self.parser = self.kind.parser();
         self.partial.clear();
+        std::mem::take(&mut self.turn)
     }
 }
 
@@ -128,8 +133,7 @@ impl TokenConstraint for ServerTurns {
         let is_end = self.trie.eos_tokens().contains(&(token as u32));
         if is_end && self.abort.swap(false, Ordering::AcqRel) {
             // The turn was cut short: the inner grammar did not allow this end.
-            self.turn = Turn::default();
-            self.parser = self.kind.parser();
+            self.reset_turn();
             self.pause = Some("aborted".into());
             return Ok(());
         }

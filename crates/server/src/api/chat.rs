@@ -49,7 +49,7 @@ pub async fn handler(
         .transpose()?;
     let abort = Arc::new(AtomicBool::new(false));
     let constraint = plan.constraint(&st, replay, Arc::clone(&abort))?;
-    let parser = plan.parser(&st).map(|_| st.tools.parser);
+    let parser = plan.parser_kind(&st);
     let ids = CallIds::new();
     let id = format!("chatcmpl-{}", random_id());
     let (model, created) = (st.served_name.clone(), unix_now());

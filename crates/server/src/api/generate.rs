@@ -153,22 +153,10 @@ impl Generation {
         }
     }
 
-    /// Reads the whole generation: its text and the final piece.
-    pub async fn collect(mut self) -> Result<(String, &'static str, Usage), ApiError> {
-        let mut text = String::new();
-        while let Some(p) = self.next().await {
-            match p? {
-                Piece::Text(t) => text.push_str(&t),
-                Piece::ToolResults { .. } => {}
-                Piece::Done {
-                    finish_reason,
-                    usage,
-                } => return Ok((text, finish_reason, usage)),
-            }
-        }
-        Err(ApiError::Internal(
-            "generation ended without a result".into(),
-        ))
+    /// Reads the whole generation: its text (all turns) and the end.
+    pub async fn collect(self) -> Result<(String, &'static str, Usage), ApiError> {
+        let (turns, finish, usage) = self.collect_turns().await?;
+        Ok((turns.into_iter().map(|t| t.0).collect(), finish, usage))
     }
 
     /// Reads the whole generation by turns: each turn's text and the results of its

@@ -11,8 +11,8 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 use tandem_engine::Token;
-use tandem_tools::runtime::{Registry, Running, ToolOutput};
-use tandem_tools::{ParseEvent, ParserKind, ToolCallParser};
+use tandem_tools::runtime::{Running, ToolOutput};
+use tandem_tools::{ParseEvent, ToolCallParser};
 
 use crate::api::tool_calls::{CallIds, MessageBuilder, ToolPlan};
 use crate::error::ApiError;
@@ -52,7 +52,7 @@ impl ToolResult {
 
 /// A call of the turn: still running, or already returned (it aborted early).
 enum CallState {
-    Running(Running),
+    Running(Box<Running>),
     Done(ToolOutput),
 }
 
@@ -88,15 +88,12 @@ impl TurnCalls {
 pub struct ServerCalls {
     st: Arc<AppState>,
     plan: ToolPlan,
-    registry: Arc<Registry>,
-    kind: ParserKind,
     ids: CallIds,
     parser: ToolCallParser,
     turn: MessageBuilder,
     /// Server-side calls of this turn: by index over the completion.
     running: HashMap<usize, (String, Running)>,
     complete: HashSet<usize>,
-    base: usize,
     /// The request's messages followed by this completion's turns and tool results.
     conversation: Vec<Value>,
     /// Calls of this turn whose tool failed before their arguments were complete.
@@ -113,20 +110,16 @@ impl ServerCalls {
         messages: Vec<Value>,
         abort: Arc<AtomicBool>,
     ) -> Self {
-        let kind = st.tools.parser;
         Self {
             aborted: Vec::new(),
             abort,
-            registry: Arc::clone(&st.registry),
+            parser: st.tools.parser.parser(),
             st,
             plan,
-            kind,
-            parser: kind.parser(),
             turn: MessageBuilder::new(ids.clone(), 0),
             ids,
             running: HashMap::new(),
             complete: HashSet::new(),
-            base: 0,
             conversation: messages,
         }
     }
@@ -166,20 +159,20 @@ impl ServerCalls {
         self.turn.event(&e);
         match e {
             ParseEvent::CallStart { index, name } if self.plan.server.contains(&name) => {
-                if let Some(run) = self.registry.start_with(&name, self.plan.partial) {
-                    self.running.insert(self.base + index, (name, run));
+                if let Some(run) = self.st.registry.start_with(&name, self.plan.partial) {
+                    self.running.insert(self.turn.base() + index, (name, run));
                 }
             }
             ParseEvent::CallArgs { index, fragment } => {
-                if let Some((_, run)) = self.running.get_mut(&(self.base + index)) {
+                if let Some((_, run)) = self.running.get_mut(&(self.turn.base() + index)) {
                     run.feed(&fragment);
                 }
             }
             ParseEvent::CallEnd { index, .. } => {
-                self.complete.insert(self.base + index);
+                self.complete.insert(self.turn.base() + index);
             }
             ParseEvent::CallInvalid { index, .. } => {
-                self.running.remove(&(self.base + index)); // dropping aborts it
+                self.running.remove(&(self.turn.base() + index)); // dropping aborts it
             }
             _ => {}
         }
@@ -191,13 +184,12 @@ impl ServerCalls {
         let events = self.parser.finish();
         events.into_iter().for_each(|e| self.on_event(e));
         self.conversation.push(self.turn.message());
-        self.base = self.turn.next_base();
-        self.turn = MessageBuilder::new(self.ids.clone(), self.base);
-        self.parser = self.kind.parser();
+        self.turn = MessageBuilder::new(self.ids.clone(), self.turn.next_base());
+        self.parser = self.st.tools.parser.parser();
         let mut calls: Vec<_> = std::mem::take(&mut self.running)
             .into_iter()
             .filter(|(i, _)| self.complete.contains(i))
-            .map(|(i, (name, run))| (i, name, CallState::Running(run)))
+            .map(|(i, (name, run))| (i, name, CallState::Running(Box::new(run))))
             .collect();
         let early = std::mem::take(&mut self.aborted).into_iter();
         calls.extend(early.map(|(i, name, out)| (i, name, CallState::Done(out))));

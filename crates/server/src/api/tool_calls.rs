@@ -181,9 +181,9 @@ impl ToolPlan {
         Ok(guided.map(|g| Box::new(g) as Box<dyn TokenConstraint>))
     }
 
-    /// A parser for the output when calls are parsed.
-    pub fn parser(&self, st: &AppState) -> Option<ToolCallParser> {
-        self.tools.active().then(|| st.tools.parser.parser())
+    /// The call format to parse the output in, when calls are parsed.
+    pub fn parser_kind(&self, st: &AppState) -> Option<ParserKind> {
+        self.tools.active().then_some(st.tools.parser)
     }
 }
 
@@ -256,6 +256,11 @@ impl MessageBuilder {
     fn call(&mut self, index: usize) -> Option<&mut Call> {
         let i = self.base + index;
         self.calls.iter_mut().find(|c| c.index == i)
+    }
+
+    /// Index of this turn's first call over the completion.
+    pub fn base(&self) -> usize {
+        self.base
     }
 
     /// Index for the next turn's first call.
