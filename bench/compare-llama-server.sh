@@ -6,7 +6,8 @@
 # Usage: bench/compare-llama-server.sh [MODEL.gguf]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-MODEL="${1:-${XDG_CACHE_HOME:-$HOME/.cache}/tandem/models/SmolLM2-135M-Instruct.Q4_1.gguf}"
+source bench/lib.sh
+MODEL="${1:-$DEFAULT_MODEL}"
 THREADS="${THREADS:-$(nproc)}"
 SEQS=16; CELLS=32768
 RATES="${RATES:-0.3 0.6}"
@@ -14,8 +15,6 @@ OUT=bench/work/compare; mkdir -p "$OUT" bench/results
 LLAMA_SERVER=$(bench/build-llama-server.sh)
 cargo build --release --locked --bin tandem >&2
 TANDEM=target/release/tandem
-
-wait_up() { for _ in $(seq 1 300); do curl -sf "$1/health" >/dev/null && return 0; sleep 0.2; done; echo "server at $1 did not start" >&2; return 1; }
 
 run_suite() { # name url
   local name=$1 url=$2 b="$TANDEM bench --url $2 --quiet"

@@ -3,6 +3,7 @@
 # (32-token prompts, 128 output tokens) and single-stream. Writes bench/results/flash-attn.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/lib.sh
 cargo build --release --locked --bin tandem >&2
 OUT=bench/work/flash-attn; mkdir -p "$OUT" bench/results
 {
@@ -14,7 +15,7 @@ OUT=bench/work/flash-attn; mkdir -p "$OUT" bench/results
 for fa in off on; do
   target/release/tandem serve --port 18090 --max-seqs 16 --kv-cells 32768 --flash-attn $fa 2>/dev/null &
   PID=$!
-  for _ in $(seq 1 100); do curl -sf http://127.0.0.1:18090/health >/dev/null && break; sleep 0.2; done
+  wait_up http://127.0.0.1:18090
   for c in 1 16; do
     target/release/tandem bench --url http://127.0.0.1:18090 --prompt-tokens 32 --output-tokens 128 \
       --concurrency $c --requests $((c * 2)) --seed $((c * 10)) --quiet --label "flash-attn $fa, $c streams" --out "$OUT/fa-$fa-$c" >/dev/null

@@ -8,7 +8,8 @@
 # Knobs (environment): RATES, SCALE, WINDOW (seconds of arrivals per run), SATURATED, SKIP_LLAMA.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-MODEL="${1:-${XDG_CACHE_HOME:-$HOME/.cache}/tandem/models/SmolLM2-135M-Instruct.Q4_1.gguf}"
+source bench/lib.sh
+MODEL="${1:-$DEFAULT_MODEL}"
 THREADS="${THREADS:-$(nproc)}"
 RATES="${RATES:-0.1 0.2 0.4}"
 SCALE="${SCALE:-0.1}"
@@ -18,8 +19,6 @@ SEQS=16; CELLS=32768
 OUT=bench/work/intercept; rm -rf "$OUT"; mkdir -p "$OUT" bench/results
 cargo build --release --locked --bin tandem >&2
 TANDEM=target/release/tandem
-
-wait_up() { for _ in $(seq 1 300); do curl -sf "$1/health" >/dev/null && return 0; sleep 0.2; done; echo "server at $1 did not start" >&2; return 1; }
 
 # sweep NAME URL [bench flags...]: one bench run per rate until saturation.
 sweep() {
