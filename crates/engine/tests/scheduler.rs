@@ -417,7 +417,6 @@ fn constrained_with(
 ) -> (Committed, Resumes) {
     let committed = std::sync::Arc::default();
     let resumes = std::sync::Arc::default();
-    let (tx, rx) = unbounded_channel();
     let c = EvenTokens {
         committed: std::sync::Arc::clone(&committed),
         resumes: std::sync::Arc::clone(&resumes),
@@ -425,19 +424,31 @@ fn constrained_with(
         fail_at,
         pause_every,
     };
+    add_constrained(h, id, 20, true, Box::new(c));
+    (committed, resumes)
+}
+
+/// Adds request `id` (a 6-token prompt) under constraint `c`.
+fn add_constrained(
+    h: &mut Harness,
+    id: u64,
+    max_tokens: usize,
+    ignore_eos: bool,
+    c: Box<dyn tandem_engine::TokenConstraint>,
+) {
+    let (tx, rx) = unbounded_channel();
     let req = NewRequest {
         prompt: prompt(6, id as i32),
-        max_tokens: 20,
-        ignore_eos: true,
+        max_tokens,
+        ignore_eos,
         sampling: SamplingParams::default(),
         events: tx,
         intercept: InterceptSpec::default(),
-        constraint: Some(tandem_engine::Constraint(Box::new(c))),
+        constraint: Some(tandem_engine::Constraint(c)),
     };
     h.prompt_len.insert(id, 6);
     h.sched.add(id, req, 0.0);
     h.rxs.insert(id, rx);
-    (committed, resumes)
 }
 
 #[test]
@@ -524,25 +535,13 @@ impl tandem_engine::TokenConstraint for TurnEnds {
 #[test]
 fn an_end_of_turn_token_with_a_pause_request_pauses_instead_of_finishing() {
     let mut h = Harness::new(2, 256, 64);
-    let (tx, rx) = unbounded_channel();
     let c = TurnEnds {
         since_end: 0,
         turns: 0,
         pausing_turns: 2,
         pause: false,
     };
-    let req = NewRequest {
-        prompt: prompt(6, 1),
-        max_tokens: 40,
-        ignore_eos: false,
-        sampling: SamplingParams::default(),
-        events: tx,
-        intercept: InterceptSpec::default(),
-        constraint: Some(tandem_engine::Constraint(Box::new(c))),
-    };
-    h.prompt_len.insert(100, 6);
-    h.sched.add(100, req, 0.0);
-    h.rxs.insert(100, rx);
+    add_constrained(&mut h, 100, 40, false, Box::new(c));
     for round in 1..=2 {
         for _ in 0..100 {
             if h.interceptions(100) >= round {
