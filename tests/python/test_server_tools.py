@@ -139,14 +139,31 @@ def test_real_model_calls_a_server_tool_and_continues(tc, tool_server):
     assert tool_server.metric("tandem_server_tool_calls_total") >= before + 1
 
 
-def test_cancelled_request_kills_its_running_tool(tool_server):
+def args_complete(args):
+    try:
+        json.loads(args)
+        return True
+    except ValueError:
+        return False
+
+
+@pytest.mark.parametrize("when", ["while the call is decoded", "while the turn's calls are awaited"])
+def test_cancelled_request_kills_its_running_tool(tool_server, when):
     pid_file = os.path.join(tempfile.mkdtemp(), "pid")
     code = f"import os, time\nopen({pid_file!r}, 'w').write(str(os.getpid()))\ntime.sleep(60)\nprint('late')"
     body = {"messages": USER, "stream": True, "max_tokens": 300, "server_tools": ["python"],
             "replay": [call("python", {"code": code}), "done"]}
+    args = ""
     with requests.post(tool_server.url + "/v1/chat/completions", json=body, stream=True, timeout=60) as r:
         for line in r.iter_lines():
-            if os.path.exists(pid_file) and open(pid_file).read():
+            if line.startswith(b"data: {"):
+                for c in json.loads(line[6:])["choices"][0]["delta"].get("tool_calls") or []:
+                    args += c["function"].get("arguments") or ""
+            started = os.path.exists(pid_file) and open(pid_file).read()
+            if started and when.startswith("while the call") and not args_complete(args):
+                break
+            if started and args_complete(args):
+                time.sleep(0.5)  # the turn ends and the request pauses for the call
                 break
     pid = int(open(pid_file).read())
     deadline = time.time() + 10
@@ -157,7 +174,7 @@ def test_cancelled_request_kills_its_running_tool(tool_server):
             break
         time.sleep(0.2)
     else:
-        pytest.fail(f"tool process {pid} still alive after the client went away")
+        pytest.fail(f"tool process {pid} still alive after the client went away ({when})")
     # The server is fine afterwards.
     ok = requests.post(tool_server.url + "/v1/chat/completions", json={"messages": USER, "max_tokens": 3}, timeout=60)
     assert ok.status_code == 200

@@ -158,13 +158,19 @@ impl Running {
     }
 
     /// The call's arguments are complete (or will never be): waits for the result.
+    /// The task stays owned by `self` while awaited, so dropping this future (a cancelled
+    /// request) still aborts the tool.
     pub async fn finish(mut self) -> ToolOutput {
         self.tx = None;
-        let task = self.task.take().expect("task");
-        match task.await {
+        let Some(task) = self.task.as_mut() else {
+            return ToolOutput::error("the call's result was already taken");
+        };
+        let out = match task.await {
             Ok(out) => out,
             Err(e) => ToolOutput::error(format!("the tool crashed: {e}")),
-        }
+        };
+        self.task = None;
+        out
     }
 }
 

@@ -124,18 +124,22 @@ async fn prints_errors_and_limits() {
     assert!(out.is_error && out.content.contains("timed out"), "{out:?}");
 }
 
-#[tokio::test]
-async fn a_cancelled_call_kills_its_process() {
-    let m = marker("pid");
+/// A call whose program wrote its pid and sleeps a minute; `complete`: its arguments are
+/// complete too. Returns the call and the pid.
+async fn sleeping_call(name: &str, complete: bool) -> (Running, String) {
+    let m = marker(name);
     let code = format!(
         "import os, time\nopen({:?}, 'w').write(str(os.getpid()))\ntime.sleep(60)\nx = 1",
         m.display().to_string()
     );
-    let (head, _) = args_split(&code, 3);
+    let (head, tail) = args_split(&code, 3);
     let mut call = registry(true, PythonLimits::default())
         .start("python")
         .unwrap();
     call.feed(&head);
+    if complete {
+        call.feed(&tail);
+    }
     let mut pid = String::new();
     for _ in 0..50 {
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -145,15 +149,32 @@ async fn a_cancelled_call_kills_its_process() {
         }
     }
     assert!(!pid.is_empty(), "the program started");
-    drop(call);
+    (call, pid)
+}
+
+async fn assert_gone(pid: &str, when: &str) {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let alive = std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .map(|s| !s.contains(") Z "))
         .unwrap_or(false);
-    assert!(
-        !alive,
-        "process {pid} still running after the call was dropped"
-    );
+    assert!(!alive, "process {pid} still running after {when}");
+}
+
+#[tokio::test]
+async fn a_cancelled_call_kills_its_process() {
+    let (call, pid) = sleeping_call("pid", false).await;
+    drop(call);
+    assert_gone(&pid, "the call was dropped").await;
+}
+
+/// The server awaits a finished turn's calls with `finish()`; a cancel drops that future.
+#[tokio::test]
+async fn a_call_cancelled_while_its_result_is_awaited_kills_its_process() {
+    let (call, pid) = sleeping_call("pid-awaited", true).await;
+    let waiting = tokio::spawn(call.finish());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    waiting.abort();
+    assert_gone(&pid, "the awaiting task was aborted").await;
 }
 
 #[tokio::test]

@@ -135,12 +135,17 @@ impl Generation {
             if self.ended {
                 return None;
             }
-            let outcome = match self.waiting.take() {
-                // Nothing else can arrive meanwhile: the request is paused or finished.
-                Some((calls, eot)) => match calls.await {
-                    Ok(results) => self.on_results(results, eot),
-                    Err(e) => Err(ApiError::Internal(format!("server-side tools: {e}"))),
-                },
+            let outcome = match self.waiting.as_mut() {
+                // Nothing else can arrive meanwhile: the request is paused or finished. The
+                // handle stays in `self` while awaited, so a drop (client gone) aborts it.
+                Some((calls, _)) => {
+                    let done = calls.await;
+                    let eot = self.waiting.take().and_then(|w| w.1);
+                    match done {
+                        Ok(results) => self.on_results(results, eot),
+                        Err(e) => Err(ApiError::Internal(format!("server-side tools: {e}"))),
+                    }
+                }
                 None => {
                     let event = self.rx.recv().await;
                     self.handle(event)

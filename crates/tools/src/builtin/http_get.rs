@@ -73,7 +73,8 @@ impl Tool for HttpGet {
     fn run(&self, mut args: UnboundedReceiver<ArgEvent>) -> ToolFuture {
         let (allow, client, max) = (self.allow.clone(), self.client.clone(), self.max_bytes);
         Box::pin(async move {
-            let (mut fetching, mut complete) = (None, false);
+            // The fetch runs in a JoinSet, so a cancelled call stops it.
+            let (mut fetching, mut complete) = (tokio::task::JoinSet::new(), false);
             while let Some(ev) = args.recv().await {
                 if matches!(ev, ArgEvent::Complete(_)) {
                     complete = true;
@@ -85,15 +86,13 @@ impl Tool for HttpGet {
                 if !allow.iter().any(|p| url.starts_with(p.as_str())) {
                     return ToolOutput::error(format!("{url} is not on this server's allow-list"));
                 }
-                fetching = Some(tokio::spawn(fetch(client.clone(), url.to_string(), max)));
+                fetching.spawn(fetch(client.clone(), url.to_string(), max));
             }
             if !complete {
                 return ToolOutput::error("the call ended before its arguments were complete");
             }
-            match fetching {
-                Some(task) => task
-                    .await
-                    .unwrap_or_else(|e| ToolOutput::error(e.to_string())),
+            match fetching.join_next().await {
+                Some(r) => r.unwrap_or_else(|e| ToolOutput::error(e.to_string())),
                 None => ToolOutput::error("`url` must be a string"),
             }
         })
