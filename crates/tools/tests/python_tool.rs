@@ -63,6 +63,21 @@ async fn statements_run_before_the_arguments_are_complete() {
     }
 }
 
+/// The child yields the CPU to the decode (nice 10) and starts without `site` (no
+/// site-packages, no `.pth` hooks).
+#[tokio::test]
+async fn runs_at_lower_priority_without_site() {
+    let out = run(
+        "import os, sys\nprint(os.nice(0), 'site' in sys.modules)",
+        PythonLimits::default(),
+    )
+    .await;
+    // SAFETY: getpriority(2) only reads this process's nice value (the child's is relative).
+    let base = unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
+    let want = (base + 10).min(19);
+    assert_eq!(out, ToolOutput::ok(format!("{want} False\n")));
+}
+
 #[tokio::test]
 async fn prints_errors_and_limits() {
     let quick = PythonLimits {
@@ -70,6 +85,7 @@ async fn prints_errors_and_limits() {
         memory_bytes: 256 << 20,
         wall_seconds: 10.0,
         max_output_bytes: 1000,
+        ..PythonLimits::default()
     };
     let out = run(
         "for i in range(3):\n    print(i)\nprint('done')",

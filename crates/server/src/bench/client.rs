@@ -147,7 +147,7 @@ impl Client {
 impl Client {
     /// Posts a chat request. A pooled keep-alive connection the server closed just before
     /// reuse fails before the request reaches it; that case (only) is retried once.
-    async fn send(&self, body: &Value) -> reqwest::Result<reqwest::Response> {
+    pub async fn send(&self, body: &Value) -> reqwest::Result<reqwest::Response> {
         let url = format!("{}/v1/chat/completions", self.url);
         match self.http.post(&url).json(body).send().await {
             Err(e) if e.is_request() && !e.is_timeout() => {
@@ -166,6 +166,16 @@ async fn read_stream(resp: reqwest::Response) -> anyhow::Result<Turn> {
         usage: Value::Null,
     };
     let mut last: Option<Instant> = None;
+    for_each_event(resp, |v| on_data(v, &mut turn, &mut last)).await?;
+    Ok(turn)
+}
+
+/// Calls `f` with each JSON event of a server-sent event stream until `[DONE]`; an event
+/// carrying `error` ends the stream with that error.
+pub async fn for_each_event(
+    resp: reqwest::Response,
+    mut f: impl FnMut(&Value) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
     let mut buf = String::new();
     let mut stream = resp.bytes_stream();
     while let Some(chunk) = stream.next().await {
@@ -175,20 +185,20 @@ async fn read_stream(resp: reqwest::Response) -> anyhow::Result<Turn> {
             for data in event.lines().filter_map(|l| l.strip_prefix("data:")) {
                 let data = data.trim();
                 if data == "[DONE]" {
-                    return Ok(turn);
+                    return Ok(());
                 }
-                on_data(data, &mut turn, &mut last)?;
+                let v: Value = serde_json::from_str(data)?;
+                if let Some(e) = v.get("error") {
+                    bail!("server error: {e}");
+                }
+                f(&v)?;
             }
         }
     }
     Err(anyhow!("stream ended without [DONE]"))
 }
 
-fn on_data(data: &str, turn: &mut Turn, last: &mut Option<Instant>) -> anyhow::Result<()> {
-    let v: Value = serde_json::from_str(data)?;
-    if let Some(e) = v.get("error") {
-        bail!("server error: {e}");
-    }
+fn on_data(v: &Value, turn: &mut Turn, last: &mut Option<Instant>) -> anyhow::Result<()> {
     if v["usage"].is_object() {
         turn.usage = v["usage"].clone();
     }

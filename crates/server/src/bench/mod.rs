@@ -4,6 +4,7 @@
 
 pub mod augment;
 pub mod client;
+pub mod conveyor;
 pub mod report;
 pub mod server_metrics;
 pub mod workload;
@@ -31,9 +32,11 @@ pub struct BenchArgs {
     /// Model name to send (default: the first model the server lists).
     #[arg(long)]
     pub model: Option<String>,
-    /// Workload: a JSON-lines file, one request each (see docs/bench.md), or `augment` /
+    /// Workload: a JSON-lines file, one request each (see docs/bench.md); `augment` /
     /// `augment:KIND` (KIND: math, qa, ve, chatbot, image, tts) for InferCept's generated
-    /// augmentation workload (100 requests unless --requests).
+    /// augmentation workload (100 requests unless --requests); or `conveyor` /
+    /// `conveyor:NAME,...` (code, search, plan, validate, calc) for partial tool execution,
+    /// lazy vs partial, against a tandem server run with --allow-replay and those tools.
     #[arg(long, conflicts_with = "prompt_tokens")]
     pub workload: Option<String>,
     /// Augmentation workload: multiply context lengths and tool times by this (0, 1].
@@ -53,16 +56,23 @@ pub struct BenchArgs {
     /// Poisson arrival rate in requests per second (open loop).
     #[arg(long, conflicts_with = "concurrency")]
     pub rate: Option<f64>,
-    /// Keep this many requests in flight (closed loop).
+    /// Keep this many requests in flight (closed loop). Conveyor: requests per loaded round
+    /// (default 8).
     #[arg(long)]
     pub concurrency: Option<usize>,
+    /// Conveyor: lazy/partial pairs per workload run alone.
+    #[arg(long, default_value_t = 5)]
+    pub reps: usize,
+    /// Conveyor: rounds of --concurrency requests per mode and workload under load.
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
     /// Number of requests to send (the workload is cycled). Default: one pass over the file.
     #[arg(long)]
     pub requests: Option<usize>,
     /// Stop sending new requests after this many seconds.
     #[arg(long)]
     pub duration: Option<f64>,
-    /// Write the report to PREFIX.json and PREFIX.md.
+    /// Write the report to PREFIX.json and PREFIX.md (conveyor: also PREFIX-timeline.svg).
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Name of this run in the report.
@@ -125,8 +135,8 @@ fn arrivals(args: &BenchArgs, items: &[WorkItem]) -> Option<Vec<f64>> {
     Some(items.iter().map(|i| i.arrival_s.unwrap_or(0.0)).collect())
 }
 
-pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
-    let items = load_items(&args)?;
+/// A client for the server at `--url`, with `--model` or the first model it lists.
+async fn connect(args: &BenchArgs) -> anyhow::Result<Client> {
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(1024)
         .build()?;
@@ -137,12 +147,21 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("GET {url}/v1/models"))?,
     };
-    let client = Arc::new(Client {
+    Ok(Client {
         http,
         url,
-        model: model.clone(),
+        model,
         server_side_tools: args.server_side_tools,
-    });
+    })
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if let Some(ws) = args.workload.as_deref().and_then(conveyor::parse) {
+        return conveyor::run(&args, &connect(&args).await?, ws?).await;
+    }
+    let items = load_items(&args)?;
+    let client = Arc::new(connect(&args).await?);
+    let model = client.model.clone();
     let before = server_metrics::scrape(&client.http, &client.url).await;
     let bar = progress(items.len(), args.quiet);
     let start = Instant::now();
@@ -177,7 +196,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn progress(n: usize, quiet: bool) -> ProgressBar {
+pub(crate) fn progress(n: usize, quiet: bool) -> ProgressBar {
     if quiet {
         return ProgressBar::hidden();
     }

@@ -1,0 +1,233 @@
+//! `tandem bench --workload conveyor[:NAMES]`: partial tool execution (Conveyor, mission.md §2)
+//! against a tandem server started with `--allow-replay` and the built-in tools. Each workload
+//! is a replayed request (real forward passes, fixed text, real tools), run with
+//! `partial_exec` off (lazy) and on: `--reps` pairs alone, then `--rounds` rounds of
+//! `--concurrency` (default 8) concurrent requests per mode after a warm-up batch. Which mode
+//! goes first alternates, so drift on a shared machine falls on both alike.
+
+pub mod measure;
+pub mod summary;
+pub mod timeline;
+pub mod workloads;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use futures::future::try_join_all;
+use indicatif::ProgressBar;
+use serde_json::{json, Value};
+
+use crate::bench::client::Client;
+use crate::bench::BenchArgs;
+use measure::{run_one, Marks};
+use summary::Summary;
+use workloads::Workload;
+
+/// Parses `conveyor` (all five) or `conveyor:code,search,...`; `None` if `spec` names another
+/// workload.
+pub fn parse(spec: &str) -> Option<anyhow::Result<Vec<Workload>>> {
+    let rest = spec.strip_prefix("conveyor")?;
+    if rest.is_empty() {
+        return Some(Ok(workloads::all()));
+    }
+    let names = rest.strip_prefix(':')?;
+    Some(
+        names
+            .split(',')
+            .map(|n| {
+                workloads::by_name(n.trim()).with_context(|| {
+                    format!(
+                        "unknown conveyor workload `{n}`; one of {:?}",
+                        workloads::NAMES
+                    )
+                })
+            })
+            .collect(),
+    )
+}
+
+/// Lazy and partial runs of one workload under one load.
+#[derive(Default)]
+struct Runs {
+    lazy: Vec<Marks>,
+    partial: Vec<Marks>,
+}
+
+impl Runs {
+    fn push(&mut self, partial: bool, m: Marks) {
+        if partial {
+            &mut self.partial
+        } else {
+            &mut self.lazy
+        }
+        .push(m);
+    }
+}
+
+/// Which mode goes first alternates between repetitions.
+fn order(rep: usize) -> [bool; 2] {
+    if rep.is_multiple_of(2) {
+        [false, true]
+    } else {
+        [true, false]
+    }
+}
+
+async fn alone(c: &Client, w: &Workload, reps: usize, bar: &ProgressBar) -> anyhow::Result<Runs> {
+    let mut runs = Runs::default();
+    for rep in 0..reps {
+        for partial in order(rep) {
+            runs.push(partial, run_one(c, w, partial).await?);
+            bar.inc(1);
+        }
+    }
+    Ok(runs)
+}
+
+async fn batch(c: &Client, w: &Workload, n: usize, partial: bool) -> anyhow::Result<Vec<Marks>> {
+    try_join_all((0..n).map(|_| run_one(c, w, partial))).await
+}
+
+async fn loaded(
+    c: &Client,
+    w: &Workload,
+    rounds: usize,
+    n: usize,
+    bar: &ProgressBar,
+) -> anyhow::Result<Runs> {
+    // Warm-up batch: every later batch then finds the shared prompt prefix cached.
+    batch(c, w, n, true).await?;
+    let mut runs = Runs::default();
+    for round in 0..rounds {
+        for partial in order(round) {
+            for m in batch(c, w, n, partial).await? {
+                runs.push(partial, m);
+            }
+            bar.inc(n as u64);
+        }
+    }
+    Ok(runs)
+}
+
+pub async fn run(args: &BenchArgs, client: &Client, ws: Vec<Workload>) -> anyhow::Result<()> {
+    let n = args.concurrency.unwrap_or(8);
+    let per = 2 * args.reps + 2 * args.rounds * n;
+    let bar = crate::bench::progress(per * ws.len(), args.quiet);
+    for w in &ws {
+        // Warm-up: the python interpreter, the search index, the prompt prefix.
+        run_one(client, w, true).await.with_context(|| {
+            format!(
+                "{}: is the server running with --allow-replay and --tools {}?",
+                w.name, w.tool
+            )
+        })?;
+    }
+    let (mut results, mut examples) = (BTreeMap::new(), Vec::new());
+    for w in &ws {
+        let one = alone(client, w, args.reps, &bar).await?;
+        let many = loaded(client, w, args.rounds, n, &bar).await?;
+        let pair = [
+            (
+                "alone".to_string(),
+                summary::summarize(&one.lazy, &one.partial),
+            ),
+            (
+                format!("x{n}"),
+                summary::summarize(&many.lazy, &many.partial),
+            ),
+        ];
+        bar.println(format!("{}: {}", w.name, serde_json::to_string(&pair)?));
+        for (mode, runs) in [("lazy", &one.lazy), ("partial", &one.partial)] {
+            let last = *runs.last().context("no repetitions (--reps 0)")?;
+            examples.push((format!("{} {mode}", w.name), mode == "partial", last));
+        }
+        results.insert(w.name, pair);
+    }
+    bar.finish_and_clear();
+    report(args, &ws, &results, &examples)
+}
+
+fn report(
+    args: &BenchArgs,
+    ws: &[Workload],
+    results: &BTreeMap<&str, [(String, Summary); 2]>,
+    examples: &[(String, bool, Marks)],
+) -> anyhow::Result<()> {
+    let meta = meta(args);
+    let mut md = vec![
+        "# Partial tool execution (Conveyor): lazy vs partial".to_string(),
+        String::new(),
+        format!(
+            "{}, {}; `{}`; {}.",
+            meta["date"].as_str().unwrap_or_default(),
+            meta["machine"].as_str().unwrap_or_default(),
+            meta["command"].as_str().unwrap_or_default(),
+            args.label
+        ),
+        "Mean completion latency of replayed requests (same tokens both ways, real tools); gain = \
+         1 - partial/lazy with its 95% interval; bound = min(T_decode, T_tool) / (T_decode + \
+         T_tool) from the lazy runs."
+            .to_string(),
+        String::new(),
+        summary::HEADER.to_string(),
+    ];
+    for w in ws {
+        for (load, s) in &results[w.name] {
+            md.push(summary::row(w.name, load, s));
+        }
+    }
+    let md = md.join("\n") + "\n";
+    println!("{md}");
+    let ex: Vec<Value> = examples
+        .iter()
+        .map(|(l, _, m)| json!({"label": l, "marks": m}))
+        .collect();
+    let report = json!({"meta": meta, "results": results, "timeline_examples": ex});
+    if let Some(prefix) = &args.out {
+        let path = |ext: &str| PathBuf::from(format!("{}{ext}", prefix.display()));
+        std::fs::write(path(".json"), serde_json::to_string_pretty(&report)?)?;
+        std::fs::write(path(".md"), md)?;
+        std::fs::write(path("-timeline.svg"), timeline::svg(examples))?;
+    }
+    Ok(())
+}
+
+fn meta(args: &BenchArgs) -> Value {
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let command = format!(
+        "tandem bench --workload {} --reps {} --rounds {} --concurrency {}",
+        args.workload.as_deref().unwrap_or("conveyor"),
+        args.reps,
+        args.rounds,
+        args.concurrency.unwrap_or(8)
+    );
+    json!({
+        "date": time::OffsetDateTime::now_utc().date().to_string(),
+        "machine": format!("{}, {cores} cores", std::env::consts::ARCH),
+        "command": command, "label": args.label, "url": args.url,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_all_or_a_subset() {
+        assert_eq!(parse("conveyor").unwrap().unwrap().len(), 5);
+        let two = parse("conveyor:code, calc").unwrap().unwrap();
+        assert_eq!(
+            two.iter().map(|w| w.name).collect::<Vec<_>>(),
+            ["code", "calc"]
+        );
+        assert!(parse("conveyor:nope").unwrap().is_err());
+        assert!(parse("augment").is_none() && parse("conveyorx").is_none());
+    }
+
+    #[test]
+    fn modes_alternate_which_goes_first() {
+        assert_eq!(order(0), [false, true]);
+        assert_eq!(order(1), [true, false]);
+    }
+}

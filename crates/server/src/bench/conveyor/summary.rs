@@ -1,0 +1,134 @@
+//! Conveyor bench figures per workload and load: mean completion latency lazy vs partial, the
+//! decode and tool times measured on the lazy runs, the ideal bound
+//! `min(T_decode, T_tool) / (T_decode + T_tool)` (mission.md §2) and the gain against it.
+
+use serde::Serialize;
+
+use crate::bench::conveyor::measure::Marks;
+use crate::bench::report::stats;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub n: usize,
+    pub lazy_mean_s: f64,
+    pub partial_mean_s: f64,
+    pub lazy_p50_s: f64,
+    pub partial_p50_s: f64,
+    /// Lazy runs: completion latency minus `t_tool_s`.
+    pub t_decode_s: f64,
+    /// Lazy runs: from the call's last argument delta to its results.
+    pub t_tool_s: f64,
+    /// Partial runs: tool time left after the call's last argument delta.
+    pub partial_tail_s: f64,
+    /// When the call was fully decoded (last argument delta), partial over lazy: above 1
+    /// when tool work running during the decode slowed it (tools and decode share the CPU).
+    pub decode_ratio: f64,
+    pub bound: f64,
+    /// `1 - partial_mean / lazy_mean`.
+    pub gain: f64,
+    /// Half-width of the gain's 95% interval (normal approximation over both samples).
+    pub gain_ci95: f64,
+    pub gain_over_bound: f64,
+    /// The tool ended the call before it was fully decoded (the bound does not apply).
+    pub early_abort: bool,
+}
+
+fn mean(v: &[f64]) -> f64 {
+    v.iter().sum::<f64>() / v.len().max(1) as f64
+}
+
+fn variance(v: &[f64]) -> f64 {
+    let m = mean(v);
+    v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (v.len().max(2) - 1) as f64
+}
+
+pub fn summarize(lazy: &[Marks], partial: &[Marks]) -> Summary {
+    let totals = |m: &[Marks]| m.iter().map(|x| x.total).collect::<Vec<_>>();
+    let (lt, pt) = (totals(lazy), totals(partial));
+    let t_tool = mean(
+        &lazy
+            .iter()
+            .map(|m| m.results - m.args_end)
+            .collect::<Vec<_>>(),
+    );
+    let t_decode = mean(&lt) - t_tool;
+    let bound = t_decode.min(t_tool) / (t_decode + t_tool);
+    let gain = 1.0 - mean(&pt) / mean(&lt);
+    let se = (variance(&lt) / lt.len() as f64 + variance(&pt) / pt.len() as f64).sqrt();
+    let args_end = |m: &[Marks]| mean(&m.iter().map(|x| x.args_end).collect::<Vec<_>>());
+    let tail = |m: &[Marks]| mean(&m.iter().map(|x| x.results - x.args_end).collect::<Vec<_>>());
+    Summary {
+        n: lt.len(),
+        lazy_mean_s: mean(&lt),
+        partial_mean_s: mean(&pt),
+        lazy_p50_s: stats(lt).p50,
+        partial_p50_s: stats(pt).p50,
+        t_decode_s: t_decode,
+        t_tool_s: t_tool,
+        partial_tail_s: tail(partial),
+        decode_ratio: args_end(partial) / args_end(lazy),
+        bound,
+        gain,
+        gain_ci95: 1.96 * se / mean(&totals(lazy)),
+        gain_over_bound: gain / bound,
+        early_abort: args_end(partial) < 0.9 * args_end(lazy),
+    }
+}
+
+/// One table row: `| workload | load | ... |`.
+pub fn row(workload: &str, load: &str, s: &Summary) -> String {
+    let ratio = if s.early_abort {
+        "(early abort)".to_string()
+    } else {
+        format!("{:.2}", s.gain_over_bound)
+    };
+    format!(
+        "| {workload} | {load} | {} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.1}% ± {:.1} | {ratio} |",
+        s.n,
+        s.lazy_mean_s,
+        s.partial_mean_s,
+        s.t_decode_s,
+        s.t_tool_s,
+        s.bound,
+        100.0 * s.gain,
+        100.0 * s.gain_ci95,
+    )
+}
+
+pub const HEADER: &str = "| workload | load | n | lazy s | partial s | T_decode s | T_tool s | bound | gain (95% CI) | gain/bound |\n|---|---|---|---|---|---|---|---|---|---|";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn marks(args_end: f64, results: f64, total: f64) -> Marks {
+        Marks {
+            call_start: 0.1,
+            args_end,
+            results,
+            total,
+            tool_error: false,
+        }
+    }
+
+    #[test]
+    fn bound_and_gain_from_the_lazy_runs() {
+        // Lazy: decode 1 s before the call's end + 0.5 s after, tool 1 s -> T_decode 1.5,
+        // T_tool 1.0, bound 0.4. Partial hides 0.5 s of tool: gain 0.2 = 0.5 of the bound.
+        let lazy = [marks(1.0, 2.0, 2.5), marks(1.0, 2.0, 2.5)];
+        let partial = [marks(1.0, 1.5, 2.0), marks(1.0, 1.5, 2.0)];
+        let s = summarize(&lazy, &partial);
+        assert!((s.t_tool_s - 1.0).abs() < 1e-9 && (s.t_decode_s - 1.5).abs() < 1e-9);
+        assert!((s.bound - 0.4).abs() < 1e-9);
+        assert!((s.gain - 0.2).abs() < 1e-9 && (s.gain_over_bound - 0.5).abs() < 1e-9);
+        assert!(s.gain_ci95.abs() < 1e-9 && !s.early_abort);
+    }
+
+    #[test]
+    fn early_abort_when_partial_calls_end_sooner() {
+        let lazy = [marks(2.0, 2.1, 2.5)];
+        let partial = [marks(0.5, 0.6, 1.0)];
+        assert!(summarize(&lazy, &partial).early_abort);
+        assert!(row("v", "alone", &summarize(&lazy, &partial)).contains("early abort"));
+    }
+}
