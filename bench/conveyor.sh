@@ -13,7 +13,7 @@ SEARCH_MS="${SEARCH_MS:-80}"
 cargo build --release --locked --bin tandem >&2
 mkdir -p bench/work
 start_tandem bench/work/conveyor-server.log --model "$MODEL" --max-seqs 8 --kv-cells 32768 \
-  --allow-replay --tools python,search,plan,validate,calc --search-latency-ms "$SEARCH_MS"
+  --allow-replay --tools python,search,plan,validate,calc --search-latency-ms "$SEARCH_MS" --search-top-k 1
 target/release/tandem bench --url "$URL" --workload "conveyor${WORKLOADS:+:$WORKLOADS}" \
   --reps "${REPS:-5}" --rounds "${ROUNDS:-5}" --concurrency 8 --out bench/results/conveyor \
-  --label "bench/conveyor.sh: $(basename "$MODEL"), --max-seqs 8, search latency $SEARCH_MS ms"
+  --label "bench/conveyor.sh: $(basename "$MODEL"), --max-seqs 8, search latency $SEARCH_MS ms, top 1"

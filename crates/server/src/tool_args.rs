@@ -39,6 +39,9 @@ pub struct ToolArgs {
     /// search service in benchmarks (the local index answers in under a millisecond).
     #[arg(long, default_value_t = 0)]
     pub search_latency_ms: u64,
+    /// Documents each `search` query returns (with a snippet each).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=20))]
+    pub search_top_k: u64,
     /// URL prefixes the `http_get` tool may fetch, comma-separated (e.g.
     /// http://127.0.0.1:9000/). Nothing else is fetched.
     #[arg(long, value_delimiter = ',', value_name = "PREFIXES")]
@@ -97,8 +100,9 @@ impl ToolArgs {
             "search" => {
                 let dir = self.search_dir.clone().unwrap_or_else(shipped_corpus);
                 let latency = Duration::from_millis(self.search_latency_ms);
-                let s =
+                let mut s =
                     Search::open(&dir, latency).with_context(|| "--tools search (--search-dir)")?;
+                s.top_k = self.search_top_k as usize;
                 tracing::info!("search: {} documents from {}", s.len(), dir.display());
                 Arc::new(s)
             }
@@ -115,5 +119,43 @@ impl ToolArgs {
                 BUILTIN.join(", ")
             ),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        tools: ToolArgs,
+    }
+
+    fn parse(args: &[&str]) -> ToolArgs {
+        Cli::try_parse_from(std::iter::once("tandem").chain(args.iter().copied()))
+            .expect("valid flags")
+            .tools
+    }
+
+    #[test]
+    fn search_top_k_reaches_the_tool() {
+        let reg = parse(&["--tools", "search", "--search-top-k", "1"])
+            .registry()
+            .unwrap();
+        let def = reg.def("search").expect("registered");
+        assert!(def.description.unwrap().contains("up to 1 documents"));
+        assert!(Cli::try_parse_from(["tandem", "--search-top-k", "0"]).is_err());
+    }
+
+    #[test]
+    fn unknown_tools_and_bad_timeouts_are_refused() {
+        assert!(parse(&["--tools", "nope"]).registry().is_err());
+        assert!(parse(&["--tools", "calc", "--tool-timeout", "0"])
+            .registry()
+            .is_err());
+        assert!(parse(&["--tools", "http_get"]).registry().is_err()); // needs --http-allow
     }
 }

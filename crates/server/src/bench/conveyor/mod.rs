@@ -137,7 +137,12 @@ pub async fn run(args: &BenchArgs, client: &Client, ws: Vec<Workload>) -> anyhow
                 summary::summarize(&many.lazy, &many.partial),
             ),
         ];
-        bar.println(format!("{}: {}", w.name, serde_json::to_string(&pair)?));
+        let line = format!("{}: {}", w.name, serde_json::to_string(&pair)?);
+        if bar.is_hidden() {
+            eprintln!("{line}"); // progress to a log (no terminal)
+        } else {
+            bar.println(line);
+        }
         for (mode, runs) in [("lazy", &one.lazy), ("partial", &one.partial)] {
             let last = *runs.last().context("no repetitions (--reps 0)")?;
             examples.push((format!("{} {mode}", w.name), mode == "partial", last));

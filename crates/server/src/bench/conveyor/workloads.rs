@@ -95,16 +95,17 @@ fn queries() -> Vec<&'static str> {
     ]
 }
 
-/// Planning: a slow computation first, two searches, then two quick steps using `$k`
-/// references to earlier results.
+/// Planning: a slow computation first, searches, a step using `$k` references to earlier
+/// results, and a cheap search last.
 fn plan() -> Value {
     let slow = "import time\ntime.sleep(0.5)  # fitting the model\nprint('fitted, r2 =', 0.93)";
+    let report = "print('''$0'''.strip(), len('''$1'''))";
     json!({"steps": [
         {"tool": "python", "arguments": {"code": slow}},
         {"tool": "search", "arguments": {"queries": ["how do glaciers carve a moraine valley"]}},
+        {"tool": "python", "arguments": {"code": report}},
         {"tool": "search", "arguments": {"queries": ["sourdough starter fermentation temperature"]}},
-        {"tool": "python", "arguments": {"code": "print(len('''$1''') + len('''$2'''))"}},
-        {"tool": "python", "arguments": {"code": "print('''$0'''.strip().upper())"}},
+        {"tool": "search", "arguments": {"queries": ["how are coral reefs formed"]}},
     ]})
 }
 
