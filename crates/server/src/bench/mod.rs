@@ -157,7 +157,8 @@ async fn connect(args: &BenchArgs) -> anyhow::Result<Client> {
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if let Some(ws) = args.workload.as_deref().and_then(conveyor::parse) {
-        return conveyor::run(&args, &connect(&args).await?, ws?).await;
+        let ws = ws?; // a bad workload name is reported before any connection is tried
+        return conveyor::run(&args, &connect(&args).await?, ws).await;
     }
     let items = load_items(&args)?;
     let client = Arc::new(connect(&args).await?);
