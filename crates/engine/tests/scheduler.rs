@@ -482,12 +482,7 @@ fn a_constraint_can_pause_its_request_in_the_step_it_completes_something() {
     let mut h = Harness::new(2, 256, 64);
     let (seen, resumes) = constrained_with(&mut h, 100, None, Some(5));
     for round in 1..=3 {
-        for _ in 0..100 {
-            if h.interceptions(100) >= round {
-                break;
-            }
-            h.step();
-        }
+        h.step_until_paused(100, round);
         assert_eq!(h.interceptions(100), round);
         // Paused right after the 5th, 10th, 15th token: nothing more was generated.
         assert_eq!(seen.lock().unwrap().len(), 5 * round);
@@ -543,12 +538,7 @@ fn an_end_of_turn_token_with_a_pause_request_pauses_instead_of_finishing() {
     };
     add_constrained(&mut h, 100, 40, false, Box::new(c));
     for round in 1..=2 {
-        for _ in 0..100 {
-            if h.interceptions(100) >= round {
-                break;
-            }
-            h.step();
-        }
+        h.step_until_paused(100, round);
         assert_eq!(h.interceptions(100), round);
         assert!(h.finish(100).is_none(), "paused, not finished");
         h.sched.resume(100, vec![9, 9, 9], h.now);

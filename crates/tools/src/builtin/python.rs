@@ -7,9 +7,11 @@
 //! The child runs without `site` (`-S`: the standard library only, no site-packages and no
 //! `.pth` start-up hooks, which cost tens of milliseconds of CPU per call) and at a lower CPU
 //! priority (nice 10): on a CPU-only server the tools share cores with the decode that every
-//! request waits on. Measured with `tandem bench --workload conveyor` on 2 cores: `-S` cut a
-//! call's start-up CPU by a third (about 175 -> 115 ms) and, with nice 10, the slowing of a loaded
-//! decode fell from 17% to 12%; SCHED_IDLE starved the tools outright (no overlap left).
+//! request waits on. Measured on 2 cores: `time python3 -I [-S] -u -c "$(cat python_driver.py)"`
+//! fed one line took about 175 ms of CPU with `site`, 115 ms without; in `tandem bench
+//! --workload conveyor:plan` with 8 concurrent requests, nice 10 brought the decode slowdown
+//! from tools running alongside (`decode_ratio`) from 1.17 to 1.12; SCHED_IDLE starved the
+//! tools outright (no overlap left).
 
 use std::time::Duration;
 

@@ -42,34 +42,35 @@ fn variance(v: &[f64]) -> f64 {
     v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (v.len().max(2) - 1) as f64
 }
 
+/// Mean of `f` over the runs.
+fn mean_of(m: &[Marks], f: impl Fn(&Marks) -> f64) -> f64 {
+    mean(&m.iter().map(f).collect::<Vec<_>>())
+}
+
 pub fn summarize(lazy: &[Marks], partial: &[Marks]) -> Summary {
     let totals = |m: &[Marks]| m.iter().map(|x| x.total).collect::<Vec<_>>();
     let (lt, pt) = (totals(lazy), totals(partial));
-    let t_tool = mean(
-        &lazy
-            .iter()
-            .map(|m| m.results - m.args_end)
-            .collect::<Vec<_>>(),
-    );
-    let t_decode = mean(&lt) - t_tool;
+    let (lazy_mean, partial_mean) = (mean(&lt), mean(&pt));
+    let tail = |x: &Marks| x.results - x.args_end;
+    let t_tool = mean_of(lazy, tail);
+    let t_decode = lazy_mean - t_tool;
     let bound = t_decode.min(t_tool) / (t_decode + t_tool);
-    let gain = 1.0 - mean(&pt) / mean(&lt);
+    let gain = 1.0 - partial_mean / lazy_mean;
     let se = (variance(&lt) / lt.len() as f64 + variance(&pt) / pt.len() as f64).sqrt();
-    let args_end = |m: &[Marks]| mean(&m.iter().map(|x| x.args_end).collect::<Vec<_>>());
-    let tail = |m: &[Marks]| mean(&m.iter().map(|x| x.results - x.args_end).collect::<Vec<_>>());
+    let args_end = |m: &[Marks]| mean_of(m, |x| x.args_end);
     Summary {
         n: lt.len(),
-        lazy_mean_s: mean(&lt),
-        partial_mean_s: mean(&pt),
+        lazy_mean_s: lazy_mean,
+        partial_mean_s: partial_mean,
         lazy_p50_s: stats(lt).p50,
         partial_p50_s: stats(pt).p50,
         t_decode_s: t_decode,
         t_tool_s: t_tool,
-        partial_tail_s: tail(partial),
+        partial_tail_s: mean_of(partial, tail),
         decode_ratio: args_end(partial) / args_end(lazy),
         bound,
         gain,
-        gain_ci95: 1.96 * se / mean(&totals(lazy)),
+        gain_ci95: 1.96 * se / lazy_mean,
         gain_over_bound: gain / bound,
         early_abort: args_end(partial) < 0.9 * args_end(lazy),
     }
