@@ -195,6 +195,13 @@ impl<R: Runner> EngineLoop<R> {
             }
         };
         let dt = self.clock.now() - t0;
+        tracing::trace!(
+            rows = plan.items.len(),
+            tokens = plan.batch_tokens(),
+            kv_ops = plan.kv_ops.len(),
+            ms = dt * 1e3,
+            "step"
+        );
         if !plan.items.is_empty() {
             let share = recomputed as f64 / plan.batch_tokens() as f64;
             metrics::histogram!("tandem_step_duration_seconds").record(dt);

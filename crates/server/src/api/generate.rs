@@ -213,6 +213,7 @@ impl Generation {
                 }
             }
             Some(Event::Intercepted { last, .. }) => {
+                tracing::debug!(request = self.id, "paused at a tool call");
                 if !self.await_server_calls(last) {
                     self.run_tool();
                 }
@@ -266,6 +267,12 @@ impl Generation {
             return Ok(());
         };
         let tokens = server.resume_tokens(&results, eot)?;
+        tracing::debug!(
+            request = self.id,
+            calls = results.len(),
+            tokens = tokens.len(),
+            "resumed with tool results"
+        );
         self.st.engine.resume(self.id, tokens);
         Ok(())
     }

@@ -130,11 +130,11 @@ pub async fn run(args: &BenchArgs, client: &Client, ws: Vec<Workload>) -> anyhow
         let pair = [
             (
                 "alone".to_string(),
-                summary::summarize(&one.lazy, &one.partial),
+                summary::summarize(&one.lazy, &one.partial, 1),
             ),
             (
                 format!("x{n}"),
-                summary::summarize(&many.lazy, &many.partial),
+                summary::summarize(&many.lazy, &many.partial, n),
             ),
         ];
         let line = format!("{}: {}", w.name, serde_json::to_string(&pair)?);
@@ -171,7 +171,8 @@ fn report(
             args.label
         ),
         "Mean completion latency of replayed requests (same tokens both ways, real tools); gain = \
-         1 - partial/lazy with its 95% interval; bound = min(T_decode, T_tool) / (T_decode + \
+         1 - partial/lazy with its 95% interval over lazy/partial pairs run back to back \
+         (repetitions alone, rounds under load); bound = min(T_decode, T_tool) / (T_decode + \
          T_tool) from the lazy runs."
             .to_string(),
         String::new(),

@@ -5,6 +5,8 @@
 use serde::Serialize;
 
 use crate::bench::conveyor::measure::Marks;
+use statrs::distribution::{ContinuousCDF, StudentsT};
+
 use crate::bench::report::stats;
 
 #[derive(Debug, Clone, Serialize)]
@@ -26,8 +28,11 @@ pub struct Summary {
     pub bound: f64,
     /// `1 - partial_mean / lazy_mean`.
     pub gain: f64,
-    /// Half-width of the gain's 95% interval (normal approximation over both samples).
+    /// Half-width of the gain's 95% interval, from paired differences (see `paired_ci95`);
+    /// `null` with a single pair.
     pub gain_ci95: f64,
+    /// Pairs the interval is computed over (repetitions alone, rounds under load).
+    pub pairs: usize,
     pub gain_over_bound: f64,
     /// The tool ended the call before it was fully decoded (the bound does not apply).
     pub early_abort: bool,
@@ -42,12 +47,36 @@ fn variance(v: &[f64]) -> f64 {
     v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (v.len().max(2) - 1) as f64
 }
 
+/// Half-width of the 95% interval of the mean lazy-minus-partial latency, in seconds.
+/// Lazy and partial runs come in pairs run back to back (one repetition alone, one round of
+/// concurrent requests under load, whose latencies are averaged first); pairing cancels the
+/// drift of a shared machine between pairs, which an unpaired interval counts as noise. With
+/// few pairs the Student t quantile, not the normal one, sets the width.
+fn paired_ci95(lazy: &[f64], partial: &[f64], group: usize) -> (f64, usize) {
+    let group = group.max(1);
+    let diffs: Vec<f64> = lazy
+        .chunks(group)
+        .zip(partial.chunks(group))
+        .map(|(l, p)| mean(l) - mean(p))
+        .collect();
+    let k = diffs.len();
+    if k < 2 {
+        return (f64::NAN, k);
+    }
+    let t = StudentsT::new(0.0, 1.0, (k - 1) as f64)
+        .expect("degrees of freedom > 0")
+        .inverse_cdf(0.975);
+    (t * (variance(&diffs) / k as f64).sqrt(), k)
+}
+
 /// Mean of `f` over the runs.
 fn mean_of(m: &[Marks], f: impl Fn(&Marks) -> f64) -> f64 {
     mean(&m.iter().map(f).collect::<Vec<_>>())
 }
 
-pub fn summarize(lazy: &[Marks], partial: &[Marks]) -> Summary {
+/// `group`: runs per pair in each mode (1 alone, the concurrency under load); runs are in the
+/// order they were made, pair by pair.
+pub fn summarize(lazy: &[Marks], partial: &[Marks], group: usize) -> Summary {
     let totals = |m: &[Marks]| m.iter().map(|x| x.total).collect::<Vec<_>>();
     let (lt, pt) = (totals(lazy), totals(partial));
     let (lazy_mean, partial_mean) = (mean(&lt), mean(&pt));
@@ -56,7 +85,7 @@ pub fn summarize(lazy: &[Marks], partial: &[Marks]) -> Summary {
     let t_decode = lazy_mean - t_tool;
     let bound = t_decode.min(t_tool) / (t_decode + t_tool);
     let gain = 1.0 - partial_mean / lazy_mean;
-    let se = (variance(&lt) / lt.len() as f64 + variance(&pt) / pt.len() as f64).sqrt();
+    let (ci, pairs) = paired_ci95(&lt, &pt, group);
     let args_end = |m: &[Marks]| mean_of(m, |x| x.args_end);
     Summary {
         n: lt.len(),
@@ -70,7 +99,8 @@ pub fn summarize(lazy: &[Marks], partial: &[Marks]) -> Summary {
         decode_ratio: args_end(partial) / args_end(lazy),
         bound,
         gain,
-        gain_ci95: 1.96 * se / lazy_mean,
+        gain_ci95: ci / lazy_mean,
+        pairs,
         gain_over_bound: gain / bound,
         early_abort: args_end(partial) < 0.9 * args_end(lazy),
     }
@@ -118,7 +148,7 @@ mod tests {
         // T_tool 1.0, bound 0.4. Partial hides 0.5 s of tool: gain 0.2 = 0.5 of the bound.
         let lazy = [marks(1.0, 2.0, 2.5), marks(1.0, 2.0, 2.5)];
         let partial = [marks(1.0, 1.5, 2.0), marks(1.0, 1.5, 2.0)];
-        let s = summarize(&lazy, &partial);
+        let s = summarize(&lazy, &partial, 1);
         assert!((s.t_tool_s - 1.0).abs() < 1e-9 && (s.t_decode_s - 1.5).abs() < 1e-9);
         assert!((s.bound - 0.4).abs() < 1e-9);
         assert!((s.gain - 0.2).abs() < 1e-9 && (s.gain_over_bound - 0.5).abs() < 1e-9);
@@ -129,7 +159,24 @@ mod tests {
     fn early_abort_when_partial_calls_end_sooner() {
         let lazy = [marks(2.0, 2.1, 2.5)];
         let partial = [marks(0.5, 0.6, 1.0)];
-        assert!(summarize(&lazy, &partial).early_abort);
-        assert!(row("v", "alone", &summarize(&lazy, &partial)).contains("early abort"));
+        assert!(summarize(&lazy, &partial, 1).early_abort);
+        assert!(row("v", "alone", &summarize(&lazy, &partial, 1)).contains("early abort"));
+    }
+
+    /// A drift that moves both runs of a pair alike leaves the paired interval narrow; an
+    /// unpaired one would be as wide as the drift.
+    #[test]
+    fn pairs_cancel_drift() {
+        let lazy = [10.0, 20.0, 30.0, 40.0];
+        let partial = [9.0, 19.1, 28.9, 39.0];
+        let (ci, k) = paired_ci95(&lazy, &partial, 1);
+        // diffs 1.0, 0.9, 1.1, 1.0: sd 0.0816, t(3) 3.182 -> 0.130
+        assert_eq!(k, 4);
+        assert!((ci - 0.1299).abs() < 1e-3, "{ci}");
+        // Groups of two: diffs of the group means 0.95, 1.05; t(1) 12.71, sd 0.0707.
+        let (ci, k) = paired_ci95(&lazy, &partial, 2);
+        assert_eq!(k, 2);
+        assert!((ci - 12.706 * 0.0707 / 2f64.sqrt()).abs() < 1e-2, "{ci}");
+        assert!(paired_ci95(&lazy[..1], &partial[..1], 1).0.is_nan());
     }
 }
