@@ -4,7 +4,7 @@
 # `tandem bench --workload conveyor` against a server with --allow-replay and the tools.
 # Writes bench/results/conveyor.{json,md} and conveyor-timeline.svg.
 # Usage: bench/conveyor.sh [MODEL.gguf]
-# Knobs (environment): REPS (default 5), ROUNDS (5), SEARCH_MS (80), WORKLOADS (all).
+# Knobs (environment): REPS (default 8), ROUNDS (6), SEARCH_MS (80), WORKLOADS (all).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/lib.sh
@@ -15,5 +15,5 @@ mkdir -p bench/work
 start_tandem bench/work/conveyor-server.log --model "$MODEL" --max-seqs 8 --kv-cells 32768 \
   --allow-replay --tools python,search,plan,validate,calc --search-latency-ms "$SEARCH_MS" --search-top-k 1
 target/release/tandem bench --url "$URL" --workload "conveyor${WORKLOADS:+:$WORKLOADS}" \
-  --reps "${REPS:-5}" --rounds "${ROUNDS:-5}" --concurrency 8 --out bench/results/conveyor \
+  --reps "${REPS:-8}" --rounds "${ROUNDS:-6}" --concurrency 8 --out bench/results/conveyor \
   --label "bench/conveyor.sh: $(basename "$MODEL"), --max-seqs 8, search latency $SEARCH_MS ms, top 1"

@@ -72,6 +72,7 @@ def test_three_calls_two_parallel_same_results_with_partial_on_and_off(tc):
         r = [by_id[calls[i]["id"]] for i in range(3)]
         assert r[0]["content"] == "x is 42\n" and not r[0]["is_error"]
         assert r[1]["content"] == "20"
+        assert all(isinstance(x["wait_s"], float) and x["wait_s"] >= 0 for x in r), r
         hits = json.loads(r[2]["content"])
         assert hits[0]["hits"][0]["title"] == "lighthouses"
         assert text == TURNS[-1] and finish == "stop", (partial, text)

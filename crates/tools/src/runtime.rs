@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 use tokio::task::JoinHandle;
@@ -90,13 +91,18 @@ impl Registry {
     pub fn start_with(&self, name: &str, partial: bool) -> Option<Running> {
         let tool = self.tools.get(name)?;
         let (tx, rx) = unbounded_channel();
-        let task = tokio::spawn(tool.run(rx));
+        let work = tool.run(rx);
+        let task = tokio::spawn(async move {
+            let out = work.await;
+            (out, Instant::now())
+        });
         Some(Running {
             tx: Some(tx),
             stream: ArgStream::new(),
             held: Vec::new(),
             partial,
             task: Some(task),
+            args_done: None,
         })
     }
 }
@@ -108,7 +114,18 @@ pub struct Running {
     /// Events held back while partial execution is off.
     held: Vec<ArgEvent>,
     partial: bool,
-    task: Option<JoinHandle<ToolOutput>>,
+    /// The tool's result and when it was ready.
+    task: Option<JoinHandle<(ToolOutput, Instant)>>,
+    /// When the arguments were complete (or ended early).
+    args_done: Option<Instant>,
+}
+
+/// A call's result and how long it came after the call's arguments were complete: the time
+/// the request waited on the tool (zero when the tool was done by then).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Finished {
+    pub output: ToolOutput,
+    pub wait: Duration,
 }
 
 impl Running {
@@ -121,6 +138,9 @@ impl Running {
             return;
         }
         for ev in events {
+            if matches!(ev, ArgEvent::Complete(_)) {
+                self.args_done.get_or_insert_with(Instant::now);
+            }
             if !self.partial && !matches!(ev, ArgEvent::Complete(_)) {
                 self.held.push(ev);
                 continue;
@@ -152,26 +172,42 @@ impl Running {
         }
         let task = self.task.take()?;
         Some(match task.now_or_never()? {
-            Ok(out) => out,
-            Err(e) => ToolOutput::error(format!("the tool crashed: {e}")),
+            Ok((out, _)) => out,
+            Err(e) => crashed(e),
         })
     }
 
     /// The call's arguments are complete (or will never be): waits for the result.
     /// The task stays owned by `self` while awaited, so dropping this future (a cancelled
     /// request) still aborts the tool.
-    pub async fn finish(mut self) -> ToolOutput {
+    pub async fn finish(self) -> ToolOutput {
+        self.finish_timed().await.output
+    }
+
+    /// As `finish`, with how long the result came after the arguments were complete.
+    pub async fn finish_timed(mut self) -> Finished {
         self.tx = None;
+        let args_done = *self.args_done.get_or_insert_with(Instant::now);
         let Some(task) = self.task.as_mut() else {
-            return ToolOutput::error("the call's result was already taken");
+            return Finished {
+                output: ToolOutput::error("the call's result was already taken"),
+                wait: Duration::ZERO,
+            };
         };
-        let out = match task.await {
-            Ok(out) => out,
-            Err(e) => ToolOutput::error(format!("the tool crashed: {e}")),
+        let (output, ready) = match task.await {
+            Ok(done) => done,
+            Err(e) => (crashed(e), Instant::now()),
         };
         self.task = None;
-        out
+        Finished {
+            output,
+            wait: ready.saturating_duration_since(args_done),
+        }
     }
+}
+
+fn crashed(e: tokio::task::JoinError) -> ToolOutput {
+    ToolOutput::error(format!("the tool crashed: {e}"))
 }
 
 impl Drop for Running {

@@ -63,6 +63,36 @@ async fn statements_run_before_the_arguments_are_complete() {
     }
 }
 
+/// `finish_timed` reports how long the result came after the arguments were complete: the
+/// whole statement lazily, almost nothing when the statement already ran while the rest of
+/// the arguments were being "decoded" (the test's pause).
+#[tokio::test]
+async fn wait_after_the_arguments_is_what_partial_execution_saves() {
+    // A top-level statement runs once the next line shows its block is over.
+    let code = "import time\ntime.sleep(0.5)\nx = 1\n'done'";
+    let mut waits = Vec::new();
+    for partial in [false, true] {
+        let (head, tail) = args_split(code, 3);
+        let mut call = registry(partial, PythonLimits::default())
+            .start("python")
+            .unwrap();
+        call.feed(&head);
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        call.feed(&tail);
+        let done = call.finish_timed().await;
+        assert_eq!(done.output, ToolOutput::ok("'done'\n"));
+        waits.push(done.wait);
+    }
+    assert!(
+        waits[0] >= Duration::from_millis(500),
+        "lazy waits the sleep: {waits:?}"
+    );
+    assert!(
+        waits[1] < Duration::from_millis(400),
+        "partial slept meanwhile: {waits:?}"
+    );
+}
+
 /// The child yields the CPU to the decode (nice 10) and starts without `site` (no
 /// site-packages, no `.pth` hooks).
 #[tokio::test]

@@ -8,10 +8,11 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::{json, Value};
 use tandem_engine::Token;
-use tandem_tools::runtime::{Running, ToolOutput};
+use tandem_tools::runtime::{Finished, Running, ToolOutput};
 use tandem_tools::{ParseEvent, ToolCallParser};
 
 use crate::api::tool_calls::{CallIds, MessageBuilder, ToolPlan};
@@ -26,6 +27,9 @@ pub struct ToolResult {
     pub id: String,
     pub name: String,
     pub output: ToolOutput,
+    /// Seconds the result came after the call's arguments were complete: what the request
+    /// waited on this tool (0 when partial execution had it done by then).
+    pub wait_s: f64,
 }
 
 impl ToolResult {
@@ -46,7 +50,8 @@ impl ToolResult {
     /// The stream's (and response's) view of the result.
     pub fn to_json(&self) -> Value {
         json!({"index": self.index, "tool_call_id": self.id, "name": self.name,
-               "content": self.output.content, "is_error": self.output.is_error})
+               "content": self.output.content, "is_error": self.output.is_error,
+               "wait_s": self.wait_s})
     }
 }
 
@@ -69,15 +74,19 @@ impl TurnCalls {
         let futures = self.0.into_iter().map(|(index, name, state)| {
             let id = ids.id(index);
             async move {
-                let output = match state {
-                    CallState::Running(run) => run.finish().await,
-                    CallState::Done(out) => out,
+                let done = match state {
+                    CallState::Running(run) => run.finish_timed().await,
+                    CallState::Done(output) => Finished {
+                        output,
+                        wait: Duration::ZERO,
+                    },
                 };
                 ToolResult {
                     index,
                     id,
                     name,
-                    output,
+                    output: done.output,
+                    wait_s: done.wait.as_secs_f64(),
                 }
             }
         });

@@ -20,6 +20,9 @@ pub struct Marks {
     pub results: f64,
     /// `[DONE]`.
     pub total: f64,
+    /// Longest server-reported `wait_s` of the results: how long after the call's arguments
+    /// were complete its tool returned.
+    pub tool_wait: f64,
     pub tool_error: bool,
 }
 
@@ -63,6 +66,8 @@ fn on_event(v: &Value, now: f64, m: &mut Marks, seen_call: &mut bool, seen_resul
         *seen_results = true;
         m.results = now;
         m.tool_error = results.iter().any(|r| r["is_error"] == true);
+        let waits = results.iter().filter_map(|r| r["wait_s"].as_f64());
+        m.tool_wait = waits.fold(0.0, f64::max);
     }
 }
 
@@ -74,7 +79,8 @@ mod tests {
     fn marks_follow_the_stream() {
         let (mut m, mut call, mut res) = (Marks::default(), false, false);
         let calls = json!({"choices": [{"delta": {"tool_calls": [{"index": 0}]}}]});
-        let results = json!({"choices": [{"delta": {"tool_results": [{"is_error": true}]}}]});
+        let results = json!({"choices": [{"delta": {"tool_results": [
+            {"is_error": true, "wait_s": 0.25}, {"is_error": false, "wait_s": 0.5}]}}]});
         let text = json!({"choices": [{"delta": {"content": "Done"}}]});
         on_event(&text, 0.1, &mut m, &mut call, &mut res);
         on_event(&calls, 0.2, &mut m, &mut call, &mut res);
@@ -83,5 +89,6 @@ mod tests {
         on_event(&calls, 1.2, &mut m, &mut call, &mut res);
         assert_eq!((m.call_start, m.args_end, m.results), (0.2, 0.5, 0.9));
         assert!(m.tool_error && call && res);
+        assert_eq!(m.tool_wait, 0.5, "the longest of parallel calls");
     }
 }

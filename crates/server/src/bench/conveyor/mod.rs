@@ -172,7 +172,9 @@ fn report(
         ),
         "Mean completion latency of replayed requests (same tokens both ways, real tools); gain = \
          1 - partial/lazy with its 95% interval over lazy/partial pairs run back to back \
-         (repetitions alone, rounds under load); bound = min(T_decode, T_tool) / (T_decode + \
+         (repetitions alone, rounds under load); T_tool and partial wait: the results' `wait_s` \
+         (tool time after the arguments were complete), lazy and partial; results gap: last \
+         argument delta to results at the client (the wait plus the rest of the turn); bound = min(T_decode, T_tool) / (T_decode + \
          T_tool) from the lazy runs."
             .to_string(),
         String::new(),

@@ -18,10 +18,16 @@ pub struct Summary {
     pub partial_p50_s: f64,
     /// Lazy runs: completion latency minus `t_tool_s`.
     pub t_decode_s: f64,
-    /// Lazy runs: from the call's last argument delta to its results.
+    /// Lazy runs: the tool's time after the call's arguments were complete (the results'
+    /// `wait_s`, measured by the server).
     pub t_tool_s: f64,
-    /// Partial runs: tool time left after the call's last argument delta.
+    /// Partial runs: tool time left after the arguments were complete (`wait_s`).
     pub partial_tail_s: f64,
+    /// From the call's last argument delta to the results reaching the client, lazy and
+    /// partial: the tool's wait plus decoding the rest of the turn (closing the call, the
+    /// end-of-turn token), which under load takes several batched steps.
+    pub results_gap_lazy_s: f64,
+    pub results_gap_partial_s: f64,
     /// When the call was fully decoded (last argument delta), partial over lazy: above 1
     /// when tool work running during the decode slowed it (tools and decode share the CPU).
     pub decode_ratio: f64,
@@ -80,8 +86,9 @@ pub fn summarize(lazy: &[Marks], partial: &[Marks], group: usize) -> Summary {
     let totals = |m: &[Marks]| m.iter().map(|x| x.total).collect::<Vec<_>>();
     let (lt, pt) = (totals(lazy), totals(partial));
     let (lazy_mean, partial_mean) = (mean(&lt), mean(&pt));
-    let tail = |x: &Marks| x.results - x.args_end;
-    let t_tool = mean_of(lazy, tail);
+    let wait = |x: &Marks| x.tool_wait;
+    let gap = |x: &Marks| x.results - x.args_end;
+    let t_tool = mean_of(lazy, wait);
     let t_decode = lazy_mean - t_tool;
     let bound = t_decode.min(t_tool) / (t_decode + t_tool);
     let gain = 1.0 - partial_mean / lazy_mean;
@@ -95,7 +102,9 @@ pub fn summarize(lazy: &[Marks], partial: &[Marks], group: usize) -> Summary {
         partial_p50_s: stats(pt).p50,
         t_decode_s: t_decode,
         t_tool_s: t_tool,
-        partial_tail_s: mean_of(partial, tail),
+        partial_tail_s: mean_of(partial, wait),
+        results_gap_lazy_s: mean_of(lazy, gap),
+        results_gap_partial_s: mean_of(partial, gap),
         decode_ratio: args_end(partial) / args_end(lazy),
         bound,
         gain,
@@ -106,38 +115,48 @@ pub fn summarize(lazy: &[Marks], partial: &[Marks], group: usize) -> Summary {
     }
 }
 
+/// Below this bound the tool time is within the noise of the latency: no ratio is shown.
+const NEGLIGIBLE_BOUND: f64 = 0.01;
+
 /// One table row: `| workload | load | ... |`.
 pub fn row(workload: &str, load: &str, s: &Summary) -> String {
     let ratio = if s.early_abort {
         "(early abort)".to_string()
+    } else if s.bound < NEGLIGIBLE_BOUND {
+        "(negligible tool)".to_string()
     } else {
         format!("{:.2}", s.gain_over_bound)
     };
     format!(
-        "| {workload} | {load} | {} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.1}% ± {:.1} | {ratio} |",
+        "| {workload} | {load} | {} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.2} / {:.2} | {:.3} | {:.1}% ± {:.1} | {ratio} |",
         s.n,
         s.lazy_mean_s,
         s.partial_mean_s,
         s.t_decode_s,
         s.t_tool_s,
+        s.partial_tail_s,
+        s.results_gap_lazy_s,
+        s.results_gap_partial_s,
         s.bound,
         100.0 * s.gain,
         100.0 * s.gain_ci95,
     )
 }
 
-pub const HEADER: &str = "| workload | load | n | lazy s | partial s | T_decode s | T_tool s | bound | gain (95% CI) | gain/bound |\n|---|---|---|---|---|---|---|---|---|---|";
+pub const HEADER: &str = "| workload | load | n | lazy s | partial s | T_decode s | T_tool s | partial wait s | results gap lazy / partial s | bound | gain (95% CI) | gain/bound |\n|---|---|---|---|---|---|---|---|---|---|---|---|";
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// The tool's wait is the gap from the last argument delta to the results here.
     fn marks(args_end: f64, results: f64, total: f64) -> Marks {
         Marks {
             call_start: 0.1,
             args_end,
             results,
             total,
+            tool_wait: results - args_end,
             tool_error: false,
         }
     }
@@ -153,6 +172,18 @@ mod tests {
         assert!((s.bound - 0.4).abs() < 1e-9);
         assert!((s.gain - 0.2).abs() < 1e-9 && (s.gain_over_bound - 0.5).abs() < 1e-9);
         assert!(s.gain_ci95.abs() < 1e-9 && !s.early_abort);
+        // The server's wait, not the stream's gap, is the tool time.
+        let slow_turn_end = |m: Marks| Marks {
+            results: m.results + 0.3,
+            total: m.total + 0.3,
+            ..m
+        };
+        let s = summarize(&lazy.map(slow_turn_end), &partial, 1);
+        assert!((s.t_tool_s - 1.0).abs() < 1e-9 && (s.t_decode_s - 1.8).abs() < 1e-9);
+        assert!((s.results_gap_lazy_s - 1.3).abs() < 1e-9);
+        assert!(
+            (s.results_gap_partial_s - 0.5).abs() < 1e-9 && (s.partial_tail_s - 0.5).abs() < 1e-9
+        );
     }
 
     #[test]
@@ -161,6 +192,8 @@ mod tests {
         let partial = [marks(0.5, 0.6, 1.0)];
         assert!(summarize(&lazy, &partial, 1).early_abort);
         assert!(row("v", "alone", &summarize(&lazy, &partial, 1)).contains("early abort"));
+        let instant = [marks(1.0, 1.0, 1.5)];
+        assert!(row("c", "alone", &summarize(&instant, &instant, 1)).contains("negligible tool"));
     }
 
     /// A drift that moves both runs of a pair alike leaves the paired interval narrow; an

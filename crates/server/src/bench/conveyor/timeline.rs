@@ -14,7 +14,9 @@ const LEFT: f64 = 150.0;
 const ROW: f64 = 26.0;
 
 /// `rows`: (label, partial?, marks). The tool's bar starts at the call's first delta when
-/// partial (the tool is running from then on), at its last delta when lazy.
+/// partial (the tool is running from then on), at its last delta when lazy, and ends when the
+/// tool returned (`tool_wait` after the last delta); any space before the results is the rest
+/// of the turn being decoded.
 pub fn svg(rows: &[(String, bool, Marks)]) -> String {
     let span = rows.iter().map(|r| r.2.total).fold(0.1, f64::max);
     let x = |t: f64| LEFT + (WIDTH - LEFT - 20.0) * t / span;
@@ -31,7 +33,7 @@ pub fn svg(rows: &[(String, bool, Marks)]) -> String {
         let tool_start = if *partial { m.call_start } else { m.args_end };
         let bars = [
             (0.0, m.args_end, "#4477cc", 0.0),
-            (tool_start, m.results, "#ee8833", 10.0),
+            (tool_start, m.args_end + m.tool_wait, "#ee8833", 10.0),
             (m.results, m.total, "#4477cc", 0.0),
         ];
         for (a, b, color, dy) in bars {
@@ -59,6 +61,7 @@ mod tests {
             args_end: 1.0,
             results: 1.5,
             total: 2.0,
+            tool_wait: 0.3,
             tool_error: false,
         };
         let s = svg(&[
@@ -71,5 +74,8 @@ mod tests {
         // at its end.
         let x = |t: f64| format!("x=\"{:.1}\"", LEFT + (WIDTH - LEFT - 20.0) * t / 2.0);
         assert!(s.contains(&x(0.2)) && s.contains(&x(1.0)));
+        // The lazy tool bar ends when the tool returned (0.3 s after the call), not at the
+        // results: 0.3 s of the 2 s span over 730 px.
+        assert!(s.contains("width=\"109.5\""), "{s}");
     }
 }
