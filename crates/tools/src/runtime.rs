@@ -138,10 +138,11 @@ impl Running {
             return;
         }
         for ev in events {
-            if matches!(ev, ArgEvent::Complete(_)) {
+            let complete = matches!(ev, ArgEvent::Complete(_));
+            if complete {
                 self.args_done.get_or_insert_with(Instant::now);
             }
-            if !self.partial && !matches!(ev, ArgEvent::Complete(_)) {
+            if !self.partial && !complete {
                 self.held.push(ev);
                 continue;
             }
