@@ -68,7 +68,7 @@ async fn statements_run_before_the_arguments_are_complete() {
 /// the arguments were being "decoded" (the test's pause).
 #[tokio::test]
 async fn wait_after_the_arguments_is_what_partial_execution_saves() {
-    // A top-level statement runs once the next line shows its block is over.
+    // `time.sleep(0.5)` runs as soon as its line is complete (with partial execution on).
     let code = "import time\ntime.sleep(0.5)\nx = 1\n'done'";
     let mut waits = Vec::new();
     for partial in [false, true] {
@@ -91,6 +91,52 @@ async fn wait_after_the_arguments_is_what_partial_execution_saves() {
         waits[1] < Duration::from_millis(400),
         "partial slept meanwhile: {waits:?}"
     );
+}
+
+/// A simple statement runs as soon as its line is complete, not when the next line arrives:
+/// the sleep below is over before the last line is "decoded".
+#[tokio::test]
+async fn a_simple_statement_runs_when_its_line_is_complete() {
+    let code = "import time\ntime.sleep(0.5)\n'done'";
+    let (head, tail) = args_split(code, 2);
+    let mut call = registry(true, PythonLimits::default())
+        .start("python")
+        .unwrap();
+    call.feed(&head);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    call.feed(&tail);
+    let done = call.finish_timed().await;
+    assert_eq!(done.output, ToolOutput::ok("'done'\n"));
+    assert!(done.wait < Duration::from_millis(400), "{:?}", done.wait);
+}
+
+/// A compound statement waits for the next top-level line (an `else` may still follow), and
+/// only the program's last statement has its value printed.
+#[tokio::test]
+async fn blocks_wait_for_their_end_and_only_the_last_value_prints() {
+    let code = "for i in range(2):\n    print(i)\nelse:\n    print('e')\n";
+    let (head, tail) = args_split(code, 2);
+    let mut call = registry(true, PythonLimits::default())
+        .start("python")
+        .unwrap();
+    call.feed(&head);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    call.feed(&tail);
+    assert_eq!(call.finish().await, ToolOutput::ok("0\n1\ne\n"));
+    let cases = [
+        ("1 + 1\nx = 2\n", ""),
+        ("x = 6\nx * 7\n", "42\n"),
+        ("x = 6\nx * 7\n# the answer\n\n", "42\n"),
+        ("x = 6\nx * 7\nprint('after')", "after\n"),
+        ("def f():\n    return 3\n\nf()", "3\n"),
+    ];
+    for (code, want) in cases {
+        assert_eq!(
+            run(code, PythonLimits::default()).await,
+            ToolOutput::ok(want),
+            "{code:?}"
+        );
+    }
 }
 
 /// The child yields the CPU to the decode (nice 10) and starts without `site` (no

@@ -1,6 +1,6 @@
 //! The `python` tool: a Python 3 subprocess per call that runs each top-level statement as
-//! soon as it (and its block) is complete, while the model is still writing the rest
-//! (`python_driver.py`). The result is the merged stdout/stderr and the value of a final
+//! soon as it is complete (a simple statement when its line ends, a compound one when its
+//! block does), while the model is still writing the rest (`python_driver.py`). The result is the merged stdout/stderr and the value of a final
 //! expression. Limits: CPU seconds and address space (rlimits in the child), wall time and
 //! output size (here); network and process creation are refused inside the child.
 //!

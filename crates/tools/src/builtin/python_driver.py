@@ -1,5 +1,7 @@
-"""tandem's python tool driver: runs code as it arrives, one top-level statement (with its
-block) as soon as the next top-level line shows it is complete. Reads JSON lines on stdin:
+"""tandem's python tool driver: runs code as it arrives, each top-level statement as soon as it
+is known to be complete: a simple statement (an assignment, a call...) when its last line
+arrives, a compound one (if, for, def, try...) when the next top-level line shows its block
+is over, since an `else`, `except` or more of the body could still follow. Reads JSON lines on stdin:
 {"line": "..."} or {"end": true}. Writes the program's stdout and stderr (merged), then the
 value of a final expression. Exit status 1 after an exception. Limits: argv[1] CPU seconds,
 argv[2] bytes of address space; network and process creation are refused by an audit hook."""
@@ -29,17 +31,23 @@ ENV = {"__name__": "__main__"}
 CONTINUATION = ("else", "elif", "except", "finally", ")", "]", "}", "case")
 
 
-def run(lines, final):
+COMPOUND = (ast.If, ast.For, ast.AsyncFor, ast.While, ast.With, ast.AsyncWith, ast.Try,
+            ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef) + \
+    tuple(getattr(ast, n) for n in ("Match", "TryStar") if hasattr(ast, n))
+NOTHING = object()
+
+
+def run(lines):
+    """Runs a chunk of statements; returns the value of its last statement when that is an
+    expression (printed only if no statement follows it), else NOTHING."""
     tree = ast.parse("\n".join(lines), "<tool>")
     last = None
-    if final and tree.body and isinstance(tree.body[-1], ast.Expr):
+    if tree.body and isinstance(tree.body[-1], ast.Expr):
         last = ast.Expression(tree.body.pop().value)
     exec(compile(tree, "<tool>", "exec"), ENV)
-    if last is not None:
-        value = eval(compile(last, "<tool>", "eval"), ENV)
-        if value is not None:
-            print(repr(value))
+    value = NOTHING if last is None else eval(compile(last, "<tool>", "eval"), ENV)
     sys.stdout.flush()
+    return value
 
 
 def starts_statement(line):
@@ -47,27 +55,41 @@ def starts_statement(line):
         and not line.lstrip().startswith("#")
 
 
-def parses(lines):
+def parse(lines):
     try:
-        ast.parse("\n".join(lines))
-        return True
+        return ast.parse("\n".join(lines))
     except SyntaxError:
-        return False
+        return None
+
+
+def ends_simple(lines):
+    """True when the lines are complete statements and the last is a simple one: nothing
+    that comes after can belong to it."""
+    tree = parse(lines)
+    return tree is not None and bool(tree.body) and not isinstance(tree.body[-1], COMPOUND)
 
 
 def main():
-    pending = []
+    pending, value = [], NOTHING
     for raw in sys.stdin:
         msg = json.loads(raw)
         if msg.get("end"):
             break
         line = msg["line"]
-        if pending and starts_statement(line) and parses(pending):
-            run(pending, final=False)
+        if pending and starts_statement(line) and parse(pending) is not None:
+            value = run(pending)
             pending = []
         pending.append(line)
+        if ends_simple(pending):
+            value = run(pending)
+            pending = []
+    if pending and parse(pending) is not None and not parse(pending).body:
+        pending = []  # only comments or blank lines: the last statement's value stands
     if pending:
-        run(pending, final=True)
+        value = run(pending)
+    if value is not NOTHING and value is not None:
+        print(repr(value))
+        sys.stdout.flush()
 
 
 try:
