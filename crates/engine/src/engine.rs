@@ -206,8 +206,8 @@ impl<R: Runner> EngineLoop<R> {
             let share = recomputed as f64 / plan.batch_tokens() as f64;
             metrics::histogram!("tandem_step_duration_seconds").record(dt);
             metrics::histogram!("tandem_step_batch_tokens").record(plan.batch_tokens() as f64);
-            metrics::counter!("tandem_forward_seconds_total").increment(micros(dt));
-            metrics::counter!("tandem_recompute_seconds_total").increment(micros(dt * share));
+            metrics::counter!("tandem_forward_microseconds_total").increment(micros(dt));
+            metrics::counter!("tandem_recompute_microseconds_total").increment(micros(dt * share));
         }
         self.export_gauges();
     }

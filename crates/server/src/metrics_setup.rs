@@ -62,6 +62,14 @@ fn describe() {
         "Prompt tokens served from retained KV"
     );
     describe_counter!("tandem_generation_tokens_total", "Generated tokens");
+    describe_counter!(
+        "tandem_forward_microseconds_total",
+        "Engine time in forward passes (steps with at least one row)"
+    );
+    describe_counter!(
+        "tandem_recompute_microseconds_total",
+        "The part of that time spent recomputing discarded KV"
+    );
     describe_histogram!(
         "tandem_time_to_first_token_seconds",
         Unit::Seconds,

@@ -43,11 +43,11 @@ pub fn delta(
 ) -> Option<ServerFigures> {
     let (b, a) = (before?, after?);
     let d = |k: &str| a.get(k).copied().unwrap_or(0.0) - b.get(k).copied().unwrap_or(0.0);
-    let forward_us = d("tandem_forward_seconds_total");
+    let forward_us = d("tandem_forward_microseconds_total");
     Some(ServerFigures {
         interceptions: d("tandem_interceptions_total") as u64,
         recomputed_tokens: d("tandem_recomputed_tokens_total") as u64,
-        recompute_share: d("tandem_recompute_seconds_total") / forward_us.max(1.0),
+        recompute_share: d("tandem_recompute_microseconds_total") / forward_us.max(1.0),
         forward_s: forward_us / 1e6,
         swap_out_bytes: d("tandem_swap_out_bytes_total") as u64,
         swap_in_bytes: d("tandem_swap_in_bytes_total") as u64,
@@ -60,9 +60,11 @@ mod tests {
 
     #[test]
     fn differences_counters() {
-        let b = parse("tandem_forward_seconds_total 1000000\ntandem_recompute_seconds_total 0\n");
+        let b = parse(
+            "tandem_forward_microseconds_total 1000000\ntandem_recompute_microseconds_total 0\n",
+        );
         let a = parse(
-            "# HELP x\ntandem_forward_seconds_total 3000000\ntandem_recompute_seconds_total 500000\ntandem_paused_requests{placement=\"host\"} 2\ntandem_swap_out_bytes_total 46110\n",
+            "# HELP x\ntandem_forward_microseconds_total 3000000\ntandem_recompute_microseconds_total 500000\ntandem_paused_requests{placement=\"host\"} 2\ntandem_swap_out_bytes_total 46110\n",
         );
         let f = delta(Some(&b), Some(&a)).unwrap();
         assert!((f.recompute_share - 0.25).abs() < 1e-9);
