@@ -31,6 +31,13 @@ pub struct ToolArgs {
     /// Wall-clock limit of one server-side tool call, in seconds.
     #[arg(long, default_value_t = 30.0)]
     pub tool_timeout: f64,
+    /// CPU priority of tool processes (the `python` tool's interpreter), as a nice value
+    /// added to the server's: 0 is the server's own priority, 19 the lowest. On a CPU-only
+    /// server tools share cores with the decode: a higher value favours other requests'
+    /// decoding over the tools, and a tool's last piece of work then waits for its own
+    /// request's final tokens to be decoded (docs/server-tools.md).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(i32).range(0..=19))]
+    pub tool_nice: i32,
     /// Folder of .txt/.md documents the `search` tool indexes at startup (default: the
     /// small corpus shipped in the repository's data/corpus).
     #[arg(long, value_name = "DIR")]
@@ -95,6 +102,7 @@ impl ToolArgs {
         Ok(match name {
             "python" => Arc::new(Python::new(PythonLimits {
                 wall_seconds: self.tool_timeout,
+                nice: self.tool_nice,
                 ..PythonLimits::default()
             })),
             "search" => {
@@ -157,5 +165,8 @@ mod tests {
             .registry()
             .is_err());
         assert!(parse(&["--tools", "http_get"]).registry().is_err()); // needs --http-allow
+        assert!(Cli::try_parse_from(["tandem", "--tool-nice", "20"]).is_err());
+        assert!(Cli::try_parse_from(["tandem", "--tool-nice", "-1"]).is_err());
+        assert_eq!(parse(&["--tool-nice", "7"]).tool_nice, 7);
     }
 }

@@ -139,13 +139,17 @@ async fn blocks_wait_for_their_end_and_only_the_last_value_prints() {
     }
 }
 
-/// The child yields the CPU to the decode (nice 10) and starts without `site` (no
-/// site-packages, no `.pth` hooks).
+/// The child runs at the server's priority plus `nice` (`--tool-nice`) and starts without
+/// `site` (no site-packages, no `.pth` hooks).
 #[tokio::test]
-async fn runs_at_lower_priority_without_site() {
+async fn runs_at_the_given_priority_without_site() {
+    let limits = PythonLimits {
+        nice: 10,
+        ..PythonLimits::default()
+    };
     let out = run(
         "import os, sys\nprint(os.nice(0), 'site' in sys.modules)",
-        PythonLimits::default(),
+        limits,
     )
     .await;
     // SAFETY: getpriority(2) only reads this process's nice value (the child's is relative).

@@ -5,14 +5,15 @@
 //! output size (here); network and process creation are refused inside the child.
 //!
 //! The child runs without `site` (`-S`: the standard library only, no site-packages and no
-//! `.pth` start-up hooks, which cost tens of milliseconds of CPU per call) and at a lower CPU
-//! priority (nice 10): on a CPU-only server the tools share cores with the decode that every
-//! request waits on. Measured on 2 cores: `time python3 -I [-S] -u -c "$(cat python_driver.py)"`
-//! fed one line took about 175 ms of CPU with `site`, 115 ms without; in `tandem bench
-//! --workload conveyor:plan` with 8 concurrent requests, nice 10 brought the decode slowdown
-//! from tools running alongside (`decode_ratio`) from 1.17 to 1.12; SCHED_IDLE starved the
-//! tools outright (no overlap left).
-
+//! `.pth` start-up hooks, which cost tens of milliseconds of CPU per call). Its priority is
+//! the server's plus `PythonLimits::nice` (`--tool-nice`, default 0). On a CPU-only server the
+//! tools share cores with the decode: measured on 2 cores (`bench/conveyor.sh` with
+//! `TOOL_NICE=10` and `TOOL_NICE=0`, 2026-11-22), nice 10 left the code workload's last
+//! statement waiting for the turn's final tokens (partial wait 0.046 s against 0.011 s at
+//! nice 0) and did not lower the plan workload's decode slowdown (`decode_ratio` 1.12 against
+//! 1.14 alone, 1.10 against 1.09 with 8 concurrent requests); gain/bound at nice 0 was 0.93
+//! (code), 1.09 (search), 0.69 (plan) alone. SCHED_IDLE starved the tools outright (no
+//! overlap left).
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -43,7 +44,7 @@ impl Default for PythonLimits {
             memory_bytes: 512 << 20,
             wall_seconds: 30.0,
             max_output_bytes: 16 << 10,
-            nice: 10,
+            nice: 0,
         }
     }
 }
