@@ -24,6 +24,9 @@ pub struct Marks {
     /// were complete its tool returned.
     pub tool_wait: f64,
     pub tool_error: bool,
+    /// Characters of call arguments streamed before the results: fewer with partial execution
+    /// than lazily only when a tool aborted its call before it was fully decoded.
+    pub args_chars: usize,
 }
 
 pub async fn run_one(client: &Client, w: &Workload, partial: bool) -> anyhow::Result<Marks> {
@@ -61,6 +64,7 @@ fn on_event(v: &Value, now: f64, m: &mut Marks, seen_call: &mut bool, seen_resul
         }
         *seen_call = true;
         m.args_end = now;
+        m.args_chars += argument_chars(&delta["tool_calls"]);
     }
     if let Some(results) = delta["tool_results"].as_array() {
         *seen_results = true;
@@ -71,6 +75,14 @@ fn on_event(v: &Value, now: f64, m: &mut Marks, seen_call: &mut bool, seen_resul
     }
 }
 
+fn argument_chars(calls: &Value) -> usize {
+    let calls = calls.as_array().map(Vec::as_slice).unwrap_or_default();
+    let args = calls
+        .iter()
+        .filter_map(|c| c["function"]["arguments"].as_str());
+    args.map(|a| a.chars().count()).sum()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -78,7 +90,8 @@ mod tests {
     #[test]
     fn marks_follow_the_stream() {
         let (mut m, mut call, mut res) = (Marks::default(), false, false);
-        let calls = json!({"choices": [{"delta": {"tool_calls": [{"index": 0}]}}]});
+        let calls = json!({"choices": [{"delta": {"tool_calls": [
+            {"index": 0, "function": {"arguments": "{\"a\""}}]}}]});
         let results = json!({"choices": [{"delta": {"tool_results": [
             {"is_error": true, "wait_s": 0.25}, {"is_error": false, "wait_s": 0.5}]}}]});
         let text = json!({"choices": [{"delta": {"content": "Done"}}]});
@@ -90,5 +103,6 @@ mod tests {
         assert_eq!((m.call_start, m.args_end, m.results), (0.2, 0.5, 0.9));
         assert!(m.tool_error && call && res);
         assert_eq!(m.tool_wait, 0.5, "the longest of parallel calls");
+        assert_eq!(m.args_chars, 8, "two deltas before the results, none after");
     }
 }

@@ -19,6 +19,7 @@ use indicatif::ProgressBar;
 use serde_json::{json, Value};
 
 use crate::bench::client::Client;
+use crate::bench::server_metrics::{delta, scrape};
 use crate::bench::BenchArgs;
 use measure::{run_one, Marks};
 use summary::Summary;
@@ -47,11 +48,13 @@ pub fn parse(spec: &str) -> Option<anyhow::Result<Vec<Workload>>> {
     )
 }
 
-/// Lazy and partial runs of one workload under one load.
+/// Lazy and partial runs of one workload under one load, and how busy the engine was during
+/// each repetition or round (forward time over wall time), lazy and partial.
 #[derive(Default)]
 struct Runs {
     lazy: Vec<Marks>,
     partial: Vec<Marks>,
+    busy: [Vec<f64>; 2],
 }
 
 impl Runs {
@@ -63,6 +66,27 @@ impl Runs {
         }
         .push(m);
     }
+
+    fn summarize(&self, group: usize) -> Summary {
+        let mut s = summary::summarize(&self.lazy, &self.partial, group);
+        s.set_engine_busy(&self.busy[0], &self.busy[1]);
+        s
+    }
+}
+
+/// Runs `work` and measures the server's forward time over the wall time it took (`None`
+/// when the server has no tandem metrics).
+async fn with_busy<T>(
+    c: &Client,
+    work: impl std::future::Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<(T, Option<f64>)> {
+    let before = scrape(&c.http, &c.url).await;
+    let t0 = std::time::Instant::now();
+    let out = work.await?;
+    let wall = t0.elapsed().as_secs_f64();
+    let after = scrape(&c.http, &c.url).await;
+    let busy = delta(before.as_ref(), after.as_ref()).map(|d| d.forward_s / wall);
+    Ok((out, busy))
 }
 
 /// Which mode goes first alternates between repetitions.
@@ -78,7 +102,9 @@ async fn alone(c: &Client, w: &Workload, reps: usize, bar: &ProgressBar) -> anyh
     let mut runs = Runs::default();
     for rep in 0..reps {
         for partial in order(rep) {
-            runs.push(partial, run_one(c, w, partial).await?);
+            let (m, busy) = with_busy(c, run_one(c, w, partial)).await?;
+            runs.push(partial, m);
+            runs.busy[partial as usize].extend(busy);
             bar.inc(1);
         }
     }
@@ -101,9 +127,11 @@ async fn loaded(
     let mut runs = Runs::default();
     for round in 0..rounds {
         for partial in order(round) {
-            for m in batch(c, w, n, partial).await? {
+            let (ms, busy) = with_busy(c, batch(c, w, n, partial)).await?;
+            for m in ms {
                 runs.push(partial, m);
             }
+            runs.busy[partial as usize].extend(busy);
             bar.inc(n as u64);
         }
     }
@@ -128,14 +156,8 @@ pub async fn run(args: &BenchArgs, client: &Client, ws: Vec<Workload>) -> anyhow
         let one = alone(client, w, args.reps, &bar).await?;
         let many = loaded(client, w, args.rounds, n, &bar).await?;
         let pair = [
-            (
-                "alone".to_string(),
-                summary::summarize(&one.lazy, &one.partial, 1),
-            ),
-            (
-                format!("x{n}"),
-                summary::summarize(&many.lazy, &many.partial, n),
-            ),
+            ("alone".to_string(), one.summarize(1)),
+            (format!("x{n}"), many.summarize(n)),
         ];
         let line = format!("{}: {}", w.name, serde_json::to_string(&pair)?);
         if bar.is_hidden() {
@@ -174,7 +196,9 @@ fn report(
          1 - partial/lazy with its 95% interval over lazy/partial pairs run back to back \
          (repetitions alone, rounds under load); T_tool and partial wait: the results' `wait_s` \
          (tool time after the arguments were complete), lazy and partial; results gap: last \
-         argument delta to results at the client (the wait plus the rest of the turn); bound = min(T_decode, T_tool) / (T_decode + \
+         argument delta to results at the client (the wait plus the rest of the turn); engine \
+         busy: forward time over wall time of the lazy / partial runs (what is idle in the \
+         lazy runs is all that overlapping tool work with decoding can reclaim); bound = min(T_decode, T_tool) / (T_decode + \
          T_tool) from the lazy runs."
             .to_string(),
         String::new(),

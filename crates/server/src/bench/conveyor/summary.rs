@@ -42,6 +42,20 @@ pub struct Summary {
     pub gain_over_bound: f64,
     /// The tool ended the call before it was fully decoded (the bound does not apply).
     pub early_abort: bool,
+    /// The server's forward time over wall time, mean over the lazy and the partial
+    /// repetitions (alone) or rounds (under load); `None` without tandem's metrics. The idle
+    /// rest of the lazy runs bounds what overlapping tools with decoding can gain: under load
+    /// on a CPU the other requests' decoding fills most of one request's tool wait.
+    pub engine_busy_lazy: Option<f64>,
+    pub engine_busy_partial: Option<f64>,
+}
+
+impl Summary {
+    pub fn set_engine_busy(&mut self, lazy: &[f64], partial: &[f64]) {
+        let m = |v: &[f64]| (!v.is_empty()).then(|| mean(v));
+        self.engine_busy_lazy = m(lazy);
+        self.engine_busy_partial = m(partial);
+    }
 }
 
 fn mean(v: &[f64]) -> f64 {
@@ -94,6 +108,7 @@ pub fn summarize(lazy: &[Marks], partial: &[Marks], group: usize) -> Summary {
     let gain = 1.0 - partial_mean / lazy_mean;
     let (ci, pairs) = paired_ci95(&lt, &pt, group);
     let args_end = |m: &[Marks]| mean_of(m, |x| x.args_end);
+    let chars = |m: &[Marks]| mean_of(m, |x| x.args_chars as f64);
     Summary {
         n: lt.len(),
         lazy_mean_s: lazy_mean,
@@ -111,7 +126,9 @@ pub fn summarize(lazy: &[Marks], partial: &[Marks], group: usize) -> Summary {
         gain_ci95: ci / lazy_mean,
         pairs,
         gain_over_bound: gain / bound,
-        early_abort: args_end(partial) < 0.9 * args_end(lazy),
+        early_abort: chars(partial) < chars(lazy),
+        engine_busy_lazy: None,
+        engine_busy_partial: None,
     }
 }
 
@@ -127,8 +144,14 @@ pub fn row(workload: &str, load: &str, s: &Summary) -> String {
     } else {
         format!("{:.2}", s.gain_over_bound)
     };
+    let pct = |b: Option<f64>| b.map_or("n/a".to_string(), |b| format!("{:.0}%", 100.0 * b));
+    let busy = format!(
+        "{} / {}",
+        pct(s.engine_busy_lazy),
+        pct(s.engine_busy_partial)
+    );
     format!(
-        "| {workload} | {load} | {} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.2} / {:.2} | {:.3} | {:.1}% ± {:.1} | {ratio} |",
+        "| {workload} | {load} | {} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.2} / {:.2} | {busy} | {:.3} | {:.1}% ± {:.1} | {ratio} |",
         s.n,
         s.lazy_mean_s,
         s.partial_mean_s,
@@ -143,7 +166,7 @@ pub fn row(workload: &str, load: &str, s: &Summary) -> String {
     )
 }
 
-pub const HEADER: &str = "| workload | load | n | lazy s | partial s | T_decode s | T_tool s | partial wait s | results gap lazy / partial s | bound | gain (95% CI) | gain/bound |\n|---|---|---|---|---|---|---|---|---|---|---|---|";
+pub const HEADER: &str = "| workload | load | n | lazy s | partial s | T_decode s | T_tool s | partial wait s | results gap lazy / partial s | engine busy lazy / partial | bound | gain (95% CI) | gain/bound |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|";
 
 #[cfg(test)]
 mod tests {
@@ -158,6 +181,7 @@ mod tests {
             total,
             tool_wait: results - args_end,
             tool_error: false,
+            args_chars: 100,
         }
     }
 
@@ -189,9 +213,20 @@ mod tests {
     #[test]
     fn early_abort_when_partial_calls_end_sooner() {
         let lazy = [marks(2.0, 2.1, 2.5)];
-        let partial = [marks(0.5, 0.6, 1.0)];
+        let partial = [Marks {
+            args_chars: 30,
+            ..marks(0.5, 0.6, 1.0)
+        }];
         assert!(summarize(&lazy, &partial, 1).early_abort);
+        // A slow lazy run alone (the machine's noise) is no early abort.
+        assert!(!summarize(&lazy, &[marks(0.5, 0.6, 1.0)], 1).early_abort);
         assert!(row("v", "alone", &summarize(&lazy, &partial, 1)).contains("early abort"));
+        let mut s = summarize(&lazy, &partial, 1);
+        assert!(row("v", "alone", &s).contains("| n/a / n/a |"));
+        s.set_engine_busy(&[0.5, 0.7], &[0.9]);
+        assert!((s.engine_busy_lazy.unwrap() - 0.6).abs() < 1e-9);
+        assert_eq!(s.engine_busy_partial, Some(0.9));
+        assert!(row("v", "alone", &s).contains("| 60% / 90% |"));
         let instant = [marks(1.0, 1.0, 1.5)];
         assert!(row("c", "alone", &summarize(&instant, &instant, 1)).contains("negligible tool"));
     }

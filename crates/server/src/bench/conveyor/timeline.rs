@@ -63,6 +63,7 @@ mod tests {
             total: 2.0,
             tool_wait: 0.3,
             tool_error: false,
+            args_chars: 40,
         };
         let s = svg(&[
             ("code lazy".into(), false, m),
