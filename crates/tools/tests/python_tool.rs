@@ -283,3 +283,71 @@ async fn arguments_that_end_early_are_an_error() {
     let out = call.finish().await;
     assert!(out.is_error, "{out:?}");
 }
+
+/// One call on `r`: its output.
+async fn call_on(r: &Registry, code: &str) -> ToolOutput {
+    let mut call = r.start("python").unwrap();
+    call.feed(&json!({ "code": code }).to_string());
+    call.finish().await
+}
+
+/// Calls are forked from one warm interpreter per tool (not started afresh), each starts
+/// with a clean namespace, and a fork server that died is replaced by the next call; dropping
+/// the tool ends its server.
+#[tokio::test]
+async fn calls_fork_from_one_server_that_is_replaced_when_it_dies() {
+    let r = registry(true, PythonLimits::default());
+    let parent = |out: ToolOutput| {
+        assert!(!out.is_error, "{out:?}");
+        out.content.trim().to_string()
+    };
+    let first = parent(call_on(&r, "import os\nsecret = 1\nos.getppid()").await);
+    let second = parent(call_on(&r, "import os\nos.getppid()").await);
+    assert_eq!(first, second, "both calls forked by the same server");
+    assert_ne!(
+        first,
+        std::process::id().to_string(),
+        "not spawned by the test"
+    );
+    let out = call_on(&r, "secret").await;
+    assert!(out.is_error && out.content.contains("NameError"), "{out:?}");
+
+    // SAFETY: kill(2) on the fork server's pid, which the calls above reported.
+    unsafe { libc::kill(first.parse().unwrap(), libc::SIGKILL) };
+    assert_gone(&first, "the fork server was killed").await;
+    let third = parent(call_on(&r, "import os\nos.getppid()").await);
+    assert_ne!(third, first, "a new server");
+    drop(r);
+    assert_gone(&third, "the tool was dropped").await;
+}
+
+/// Many calls ending at once on one server: each gets its own output and exit status (the
+/// server reports children that end together without mixing their lines up).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_ending_together_each_get_their_own_result() {
+    let limits = PythonLimits {
+        wall_seconds: 10.0,
+        ..PythonLimits::default()
+    };
+    let r = Arc::new(registry(true, limits));
+    for round in 0..8 {
+        let calls = (0..24).map(|i| {
+            let r = r.clone();
+            let code = if i % 3 == 0 {
+                format!("raise SystemExit({i})")
+            } else {
+                format!("import time\ntime.sleep(0.3)\n{i} * {round}")
+            };
+            tokio::spawn(async move { (i, call_on(&r, &code).await) })
+        });
+        for c in calls.collect::<Vec<_>>() {
+            let (i, out) = c.await.unwrap();
+            if i % 3 == 0 {
+                let exited = out.content.contains(&format!("SystemExit: {i}"));
+                assert!(out.is_error && exited, "call {i}: {out:?}");
+            } else {
+                assert_eq!(out, ToolOutput::ok(format!("{}\n", i * round)), "call {i}");
+            }
+        }
+    }
+}

@@ -1,31 +1,32 @@
-//! The `python` tool: a Python 3 subprocess per call that runs each top-level statement as
-//! soon as it is complete (a simple statement when its line ends, a compound one when its
-//! block does), while the model is still writing the rest (`python_driver.py`). The result is the merged stdout/stderr and the value of a final
-//! expression. Limits: CPU seconds and address space (rlimits in the child), wall time and
+//! The `python` tool: a Python 3 process per call (forked from a warm interpreter,
+//! `python_fork.rs`) that runs each top-level statement as soon as it is complete (a simple
+//! statement when its line ends, a compound one when its block does), while the model is
+//! still writing the rest (`python_driver.py`). The result is the merged stdout/stderr and
+//! the value of a final expression. Limits: CPU seconds and address space (rlimits in the child), wall time and
 //! output size (here); network and process creation are refused inside the child.
 //!
-//! The child runs without `site` (`-S`: the standard library only, no site-packages and no
-//! `.pth` start-up hooks, which cost tens of milliseconds of CPU per call). Its priority is
+//! The interpreter runs without `site` (`-S`: the standard library only, no site-packages and
+//! no `.pth` start-up hooks). A child's priority is
 //! the server's plus `PythonLimits::nice` (`--tool-nice`, default 0). On a CPU-only server the
 //! tools share cores with the decode: measured on 2 cores (`bench/conveyor.sh` with
 //! `TOOL_NICE=10` and `TOOL_NICE=0`, 2026-11-22), nice 10 left the code workload's last
 //! statement waiting for the turn's final tokens (partial wait 0.046 s against 0.011 s at
 //! nice 0) and did not lower the plan workload's decode slowdown (`decode_ratio` 1.12 against
-//! 1.14 alone, 1.10 against 1.09 with 8 concurrent requests); gain/bound at nice 0 was 0.93
-//! (code), 1.09 (search), 0.69 (plan) alone. SCHED_IDLE starved the tools outright (no
+//! 1.14 alone, 1.10 against 1.09 with 8 concurrent requests: interpreter start-up, since
+//! removed by the fork server, was most of that CPU). SCHED_IDLE starved the tools outright (no
 //! overlap left).
+
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::process::{Child, ChildStdin, Command};
-use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+use super::python_fork::{ChildLimits, ForkServer, Forked};
 use crate::arg_events::{ArgEvent, PathSeg};
 use crate::defs::ToolDef;
 use crate::runtime::{Tool, ToolFuture, ToolOutput};
-
-const DRIVER: &str = include_str!("python_driver.py");
+use tokio::sync::mpsc::UnboundedReceiver;
 
 #[derive(Clone, Debug)]
 pub struct PythonLimits {
@@ -50,38 +51,22 @@ impl Default for PythonLimits {
 }
 
 pub struct Python {
-    pub interpreter: String,
     pub limits: PythonLimits,
+    forks: Arc<ForkServer>,
 }
 
 impl Python {
+    /// Runs `python3` from the PATH; its fork server starts with the first call.
     pub fn new(limits: PythonLimits) -> Self {
+        let child = ChildLimits {
+            cpu_seconds: limits.cpu_seconds,
+            memory_bytes: limits.memory_bytes,
+            nice: limits.nice,
+        };
         Self {
-            interpreter: "python3".into(),
+            forks: Arc::new(ForkServer::new("python3", child)),
             limits,
         }
-    }
-
-    fn spawn(&self) -> std::io::Result<Child> {
-        let mut cmd = Command::new(&self.interpreter);
-        let nice = self.limits.nice;
-        // SAFETY: the closure runs in the forked child before exec and only calls nice(2),
-        // which is async-signal-safe; its result is ignored (a failure leaves the priority).
-        unsafe {
-            cmd.pre_exec(move || {
-                libc::nice(nice);
-                Ok(())
-            });
-        }
-        cmd.args(["-I", "-S", "-u", "-c", DRIVER])
-            .arg(self.limits.cpu_seconds.to_string())
-            .arg(self.limits.memory_bytes.to_string())
-            .env_clear()
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
     }
 }
 
@@ -97,56 +82,65 @@ impl Tool for Python {
     }
 
     fn run(&self, args: UnboundedReceiver<ArgEvent>) -> ToolFuture {
-        let child = self.spawn();
-        let limits = self.limits.clone();
+        let (forks, limits) = (self.forks.clone(), self.limits.clone());
         Box::pin(async move {
-            match child {
-                Ok(child) => execute(child, args, limits).await,
-                Err(e) => ToolOutput::error(format!("cannot start python: {e}")),
+            let wall = Duration::from_secs_f64(limits.wall_seconds);
+            match tokio::time::timeout(wall, forks.fork()).await {
+                Ok(Ok(child)) => execute(child, args, limits).await,
+                Ok(Err(e)) => ToolOutput::error(format!("cannot start python: {e}")),
+                Err(_) => ToolOutput::error(format!("timed out after {} s", limits.wall_seconds)),
             }
         })
     }
 }
 
 async fn execute(
-    mut child: Child,
+    child: Forked,
     args: UnboundedReceiver<ArgEvent>,
     limits: PythonLimits,
 ) -> ToolOutput {
-    let stdin = child.stdin.take().expect("piped stdin");
-    let mut stdout = child.stdout.take().expect("piped stdout");
-    let cap = limits.max_output_bytes;
-    // Keeps the first `cap + 1` bytes and drains the rest, so a chatty program never blocks.
-    let reader = tokio::spawn(async move {
-        let (mut buf, mut chunk) = (Vec::new(), [0u8; 8192]);
-        while let Ok(n) = stdout.read(&mut chunk).await {
-            if n == 0 {
-                break;
-            }
-            let room = (cap + 1).saturating_sub(buf.len());
-            buf.extend_from_slice(&chunk[..n.min(room)]);
-        }
-        buf
-    });
+    let Forked {
+        stream,
+        exit,
+        mut guard,
+    } = child;
+    let (stdout, stdin) = stream.into_split();
+    let reader = tokio::spawn(read_capped(stdout, limits.max_output_bytes));
     let wall = Duration::from_secs_f64(limits.wall_seconds);
     let work = async {
         let fed = feed(stdin, args).await;
-        let status = child.wait().await;
+        let status = exit
+            .await
+            .map_err(|_| std::io::Error::other("the python fork server ended"));
         (fed, status)
     };
-    let (fed, status) = match tokio::time::timeout(wall, work).await {
-        Ok(r) => r,
-        Err(_) => {
-            let _ = child.kill().await;
-            return ToolOutput::error(format!("timed out after {} s", limits.wall_seconds));
-        }
+    // On a timeout the guard, dropped here, kills the child.
+    let Ok((fed, status)) = tokio::time::timeout(wall, work).await else {
+        return ToolOutput::error(format!("timed out after {} s", limits.wall_seconds));
     };
+    guard.disarm();
     let out = reader.await.unwrap_or_default();
     result(fed, status, out, &limits)
 }
 
+/// Keeps the first `cap + 1` bytes and drains the rest, so a chatty program never blocks.
+async fn read_capped(mut stdout: impl AsyncRead + Unpin, cap: usize) -> Vec<u8> {
+    let (mut buf, mut chunk) = (Vec::new(), [0u8; 8192]);
+    while let Ok(n) = stdout.read(&mut chunk).await {
+        if n == 0 {
+            break;
+        }
+        let room = (cap + 1).saturating_sub(buf.len());
+        buf.extend_from_slice(&chunk[..n.min(room)]);
+    }
+    buf
+}
+
 /// Sends the code's lines to the driver as they arrive; `Err` when the arguments ended early.
-async fn feed(mut stdin: ChildStdin, mut args: UnboundedReceiver<ArgEvent>) -> Result<(), String> {
+async fn feed(
+    mut stdin: impl AsyncWrite + Unpin,
+    mut args: UnboundedReceiver<ArgEvent>,
+) -> Result<(), String> {
     let code = [PathSeg::Key("code".into())];
     let mut sent = 0;
     while let Some(ev) = args.recv().await {
