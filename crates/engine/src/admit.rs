@@ -34,7 +34,7 @@ impl Scheduler {
             Some((e, n)) => {
                 self.estimator.record(CLIENT_TURN, now - e.last_used);
                 let len = e.tokens.len();
-                let seq = self.to_device(e, now)?;
+                let seq = self.restore_to_device(e, now)?;
                 (seq, self.reuse(seq, len, n, prompt_len))
             }
             None => (self.alloc_slot(now)?, 0),
@@ -93,7 +93,7 @@ impl Scheduler {
 
     /// The retained entry's slot, swapping it in first if it is in the host pool. Gives the
     /// entry back to the set when no slot can be had.
-    fn to_device(&mut self, e: Retained, now: f64) -> Option<SeqId> {
+    fn restore_to_device(&mut self, e: Retained, now: f64) -> Option<SeqId> {
         match e.loc {
             Loc::Device(seq) => Some(seq),
             Loc::Host(h) => match self.alloc_slot(now) {

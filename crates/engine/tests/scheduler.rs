@@ -392,7 +392,7 @@ impl tandem_engine::TokenConstraint for EvenTokens {
     fn pause_requested(&mut self) -> Option<String> {
         let n = self.committed.lock().unwrap().len();
         self.pause_every
-            .filter(|&k| n % k == 0)
+            .filter(|&k| n.is_multiple_of(k))
             .map(|_| "calc".to_string())
     }
 

@@ -22,8 +22,7 @@ impl Utf8Stream {
             Err(e) => e.valid_up_to(),
         };
         let rest = self.pending.split_off(valid);
-        let text = String::from_utf8(std::mem::replace(&mut self.pending, rest)).expect("valid");
-        text
+        String::from_utf8(std::mem::replace(&mut self.pending, rest)).expect("valid")
     }
 
     /// Whatever is left at the end, lossily.

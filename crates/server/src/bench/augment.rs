@@ -30,9 +30,7 @@ pub fn parse(spec: &str) -> Option<anyhow::Result<Vec<usize>>> {
     if rest.is_empty() {
         return Some(Ok((0..KINDS.len()).collect()));
     }
-    let Some(kind) = rest.strip_prefix(':') else {
-        return None;
-    };
+    let kind = rest.strip_prefix(':')?;
     Some(match KINDS.iter().position(|k| k.0 == kind) {
         Some(i) => Ok(vec![i]),
         None => {
