@@ -351,3 +351,30 @@ async fn calls_ending_together_each_get_their_own_result() {
         }
     }
 }
+
+/// A fork server whose stdin closes (the tandem process that started it died without
+/// cleaning up) exits and removes its socket and directory.
+#[test]
+fn a_fork_server_left_alone_exits_and_removes_its_socket() {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+    let dir = std::env::temp_dir().join(format!("tandem-py-orphan-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let driver = concat!(env!("CARGO_MANIFEST_DIR"), "/src/builtin/python_driver.py");
+    let mut server = Command::new("python3")
+        .args(["-I", "-S", "-u", driver])
+        .arg(dir.join("fork.sock"))
+        .args(["10", "536870912", "0"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    let mut out = std::io::BufReader::new(server.stdout.take().unwrap());
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line, "ready\n");
+    assert!(dir.join("fork.sock").exists());
+    drop(server.stdin.take());
+    assert!(server.wait().unwrap().success());
+    assert!(!dir.exists(), "{} left behind", dir.display());
+}
