@@ -24,10 +24,23 @@ def chat(url, **extra):
     return requests.post(url + "/v1/chat/completions", json=body, timeout=120)
 
 
-@pytest.fixture(scope="module", params=["min-waste", "preserve", "swap", "discard"])
+# Server flags per policy. `swap-short`: a host pool with room for 18 tokens of KV (23,056
+# bytes each), less than a paused request holds, so each pause swaps a head and discards the
+# tail.
+POLICIES = {
+    "min-waste": ["--intercept-policy", "min-waste"],
+    "preserve": ["--intercept-policy", "preserve"],
+    "swap": ["--intercept-policy", "swap"],
+    "discard": ["--intercept-policy", "discard"],
+    "swap-short": ["--intercept-policy", "swap", "--swap-space", "0.0004"],
+}
+
+
+@pytest.fixture(scope="module", params=list(POLICIES))
 def scripted(request):
     s = Server("--max-seqs", "4", "--kv-cells", "8192", "--allow-scripted",
-               "--intercept-policy", request.param, *EXACT)
+               *POLICIES[request.param], *EXACT)
+    s.policy = request.param
     yield s
     s.stop()
 
@@ -62,6 +75,7 @@ def test_segments_of_the_wrong_shape_are_422(scripted):
 
 def test_scripted_request_pauses_and_resumes(scripted):
     before = scripted.metric("tandem_interceptions_total") or 0
+    partial = scripted.metric("tandem_partial_swaps_total") or 0
     t0 = time.time()
     r = chat(scripted.url, segments=SEGMENTS, max_tokens=1)
     took = time.time() - t0
@@ -71,10 +85,17 @@ def test_scripted_request_pauses_and_resumes(scripted):
     assert body["choices"][0]["finish_reason"] == "length"
     assert took >= 0.4  # the tool time passed inside the request
     assert scripted.metric("tandem_interceptions_total") == before + 2
+    heads = (scripted.metric("tandem_partial_swaps_total") or 0) - partial
+    if scripted.policy == "swap-short":
+        # The 0.4 s pause is placed; the 0 s one may resume before its first step.
+        assert heads in (1, 2)
+    else:
+        assert heads == 0
 
 
 def test_streamed_output_matches_across_policies(scripted, tmp_path_factory):
-    """Greedy output through two pauses is the same under every policy (bit-exact mode)."""
+    """Greedy output through two pauses is the same under every policy (bit-exact mode),
+    a partial swap included."""
     r = chat(scripted.url, segments=SEGMENTS)
     text = r.json()["choices"][0]["message"]["content"]
     store = tmp_path_factory.getbasetemp() / "scripted-text.json"

@@ -171,7 +171,8 @@ impl Scheduler {
                     batch: self.running_context() + n,
                     remaining_s: self.estimator.remaining(CLIENT_TURN, idle),
                     chunk: self.cfg.max_batch_tokens,
-                    swap_fits: self.swap_could_fit(n),
+                    // A retained conversation moves whole or is dropped.
+                    swap_room: if self.swap_room() >= n { n } else { 0 },
                 };
                 let w = Waste::compute(&x, &self.cost);
                 if w.swap <= w.discard {
@@ -195,9 +196,10 @@ impl Scheduler {
         }
     }
 
-    /// Whether the host pool could take `n` tokens, counting room held by retained entries.
-    pub(crate) fn swap_could_fit(&self, n: usize) -> bool {
-        self.swap.fits(n) || self.retained.len() > self.retained.on_device()
+    /// Tokens the host pool could take, counting the room retained entries held there would
+    /// give up (`swap_alloc` drops them for a paused request).
+    pub(crate) fn swap_room(&self) -> usize {
+        self.swap.room_tokens() + self.retained.host_tokens()
     }
 
     /// Context tokens of the running requests.

@@ -243,6 +243,7 @@ fn export_intercept_stats(s: &SchedulerStats) {
     metrics::counter!("tandem_swap_in_bytes_total").absolute(c.swap_in_bytes);
     metrics::counter!("tandem_recomputed_tokens_total").absolute(c.recomputed_tokens);
     metrics::counter!("tandem_interceptions_total").absolute(c.interceptions);
+    metrics::counter!("tandem_partial_swaps_total").absolute(c.partial_swaps);
     if let Some(w) = c.waste {
         for (option, v) in [
             ("preserve", w.preserve),

@@ -7,12 +7,15 @@
 //! moves KV off the device only when slots are in demand (waiting requests with no free or
 //! evictable slot), the requests with the largest saving first: memory no one is waiting for
 //! is not wasted, so tandem does not pay for copies then. Copies per step are bounded by
-//! the swap budget.
+//! the swap budget. When the host pool has room for only part of a request's KV, the head
+//! that fits is swapped and the tail discarded (recomputed on resume).
 
+use crate::plan::KvOp;
 use crate::policy::{InterceptPolicy, Placement, ResumeOrder, Waste, WasteInputs};
 use crate::request::Active;
 use crate::scheduler::{Paused, Place, Queued, Scheduler};
-use crate::types::{Event, RequestId, Token};
+use crate::swap::SwapHandle;
+use crate::types::{Event, RequestId, SeqId, Token};
 
 /// Tokens that may still be copied this step; the first copy of a step always may (a
 /// sequence larger than the budget would otherwise never move).
@@ -156,6 +159,7 @@ impl Scheduler {
             preserve: 0.0,
             swap: 0.0,
             discard: 0.0,
+            swap_tokens: 0,
         };
         let mut moves = Vec::new();
         for (i, p) in self.paused.iter().enumerate() {
@@ -166,6 +170,7 @@ impl Scheduler {
             sum.preserve += w.preserve;
             sum.swap += if w.swap.is_finite() { w.swap } else { 0.0 };
             sum.discard += w.discard;
+            sum.swap_tokens += w.swap_tokens;
             let want = match policy {
                 InterceptPolicy::MinWaste => w.best(),
                 InterceptPolicy::Preserve => Placement::Preserve,
@@ -188,7 +193,7 @@ impl Scheduler {
             batch: others + context,
             remaining_s: self.estimator.remaining(&p.tool, now - p.since),
             chunk: self.cfg.max_batch_tokens,
-            swap_fits: self.swap_could_fit(context),
+            swap_room: self.swap_room(),
         };
         Waste::compute(&x, &self.cost)
     }
@@ -200,15 +205,20 @@ impl Scheduler {
         self.waiting.len().saturating_sub(available)
     }
 
-    /// Moves paused request `i` off the device: swap (within the allowance; a full pool
-    /// falls back to discard) or discard.
+    /// Moves paused request `i` off the device: swap (within the allowance; what the pool
+    /// has no room for is discarded, all of it when it has none) or discard.
     fn move_out(&mut self, i: usize, want: Placement, allowance: &mut SwapAllowance) {
         let (seq, n) = (self.paused[i].r.seq, self.paused[i].r.n_cached);
-        if want == Placement::Swap {
-            if !allowance.take(n) {
+        let head = match want {
+            Placement::Swap => self.paused[i].r.cut_at_or_below(n.min(self.swap_room())),
+            _ => 0,
+        };
+        if head > 0 {
+            if !allowance.take(head) {
                 return;
             }
-            if let Some(handle) = self.swap_out(seq, n) {
+            if let Some(handle) = self.swap_out_head(seq, n, head) {
+                self.paused[i].r.n_cached = head;
                 self.paused[i].place = Place::Host(handle);
                 return;
             }
@@ -216,6 +226,17 @@ impl Scheduler {
         self.free_slot(seq);
         self.paused[i].r.n_cached = 0;
         self.paused[i].place = Place::Discarded;
+    }
+
+    /// Swaps out the first `head` of the `n` cells of `seq`, dropping the rest first
+    /// (llama.cpp copies a sequence whole, so the tail must go before the copy).
+    fn swap_out_head(&mut self, seq: SeqId, n: usize, head: usize) -> Option<SwapHandle> {
+        if head < n {
+            self.ops.push(KvOp::Truncate { seq, keep: head });
+            self.kv.set_used(seq, head);
+            self.counters.partial_swaps += 1;
+        }
+        self.swap_out(seq, head)
     }
 
     /// Swaps in requests whose interception is predicted to end within the time a swap-in

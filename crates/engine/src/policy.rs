@@ -8,6 +8,13 @@
 //! - preserve: `T_remaining * C`
 //! - discard (chunked recompute in `n` chunks): `T_fwd(C)*C/2 + n*T_fwd(C/n)*C_other`
 //! - swap: `(T_out(C) + T_in(C)) * C_batch` (the batch stalls while the copies run)
+//!
+//! A partial form (tandem's, where llama.cpp allows it): when the host pool has room for only
+//! `H < C` tokens, the swap option copies the first `H` and discards the tail, which is
+//! recomputed on resume: `(T_out(H) + T_in(H)) * C_batch` plus the discard waste of `C - H`
+//! tokens. llama.cpp can drop a sequence's tail (`seq_rm` from a position) and copy what is
+//! left; it cannot copy a tail alone, and with one KV stream per slot keeping a head on the
+//! device frees nothing, so this is the only partial form that gives a slot back.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -21,7 +28,8 @@ pub enum InterceptPolicy {
     MinWaste,
     /// Always keep KV on the device.
     Preserve,
-    /// Always swap to host memory (discard when the swap pool is full).
+    /// Always swap to host memory (when the pool has room for only part of the KV, the
+    /// head; the tail is discarded).
     Swap,
     /// Always free and recompute on resume.
     Discard,
@@ -58,33 +66,36 @@ pub struct WasteInputs {
     pub remaining_s: f64,
     /// Tokens per step a recompute can use (the step budget).
     pub chunk: usize,
-    /// Whether the swap pool can take this request's KV.
-    pub swap_fits: bool,
+    /// Tokens of KV the swap pool can take now (its free room, plus what retained
+    /// conversations held there would give up).
+    pub swap_room: usize,
 }
 
-/// Waste of each option, in token·seconds; `swap` is infinite when the pool is full.
+/// Waste of each option, in token·seconds; `swap` is infinite when the pool has no room.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Waste {
     pub preserve: f64,
     pub swap: f64,
     pub discard: f64,
+    /// Tokens the swap option copies: the whole context, or the head the pool has room for
+    /// (the tail is then discarded); 0 when the pool has no room.
+    pub swap_tokens: usize,
 }
 
 impl Waste {
     pub fn compute(x: &WasteInputs, cost: &CostModel) -> Self {
-        let c = x.context as f64;
-        let n = x.context.div_ceil(x.chunk.max(1)).max(1);
-        let discard = cost.t_fwd(x.context) * c / 2.0
-            + n as f64 * cost.t_fwd(x.context / n) * x.others as f64;
-        let swap = if x.swap_fits {
-            (cost.t_swap_out(x.context) + cost.t_swap_in(x.context)) * x.batch as f64
-        } else {
+        let head = x.context.min(x.swap_room);
+        let swap = if head == 0 && x.context > 0 {
             f64::INFINITY
+        } else {
+            (cost.t_swap_out(head) + cost.t_swap_in(head)) * x.batch as f64
+                + recompute_waste(x.context - head, x, cost)
         };
         Self {
-            preserve: x.remaining_s * c,
+            preserve: x.remaining_s * x.context as f64,
             swap,
-            discard,
+            discard: recompute_waste(x.context, x, cost),
+            swap_tokens: head,
         }
     }
 
@@ -103,6 +114,16 @@ impl Waste {
     pub fn saving(&self) -> f64 {
         self.preserve - self.swap.min(self.discard).min(self.preserve)
     }
+}
+
+/// Waste of recomputing `tokens` tokens of the request on resume, in chunks of the step
+/// budget: `T_fwd(C)*C/2 + n*T_fwd(C/n)*C_other`. Nothing to recompute costs nothing.
+fn recompute_waste(tokens: usize, x: &WasteInputs, cost: &CostModel) -> f64 {
+    if tokens == 0 {
+        return 0.0;
+    }
+    let n = tokens.div_ceil(x.chunk.max(1)).max(1);
+    cost.t_fwd(tokens) * tokens as f64 / 2.0 + n as f64 * cost.t_fwd(tokens / n) * x.others as f64
 }
 
 /// Remaining interception time. Without history, InferCept's estimator: an interception that
@@ -163,7 +184,7 @@ mod tests {
             batch: 4000 + context,
             remaining_s,
             chunk: 512,
-            swap_fits: true,
+            swap_room: usize::MAX,
         }
     }
 
@@ -180,11 +201,48 @@ mod tests {
     fn a_full_swap_pool_falls_back_to_discard() {
         let cost = CostModel::default();
         let x = WasteInputs {
-            swap_fits: false,
+            swap_room: 0,
             ..inputs(1000, 20.0)
         };
         let w = Waste::compute(&x, &cost);
         assert_eq!(w.swap, f64::INFINITY);
+        assert_eq!(w.best(), Placement::Discard);
+    }
+
+    #[test]
+    fn a_pool_with_room_for_part_prices_the_head_copied_and_the_tail_recomputed() {
+        let cost = CostModel::default();
+        let whole = Waste::compute(&inputs(1000, 20.0), &cost);
+        assert_eq!(whole.swap_tokens, 1000);
+        let x = WasteInputs {
+            swap_room: 600,
+            ..inputs(1000, 20.0)
+        };
+        let part = Waste::compute(&x, &cost);
+        assert_eq!(part.swap_tokens, 600);
+        let copy = (cost.t_swap_out(600) + cost.t_swap_in(600)) * x.batch as f64;
+        let tail = Waste::compute(&inputs(400, 20.0), &cost).discard;
+        assert!((part.swap - (copy + tail)).abs() < 1e-9, "{part:?}");
+        // Cheap copies: the head is worth copying, and recomputing less beats discarding all.
+        assert!(whole.swap < part.swap && part.swap < part.discard);
+        assert_eq!(part.best(), Placement::Swap);
+    }
+
+    #[test]
+    fn a_head_too_small_to_pay_for_its_copies_is_not_swapped() {
+        // Copies with a large fixed cost: copying 20 of 1000 tokens saves 20 tokens of
+        // recompute and pays two fixed costs, so discarding everything is cheaper.
+        let cost = CostModel {
+            swap_base_s: 0.5,
+            ..CostModel::default()
+        };
+        let x = WasteInputs {
+            swap_room: 20,
+            ..inputs(1000, 100.0)
+        };
+        let w = Waste::compute(&x, &cost);
+        assert_eq!(w.swap_tokens, 20);
+        assert!(w.swap > w.discard);
         assert_eq!(w.best(), Placement::Discard);
     }
 

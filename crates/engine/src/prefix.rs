@@ -84,6 +84,15 @@ impl RetainedSet {
             .count()
     }
 
+    /// Tokens of KV the entries in the host pool hold there.
+    pub fn host_tokens(&self) -> usize {
+        self.entries
+            .iter()
+            .filter(|e| matches!(e.loc, Loc::Host(_)))
+            .map(|e| e.tokens.len())
+            .sum()
+    }
+
     pub fn drain(&mut self) -> Vec<Retained> {
         std::mem::take(&mut self.entries)
     }

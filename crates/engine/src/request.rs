@@ -42,6 +42,20 @@ pub struct Active {
     pub last_token_at: Option<f64>,
 }
 
+/// The largest cut at or below `k` (cells kept) from which recomputing the rest repeats how
+/// each position was written (`written[p]`: by a one-token item): never one position short
+/// of the end of a multi-token run, which would leave that position to be recomputed as a
+/// one-token item. Runs written by chunks have at least two positions, so one step back is
+/// enough.
+pub fn exact_cut(written: &[bool], k: usize) -> usize {
+    let lone_multi = k > 0 && k + 1 < written.len() && !written[k] && written[k + 1];
+    if lone_multi {
+        k - 1
+    } else {
+        k
+    }
+}
+
 /// How the next tokens of a request must run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Run {
@@ -85,6 +99,11 @@ impl Active {
         }
     }
 
+    /// Where to cut this request's KV to keep about `k` cells (see `exact_cut`).
+    pub fn cut_at_or_below(&self, k: usize) -> usize {
+        exact_cut(&self.single_row, k)
+    }
+
     /// Records that positions `start..start+n` now hold KV.
     pub fn wrote(&mut self, start: usize, n: usize) {
         let end = start + n;
@@ -117,5 +136,33 @@ impl Active {
             .iter()
             .any(|t| !t.is_empty() && out.ends_with(t))
             .then(|| "trigger".to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::exact_cut;
+
+    #[test]
+    fn a_cut_never_leaves_one_position_of_a_multi_token_run() {
+        // Positions 0..4 by a chunk, 4..6 by decodes, 6..9 by a chunk, 9 by a decode.
+        let w = [
+            false, false, false, false, true, true, false, false, false, true,
+        ];
+        assert_eq!(
+            exact_cut(&w, 3),
+            2,
+            "3 would leave position 3 of the first chunk alone"
+        );
+        assert_eq!(
+            exact_cut(&w, 8),
+            7,
+            "same for the last position of the second chunk"
+        );
+        for k in [0, 1, 2, 4, 5, 6, 7, 9, 10] {
+            assert_eq!(exact_cut(&w, k), k, "cut at {k} is clean");
+        }
+        // The last run may end where KV ends: it is recomputed with the new tokens.
+        assert_eq!(exact_cut(&[false, false, false], 2), 2);
     }
 }

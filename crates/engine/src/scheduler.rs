@@ -143,6 +143,9 @@ pub struct InterceptCounters {
     pub swap_in_bytes: u64,
     pub recomputed_tokens: u64,
     pub interceptions: u64,
+    /// Paused requests swapped out in part: the head the host pool had room for, the tail
+    /// discarded.
+    pub partial_swaps: u64,
     /// Sum over device-resident paused requests of each option's estimated waste
     /// (token·seconds; swap counts only requests the pool can take).
     pub waste: Option<Waste>,

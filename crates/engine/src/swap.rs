@@ -34,6 +34,11 @@ impl SwapPool {
         self.used_bytes + self.bytes(tokens) <= self.capacity_bytes
     }
 
+    /// Tokens of KV the free part of the pool can take.
+    pub fn room_tokens(&self) -> usize {
+        (self.capacity_bytes - self.used_bytes) / self.bytes_per_token
+    }
+
     /// Reserves room for `tokens` tokens of KV; `None` when the pool is full.
     pub fn alloc(&mut self, tokens: usize) -> Option<SwapHandle> {
         if !self.fits(tokens) {
@@ -85,9 +90,11 @@ mod tests {
     fn capacity_is_enforced_and_freed() {
         let mut p = SwapPool::new(1000, 10);
         let a = p.alloc(60).unwrap();
+        assert_eq!(p.room_tokens(), 40);
         assert!(p.alloc(50).is_none());
         let b = p.alloc(40).unwrap();
         assert_eq!(p.used_bytes(), 1000);
+        assert_eq!(p.room_tokens(), 0);
         p.free(a);
         p.free(b);
         assert!(p.is_empty() && p.used_bytes() == 0);

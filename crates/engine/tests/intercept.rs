@@ -1,9 +1,9 @@
 //! Interceptions against the fake runner: every placement (preserve, swap, discard,
 //! min-waste) and transition (pause during others' chunked prefill, resume while swapped or
-//! being swapped in, cancel in every state, full swap pool, memory pressure, 30 pauses), with
-//! the output compared to an uninterrupted reference and the KV and swap-pool accounting
-//! checked every step and empty at the end. The fake runner samples a hash of the whole KV
-//! content, so a lost, stale or misplaced cell changes the tokens.
+//! being swapped in, cancel in every state, a swap pool short of room (partial swap), memory
+//! pressure, 30 pauses), with the output compared to an uninterrupted reference and the KV
+//! and swap-pool accounting checked every step and empty at the end. The fake runner samples
+//! a hash of the whole KV content, so a lost, stale or misplaced cell changes the tokens.
 
 mod common;
 
@@ -268,24 +268,80 @@ fn a_disconnected_paused_request_is_reaped() {
     h.assert_all_free();
 }
 
-#[test]
-fn a_full_swap_pool_falls_back_to_discard() {
-    let small = InterceptConfig {
+/// The swap policy with a host pool of `tokens` tokens.
+fn small_pool(tokens: usize) -> InterceptConfig {
+    InterceptConfig {
         policy: InterceptPolicy::Swap,
-        swap_bytes: 40 * 23_055,
+        swap_bytes: tokens * 23_055,
         ..InterceptConfig::default()
-    };
-    let want = reference(30, 11, 10, &[4]);
-    let mut h = Harness::build(3, 512, 64, PrefixReuse::All, small);
-    let a = h.submit_with(prompt(30, 11), 10, spec(&[4]));
-    let b = h.submit_with(prompt(30, 12), 10, spec(&[4]));
-    h.step_until_paused(a, 1);
-    h.step_until_paused(b, 1);
+    }
+}
+
+#[test]
+fn a_swap_pool_short_of_room_swaps_the_head_and_discards_the_rest() {
+    // Room for 40 tokens; three requests pause holding 33 cells each (30 prompt + 3 decoded):
+    // one goes whole, the next gets the 7 cells left and loses its tail, the last is
+    // discarded.
+    let wants: Vec<_> = (0..3).map(|i| reference(30, 11 + i, 10, &[4])).collect();
+    let mut h = Harness::build(3, 512, 64, PrefixReuse::All, small_pool(40));
+    let ids: Vec<_> = (0..3)
+        .map(|i| h.submit_with(prompt(30, 11 + i), 10, spec(&[4])))
+        .collect();
+    for &id in &ids {
+        h.step_until_paused(id, 1);
+    }
     h.step();
     let s = h.sched.stats();
-    assert_eq!((s.paused_host, s.paused_discarded), (1, 1), "only one fits");
-    let got = drive(&mut h, &[a, b], 0.0);
-    assert_eq!(got[&a], want);
+    assert_eq!((s.paused_host, s.paused_discarded), (2, 1), "{s:?}");
+    assert_eq!(s.counters.partial_swaps, 1);
+    assert_eq!(s.swap_used_bytes, 40 * 23_055);
+    let mut held: Vec<_> = h.runner.host().values().cloned().collect();
+    held.sort_by_key(Vec::len);
+    assert_eq!((held[0].len(), held[1].len()), (7, 33));
+    let heads: Vec<_> = (0..3).map(|i| prompt(30, 11 + i)[..7].to_vec()).collect();
+    assert!(
+        heads.contains(&held[0]),
+        "the head of a prompt, not its tail"
+    );
+    let got = drive(&mut h, &ids, 0.0);
+    for (id, want) in ids.iter().zip(&wants) {
+        assert_eq!(&got[id], want, "request {id}");
+    }
+    let c = h.sched.stats().counters;
+    assert_eq!(
+        c.recomputed_tokens,
+        26 + 33,
+        "the tail of one, all of another"
+    );
+    h.assert_all_free();
+}
+
+#[test]
+fn a_partial_swap_cuts_where_an_exact_recompute_can_resume() {
+    // 30 prompt cells by one chunk, then 3 by decodes. Room for 29 would leave prompt
+    // position 29 alone, to be recomputed as a one-token item: the cut moves to 28.
+    let mut h = Harness::build(2, 512, 64, PrefixReuse::Exact, small_pool(29));
+    let id = h.submit_with(prompt(30, 3), 12, spec(&[4]));
+    h.step_until_paused(id, 1);
+    h.step();
+    let held: Vec<_> = h.runner.host().values().map(Vec::len).collect();
+    assert_eq!(held, vec![28]);
+    h.sched.resume(id, result(0), h.now);
+    let mut sizes = Vec::new();
+    while h.sched.stats().counters.recomputed_tokens < 5 {
+        let plan = h.sched.schedule(h.now);
+        sizes.extend(
+            plan.items
+                .iter()
+                .filter(|i| i.request == id)
+                .map(|i| i.tokens.len()),
+        );
+        let r = h.runner.execute(&plan).unwrap();
+        h.sched.update(&plan, &r, h.now);
+    }
+    assert_eq!(sizes, vec![2, 1, 1, 1]);
+    h.run_to_idle();
+    assert_eq!(h.tokens(id), reference(30, 3, 12, &[4]));
     h.assert_all_free();
 }
 

@@ -1,6 +1,6 @@
 //! The llama.cpp runner under the real scheduler, against the default model (SmolLM2-135M):
 //! a known greedy answer, batched = sequential, prefix reuse = cold prefill, a request paused
-//! and resumed under every interception policy = the uninterrupted run, a follow-up resumed
+//! and resumed under every interception policy (and a partial swap) = the uninterrupted run, a follow-up resumed
 //! from swapped-out KV = cold, and a plausible startup cost profile.
 //! The model comes from `scripts/fetch-model.sh` (or `TANDEM_TEST_MODEL`).
 
@@ -8,8 +8,8 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use tandem_engine::{
-    Event, InterceptConfig, InterceptPolicy, InterceptSpec, NewRequest, PrefixReuse, Runner,
-    SamplingParams, Scheduler, SchedulerConfig, Token, Usage,
+    Event, InterceptConfig, InterceptCounters, InterceptPolicy, InterceptSpec, NewRequest,
+    PrefixReuse, Runner, SamplingParams, Scheduler, SchedulerConfig, Token, Usage,
 };
 use tandem_llama::{LlamaRunner, Model, RunnerConfig};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
@@ -41,16 +41,21 @@ impl Rig {
     }
 
     fn with(budget: usize, slots: usize, policy: InterceptPolicy) -> Self {
+        let intercept = InterceptConfig {
+            policy,
+            ..InterceptConfig::default()
+        };
+        Self::with_intercept(budget, slots, intercept)
+    }
+
+    fn with_intercept(budget: usize, slots: usize, intercept: InterceptConfig) -> Self {
         let cells = 1024;
         let cfg = SchedulerConfig {
             max_batch_tokens: budget,
             n_slots: slots,
             cells_per_seq: cells,
             prefix_reuse: PrefixReuse::Exact,
-            intercept: InterceptConfig {
-                policy,
-                ..InterceptConfig::default()
-            },
+            intercept,
         };
         let rc = RunnerConfig {
             n_slots: slots,
@@ -220,13 +225,31 @@ fn start_paused(rig: &mut Rig) -> UnboundedReceiver<Event> {
 /// Pauses after 6 generated tokens; resumes with a tool result 5 s later. For min-waste a
 /// second request wants the only slot meanwhile, so the paused one must leave the device.
 fn paused_run(policy: InterceptPolicy, tool_result: &[Token]) -> Vec<Token> {
+    let intercept = InterceptConfig {
+        policy,
+        ..InterceptConfig::default()
+    };
+    let (tokens, c) = paused_run_with(intercept, tool_result);
+    if policy == InterceptPolicy::Discard {
+        assert!(c.recomputed_tokens > 0);
+    } else {
+        assert_eq!(c.recomputed_tokens, 0, "{policy:?}");
+    }
+    tokens
+}
+
+fn paused_run_with(
+    intercept: InterceptConfig,
+    tool_result: &[Token],
+) -> (Vec<Token>, InterceptCounters) {
+    let policy = intercept.policy;
     // Preserve keeps the only slot, so the other request gets a second one.
     let slots = if policy == InterceptPolicy::Preserve {
         2
     } else {
         1
     };
-    let mut rig = Rig::with(64, slots, policy);
+    let mut rig = Rig::with_intercept(64, slots, intercept);
     let mut rx = start_paused(&mut rig);
     rig.now += 5.0;
     let mut other = rig.submit(2, chat("What is 2+2?"), 4);
@@ -239,12 +262,7 @@ fn paused_run(policy: InterceptPolicy, tool_result: &[Token]) -> Vec<Token> {
     rig.sched.resume(1, tool_result.to_vec(), rig.now);
     rig.run();
     let c = rig.sched.stats().counters;
-    if policy == InterceptPolicy::Discard {
-        assert!(c.recomputed_tokens > 0);
-    } else {
-        assert_eq!(c.recomputed_tokens, 0, "{policy:?}");
-    }
-    drain(&mut rx).0
+    (drain(&mut rx).0, c)
 }
 
 #[test]
@@ -269,6 +287,18 @@ fn a_paused_and_resumed_request_matches_the_uninterrupted_run() {
     ] {
         assert_eq!(paused_run(policy, &tool_result), want, "{policy:?}");
     }
+    // A host pool with room for 12 of the paused request's cells: its head is swapped, the
+    // tail discarded and recomputed on resume.
+    let small = InterceptConfig {
+        policy: InterceptPolicy::Swap,
+        swap_bytes: 12 * 23_055,
+        ..InterceptConfig::default()
+    };
+    let (tokens, c) = paused_run_with(small, &tool_result);
+    assert_eq!(c.partial_swaps, 1);
+    assert_eq!(c.swap_out_bytes, 12 * 23_055);
+    assert!(c.recomputed_tokens > 0);
+    assert_eq!(tokens, want, "head swapped, tail recomputed");
 }
 
 #[test]

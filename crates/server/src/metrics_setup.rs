@@ -70,6 +70,10 @@ fn describe() {
         "tandem_recompute_microseconds_total",
         "The part of that time spent recomputing discarded KV"
     );
+    describe_counter!(
+        "tandem_partial_swaps_total",
+        "Paused requests swapped out in part: the head the host pool had room for, the tail discarded"
+    );
     describe_histogram!(
         "tandem_time_to_first_token_seconds",
         Unit::Seconds,
