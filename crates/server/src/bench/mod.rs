@@ -63,7 +63,8 @@ pub struct BenchArgs {
     /// Conveyor: lazy/partial pairs per workload run alone.
     #[arg(long, default_value_t = 5)]
     pub reps: usize,
-    /// Conveyor: rounds of --concurrency requests per mode and workload under load.
+    /// Conveyor: rounds of --concurrency requests per mode and workload under load (0: the
+    /// workloads alone only).
     #[arg(long, default_value_t = 3)]
     pub rounds: usize,
     /// Number of requests to send (the workload is cycled). Default: one pass over the file.

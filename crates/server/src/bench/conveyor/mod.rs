@@ -154,11 +154,11 @@ pub async fn run(args: &BenchArgs, client: &Client, ws: Vec<Workload>) -> anyhow
     let (mut results, mut examples) = (BTreeMap::new(), Vec::new());
     for w in &ws {
         let one = alone(client, w, args.reps, &bar).await?;
-        let many = loaded(client, w, args.rounds, n, &bar).await?;
-        let pair = [
-            ("alone".to_string(), one.summarize(1)),
-            (format!("x{n}"), many.summarize(n)),
-        ];
+        let mut pair = vec![("alone".to_string(), one.summarize(1))];
+        if args.rounds > 0 {
+            let many = loaded(client, w, args.rounds, n, &bar).await?;
+            pair.push((format!("x{n}"), many.summarize(n)));
+        }
         let line = format!("{}: {}", w.name, serde_json::to_string(&pair)?);
         if bar.is_hidden() {
             eprintln!("{line}"); // progress to a log (no terminal)
@@ -178,7 +178,7 @@ pub async fn run(args: &BenchArgs, client: &Client, ws: Vec<Workload>) -> anyhow
 fn report(
     args: &BenchArgs,
     ws: &[Workload],
-    results: &BTreeMap<&str, [(String, Summary); 2]>,
+    results: &BTreeMap<&str, Vec<(String, Summary)>>,
     examples: &[(String, bool, Marks)],
 ) -> anyhow::Result<()> {
     let meta = meta(args);

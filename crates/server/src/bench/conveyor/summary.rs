@@ -145,13 +145,19 @@ pub fn row(workload: &str, load: &str, s: &Summary) -> String {
         format!("{:.2}", s.gain_over_bound)
     };
     let pct = |b: Option<f64>| b.map_or("n/a".to_string(), |b| format!("{:.0}%", 100.0 * b));
+    // One pair has no interval.
+    let ci = if s.gain_ci95.is_finite() {
+        format!("{:.1}", 100.0 * s.gain_ci95)
+    } else {
+        "n/a".to_string()
+    };
     let busy = format!(
         "{} / {}",
         pct(s.engine_busy_lazy),
         pct(s.engine_busy_partial)
     );
     format!(
-        "| {workload} | {load} | {} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.2} / {:.2} | {busy} | {:.3} | {:.1}% ± {:.1} | {ratio} |",
+        "| {workload} | {load} | {} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.2} / {:.2} | {busy} | {:.3} | {:.1}% ± {ci} | {ratio} |",
         s.n,
         s.lazy_mean_s,
         s.partial_mean_s,
@@ -162,7 +168,6 @@ pub fn row(workload: &str, load: &str, s: &Summary) -> String {
         s.results_gap_partial_s,
         s.bound,
         100.0 * s.gain,
-        100.0 * s.gain_ci95,
     )
 }
 
@@ -223,6 +228,10 @@ mod tests {
         assert!(row("v", "alone", &summarize(&lazy, &partial, 1)).contains("early abort"));
         let mut s = summarize(&lazy, &partial, 1);
         assert!(row("v", "alone", &s).contains("| n/a / n/a |"));
+        assert!(
+            row("v", "alone", &s).contains("± n/a |"),
+            "one pair has no interval"
+        );
         s.set_engine_busy(&[0.5, 0.7], &[0.9]);
         assert!((s.engine_busy_lazy.unwrap() - 0.6).abs() < 1e-9);
         assert_eq!(s.engine_busy_partial, Some(0.9));
