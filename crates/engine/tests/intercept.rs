@@ -131,6 +131,19 @@ fn placements_do_what_they_say() {
     }
 }
 
+/// Steps until `tokens` tokens have been recomputed; the sizes of request `id`'s items.
+fn recompute_items(h: &mut Harness, id: u64, tokens: u64) -> Vec<usize> {
+    let mut sizes = Vec::new();
+    while h.sched.stats().counters.recomputed_tokens < tokens {
+        let plan = h.sched.schedule(h.now);
+        let mine = plan.items.iter().filter(|i| i.request == id);
+        sizes.extend(mine.map(|i| i.tokens.len()));
+        let r = h.runner.execute(&plan).unwrap();
+        h.sched.update(&plan, &r, h.now);
+    }
+    sizes
+}
+
 #[test]
 fn exact_recompute_repeats_how_each_position_was_written() {
     let mut h = Harness::build(
@@ -148,18 +161,7 @@ fn exact_recompute_repeats_how_each_position_was_written() {
     h.sched.resume(id, result(1), h.now);
     // Written so far: 20 prompt (multi), 3 decodes (single), [4th token + 3 result] (multi),
     // 3 decodes (single): recompute must run 20 | 1 1 1 | 4 | 1 1 1 then the new tokens.
-    let mut sizes = Vec::new();
-    while h.sched.stats().counters.recomputed_tokens < 30 {
-        let plan = h.sched.schedule(h.now);
-        sizes.extend(
-            plan.items
-                .iter()
-                .filter(|i| i.request == id)
-                .map(|i| i.tokens.len()),
-        );
-        let r = h.runner.execute(&plan).unwrap();
-        h.sched.update(&plan, &r, h.now);
-    }
+    let sizes = recompute_items(&mut h, id, 30);
     assert_eq!(sizes, vec![20, 1, 1, 1, 4, 1, 1, 1]);
 }
 
@@ -327,18 +329,7 @@ fn a_partial_swap_cuts_where_an_exact_recompute_can_resume() {
     let held: Vec<_> = h.runner.host().values().map(Vec::len).collect();
     assert_eq!(held, vec![28]);
     h.sched.resume(id, result(0), h.now);
-    let mut sizes = Vec::new();
-    while h.sched.stats().counters.recomputed_tokens < 5 {
-        let plan = h.sched.schedule(h.now);
-        sizes.extend(
-            plan.items
-                .iter()
-                .filter(|i| i.request == id)
-                .map(|i| i.tokens.len()),
-        );
-        let r = h.runner.execute(&plan).unwrap();
-        h.sched.update(&plan, &r, h.now);
-    }
+    let sizes = recompute_items(&mut h, id, 5);
     assert_eq!(sizes, vec![2, 1, 1, 1]);
     h.run_to_idle();
     assert_eq!(h.tokens(id), reference(30, 3, 12, &[4]));
