@@ -6,6 +6,7 @@ Reads RUN_DIR/NAME-RATE.json bench reports; writes OUT_PREFIX.{json,md,svg}.
 import json
 import os
 import platform
+import random
 import sys
 import time
 
@@ -15,20 +16,41 @@ COLORS = {"min-waste": "#d62728", "preserve": "#1f77b4", "swap": "#2ca02c",
 
 
 def load(run_dir, rates):
-    runs = {}
+    """Each run's summary, and its completed requests' latencies by request id."""
+    runs, latencies = {}, {}
     for name in NAMES:
         for r in rates:
             path = os.path.join(run_dir, f"{name}-{r}.json")
             if os.path.exists(path):
-                runs.setdefault(name, {})[r] = json.load(open(path))["summary"]
-    return runs
+                report = json.load(open(path))
+                runs.setdefault(name, {})[r] = report["summary"]
+                latencies.setdefault(name, {})[r] = {
+                    q["id"]: q["latency_s"] for q in report.get("requests", []) if q["ok"]}
+    return runs, latencies
+
+
+def paired_ratio(num, den, draws=4000, seed=1):
+    """Ratio of mean latencies num/den over the requests both runs completed (same workload
+    and seed, so the same requests), with a 95% bootstrap interval that resamples requests
+    as pairs: (ratio, low, high), or None with fewer than two common requests."""
+    ids = sorted(set(num) & set(den))
+    if len(ids) < 2:
+        return None
+    a, b = [num[i] for i in ids], [den[i] for i in ids]
+    rng = random.Random(seed)
+    ratios = []
+    for _ in range(draws):
+        pick = [rng.randrange(len(ids)) for _ in ids]
+        ratios.append(sum(a[j] for j in pick) / sum(b[j] for j in pick))
+    ratios.sort()
+    return sum(a) / sum(b), ratios[int(0.025 * draws)], ratios[int(0.975 * draws) - 1]
 
 
 def sustained(summary, limit):
     return summary["errors"] == 0 and summary["normalized_latency_s"]["mean"] <= limit
 
 
-def targets(runs, rates, limit):
+def targets(runs, latencies, rates, limit):
     ok = lambda n: [r for r in rates if r in runs.get(n, {}) and sustained(runs[n][r], limit)]
     out = {}
     d_ok, m_ok = ok("discard"), ok("min-waste")
@@ -44,6 +66,10 @@ def targets(runs, rates, limit):
         out["mean_latency_ratio_llama_server_over_min_waste"] = {
             r: runs["llama-server"][r]["latency_s"]["mean"] / runs["min-waste"][r]["latency_s"]["mean"]
             for r in common}
+        pairs = {r: paired_ratio(latencies["llama-server"][r], latencies["min-waste"][r])
+                 for r in common}
+        out["mean_latency_ratio_llama_server_over_min_waste_paired_ci95"] = {
+            r: {"ratio": p[0], "low": p[1], "high": p[2]} for r, p in pairs.items() if p}
     return out
 
 
@@ -100,8 +126,8 @@ def svg(runs, rates):
 
 def main():
     run_dir, rates, scale, limit, prefix = sys.argv[1], sys.argv[2].split(), sys.argv[3], float(sys.argv[4]), sys.argv[5]
-    runs = load(run_dir, rates)
-    t = targets(runs, rates, limit)
+    runs, latencies = load(run_dir, rates)
+    t = targets(runs, latencies, rates, limit)
     machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}"
     json.dump({"machine": machine, "scale": scale, "saturated_above_s_per_token": limit,
                "targets": t, "runs": runs}, open(prefix + ".json", "w"), indent=1)
@@ -115,4 +141,5 @@ def main():
     open(prefix + ".md", "w").write("\n".join(md) + "\n")
 
 
-main()
+if __name__ == "__main__":
+    main()

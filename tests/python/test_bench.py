@@ -1,9 +1,12 @@
 """`tandem bench` end to end against the test server: a workload file with client-side tool
-segments, Poisson arrivals, and the JSON/Markdown report."""
+segments, Poisson arrivals, and the JSON/Markdown report; the paired interval that
+bench/intercept_table.py puts on a latency ratio."""
+import importlib.util
 import json
+import random
 import subprocess
 
-from conftest import BIN
+from conftest import BIN, ROOT
 
 
 def test_bench_runs_tool_loop_workload(server, tmp_path):
@@ -26,6 +29,34 @@ def test_bench_runs_tool_loop_workload(server, tmp_path):
     assert 0 < s["normalized_latency_s"]["mean"] < s["latency_s"]["mean"]
     assert s["cached_prompt_tokens"] > 0  # the follow-up turn reused the first turn's prompt KV
     assert "| run |" in (tmp_path / "report.md").read_text()
+    reqs = rep["requests"]  # per request, for pairing runs of the same workload
+    assert sorted(q["id"] for q in reqs) == ["a", "a", "b", "b"]
+    assert all(q["ok"] and q["latency_s"] > 0 for q in reqs)
+    assert sum(q["output_tokens"] for q in reqs) == s["output_tokens"]
+
+
+def intercept_table():
+    spec = importlib.util.spec_from_file_location("intercept_table", ROOT / "bench" / "intercept_table.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_paired_ratio_interval():
+    paired_ratio = intercept_table().paired_ratio
+    rng = random.Random(3)
+    base = {f"r{i}": rng.uniform(2, 30) for i in range(50)}
+    # Every request exactly twice as slow: the ratio is 2 whatever the resample.
+    r, lo, hi = paired_ratio({k: 2 * v for k, v in base.items()}, base)
+    assert abs(r - 2) < 1e-9 and abs(lo - 2) < 1e-9 and abs(hi - 2) < 1e-9
+    # Noisy pairs: the interval holds the point estimate and has some width.
+    noisy = {k: v * rng.uniform(1.5, 2.5) for k, v in base.items()}
+    r, lo, hi = paired_ratio(noisy, base)
+    assert lo < r < hi and hi - lo > 0.05
+    # Only requests both runs completed count; fewer than two gives no interval.
+    r, _, _ = paired_ratio({**noisy, "extra": 1000.0}, base)
+    assert abs(r - paired_ratio(noisy, base)[0]) < 1e-12
+    assert paired_ratio({"a": 1.0}, {"a": 2.0, "b": 1.0}) is None
 
 
 def test_bench_rejects_bad_workload(tmp_path):

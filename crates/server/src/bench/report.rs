@@ -119,7 +119,15 @@ pub fn json_report(
         .filter_map(|o| o.error.clone())
         .take(20)
         .collect();
-    json!({"config": config, "summary": s, "first_errors": errors})
+    let requests: Vec<_> = outcomes.iter().map(request_json).collect();
+    json!({"config": config, "summary": s, "first_errors": errors, "requests": requests})
+}
+
+/// One request's figures, so runs over the same workload (same `--seed`) can be compared
+/// request by request (`bench/intercept_table.py` pairs them by `id`).
+fn request_json(o: &Outcome) -> serde_json::Value {
+    json!({"id": o.id, "ok": o.ok, "latency_s": o.latency_s, "tool_time_s": o.tool_time_s,
+        "output_tokens": o.output_tokens})
 }
 
 #[cfg(test)]
@@ -131,6 +139,27 @@ mod tests {
         let s = stats((1..=100).map(f64::from).collect());
         assert_eq!((s.p50, s.p99), (51.0, 99.0));
         assert!((s.mean - 50.5).abs() < 1e-9);
+    }
+
+    #[test]
+    fn the_json_report_lists_every_request() {
+        let outcome = |id: &str, ok: bool| Outcome {
+            id: id.into(),
+            ok,
+            latency_s: 2.5,
+            output_tokens: 7,
+            error: (!ok).then(|| "HTTP 500".to_string()),
+            ..Outcome::default()
+        };
+        let outcomes = [outcome("qa-0", true), outcome("qa-1", false)];
+        let r = json_report(json!({}), &summarize(&outcomes, 1.0), &outcomes);
+        let reqs = r["requests"].as_array().unwrap();
+        assert_eq!(reqs.len(), 2);
+        assert_eq!(reqs[0]["id"], "qa-0");
+        assert_eq!(reqs[0]["latency_s"], 2.5);
+        assert_eq!(reqs[0]["output_tokens"], 7);
+        assert_eq!(reqs[1]["ok"], false);
+        assert_eq!(r["first_errors"][0], "HTTP 500");
     }
 
     #[test]
