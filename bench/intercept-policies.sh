@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 source bench/lib.sh
 MODEL="${1:-$DEFAULT_MODEL}"
 THREADS="${THREADS:-$(nproc)}"
-RATES="${RATES:-0.2 0.4 0.8 1.2 1.6 2.0}"
+RATES="${RATES:-0.1 0.2 0.4 0.8 1.2 1.6 2.0}"
 POLICIES="${POLICIES:-min-waste preserve swap discard}"
 SCALE="${SCALE:-0.1}"
 WINDOW="${WINDOW:-30}"

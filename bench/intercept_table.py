@@ -16,7 +16,8 @@ COLORS = {"min-waste": "#d62728", "preserve": "#1f77b4", "swap": "#2ca02c",
 
 
 def load(run_dir, rates):
-    """Each run's summary, and its completed requests' latencies by request id."""
+    """Each run's summary, and its completed requests' latency and normalized latency by
+    request id."""
     runs, latencies = {}, {}
     for name in NAMES:
         for r in rates:
@@ -24,8 +25,11 @@ def load(run_dir, rates):
             if os.path.exists(path):
                 report = json.load(open(path))
                 runs.setdefault(name, {})[r] = report["summary"]
+                done = [q for q in report.get("requests", []) if q["ok"]]
                 latencies.setdefault(name, {})[r] = {
-                    q["id"]: q["latency_s"] for q in report.get("requests", []) if q["ok"]}
+                    "latency": {q["id"]: q["latency_s"] for q in done},
+                    "normalized": {q["id"]: max(q["latency_s"] - q["tool_time_s"], 0) / q["output_tokens"]
+                                   for q in done if q["output_tokens"] > 0}}
     return runs, latencies
 
 
@@ -61,13 +65,18 @@ def targets(runs, latencies, rates, limit):
         out["norm_latency_ratio_discard_over_min_waste"] = (
             d["normalized_latency_s"]["mean"] / m["normalized_latency_s"]["mean"])
         out["sustained_rate_ratio_min_waste_over_discard"] = float(m_ok[-1]) / float(top)
+        p = paired_ratio(latencies["discard"][top]["normalized"],
+                         latencies["min-waste"][top]["normalized"])
+        if p:
+            out["norm_latency_ratio_discard_over_min_waste_paired_ci95"] = {
+                "ratio": p[0], "low": p[1], "high": p[2]}
     common = [r for r in rates if r in runs.get("llama-server", {}) and r in runs.get("min-waste", {})]
     if common:
         out["mean_latency_ratio_llama_server_over_min_waste"] = {
             r: runs["llama-server"][r]["latency_s"]["mean"] / runs["min-waste"][r]["latency_s"]["mean"]
             for r in common}
-        pairs = {r: paired_ratio(latencies["llama-server"][r], latencies["min-waste"][r])
-                 for r in common}
+        pairs = {r: paired_ratio(latencies["llama-server"][r]["latency"],
+                                 latencies["min-waste"][r]["latency"]) for r in common}
         out["mean_latency_ratio_llama_server_over_min_waste_paired_ci95"] = {
             r: {"ratio": p[0], "low": p[1], "high": p[2]} for r, p in pairs.items() if p}
     return out
