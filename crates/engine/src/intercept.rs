@@ -159,7 +159,7 @@ impl Scheduler {
             preserve: 0.0,
             swap: 0.0,
             discard: 0.0,
-            swap_tokens: 0,
+            swap_tokens: 0, // not summed: only the three wastes are exported
         };
         let mut moves = Vec::new();
         for (i, p) in self.paused.iter().enumerate() {
@@ -170,7 +170,6 @@ impl Scheduler {
             sum.preserve += w.preserve;
             sum.swap += if w.swap.is_finite() { w.swap } else { 0.0 };
             sum.discard += w.discard;
-            sum.swap_tokens += w.swap_tokens;
             let want = match policy {
                 InterceptPolicy::MinWaste => w.best(),
                 InterceptPolicy::Preserve => Placement::Preserve,

@@ -1,7 +1,7 @@
 //! The llama.cpp runner under the real scheduler, against the default model (SmolLM2-135M):
 //! a known greedy answer, batched = sequential, prefix reuse = cold prefill, a request paused
-//! and resumed under every interception policy (and a partial swap) = the uninterrupted run, a follow-up resumed
-//! from swapped-out KV = cold, and a plausible startup cost profile.
+//! and resumed under every interception policy (and a partial swap) = the uninterrupted run,
+//! a follow-up resumed from swapped-out KV = cold, and a plausible startup cost profile.
 //! The model comes from `scripts/fetch-model.sh` (or `TANDEM_TEST_MODEL`).
 
 use std::path::PathBuf;
