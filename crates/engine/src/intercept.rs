@@ -8,7 +8,8 @@
 //! evictable slot), the requests with the largest saving first: memory no one is waiting for
 //! is not wasted, so tandem does not pay for copies then. Copies per step are bounded by
 //! the swap budget. When the host pool has room for only part of a request's KV, the head
-//! that fits is swapped and the tail discarded (recomputed on resume).
+//! that fits is swapped and the tail discarded (recomputed on resume); min-waste prices each
+//! move again against the room the moves before it left.
 
 use crate::plan::KvOp;
 use crate::policy::{InterceptPolicy, Placement, ResumeOrder, Waste, WasteInputs};
@@ -143,7 +144,13 @@ impl Scheduler {
             moves.truncate(demand);
         }
         for (i, want, _) in moves {
-            self.move_out(i, want, &mut allowance);
+            let want = match policy {
+                InterceptPolicy::MinWaste => self.reprice(i, now),
+                _ => want,
+            };
+            if want != Placement::Preserve {
+                self.move_out(i, want, &mut allowance);
+            }
         }
         if policy == InterceptPolicy::MinWaste && self.slot_demand() == 0 {
             self.prefetch(now, &mut allowance);
@@ -182,6 +189,14 @@ impl Scheduler {
         }
         self.counters.waste = Some(sum);
         moves
+    }
+
+    /// Prices paused request `i` again just before it moves. `evaluate` priced every request
+    /// against the pool's room at the start of the step; the moves before this one may have
+    /// used that room, leaving a head too small to pay for its copies.
+    fn reprice(&self, i: usize, now: f64) -> Placement {
+        self.waste_of(&self.paused[i], now, self.running_context())
+            .best()
     }
 
     fn waste_of(&self, p: &Paused, now: f64, others: usize) -> Waste {

@@ -319,6 +319,45 @@ fn a_swap_pool_short_of_room_swaps_the_head_and_discards_the_rest() {
 }
 
 #[test]
+fn min_waste_prices_each_move_against_the_room_the_ones_before_it_left() {
+    // Room for 40 tokens, three paused requests of 33 cells, three waiting for their slots.
+    // Each is first priced against the empty pool: a whole copy (two 0.02 s fixed costs)
+    // beats recomputing 33 tokens. Once the first is swapped, 7 cells of room are left, and
+    // copying a 7-token head still pays both fixed costs while sparing only 7 tokens of
+    // recompute: the other two are discarded, not cut.
+    let wants: Vec<_> = (0..3).map(|i| reference(30, 41 + i, 10, &[4])).collect();
+    let cfg = InterceptConfig {
+        swap_bytes: 40 * 23_055,
+        ..config(InterceptPolicy::MinWaste)
+    };
+    let mut h = Harness::build(3, 512, 64, PrefixReuse::All, cfg);
+    h.sched.set_costs(CostModel {
+        swap_base_s: 0.02,
+        ..CostModel::default()
+    });
+    let ids: Vec<_> = (0..3)
+        .map(|i| h.submit_with(prompt(30, 41 + i), 10, spec(&[4])))
+        .collect();
+    for &id in &ids {
+        h.step_until_paused(id, 1);
+    }
+    h.now += 100.0;
+    let queued: Vec<_> = (0..3).map(|i| h.submit(prompt(8, 44 + i), 2)).collect();
+    h.step();
+    let s = h.sched.stats();
+    assert_eq!((s.paused_host, s.paused_discarded), (1, 2), "{s:?}");
+    assert_eq!(s.counters.partial_swaps, 0);
+    let got = drive(&mut h, &ids, 0.0);
+    for (id, want) in ids.iter().zip(&wants) {
+        assert_eq!(&got[id], want, "request {id}");
+    }
+    for id in queued {
+        assert_eq!(h.tokens(id).len(), 2);
+    }
+    h.assert_all_free();
+}
+
+#[test]
 fn a_partial_swap_cuts_where_an_exact_recompute_can_resume() {
     // 30 prompt cells by one chunk, then 3 by decodes. Room for 29 would leave prompt
     // position 29 alone, to be recomputed as a one-token item: the cut moves to 28.
