@@ -3,9 +3,10 @@
 # arrival rate on the same machine, then llama-server on the same workload with the client-side
 # tool loop (its prompt cache on). A policy stops at the first rate it does not sustain (mean
 # normalized latency above SATURATED seconds/token), as the queue then only grows.
-# Writes bench/results/intercept-policies.{json,md,svg}.
+# Writes $RESULT.{json,md,svg} (default bench/results/intercept-policies).
 # Usage: bench/intercept-policies.sh [MODEL.gguf]
-# Knobs (environment): RATES, POLICIES, SCALE, WINDOW (seconds of arrivals per run), SATURATED, SKIP_LLAMA.
+# Knobs (environment): RATES, POLICIES, SCALE, WINDOW (seconds of arrivals per run), SATURATED,
+# SKIP_LLAMA, RESULT.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/lib.sh
@@ -16,6 +17,7 @@ POLICIES="${POLICIES:-min-waste preserve swap discard}"
 SCALE="${SCALE:-0.1}"
 WINDOW="${WINDOW:-30}"
 SATURATED="${SATURATED:-0.25}"
+RESULT="${RESULT:-bench/results/intercept-policies}"
 SEQS=16; CELLS=32768
 OUT=bench/work/intercept; rm -rf "$OUT"; mkdir -p "$OUT" bench/results
 cargo build --release --locked --bin tandem >&2
@@ -69,5 +71,8 @@ if [ -z "${SKIP_LLAMA:-}" ]; then
   sweep llama-server
 fi
 
-python3 bench/intercept_table.py "$OUT" "$RATES" "$SCALE" "$SATURATED" bench/results/intercept-policies
-cat bench/results/intercept-policies.md
+COMMAND="RATES='$RATES' POLICIES='$POLICIES' SCALE=$SCALE WINDOW=$WINDOW SATURATED=$SATURATED"
+[ -n "${SKIP_LLAMA:-}" ] && COMMAND+=" SKIP_LLAMA=1"
+COMMAND+=" RESULT=$RESULT bench/intercept-policies.sh"
+python3 bench/intercept_table.py "$OUT" "$RATES" "$SCALE" "$SATURATED" "$RESULT" "$COMMAND"
+cat "$RESULT.md"

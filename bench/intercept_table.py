@@ -1,7 +1,8 @@
 """Table, JSON and SVG plot for bench/intercept-policies.sh.
 
-Usage: intercept_table.py RUN_DIR "RATES" SCALE SATURATED OUT_PREFIX
-Reads RUN_DIR/NAME-RATE.json bench reports; writes OUT_PREFIX.{json,md,svg}.
+Usage: intercept_table.py RUN_DIR "RATES" SCALE SATURATED OUT_PREFIX [COMMAND]
+Reads RUN_DIR/NAME-RATE.json bench reports; writes OUT_PREFIX.{json,md,svg}. COMMAND is the
+command line the Markdown names (default: bench/intercept-policies.sh).
 """
 import json
 import os
@@ -135,6 +136,7 @@ def svg(runs, rates):
 
 def main():
     run_dir, rates, scale, limit, prefix = sys.argv[1], sys.argv[2].split(), sys.argv[3], float(sys.argv[4]), sys.argv[5]
+    command = sys.argv[6] if len(sys.argv) > 6 else "bench/intercept-policies.sh"
     runs, latencies = load(run_dir, rates)
     t = targets(runs, latencies, rates, limit)
     machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}"
@@ -142,11 +144,11 @@ def main():
                "targets": t, "runs": runs}, open(prefix + ".json", "w"), indent=1)
     open(prefix + ".svg", "w").write(svg(runs, rates))
     md = [f"# Interception policies, mixed augmentation workload (scale {scale})", "",
-          f"Command: `bench/intercept-policies.sh` · machine: {machine} · model SmolLM2-135M-Instruct Q4_1 ·",
+          f"Command: `{command}` · machine: {machine} · model SmolLM2-135M-Instruct Q4_1 ·",
           f"16 sequences × 2048 cells · a run is 'saturated' when mean normalized latency exceeds {limit} s/token "
           "(the sweep of that server stops there).", "",
           table(runs, rates, limit), "", "Targets:", "```", json.dumps(t, indent=1), "```", "",
-          "![normalized latency against rate](intercept-policies.svg)"]
+          f"![normalized latency against rate]({os.path.basename(prefix)}.svg)"]
     open(prefix + ".md", "w").write("\n".join(md) + "\n")
 
 
