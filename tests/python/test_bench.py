@@ -59,6 +59,36 @@ def test_paired_ratio_interval():
     assert paired_ratio({"a": 1.0}, {"a": 2.0, "b": 1.0}) is None
 
 
+def test_sustained_rate_ratio_says_when_the_grid_ends_first():
+    mod = intercept_table()
+    run = lambda norm: {"errors": 0, "normalized_latency_s": {"mean": norm}}
+    lat = {"latency": {}, "normalized": {}}
+    rates = ["0.1", "0.2", "0.4"]
+    runs = {"discard": {"0.1": run(0.1), "0.2": run(0.9)},
+            "min-waste": {r: run(0.03) for r in rates}}
+    lats = {n: {r: lat for r in rs} for n, rs in runs.items()}
+    t = mod.targets(runs, lats, rates, 0.25)
+    assert t["sustained_rate_ratio_min_waste_over_discard"] == 4.0
+    assert t["sustained_rate_ratio_is_a_lower_bound"] is True
+    runs["min-waste"]["0.4"] = run(0.5)  # saturates inside the grid: the ratio is measured
+    t = mod.targets(runs, lats, rates, 0.25)
+    assert t["sustained_rate_ratio_min_waste_over_discard"] == 2.0
+    assert t["sustained_rate_ratio_is_a_lower_bound"] is False
+    assert abs(t["norm_latency_ratio_discard_over_min_waste"] - 0.1 / 0.03) < 1e-12
+
+
+def test_server_part_takes_the_tools_time_out():
+    mod = intercept_table()
+    ids = [f"r{i}" for i in range(5)]
+    lat = lambda total, tool: {"latency": {i: total for i in ids}, "tool": {i: tool for i in ids},
+                               "server": {i: total - tool for i in ids}}
+    out = mod.server_part({"min-waste": {"0.8": lat(10.0, 8.0)},
+                           "llama-server": {"0.8": lat(12.0, 8.0)}}, ["0.8"])
+    assert abs(out["tool_share_of_min_waste_latency"]["0.8"] - 0.8) < 1e-12
+    ci = out["server_time_ratio_llama_server_over_min_waste_paired_ci95"]["0.8"]
+    assert abs(ci["ratio"] - 2.0) < 1e-12  # 4 s against 2 s, not 12 against 10
+
+
 def test_bench_rejects_bad_workload(tmp_path):
     wl = tmp_path / "bad.jsonl"
     wl.write_text(json.dumps({"segments": [{"decode_tokens": 3, "tool": {"name": "t", "duration_s": 0, "result_tokens": 1}}], "prompt_tokens": 4}) + "\n")
