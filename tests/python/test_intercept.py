@@ -93,6 +93,23 @@ def test_scripted_request_pauses_and_resumes(scripted):
         assert heads == 0
 
 
+def test_a_short_pool_keeps_the_head_of_a_conversation_leaving_its_slot(scripted):
+    if scripted.policy != "swap-short":
+        pytest.skip("needs a host pool smaller than a conversation")
+    before = scripted.metric("tandem_retained_partial_swaps_total") or 0
+    topics = ["rivers", "comets", "bridges", "violins", "glaciers", "bees"]
+    # 6 conversations, 4 slots: the oldest leave for the host pool. Each starts differently
+    # (its own system prompt), so none takes over another's slot by a prefix match.
+    for topic in topics:
+        messages = [{"role": "system", "content": f"{topic.capitalize()} are your only subject."},
+                    {"role": "user", "content": f"Tell me three facts about {topic}, briefly."}]
+        body = {"messages": messages, "temperature": 0, "max_tokens": 2}
+        r = requests.post(scripted.url + "/v1/chat/completions", json=body, timeout=120)
+        assert r.status_code == 200, r.text
+    assert (scripted.metric("tandem_retained_partial_swaps_total") or 0) >= before + 1
+    assert scripted.metric("tandem_swap_used_bytes") <= 18 * 23_056
+
+
 def test_streamed_output_matches_across_policies(scripted, tmp_path_factory):
     """Greedy output through two pauses is the same under every policy (bit-exact mode),
     a partial swap included."""

@@ -91,6 +91,16 @@ impl Scheduler {
         Some(handle)
     }
 
+    /// Swaps out the first `head` of the `n` cells of `seq`, dropping the rest first
+    /// (llama.cpp copies a sequence whole, so the tail must go before the copy).
+    pub(crate) fn swap_out_cut(&mut self, seq: SeqId, n: usize, head: usize) -> Option<SwapHandle> {
+        if head < n {
+            self.ops.push(KvOp::Truncate { seq, keep: head });
+            self.kv.set_used(seq, head);
+        }
+        self.swap_out(seq, head)
+    }
+
     /// The retained entry's slot, swapping it in first if it is in the host pool. Gives the
     /// entry back to the set when no slot can be had.
     fn restore_to_device(&mut self, e: Retained, now: f64) -> Option<SeqId> {
@@ -133,16 +143,24 @@ impl Scheduler {
     }
 
     /// Moves a retained sequence off the device: into the host pool when the policy swaps
-    /// and that is cheaper than recomputing it on a follow-up, else frees it.
+    /// and that is cheaper than recomputing it on a follow-up, else frees it. A pool short of
+    /// room takes the head that fits (the conversation's start, which a follow-up shares
+    /// first: system prompt, tool definitions) and the rest is dropped.
     fn offload_retained(&mut self, e: Retained, now: f64) {
         let Loc::Device(seq) = e.loc else {
             return self.evict(e);
         };
         let n = e.tokens.len();
-        if self.retained_placement(n, now - e.last_used) == Placement::Swap {
-            if let Some(h) = self.swap_out(seq, n) {
+        let head = n.min(self.swap_room());
+        if head > 0 && self.retained_placement(n, head, now - e.last_used) == Placement::Swap {
+            if head < n {
+                self.counters.retained_partial_swaps += 1;
+            }
+            if let Some(h) = self.swap_out_cut(seq, n, head) {
+                let tokens = e.tokens[..head].to_vec();
                 self.retained.insert(Retained {
                     loc: Loc::Host(h),
+                    tokens,
                     ..e
                 });
                 return;
@@ -158,9 +176,10 @@ impl Scheduler {
         swapping && self.swap.capacity_bytes() > 0
     }
 
-    /// Swap or discard for a retained sequence of `n` tokens idle for `idle` seconds (the
-    /// client's turn): keeping it on the device is not an option here, its slot is needed.
-    fn retained_placement(&self, n: usize, idle: f64) -> Placement {
+    /// Swap (of the first `head` tokens, the rest dropped) or discard for a retained sequence
+    /// of `n` tokens idle for `idle` seconds (the client's turn): keeping it on the device is
+    /// not an option here, its slot is needed.
+    fn retained_placement(&self, n: usize, head: usize, idle: f64) -> Placement {
         match self.cfg.intercept.policy {
             InterceptPolicy::Swap => Placement::Swap,
             InterceptPolicy::Preserve | InterceptPolicy::Discard => Placement::Discard,
@@ -171,8 +190,7 @@ impl Scheduler {
                     batch: self.running_context() + n,
                     remaining_s: self.estimator.remaining(CLIENT_TURN, idle),
                     chunk: self.cfg.max_batch_tokens,
-                    // A retained conversation moves whole or is dropped.
-                    swap_room: if self.swap_room() >= n { n } else { 0 },
+                    swap_room: head,
                 };
                 let w = Waste::compute(&x, &self.cost);
                 if w.swap <= w.discard {

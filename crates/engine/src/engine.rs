@@ -244,6 +244,7 @@ fn export_intercept_stats(s: &SchedulerStats) {
     metrics::counter!("tandem_recomputed_tokens_total").absolute(c.recomputed_tokens);
     metrics::counter!("tandem_interceptions_total").absolute(c.interceptions);
     metrics::counter!("tandem_partial_swaps_total").absolute(c.partial_swaps);
+    metrics::counter!("tandem_retained_partial_swaps_total").absolute(c.retained_partial_swaps);
     if let Some(w) = c.waste {
         for (option, v) in [
             ("preserve", w.preserve),

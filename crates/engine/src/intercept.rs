@@ -11,7 +11,6 @@
 //! that fits is swapped and the tail discarded (recomputed on resume); min-waste prices each
 //! move again against the room the moves before it left.
 
-use crate::plan::KvOp;
 use crate::policy::{InterceptPolicy, Placement, ResumeOrder, Waste, WasteInputs};
 use crate::request::Active;
 use crate::scheduler::{Paused, Place, Queued, Scheduler};
@@ -242,15 +241,12 @@ impl Scheduler {
         self.paused[i].place = Place::Discarded;
     }
 
-    /// Swaps out the first `head` of the `n` cells of `seq`, dropping the rest first
-    /// (llama.cpp copies a sequence whole, so the tail must go before the copy).
+    /// `swap_out_cut` for a paused request, counting it when only its head goes.
     fn swap_out_head(&mut self, seq: SeqId, n: usize, head: usize) -> Option<SwapHandle> {
         if head < n {
-            self.ops.push(KvOp::Truncate { seq, keep: head });
-            self.kv.set_used(seq, head);
             self.counters.partial_swaps += 1;
         }
-        self.swap_out(seq, head)
+        self.swap_out_cut(seq, n, head)
     }
 
     /// Swaps in requests whose interception is predicted to end within the time a swap-in

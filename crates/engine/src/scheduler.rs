@@ -146,6 +146,9 @@ pub struct InterceptCounters {
     /// Paused requests swapped out in part: the head the host pool had room for, the tail
     /// discarded.
     pub partial_swaps: u64,
+    /// Retained conversations swapped out in part: the head the host pool had room for, the
+    /// tail dropped (a follow-up reuses the head).
+    pub retained_partial_swaps: u64,
     /// Sum over device-resident paused requests of each option's estimated waste
     /// (token·seconds; swap counts only requests the pool can take).
     pub waste: Option<Waste>,

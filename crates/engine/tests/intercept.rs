@@ -564,6 +564,40 @@ fn retained_conversations_are_swapped_out_and_back_by_min_waste() {
     }
 }
 
+#[test]
+fn a_retained_conversation_keeps_the_head_the_swap_pool_has_room_for() {
+    // One slot, room for 40 tokens: the first conversation (60 prompt + 4 reply cells) must
+    // leave the slot for another request; its first 40 cells go to the host pool and the
+    // rest is dropped. Its follow-up reuses those 40 and prefills the remainder.
+    let mut h = Harness::build(1, 512, 64, PrefixReuse::All, small_pool(40));
+    let first = h.submit(prompt(60, 72), 4);
+    h.run_to_idle();
+    let other = h.submit(prompt(30, 73), 2);
+    h.run_to_idle();
+    assert_eq!(h.tokens(other).len(), 2);
+    let s = h.sched.stats();
+    assert_eq!(s.swap_entries, 1, "{s:?}");
+    assert_eq!(s.swap_used_bytes, 40 * 23_055);
+    assert_eq!(s.counters.retained_partial_swaps, 1);
+    let held: Vec<_> = h.runner.host().values().cloned().collect();
+    assert_eq!(
+        held,
+        vec![prompt(60, 72)[..40].to_vec()],
+        "the head, not the tail"
+    );
+    let mut follow = prompt(60, 72);
+    follow.extend(h.tokens(first));
+    follow.extend([5, 6, 7]);
+    let id = h.submit(follow, 3);
+    h.run_to_idle();
+    let Some(Event::Finished { usage, .. }) = h.finish(id) else {
+        panic!()
+    };
+    assert_eq!(usage.cached_tokens, 40);
+    assert_eq!(h.tokens(id).len(), 3);
+    h.assert_all_free();
+}
+
 #[derive(Debug, Clone)]
 enum Op {
     Submit {

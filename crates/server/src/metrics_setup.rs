@@ -74,6 +74,10 @@ fn describe() {
         "tandem_partial_swaps_total",
         "Paused requests swapped out in part: the head the host pool had room for, the tail discarded"
     );
+    describe_counter!(
+        "tandem_retained_partial_swaps_total",
+        "Retained conversations swapped out in part: the head the host pool had room for, the tail dropped"
+    );
     describe_histogram!(
         "tandem_time_to_first_token_seconds",
         Unit::Seconds,

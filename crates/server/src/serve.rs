@@ -72,7 +72,8 @@ pub struct ServeArgs {
     #[arg(long, value_enum, default_value_t = PolicyArg::MinWaste)]
     pub intercept_policy: PolicyArg,
     /// Host memory for swapped-out KV, in GiB (paused requests and kept conversations).
-    /// When it is short, a paused request's head is swapped and its tail recomputed on resume.
+    /// When it is short, the head that fits is swapped: a paused request recomputes its tail
+    /// on resume, a kept conversation's follow-up prefills it.
     #[arg(long, default_value_t = 4.0)]
     pub swap_space: f64,
     /// Where a resumed request that lost its KV slot queues: `arrival` (ahead of new requests,
