@@ -17,8 +17,8 @@ COLORS = {"min-waste": "#d62728", "preserve": "#1f77b4", "swap": "#2ca02c",
 
 
 def load(run_dir, rates):
-    """Each run's summary, and its completed requests' latency and normalized latency by
-    request id."""
+    """Each run's summary, and per completed request (by id): latency, tool time, server
+    time (latency minus tool time) and normalized latency (server time per output token)."""
     runs, latencies = {}, {}
     for name in NAMES:
         for r in rates:
@@ -27,11 +27,12 @@ def load(run_dir, rates):
                 report = json.load(open(path))
                 runs.setdefault(name, {})[r] = report["summary"]
                 done = [q for q in report.get("requests", []) if q["ok"]]
+                server = {q["id"]: max(q["latency_s"] - q["tool_time_s"], 0) for q in done}
                 latencies.setdefault(name, {})[r] = {
                     "latency": {q["id"]: q["latency_s"] for q in done},
                     "tool": {q["id"]: q["tool_time_s"] for q in done},
-                    "server": {q["id"]: max(q["latency_s"] - q["tool_time_s"], 0) for q in done},
-                    "normalized": {q["id"]: max(q["latency_s"] - q["tool_time_s"], 0) / q["output_tokens"]
+                    "server": server,
+                    "normalized": {q["id"]: server[q["id"]] / q["output_tokens"]
                                    for q in done if q["output_tokens"] > 0}}
     return runs, latencies
 
