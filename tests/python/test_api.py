@@ -47,7 +47,11 @@ def test_stream_concatenates_to_non_streamed_text(client):
     assert chunks[-1].usage.completion_tokens == full.usage.completion_tokens
 
 
-def test_concurrent_requests_give_sequential_greedy_tokens(client):
+def test_concurrent_requests_give_sequential_greedy_tokens(fresh_server):
+    # Its own server: KV that other tests leave behind changes which prefixes are reused, and
+    # a batch mixing sequences whose prompt chunks differ in length can round differently
+    # (docs/architecture.md, "Prefix reuse").
+    client = openai.OpenAI(base_url=fresh_server.url + "/v1", api_key="unused", max_retries=0)
     prompts = [f"Count from {i} to {i + 5}." for i in range(6)]
     sequential = [chat(client, p).choices[0].message.content for p in prompts]
     with ThreadPoolExecutor(6) as pool:
@@ -68,6 +72,30 @@ def test_prefix_reuse_matches_cold_request(client, fresh_server):
                          json={"messages": second, "temperature": 0, "max_tokens": 30}).json()
     assert cold["usage"]["prompt_tokens_details"]["cached_tokens"] == 0
     assert warm.choices[0].message.content == cold["choices"][0]["message"]["content"]
+
+
+def test_a_new_conversation_reuses_the_system_prompt_it_shares_with_another(fresh_server):
+    url = fresh_server.url + "/v1/chat/completions"
+    system = {"role": "system", "content": "You are a careful research assistant. Answer in one "
+              "short paragraph and say so plainly when you do not know the answer."}
+    users = ["Describe how rivers carve canyons over millions of years, why some canyons are "
+             "deeper than others, and what role floods and rock hardness play in it.",
+             "Explain why the sky looks blue during the day and red around sunset, in simple "
+             "words a child could follow, and what changes on a cloudy or a dusty day."]
+    post = lambda msgs: requests.post(url, json={"messages": msgs, "temperature": 0, "max_tokens": 8}).json()
+    first = [system, {"role": "user", "content": users[0]}]
+    r1 = post(first)
+    r2 = post([system, {"role": "user", "content": users[1]}])
+    cached = r2["usage"]["prompt_tokens_details"]["cached_tokens"]
+    # The system prompt (and the template's text around it), not the other conversation.
+    assert 25 < cached < r2["usage"]["prompt_tokens"] // 2, r2["usage"]
+    assert fresh_server.metric("tandem_prefix_copies_total") == 1
+    assert fresh_server.metric("tandem_prefix_copied_tokens_total") == cached
+    # The first conversation kept its own KV: its follow-up reuses all of its prompt.
+    follow = first + [{"role": "assistant", "content": r1["choices"][0]["message"]["content"]},
+                      {"role": "user", "content": "Shorter, please."}]
+    r3 = post(follow)
+    assert r3["usage"]["prompt_tokens_details"]["cached_tokens"] == r1["usage"]["prompt_tokens"]
 
 
 def test_default_reuse_takes_the_whole_previous_turn(default_server):

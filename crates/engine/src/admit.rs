@@ -1,6 +1,7 @@
 //! Admission: gives the request at the head of the queue a KV slot. A new request reuses the
 //! retained sequence sharing the longest prefix with its prompt (swapping it in first when it
-//! is in the host pool); a resumed request gets its swapped KV back, or a fresh slot to
+//! is in the host pool), or, when none is worth taking over, gets a copy of the prefix it
+//! shares with one; a resumed request gets its swapped KV back, or a fresh slot to
 //! recompute into. When no slot is free, the least recently used retained sequence leaves the
 //! device: swapped to the host pool when the policy prefers that, else dropped.
 
@@ -37,7 +38,10 @@ impl Scheduler {
                 let seq = self.restore_to_device(e, now)?;
                 (seq, self.reuse(seq, len, n, prompt_len))
             }
-            None => (self.alloc_slot(now)?, 0),
+            None => {
+                let seq = self.alloc_slot(now)?;
+                (seq, self.copy_shared_prefix(seq))
+            }
         };
         let Some(Queued::New(w)) = self.waiting.pop_front() else {
             unreachable!("front exists")
@@ -129,6 +133,43 @@ impl Scheduler {
         }
         self.kv.set_used(seq, keep);
         keep
+    }
+
+    /// Copies into the empty slot `seq` of the request at the head of the queue the longest
+    /// prefix its prompt shares with a retained conversation it does not take over (a system
+    /// prompt, tool definitions), when copying costs less than prefilling those tokens; returns
+    /// the tokens copied. tandem's own: taking over the slot that holds the prefix (as
+    /// llama-server does) would give up that conversation's own follow-up, and prefilling
+    /// repeats work the KV already holds. llama.cpp copies a sequence whole, so the price is
+    /// the source's whole length, and the runner drops what follows the prefix.
+    fn copy_shared_prefix(&mut self, seq: SeqId) -> usize {
+        let Some(Queued::New(w)) = self.waiting.front() else {
+            return 0;
+        };
+        let Some((from, matched, len)) = self.retained.shared(&w.req.prompt) else {
+            return 0;
+        };
+        let keep = matched.min(w.req.prompt.len().saturating_sub(MIN_PREFILL_CHUNK));
+        if !self.copy_pays(from, keep, len) {
+            return 0;
+        }
+        self.ops.push(KvOp::CopyPrefix { from, seq, keep });
+        self.kv.set_used(seq, keep);
+        self.counters.prefix_copies += 1;
+        self.counters.prefix_copied_tokens += keep as u64;
+        keep
+    }
+
+    /// Whether copying `keep` tokens out of a `len`-token sequence at `from` is cheaper than
+    /// prefilling them (the copy is a swap-out and swap-in of the whole source, or only the
+    /// swap-in when it is in the host pool).
+    fn copy_pays(&self, from: Loc, keep: usize, len: usize) -> bool {
+        let c = &self.cost;
+        let copy = match from {
+            Loc::Device(_) => c.t_swap_out(len) + c.t_swap_in(len),
+            Loc::Host(_) => c.t_swap_in(len),
+        };
+        keep > 0 && copy < c.fwd_per_token_s * keep as f64
     }
 
     /// A free slot, making one by moving the least recently used retained sequence off the

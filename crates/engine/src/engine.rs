@@ -245,6 +245,8 @@ fn export_intercept_stats(s: &SchedulerStats) {
     metrics::counter!("tandem_interceptions_total").absolute(c.interceptions);
     metrics::counter!("tandem_partial_swaps_total").absolute(c.partial_swaps);
     metrics::counter!("tandem_retained_partial_swaps_total").absolute(c.retained_partial_swaps);
+    metrics::counter!("tandem_prefix_copies_total").absolute(c.prefix_copies);
+    metrics::counter!("tandem_prefix_copied_tokens_total").absolute(c.prefix_copied_tokens);
     if let Some(w) = c.waste {
         for (option, v) in [
             ("preserve", w.preserve),

@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use crate::clock::ManualClock;
 use crate::cost::CostModel;
 use crate::plan::{KvOp, Sampled, StepPlan, StepResult};
+use crate::prefix::Loc;
 use crate::swap::SwapHandle;
 use crate::types::{SeqId, Token};
 use crate::{Runner, RunnerError};
@@ -108,6 +109,17 @@ impl FakeRunner {
                     self.host.remove(&handle).is_some(),
                     "drop of unknown {handle}"
                 );
+            }
+            KvOp::CopyPrefix { from, seq, keep } => {
+                let src = match from {
+                    Loc::Device(s) => self.kv.get(&s),
+                    Loc::Host(h) => self.host.get(&h),
+                }
+                .ok_or(RunnerError::Kv(format!("no copy source {from:?}")))?;
+                assert!(keep <= src.len(), "copy beyond the end of {from:?}");
+                let head = src[..keep].to_vec();
+                assert!(self.seq(seq).is_empty(), "copy into a used seq {seq}");
+                self.kv.insert(seq, head);
             }
         }
         Ok(())

@@ -40,6 +40,7 @@ pub use cost::CostModel;
 pub use engine::{spawn_engine, EngineHandle, SubmitError};
 pub use plan::{KvOp, PlanItem, Sampled, StepPlan, StepResult};
 pub use policy::{InterceptPolicy, ResumeOrder};
+pub use prefix::Loc;
 pub use scheduler::{InterceptConfig, InterceptCounters, PrefixReuse, Scheduler, SchedulerConfig};
 pub use swap::SwapHandle;
 pub use types::{

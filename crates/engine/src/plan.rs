@@ -1,6 +1,7 @@
 //! The step plan (scheduler → runner) and the step result (runner → scheduler). The plan
 //! carries every KV operation explicitly; the runner decides nothing.
 
+use crate::prefix::Loc;
 use crate::swap::SwapHandle;
 use crate::types::{RequestId, SamplingParams, SeqId, Token, TokenMask};
 
@@ -21,6 +22,10 @@ pub enum KvOp {
     SwapIn { seq: SeqId, handle: SwapHandle },
     /// Drop host buffer `handle` (its request ended while swapped out).
     DropSwap { handle: SwapHandle },
+    /// Copy positions `0..keep` of another sequence's KV (`from`: a slot, or a host buffer,
+    /// which both stay as they are) into the empty sequence `seq`: a prefix a new request
+    /// shares with a retained conversation (system prompt, tool definitions).
+    CopyPrefix { from: Loc, seq: SeqId, keep: usize },
 }
 
 /// Tokens of one request to run this step, at positions `start_pos..start_pos+tokens.len()`.

@@ -63,6 +63,14 @@ impl RetainedSet {
         worth.then(|| (self.entries.swap_remove(idx), n))
     }
 
+    /// Where the best-matching entry's KV is, the length of the shared prefix and the entry's
+    /// length, leaving the entry in place (a new request copies the shared prefix).
+    pub fn shared(&self, prompt: &[Token]) -> Option<(Loc, usize, usize)> {
+        let (idx, n) = self.best(prompt).filter(|&(_, n)| n > 0)?;
+        let e = &self.entries[idx];
+        Some((e.loc, n, e.tokens.len()))
+    }
+
     /// Removes the least recently used entry whose KV is on the device (`host == false`) or
     /// in the host pool (`host == true`).
     pub fn pop_lru(&mut self, host: bool) -> Option<Retained> {
@@ -125,6 +133,15 @@ mod tests {
         set.insert(entry(0, &[1, 9, 9, 9, 9], 0.0));
         assert!(set.take_match(&[1, 2, 3], false).is_none());
         assert_eq!(set.take_match(&[1, 2, 3], true).unwrap().1, 1);
+    }
+
+    #[test]
+    fn shared_leaves_the_entry_in_place() {
+        let mut set = RetainedSet::default();
+        set.insert(entry(3, &[1, 2, 9, 9], 0.0));
+        assert_eq!(set.shared(&[1, 2, 3]), Some((Loc::Device(3), 2, 4)));
+        assert_eq!(set.shared(&[7]), None);
+        assert_eq!(set.len(), 1);
     }
 
     #[test]

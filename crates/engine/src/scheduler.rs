@@ -149,6 +149,10 @@ pub struct InterceptCounters {
     /// Retained conversations swapped out in part: the head the host pool had room for, the
     /// tail dropped (a follow-up reuses the head).
     pub retained_partial_swaps: u64,
+    /// New requests that got a prefix shared with a retained conversation (system prompt,
+    /// tool definitions) copied into their own slot, and the tokens so copied.
+    pub prefix_copies: u64,
+    pub prefix_copied_tokens: u64,
     /// Sum over device-resident paused requests of each option's estimated waste
     /// (token·seconds; swap counts only requests the pool can take).
     pub waste: Option<Waste>,

@@ -598,6 +598,41 @@ fn a_retained_conversation_keeps_the_head_the_swap_pool_has_room_for() {
     h.assert_all_free();
 }
 
+#[test]
+fn a_new_request_copies_a_shared_prefix_out_of_the_host_pool() {
+    // One slot: A's conversation goes to the host pool to make room for B, and B's first 12
+    // tokens (shared with A) are copied from there; A's buffer stays for A's follow-up.
+    let head = prompt(12, 5);
+    let pa = [head.clone(), prompt(30, 1)].concat();
+    let pb = [head, prompt(30, 2)].concat();
+    let mut h = Harness::build(1, 512, 64, PrefixReuse::All, small_pool(400));
+    let a = h.submit(pa.clone(), 4);
+    h.run_to_idle();
+    let b = h.submit(pb.clone(), 4);
+    h.run_to_idle();
+    let Some(Event::Finished { usage, .. }) = h.finish(b) else {
+        panic!()
+    };
+    assert_eq!(usage.cached_tokens, 12);
+    assert_eq!(h.sched.stats().counters.prefix_copies, 1);
+    let mut cold = Harness::build(1, 512, 64, PrefixReuse::All, small_pool(400));
+    let cb = cold.submit(pb, 4);
+    cold.run_to_idle();
+    assert_eq!(h.tokens(b), cold.tokens(cb));
+    let follow = [pa.clone(), h.tokens(a), prompt(5, 9)].concat();
+    let f = h.submit(follow, 2);
+    h.run_to_idle();
+    let Some(Event::Finished { usage, .. }) = h.finish(f) else {
+        panic!()
+    };
+    assert_eq!(
+        usage.cached_tokens,
+        pa.len() + 3,
+        "A came back whole from the pool"
+    );
+    h.assert_all_free();
+}
+
 #[derive(Debug, Clone)]
 enum Op {
     Submit {

@@ -7,8 +7,8 @@ mod common;
 use common::{prompt, Harness};
 use proptest::prelude::*;
 use tandem_engine::{
-    Event, FinishReason, InterceptConfig, InterceptSpec, NewRequest, PrefixReuse, Runner,
-    SamplingParams, Scheduler, SchedulerConfig,
+    CostModel, Event, FinishReason, InterceptConfig, InterceptSpec, NewRequest, PrefixReuse,
+    Runner, SamplingParams, Scheduler, SchedulerConfig,
 };
 use tokio::sync::mpsc::unbounded_channel;
 
@@ -210,6 +210,70 @@ fn exact_reuse_keeps_only_prefill_kv() {
         panic!()
     };
     assert_eq!(usage.cached_tokens, 40);
+    h.assert_all_free();
+}
+
+/// Two prompts that share their first `shared` tokens (a system prompt) and then differ.
+fn sharing(shared: usize) -> (Vec<i32>, Vec<i32>) {
+    let head = prompt(shared, 5);
+    let a = [head.clone(), prompt(30, 1)].concat();
+    let b = [head, prompt(30, 2)].concat();
+    (a, b)
+}
+
+/// The finish event's cached-token count.
+fn cached(h: &Harness, id: u64) -> usize {
+    let Some(Event::Finished { usage, .. }) = h.finish(id) else {
+        panic!("{id} did not finish")
+    };
+    usage.cached_tokens
+}
+
+#[test]
+fn a_new_request_copies_the_prefix_it_shares_with_a_retained_conversation() {
+    // The shared 12 tokens are under half of either prompt, so B does not take over A's
+    // slot; a slot is free, so B gets a copy of A's first 12 cells in it.
+    let (pa, pb) = sharing(12);
+    let mut h = Harness::new(4, 512, 32);
+    let a = h.submit(pa.clone(), 6);
+    h.run_to_idle();
+    let b = h.submit(pb.clone(), 6);
+    h.run_to_idle();
+    assert_eq!(cached(&h, b), 12);
+    let c = h.sched.stats().counters;
+    assert_eq!((c.prefix_copies, c.prefix_copied_tokens), (1, 12));
+    let mut cold = Harness::new(4, 512, 32);
+    let cb = cold.submit(pb, 6);
+    cold.run_to_idle();
+    assert_eq!(
+        h.tokens(b),
+        cold.tokens(cb),
+        "the copied prefix holds the right KV"
+    );
+    // A's conversation is still whole in its own slot for its follow-up.
+    let follow = [pa.clone(), h.tokens(a), prompt(5, 9)].concat();
+    let f = h.submit(follow, 2);
+    h.run_to_idle();
+    assert_eq!(cached(&h, f), pa.len() + 5);
+    h.assert_all_free();
+}
+
+#[test]
+fn a_copy_that_costs_more_than_prefilling_its_tokens_is_not_made() {
+    let (pa, pb) = sharing(12);
+    let mut h = Harness::new(4, 512, 32);
+    // Copying a 36-cell source costs 36 ms each way; prefilling 12 tokens costs 48 ms.
+    h.sched.set_costs(CostModel {
+        swap_out_per_token_s: 1e-3,
+        swap_in_per_token_s: 1e-3,
+        ..CostModel::default()
+    });
+    h.submit(pa, 6);
+    h.run_to_idle();
+    let b = h.submit(pb, 6);
+    h.run_to_idle();
+    assert_eq!(cached(&h, b), 0);
+    assert_eq!(h.sched.stats().counters.prefix_copies, 0);
     h.assert_all_free();
 }
 

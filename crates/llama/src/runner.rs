@@ -14,8 +14,8 @@ use llama_cpp_2::token::data::LlamaTokenData;
 use llama_cpp_2::token::data_array::LlamaTokenDataArray;
 use llama_cpp_2::token::LlamaToken;
 use tandem_engine::{
-    CostModel, KvOp, PlanItem, RequestId, Runner, RunnerError, Sampled, SamplingParams, StepPlan,
-    StepResult, SwapHandle,
+    CostModel, KvOp, Loc, PlanItem, RequestId, Runner, RunnerError, Sampled, SamplingParams,
+    StepPlan, StepResult, SwapHandle,
 };
 
 use crate::model::{backend, Model, ModelError};
@@ -119,7 +119,29 @@ impl LlamaRunner {
                 self.host.remove(&handle);
                 Ok(())
             }
+            KvOp::CopyPrefix { from, seq, keep } => self.copy_prefix(from, seq, keep),
         }
+    }
+
+    /// Copies positions `0..keep` of a slot or host buffer into the empty sequence `seq`: the
+    /// state API copies a sequence whole, so the rest is removed after.
+    fn copy_prefix(&mut self, from: Loc, seq: i32, keep: usize) -> Result<(), RunnerError> {
+        match from {
+            Loc::Device(src) => {
+                let state = self.save(src)?;
+                self.restore(&state, seq)?;
+            }
+            Loc::Host(h) => {
+                let state = self
+                    .host
+                    .get(&h)
+                    .ok_or_else(|| RunnerError::Kv(format!("no swap buffer {h}")))?;
+                self.ctx
+                    .state_seq_set(state, seq)
+                    .map_err(|e| RunnerError::Kv(format!("copy into seq {seq}: {e}")))?;
+            }
+        }
+        self.remove(seq, keep)
     }
 
     /// Frees positions `keep..` of the sequence.

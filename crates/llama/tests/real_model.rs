@@ -330,6 +330,49 @@ fn a_follow_up_resumed_from_swapped_kv_matches_a_cold_request() {
     assert_eq!(warm, drain(&mut rx).0);
 }
 
+/// A chat prompt with a system message: conversations of one agent share it.
+fn chat_with_system(user: &str) -> Vec<Token> {
+    let system = "You are a careful research assistant. Answer in one short paragraph, cite \
+                  no sources, and say so plainly when you do not know the answer.";
+    let p = format!(
+        "<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n"
+    );
+    model().tokenize(&p, false, true)
+}
+
+/// Runs A then B on `rig` (B shares A's system prompt, under half of either prompt, so B
+/// gets a copy of that prefix rather than A's slot) and checks B against a cold run.
+fn shared_prefix_copy_matches_cold(mut rig: Rig) {
+    let a = chat_with_system("Describe how rivers carve canyons over millions of years, why some canyons are deeper than others, and what role floods, rock hardness and uplift of the land play in it.");
+    let b = chat_with_system("Explain why the sky looks blue during the day and red or orange around sunset, in simple words a child could follow, and say what changes on a cloudy or a dusty day.");
+    let shared = a.iter().zip(&b).take_while(|(x, y)| x == y).count();
+    assert!(shared > 20 && 2 * shared < a.len().min(b.len()), "{shared}");
+    let mut rx = rig.submit(1, a, 8);
+    rig.run();
+    drain(&mut rx);
+    let mut rx = rig.submit(2, b.clone(), 16);
+    rig.run();
+    let (warm, usage) = drain(&mut rx);
+    assert_eq!(usage.cached_tokens, shared);
+    assert_eq!(rig.sched.stats().counters.prefix_copies, 1);
+    let mut cold = Rig::new(64);
+    let mut rx = cold.submit(1, b, 16);
+    cold.run();
+    assert_eq!(warm, drain(&mut rx).0);
+}
+
+#[test]
+fn a_shared_prefix_copied_from_another_slot_gives_the_tokens_of_a_cold_request() {
+    shared_prefix_copy_matches_cold(Rig::new(64));
+}
+
+#[test]
+fn a_shared_prefix_copied_from_the_host_pool_gives_the_tokens_of_a_cold_request() {
+    // One slot: A's conversation is swapped out to make room, and B copies from the pool.
+    let rig = Rig::with(64, 1, InterceptPolicy::Swap);
+    shared_prefix_copy_matches_cold(rig);
+}
+
 #[test]
 fn profile_measures_plausible_costs_and_leaves_the_cache_empty() {
     let mut rig = Rig::new(512);

@@ -78,6 +78,14 @@ fn describe() {
         "tandem_retained_partial_swaps_total",
         "Retained conversations swapped out in part: the head the host pool had room for, the tail dropped"
     );
+    describe_counter!(
+        "tandem_prefix_copies_total",
+        "New requests whose prefix shared with a retained conversation was copied into their slot instead of prefilled"
+    );
+    describe_counter!(
+        "tandem_prefix_copied_tokens_total",
+        "Prompt tokens so copied (also counted in tandem_prefix_reused_tokens_total)"
+    );
     describe_histogram!(
         "tandem_time_to_first_token_seconds",
         Unit::Seconds,
