@@ -35,6 +35,27 @@ def test_bench_runs_tool_loop_workload(server, tmp_path):
     assert sum(q["output_tokens"] for q in reqs) == s["output_tokens"]
 
 
+def test_bench_system_prompt_is_shared_by_every_request(fresh_server, tmp_path):
+    wl = tmp_path / "w.jsonl"
+    wl.write_text(json.dumps({"prompt_tokens": 30, "segments": [{"decode_tokens": 4}]}) + "\n")
+    out = tmp_path / "report"
+    subprocess.run([str(BIN), "bench", "--url", fresh_server.url, "--workload", str(wl),
+                    "--concurrency", "1", "--requests", "3", "--system-prompt-tokens", "150",
+                    "--quiet", "--out", str(out)], check=True, timeout=120)
+    rep = json.loads((tmp_path / "report.json").read_text())
+    s = rep["summary"]
+    assert rep["config"]["system_prompt_tokens"] == 150
+    assert s["completed"] == 3 and s["prompt_tokens"] > 3 * 150, s
+    # Different user turns after one system text: the 2nd and 3rd reuse its KV.
+    assert s["cached_prompt_tokens"] >= 2 * 120, s
+
+
+def test_bench_system_prompt_is_refused_for_the_conveyor_workload():
+    r = subprocess.run([str(BIN), "bench", "--workload", "conveyor", "--system-prompt-tokens", "50"],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode != 0 and "conveyor" in r.stderr
+
+
 def intercept_table():
     spec = importlib.util.spec_from_file_location("intercept_table", ROOT / "bench" / "intercept_table.py")
     mod = importlib.util.module_from_spec(spec)

@@ -82,6 +82,7 @@ fn request(rng: &mut StdRng, kind: usize, scale: f64, i: usize) -> WorkItem {
         arrival_s: None,
         messages: None,
         prompt_tokens: Some(prompt),
+        system_tokens: None,
         segments,
     }
 }

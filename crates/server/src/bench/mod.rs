@@ -50,6 +50,11 @@ pub struct BenchArgs {
     /// Synthetic workload instead of a file: prompt length in tokens (approximate).
     #[arg(long, requires = "output_tokens")]
     pub prompt_tokens: Option<usize>,
+    /// Put a system message of about N tokens first in every request, the same text for all
+    /// (an agent's instructions and tool definitions, shared by its conversations). Not for
+    /// the conveyor workload.
+    #[arg(long)]
+    pub system_prompt_tokens: Option<usize>,
     /// Synthetic workload: output tokens per request (EOS ignored).
     #[arg(long)]
     pub output_tokens: Option<usize>,
@@ -100,7 +105,16 @@ async fn model_name(http: &reqwest::Client, url: &str) -> anyhow::Result<String>
         .context("server lists no model")
 }
 
+/// The requests to send, each with the shared system message when one is asked for.
 fn load_items(args: &BenchArgs) -> anyhow::Result<Vec<WorkItem>> {
+    let mut items = base_items(args)?;
+    if let Some(n) = args.system_prompt_tokens {
+        items.iter_mut().for_each(|i| i.system_tokens = Some(n));
+    }
+    Ok(items)
+}
+
+fn base_items(args: &BenchArgs) -> anyhow::Result<Vec<WorkItem>> {
     if let Some(kinds) = args.workload.as_deref().and_then(augment::parse) {
         let n = args.requests.unwrap_or(100);
         return augment::generate(&kinds?, n, args.scale, args.seed);
@@ -159,6 +173,9 @@ async fn connect(args: &BenchArgs) -> anyhow::Result<Client> {
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if let Some(ws) = args.workload.as_deref().and_then(conveyor::parse) {
         let ws = ws?; // a bad workload name is reported before any connection is tried
+        if args.system_prompt_tokens.is_some() {
+            bail!("--system-prompt-tokens does not apply to the conveyor workload");
+        }
         return conveyor::run(&args, &connect(&args).await?, ws).await;
     }
     let items = load_items(&args)?;
@@ -184,7 +201,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let config = json!({"label": args.label, "url": args.url, "model": model, "rate": args.rate,
         "concurrency": args.concurrency, "requests": outcomes.len(), "duration": args.duration,
         "workload": args.workload, "prompt_tokens": args.prompt_tokens,
-        "output_tokens": args.output_tokens, "seed": args.seed, "scale": args.scale,
+        "output_tokens": args.output_tokens, "system_prompt_tokens": args.system_prompt_tokens,
+        "seed": args.seed, "scale": args.scale,
         "server_side_tools": args.server_side_tools});
     let report = report::json_report(config, &summary, &outcomes);
     if let Some(prefix) = &args.out {

@@ -16,6 +16,11 @@ pub struct WorkItem {
     pub arrival_s: Option<f64>,
     pub messages: Option<Vec<Value>>,
     pub prompt_tokens: Option<usize>,
+    /// A system message of about N tokens put first, the same text for every request that
+    /// asks for the same N (an agent's instructions and tool definitions, which its
+    /// conversations share).
+    #[serde(default)]
+    pub system_tokens: Option<usize>,
     pub segments: Vec<Segment>,
 }
 
@@ -56,13 +61,25 @@ fn validate(item: &WorkItem) -> anyhow::Result<()> {
     crate::script::check(&item.segments).map_err(anyhow::Error::msg)
 }
 
-/// The request's first messages: its own, or a synthetic user prompt.
+/// Seed of the shared system message's text: fixed, so every request of every run (and
+/// every server) gets the same text for the same length.
+const SYSTEM_SEED: u64 = 0x5157_3734;
+
+/// The request's first messages: its own, or a synthetic user prompt; after the shared
+/// system message when it asks for one.
 pub fn initial_messages(item: &WorkItem, seed: u64) -> Vec<Value> {
-    if let Some(m) = &item.messages {
-        return m.clone();
-    }
-    let n = item.prompt_tokens.unwrap_or(16);
-    vec![json!({"role": "user", "content": filler(n, seed)})]
+    let own = match &item.messages {
+        Some(m) => m.clone(),
+        None => {
+            let n = item.prompt_tokens.unwrap_or(16);
+            vec![json!({"role": "user", "content": filler(n, seed)})]
+        }
+    };
+    let Some(n) = item.system_tokens else {
+        return own;
+    };
+    let system = json!({"role": "system", "content": filler(n, SYSTEM_SEED)});
+    std::iter::once(system).chain(own).collect()
 }
 
 /// A single-segment synthetic workload: `n` requests of `prompt` → `output` tokens.
@@ -73,10 +90,31 @@ pub fn synthetic(n: usize, prompt: usize, output: usize) -> Vec<WorkItem> {
             arrival_s: None,
             messages: None,
             prompt_tokens: Some(prompt),
+            system_tokens: None,
             segments: vec![Segment {
                 decode_tokens: output,
                 tool: None,
             }],
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_system_message_comes_first_and_is_the_same_for_every_request() {
+        let mut item = synthetic(1, 20, 4).remove(0);
+        assert_eq!(initial_messages(&item, 1).len(), 1);
+        item.system_tokens = Some(50);
+        let (a, b) = (initial_messages(&item, 1), initial_messages(&item, 2));
+        assert_eq!(a.len(), 2);
+        assert_eq!(a[0]["role"], "system");
+        assert_eq!(
+            a[0], b[0],
+            "the system text must not depend on the request's seed"
+        );
+        assert_ne!(a[1], b[1]);
+    }
 }
