@@ -11,7 +11,7 @@ use crate::prefix::{Loc, Retained};
 use crate::request::Active;
 use crate::scheduler::{Queued, Scheduler, Waiting, MIN_PREFILL_CHUNK};
 use crate::swap::SwapHandle;
-use crate::types::SeqId;
+use crate::types::{SeqId, Token};
 
 impl Scheduler {
     /// Admits the head of the queue if a slot can be had; returns its index in `running`.
@@ -31,7 +31,11 @@ impl Scheduler {
         // it is worth more kept whole (its conversation may come back).
         let must_drop = self.kv.free_slots() == 0 && !self.swaps_retained();
         let prompt_len = w.req.prompt.len();
-        let (seq, reused) = match self.retained.take_match(&w.req.prompt, must_drop) {
+        let taken = match self.copy_instead(&w.req.prompt) {
+            true => None,
+            false => self.retained.take_match(&w.req.prompt, must_drop),
+        };
+        let (seq, reused) = match taken {
             Some((e, n)) => {
                 self.estimator.record(CLIENT_TURN, now - e.last_used);
                 let len = e.tokens.len();
@@ -127,7 +131,7 @@ impl Scheduler {
     /// `prompt_len` tokens. At least `MIN_PREFILL_CHUNK` prompt tokens are always run (there
     /// must be logits to sample from, and a one-token prefill would use the decode kernels).
     fn reuse(&mut self, seq: SeqId, len: usize, matched: usize, prompt_len: usize) -> usize {
-        let keep = matched.min(prompt_len.saturating_sub(MIN_PREFILL_CHUNK));
+        let keep = reusable(matched, prompt_len);
         if keep < len {
             self.ops.push(KvOp::Truncate { seq, keep });
         }
@@ -146,10 +150,11 @@ impl Scheduler {
         let Some(Queued::New(w)) = self.waiting.front() else {
             return 0;
         };
-        let Some((from, matched, len)) = self.retained.shared(&w.req.prompt) else {
+        let Some((e, matched)) = self.retained.shared(&w.req.prompt) else {
             return 0;
         };
-        let keep = matched.min(w.req.prompt.len().saturating_sub(MIN_PREFILL_CHUNK));
+        let (from, len) = (e.loc, e.tokens.len());
+        let keep = reusable(matched, w.req.prompt.len());
         if !self.copy_pays(from, keep, len) {
             return 0;
         }
@@ -158,6 +163,18 @@ impl Scheduler {
         self.counters.prefix_copies += 1;
         self.counters.prefix_copied_tokens += keep as u64;
         keep
+    }
+
+    /// Whether a new request should copy the prefix it shares with the best-matching retained
+    /// conversation rather than take that conversation's slot over: its prompt does not
+    /// continue the conversation (it shares only a system prompt, say) and the copy pays.
+    /// Taking over would cost the conversation its own follow-up's cache.
+    fn copy_instead(&self, prompt: &[Token]) -> bool {
+        let Some((e, matched)) = self.retained.shared(prompt) else {
+            return false;
+        };
+        let keep = reusable(matched, prompt.len());
+        !e.continued_by(matched) && self.copy_pays(e.loc, keep, e.tokens.len())
     }
 
     /// Whether copying `keep` tokens out of a `len`-token sequence at `from` is cheaper than
@@ -202,6 +219,7 @@ impl Scheduler {
                 self.retained.insert(Retained {
                     loc: Loc::Host(h),
                     tokens,
+                    prompt_len: e.prompt_len.min(head),
                     ..e
                 });
                 return;
@@ -293,4 +311,10 @@ fn activate(w: Waiting, seq: SeqId, reused: usize, cells_per_seq: usize) -> Acti
         arrival: w.arrival,
         last_token_at: None,
     }
+}
+
+/// How many of `matched` shared tokens a prompt of `prompt_len` may reuse: a chunk of at least
+/// `MIN_PREFILL_CHUNK` is left to prefill.
+fn reusable(matched: usize, prompt_len: usize) -> usize {
+    matched.min(prompt_len.saturating_sub(MIN_PREFILL_CHUNK))
 }

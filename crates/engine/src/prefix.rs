@@ -18,7 +18,17 @@ pub struct Retained {
     pub loc: Loc,
     /// The tokens whose KV occupies positions `0..tokens.len()` of `seq`.
     pub tokens: Vec<Token>,
+    /// How many of `tokens` were the last turn's prompt (the rest is its reply).
+    pub prompt_len: usize,
     pub last_used: f64,
+}
+
+impl Retained {
+    /// Whether a prompt sharing `matched` tokens with this conversation continues it: it holds
+    /// the conversation's whole last prompt (a follow-up, or the same turn sent again).
+    pub fn continued_by(&self, matched: usize) -> bool {
+        matched >= self.prompt_len
+    }
 }
 
 #[derive(Debug, Default)]
@@ -63,12 +73,11 @@ impl RetainedSet {
         worth.then(|| (self.entries.swap_remove(idx), n))
     }
 
-    /// Where the best-matching entry's KV is, the length of the shared prefix and the entry's
-    /// length, leaving the entry in place (a new request copies the shared prefix).
-    pub fn shared(&self, prompt: &[Token]) -> Option<(Loc, usize, usize)> {
+    /// The best-matching entry and the length of the prefix it shares with `prompt`, leaving
+    /// the entry in place (a new request may copy the shared prefix).
+    pub fn shared(&self, prompt: &[Token]) -> Option<(&Retained, usize)> {
         let (idx, n) = self.best(prompt).filter(|&(_, n)| n > 0)?;
-        let e = &self.entries[idx];
-        Some((e.loc, n, e.tokens.len()))
+        Some((&self.entries[idx], n))
     }
 
     /// Removes the least recently used entry whose KV is on the device (`host == false`) or
@@ -114,6 +123,7 @@ mod tests {
         Retained {
             loc: Loc::Device(seq),
             tokens: tokens.to_vec(),
+            prompt_len: tokens.len(),
             last_used: t,
         }
     }
@@ -139,8 +149,10 @@ mod tests {
     fn shared_leaves_the_entry_in_place() {
         let mut set = RetainedSet::default();
         set.insert(entry(3, &[1, 2, 9, 9], 0.0));
-        assert_eq!(set.shared(&[1, 2, 3]), Some((Loc::Device(3), 2, 4)));
-        assert_eq!(set.shared(&[7]), None);
+        let (e, n) = set.shared(&[1, 2, 3]).unwrap();
+        assert_eq!((e.loc, n, e.tokens.len()), (Loc::Device(3), 2, 4));
+        assert!(!e.continued_by(n) && e.continued_by(4));
+        assert!(set.shared(&[7]).is_none());
         assert_eq!(set.len(), 1);
     }
 
@@ -152,6 +164,7 @@ mod tests {
         set.insert(Retained {
             loc: Loc::Host(7),
             tokens: vec![3],
+            prompt_len: 1,
             last_used: 0.0,
         });
         assert_eq!(set.pop_lru(false).unwrap().loc, Loc::Device(1));

@@ -506,6 +506,7 @@ impl Scheduler {
         self.retained.insert(Retained {
             loc: Loc::Device(r.seq),
             tokens,
+            prompt_len: r.prompt_len.min(keep),
             last_used: now,
         });
     }

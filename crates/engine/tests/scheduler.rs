@@ -259,6 +259,25 @@ fn a_new_request_copies_the_prefix_it_shares_with_a_retained_conversation() {
 }
 
 #[test]
+fn a_new_request_sharing_most_of_its_prompt_copies_it_rather_than_taking_the_conversation_over() {
+    // The shared 40 tokens are over half of B's prompt (an agent's long system prompt): B
+    // still leaves A's slot alone and copies the prefix, so A's follow-up finds its whole turn.
+    let (pa, pb) = sharing(40);
+    let mut h = Harness::new(4, 512, 32);
+    let a = h.submit(pa.clone(), 6);
+    h.run_to_idle();
+    let b = h.submit(pb, 6);
+    h.run_to_idle();
+    assert_eq!(cached(&h, b), 40);
+    assert_eq!(h.sched.stats().counters.prefix_copies, 1);
+    let follow = [pa.clone(), h.tokens(a), prompt(5, 9)].concat();
+    let f = h.submit(follow, 2);
+    h.run_to_idle();
+    assert_eq!(cached(&h, f), pa.len() + 5);
+    h.assert_all_free();
+}
+
+#[test]
 fn a_copy_that_costs_more_than_prefilling_its_tokens_is_not_made() {
     let (pa, pb) = sharing(12);
     let mut h = Harness::new(4, 512, 32);
