@@ -6,7 +6,7 @@ import sys
 import time
 from pathlib import Path
 
-out, rates, ls_version = Path(sys.argv[1]), sys.argv[2].split(), sys.argv[3]
+out, rates, ls_version, agent_rate = Path(sys.argv[1]), sys.argv[2].split(), sys.argv[3], sys.argv[4]
 
 
 def load(name):
@@ -21,11 +21,18 @@ def figures(server):
         "TTFT p50, 512-token prompt (ms)": t["ttft_s"]["p50"] * 1e3,
     }
     for r in rates:
-        w = load(f"{server}-tools-{r}")
-        f[f"tool loop @ {r} req/s: mean latency (s)"] = w["latency_s"]["mean"]
-        f[f"tool loop @ {r} req/s: norm. latency (ms/token)"] = w["normalized_latency_s"]["mean"] * 1e3
-        f[f"tool loop @ {r} req/s: errors"] = w["errors"]
+        f.update(workload(f"tool loop @ {r} req/s", load(f"{server}-tools-{r}")))
+    f.update(workload(f"agent loop (400-token system prompt) @ {agent_rate} req/s", load(f"{server}-agent")))
     return f
+
+
+def workload(name, w):
+    return {
+        f"{name}: mean latency (s)": w["latency_s"]["mean"],
+        f"{name}: norm. latency (ms/token)": w["normalized_latency_s"]["mean"] * 1e3,
+        f"{name}: prompt tokens prefilled (not cached)": w["prompt_tokens"] - w["cached_prompt_tokens"],
+        f"{name}: errors": w["errors"],
+    }
 
 
 t, l = figures("tandem"), figures("llama-server")
@@ -40,5 +47,5 @@ print("Command: `bench/compare-llama-server.sh` (both servers: same GGUF, thread
 print("| figure | tandem | llama-server | tandem / llama-server |")
 print("|---|---|---|---|")
 for k in t:
-    ratio = t[k] / l[k] if l[k] else float("nan")
-    print(f"| {k} | {t[k]:.2f} | {l[k]:.2f} | {ratio:.2f} |")
+    ratio = f"{t[k] / l[k]:.2f}" if l[k] else "–"
+    print(f"| {k} | {t[k]:.2f} | {l[k]:.2f} | {ratio} |")
