@@ -229,6 +229,16 @@ fn cached(h: &Harness, id: u64) -> usize {
     usage.cached_tokens
 }
 
+/// A's conversation is still whole in its own slot: its follow-up reuses the prompt and the
+/// reply (up to the last reply token, whose KV decoding never wrote).
+fn follow_up_finds_its_whole_turn(h: &mut Harness, pa: &[i32], a: u64) {
+    let follow = [pa.to_vec(), h.tokens(a), prompt(5, 9)].concat();
+    let f = h.submit(follow, 2);
+    h.run_to_idle();
+    assert_eq!(cached(h, f), pa.len() + 5);
+    h.assert_all_free();
+}
+
 #[test]
 fn a_new_request_copies_the_prefix_it_shares_with_a_retained_conversation() {
     // The shared 12 tokens are under half of either prompt, so B does not take over A's
@@ -250,12 +260,7 @@ fn a_new_request_copies_the_prefix_it_shares_with_a_retained_conversation() {
         cold.tokens(cb),
         "the copied prefix holds the right KV"
     );
-    // A's conversation is still whole in its own slot for its follow-up.
-    let follow = [pa.clone(), h.tokens(a), prompt(5, 9)].concat();
-    let f = h.submit(follow, 2);
-    h.run_to_idle();
-    assert_eq!(cached(&h, f), pa.len() + 5);
-    h.assert_all_free();
+    follow_up_finds_its_whole_turn(&mut h, &pa, a);
 }
 
 #[test]
@@ -270,11 +275,7 @@ fn a_new_request_sharing_most_of_its_prompt_copies_it_rather_than_taking_the_con
     h.run_to_idle();
     assert_eq!(cached(&h, b), 40);
     assert_eq!(h.sched.stats().counters.prefix_copies, 1);
-    let follow = [pa.clone(), h.tokens(a), prompt(5, 9)].concat();
-    let f = h.submit(follow, 2);
-    h.run_to_idle();
-    assert_eq!(cached(&h, f), pa.len() + 5);
-    h.assert_all_free();
+    follow_up_finds_its_whole_turn(&mut h, &pa, a);
 }
 
 #[test]
