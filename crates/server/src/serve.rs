@@ -52,10 +52,13 @@ pub struct ServeArgs {
     /// Largest request body accepted, in bytes (larger bodies get 413).
     #[arg(long, default_value_t = 1 << 20)]
     pub max_body_bytes: usize,
-    /// Which KV of finished requests a new request may reuse. `all`: the whole previous turn,
-    /// reply included (least prefill; like llama-server's cache, output can differ in the last
-    /// bits from a cold request). `exact`: only KV written by prefill; with --flash-attn off a
-    /// reused request's output is then identical to a cold one. `off`: no reuse.
+    /// Which KV of finished requests a new request may reuse (a follow-up continues its
+    /// conversation's; a new conversation copies the prefix it shares with one when that is
+    /// cheaper than prefilling it). `all`: the whole previous turn, reply included (least
+    /// prefill; like llama-server's cache, output can differ in the last bits from a cold
+    /// request). `exact`: only KV written by prefill; with --flash-attn off a reused request's
+    /// output is then identical to a cold one when it runs alone (docs/architecture.md).
+    /// `off`: no reuse.
     #[arg(long, value_enum, default_value_t = ReuseArg::All)]
     pub prefix_reuse: ReuseArg,
     /// llama.cpp flash attention. On by default (about 25% faster decode at 16 streams on
