@@ -9,7 +9,7 @@ mod common;
 
 use std::collections::HashMap;
 
-use common::{prompt, Harness};
+use common::{prompt, sharing, Harness};
 use proptest::prelude::*;
 use tandem_engine::plan::KvOp;
 use tandem_engine::{
@@ -556,10 +556,7 @@ fn retained_conversations_are_swapped_out_and_back_by_min_waste() {
         assert_eq!(h.sched.stats().swap_entries, swapped as usize, "{policy:?}");
         let id = h.submit(follow, 3);
         h.run_to_idle();
-        let Some(Event::Finished { usage, .. }) = h.finish(id) else {
-            panic!()
-        };
-        assert_eq!(usage.cached_tokens > 0, swapped, "{policy:?}");
+        assert_eq!(h.cached_tokens(id) > 0, swapped, "{policy:?}");
         h.assert_all_free();
     }
 }
@@ -590,10 +587,7 @@ fn a_retained_conversation_keeps_the_head_the_swap_pool_has_room_for() {
     follow.extend([5, 6, 7]);
     let id = h.submit(follow, 3);
     h.run_to_idle();
-    let Some(Event::Finished { usage, .. }) = h.finish(id) else {
-        panic!()
-    };
-    assert_eq!(usage.cached_tokens, 40);
+    assert_eq!(h.cached_tokens(id), 40);
     assert_eq!(h.tokens(id).len(), 3);
     h.assert_all_free();
 }
@@ -602,35 +596,19 @@ fn a_retained_conversation_keeps_the_head_the_swap_pool_has_room_for() {
 fn a_new_request_copies_a_shared_prefix_out_of_the_host_pool() {
     // One slot: A's conversation goes to the host pool to make room for B, and B's first 12
     // tokens (shared with A) are copied from there; A's buffer stays for A's follow-up.
-    let head = prompt(12, 5);
-    let pa = [head.clone(), prompt(30, 1)].concat();
-    let pb = [head, prompt(30, 2)].concat();
+    let (pa, pb) = sharing(12);
     let mut h = Harness::build(1, 512, 64, PrefixReuse::All, small_pool(400));
     let a = h.submit(pa.clone(), 4);
     h.run_to_idle();
     let b = h.submit(pb.clone(), 4);
     h.run_to_idle();
-    let Some(Event::Finished { usage, .. }) = h.finish(b) else {
-        panic!()
-    };
-    assert_eq!(usage.cached_tokens, 12);
+    assert_eq!(h.cached_tokens(b), 12);
     assert_eq!(h.sched.stats().counters.prefix_copies, 1);
     let mut cold = Harness::build(1, 512, 64, PrefixReuse::All, small_pool(400));
     let cb = cold.submit(pb, 4);
     cold.run_to_idle();
     assert_eq!(h.tokens(b), cold.tokens(cb));
-    let follow = [pa.clone(), h.tokens(a), prompt(5, 9)].concat();
-    let f = h.submit(follow, 2);
-    h.run_to_idle();
-    let Some(Event::Finished { usage, .. }) = h.finish(f) else {
-        panic!()
-    };
-    assert_eq!(
-        usage.cached_tokens,
-        pa.len() + 3,
-        "A came back whole from the pool"
-    );
-    h.assert_all_free();
+    h.follow_up_finds_its_whole_turn(&pa, a); // A came back whole from the pool
 }
 
 #[derive(Debug, Clone)]

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{prompt, Harness};
+use common::{prompt, sharing, Harness};
 use proptest::prelude::*;
 use tandem_engine::{
     CostModel, Event, FinishReason, InterceptConfig, InterceptSpec, NewRequest, PrefixReuse,
@@ -176,11 +176,9 @@ fn prefix_reuse_continues_a_conversation_with_identical_tokens() {
     p2.extend(prompt(15, 9));
     let b = h.submit(p2.clone(), 10);
     h.run_to_idle();
-    let Some(Event::Finished { usage, .. }) = h.finish(b) else {
-        panic!()
-    };
     assert_eq!(
-        usage.cached_tokens, 49,
+        h.cached_tokens(b),
+        49,
         "all of turn one's KV is reused (its last token never ran)"
     );
     let mut cold = Harness::new(4, 512, 32);
@@ -206,36 +204,7 @@ fn exact_reuse_keeps_only_prefill_kv() {
     p2.extend(prompt(15, 9));
     let b = h.submit(p2, 10);
     h.run_to_idle();
-    let Some(Event::Finished { usage, .. }) = h.finish(b) else {
-        panic!()
-    };
-    assert_eq!(usage.cached_tokens, 40);
-    h.assert_all_free();
-}
-
-/// Two prompts that share their first `shared` tokens (a system prompt) and then differ.
-fn sharing(shared: usize) -> (Vec<i32>, Vec<i32>) {
-    let head = prompt(shared, 5);
-    let a = [head.clone(), prompt(30, 1)].concat();
-    let b = [head, prompt(30, 2)].concat();
-    (a, b)
-}
-
-/// The finish event's cached-token count.
-fn cached(h: &Harness, id: u64) -> usize {
-    let Some(Event::Finished { usage, .. }) = h.finish(id) else {
-        panic!("{id} did not finish")
-    };
-    usage.cached_tokens
-}
-
-/// A's conversation is still whole in its own slot: its follow-up reuses the prompt and the
-/// reply (up to the last reply token, whose KV decoding never wrote).
-fn follow_up_finds_its_whole_turn(h: &mut Harness, pa: &[i32], a: u64) {
-    let follow = [pa.to_vec(), h.tokens(a), prompt(5, 9)].concat();
-    let f = h.submit(follow, 2);
-    h.run_to_idle();
-    assert_eq!(cached(h, f), pa.len() + 5);
+    assert_eq!(h.cached_tokens(b), 40);
     h.assert_all_free();
 }
 
@@ -249,7 +218,7 @@ fn a_new_request_copies_the_prefix_it_shares_with_a_retained_conversation() {
     h.run_to_idle();
     let b = h.submit(pb.clone(), 6);
     h.run_to_idle();
-    assert_eq!(cached(&h, b), 12);
+    assert_eq!(h.cached_tokens(b), 12);
     let c = h.sched.stats().counters;
     assert_eq!((c.prefix_copies, c.prefix_copied_tokens), (1, 12));
     let mut cold = Harness::new(4, 512, 32);
@@ -260,7 +229,7 @@ fn a_new_request_copies_the_prefix_it_shares_with_a_retained_conversation() {
         cold.tokens(cb),
         "the copied prefix holds the right KV"
     );
-    follow_up_finds_its_whole_turn(&mut h, &pa, a);
+    h.follow_up_finds_its_whole_turn(&pa, a);
 }
 
 #[test]
@@ -273,9 +242,9 @@ fn a_new_request_sharing_most_of_its_prompt_copies_it_rather_than_taking_the_con
     h.run_to_idle();
     let b = h.submit(pb, 6);
     h.run_to_idle();
-    assert_eq!(cached(&h, b), 40);
+    assert_eq!(h.cached_tokens(b), 40);
     assert_eq!(h.sched.stats().counters.prefix_copies, 1);
-    follow_up_finds_its_whole_turn(&mut h, &pa, a);
+    h.follow_up_finds_its_whole_turn(&pa, a);
 }
 
 #[test]
@@ -292,7 +261,7 @@ fn a_copy_that_costs_more_than_prefilling_its_tokens_is_not_made() {
     h.run_to_idle();
     let b = h.submit(pb, 6);
     h.run_to_idle();
-    assert_eq!(cached(&h, b), 0);
+    assert_eq!(h.cached_tokens(b), 0);
     assert_eq!(h.sched.stats().counters.prefix_copies, 0);
     h.assert_all_free();
 }
@@ -314,10 +283,7 @@ fn a_reused_prompt_still_prefills_at_least_two_tokens() {
     h.run_to_idle();
     let b = h.submit(p, 3);
     h.run_to_idle();
-    let Some(Event::Finished { usage, .. }) = h.finish(b) else {
-        panic!()
-    };
-    assert_eq!(usage.cached_tokens, 18);
+    assert_eq!(h.cached_tokens(b), 18);
 }
 
 #[test]
@@ -334,19 +300,14 @@ fn retained_sequences_are_evicted_lru_when_slots_run_out() {
     again0.push(5);
     let id = h.submit(again0, 1);
     h.run_to_idle();
-    let Some(Event::Finished { usage, .. }) = h.finish(id) else {
-        panic!()
-    };
-    assert!(usage.cached_tokens < 30, "conversation 0 was evicted");
+    assert!(h.cached_tokens(id) < 30, "conversation 0 was evicted");
     let mut again2 = p[2].clone();
     again2.push(5);
     let id = h.submit(again2, 1);
     h.run_to_idle();
-    let Some(Event::Finished { usage, .. }) = h.finish(id) else {
-        panic!()
-    };
     assert_eq!(
-        usage.cached_tokens, 29,
+        h.cached_tokens(id),
+        29,
         "conversation 2 was still retained (2 tokens are always prefilled)"
     );
     h.assert_all_free();

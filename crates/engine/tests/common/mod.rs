@@ -160,6 +160,26 @@ impl Harness {
             .collect()
     }
 
+    /// The finish event's cached-token count; panics if `id` has not finished.
+    pub fn cached_tokens(&self, id: u64) -> usize {
+        let Some(Event::Finished { usage, .. }) = self.finish(id) else {
+            panic!("{id} did not finish")
+        };
+        usage.cached_tokens
+    }
+
+    /// Sends a follow-up to the finished conversation `a` (prompt `pa`) and checks it reuses
+    /// the whole turn: prompt and reply, but the reply's last token, whose KV decoding never
+    /// wrote; then that every cell and buffer is free.
+    pub fn follow_up_finds_its_whole_turn(&mut self, pa: &[Token], a: u64) {
+        let reply = self.tokens(a);
+        let follow = [pa.to_vec(), reply.clone(), prompt(5, 9)].concat();
+        let f = self.submit(follow, 2);
+        self.run_to_idle();
+        assert_eq!(self.cached_tokens(f), pa.len() + reply.len() - 1);
+        self.assert_all_free();
+    }
+
     pub fn finish(&self, id: u64) -> Option<Event> {
         self.log
             .get(&id)?
@@ -220,6 +240,14 @@ impl Harness {
         assert!(self.sched.swap_pool().is_empty(), "swap pool not empty");
         assert!(self.runner.host().is_empty(), "runner host buffers left");
     }
+}
+
+/// Two prompts that share their first `shared` tokens (a system prompt) and then differ.
+pub fn sharing(shared: usize) -> (Vec<Token>, Vec<Token>) {
+    let head = prompt(shared, 5);
+    let a = [head.clone(), prompt(30, 1)].concat();
+    let b = [head, prompt(30, 2)].concat();
+    (a, b)
 }
 
 pub fn prompt(len: usize, salt: i32) -> Vec<Token> {
