@@ -109,10 +109,7 @@ impl LlamaRunner {
                 self.remove(seq, 0)
             }
             KvOp::SwapIn { seq, handle } => {
-                let state = self
-                    .host
-                    .remove(&handle)
-                    .ok_or_else(|| RunnerError::Kv(format!("no swap buffer {handle}")))?;
+                let state = self.take_host(handle)?;
                 self.restore(&state, seq)
             }
             KvOp::DropSwap { handle } => {
@@ -132,16 +129,21 @@ impl LlamaRunner {
                 self.restore(&state, seq)?;
             }
             Loc::Host(h) => {
-                let state = self
-                    .host
-                    .get(&h)
-                    .ok_or_else(|| RunnerError::Kv(format!("no swap buffer {h}")))?;
-                self.ctx
-                    .state_seq_set(state, seq)
-                    .map_err(|e| RunnerError::Kv(format!("copy into seq {seq}: {e}")))?;
+                // Out of the pool and back (a move, not a copy): the retained entry keeps it.
+                let state = self.take_host(h)?;
+                let restored = self.restore(&state, seq);
+                self.host.insert(h, state);
+                restored?;
             }
         }
         self.remove(seq, keep)
+    }
+
+    /// Takes host buffer `handle` out of the pool.
+    fn take_host(&mut self, handle: SwapHandle) -> Result<SeqState, RunnerError> {
+        self.host
+            .remove(&handle)
+            .ok_or_else(|| RunnerError::Kv(format!("no swap buffer {handle}")))
     }
 
     /// Frees positions `keep..` of the sequence.
