@@ -1,9 +1,10 @@
-//! Admission: gives the request at the head of the queue a KV slot. A new request reuses the
-//! retained sequence sharing the longest prefix with its prompt (swapping it in first when it
-//! is in the host pool), or, when none is worth taking over, gets a copy of the prefix it
-//! shares with one; a resumed request gets its swapped KV back, or a fresh slot to
-//! recompute into. When no slot is free, the least recently used retained sequence leaves the
-//! device: swapped to the host pool when the policy prefers that, else dropped.
+//! Admission: gives the request at the head of the queue a KV slot. A new request takes over
+//! the retained sequence its prompt continues (swapping it in first when it is in the host
+//! pool); one that only shares a prefix with it gets a copy of that prefix when copying pays,
+//! else takes it over on a weaker match. A resumed request gets its swapped KV back, or a
+//! fresh slot to recompute into. When no slot is free, the least recently used retained
+//! sequence leaves the device: swapped to the host pool when the policy prefers that, else
+//! dropped.
 
 use crate::plan::KvOp;
 use crate::policy::{InterceptPolicy, Placement, Waste, WasteInputs};

@@ -341,15 +341,16 @@ fn chat_with_system(user: &str) -> Vec<Token> {
 }
 
 /// Runs A then B on `rig` (B shares A's system prompt, under half of either prompt, so B
-/// gets a copy of that prefix rather than A's slot) and checks B against a cold run.
+/// gets a copy of that prefix rather than A's slot), checks B against a cold run and that A's
+/// follow-up still reuses all of A.
 fn shared_prefix_copy_matches_cold(mut rig: Rig) {
     let a = chat_with_system("Describe how rivers carve canyons over millions of years, why some canyons are deeper than others, and what role floods, rock hardness and uplift of the land play in it.");
     let b = chat_with_system("Explain why the sky looks blue during the day and red or orange around sunset, in simple words a child could follow, and say what changes on a cloudy or a dusty day.");
     let shared = a.iter().zip(&b).take_while(|(x, y)| x == y).count();
     assert!(shared > 20 && 2 * shared < a.len().min(b.len()), "{shared}");
-    let mut rx = rig.submit(1, a, 8);
+    let mut rx = rig.submit(1, a.clone(), 8);
     rig.run();
-    drain(&mut rx);
+    let (reply, _) = drain(&mut rx);
     let mut rx = rig.submit(2, b.clone(), 16);
     rig.run();
     let (warm, usage) = drain(&mut rx);
@@ -359,6 +360,10 @@ fn shared_prefix_copy_matches_cold(mut rig: Rig) {
     let mut rx = cold.submit(1, b, 16);
     cold.run();
     assert_eq!(warm, drain(&mut rx).0);
+    // The source stayed whole, in its slot or its host buffer, for A's own follow-up.
+    let mut rx = rig.submit(3, next_turn(&a, &reply, "Shorter, please."), 4);
+    rig.run();
+    assert_eq!(drain(&mut rx).1.cached_tokens, a.len());
 }
 
 #[test]
