@@ -5,7 +5,9 @@
 # Writes bench/results/conveyor.{json,md} and conveyor-timeline.svg.
 # Usage: bench/conveyor.sh [MODEL.gguf]
 # Knobs (environment): REPS (default 8), ROUNDS (6), SEARCH_MS (80), WORKLOADS (all),
-# TOOL_NICE (the server's --tool-nice, default its own), OUT (bench/results/conveyor).
+# TOOL_NICE (the server's --tool-nice, default its own), JUMP_FORWARD (the server's
+# --jump-forward, default on: a call's fixed text then takes one step, not one per token),
+# OUT (bench/results/conveyor).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/lib.sh
@@ -14,7 +16,7 @@ SEARCH_MS="${SEARCH_MS:-80}"
 cargo build --release --locked --bin tandem >&2
 mkdir -p bench/work
 start_tandem bench/work/conveyor-server.log --model "$MODEL" --max-seqs 8 --kv-cells 32768 \
-  --allow-replay --tools python,search,plan,validate,calc --search-latency-ms "$SEARCH_MS" --search-top-k 1 ${TOOL_NICE:+--tool-nice "$TOOL_NICE"}
+  --allow-replay --jump-forward "${JUMP_FORWARD:-on}" --tools python,search,plan,validate,calc --search-latency-ms "$SEARCH_MS" --search-top-k 1 ${TOOL_NICE:+--tool-nice "$TOOL_NICE"}
 target/release/tandem bench --url "$URL" --workload "conveyor${WORKLOADS:+:$WORKLOADS}" \
   --reps "${REPS:-8}" --rounds "${ROUNDS:-6}" --concurrency 8 --out "${OUT:-bench/results/conveyor}" \
-  --label "bench/conveyor.sh: $(basename "$MODEL"), --max-seqs 8, search latency $SEARCH_MS ms, top 1${TOOL_NICE:+, --tool-nice $TOOL_NICE}"
+  --label "bench/conveyor.sh: $(basename "$MODEL"), --max-seqs 8, search latency $SEARCH_MS ms, top 1, --jump-forward ${JUMP_FORWARD:-on}${TOOL_NICE:+, --tool-nice $TOOL_NICE}"

@@ -19,7 +19,8 @@ TOOLS = "python,calc,search,validate,plan"
 
 @pytest.fixture(scope="module")
 def tool_server():
-    s = Server("--max-seqs", "4", "--kv-cells", "8192", "--allow-replay", "--tools", TOOLS)
+    # Jump-forward on: replayed calls then also take the grammar's forced tokens.
+    s = Server("--max-seqs", "4", "--kv-cells", "8192", "--allow-replay", "--tools", TOOLS, "--jump-forward", "on")
     yield s
     s.stop()
 
@@ -30,6 +31,7 @@ def tc(tool_server):
 
 
 def call(name, args):
+    # json.dumps's default separators are the call grammar's (", " and ": ").
     return "<tool_call>\n" + json.dumps({"name": name, "arguments": args}) + "\n</tool_call>"
 
 
@@ -62,8 +64,11 @@ def streamed(tc, partial):
     return calls, results, text, finish
 
 
-def test_three_calls_two_parallel_same_results_with_partial_on_and_off(tc):
+def test_three_calls_two_parallel_same_results_with_partial_on_and_off(tc, tool_server):
+    forced0 = tool_server.metric("tandem_forced_tokens_total") or 0
     outs = {p: streamed(tc, p) for p in (True, False)}
+    # The call grammar forced each call's markup and keys (jump-forward through the replay).
+    assert tool_server.metric("tandem_forced_tokens_total") - forced0 >= 2 * 3 * 8
     for partial, (calls, results, text, finish) in outs.items():
         assert [calls[i]["name"] for i in sorted(calls)] == ["python", "calc", "search"], partial
         assert json.loads(calls[0]["args"]) == {"code": CODE}

@@ -171,3 +171,46 @@ def test_example_agent_loop_runs(server):
     out = subprocess.run([sys.executable, str(example), server.url + "/v1"], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert "call get_weather(" in out.stdout, out.stdout
+
+
+
+def named_call(url, i):
+    tools = [tool(f"f{i}", SCHEMAS[i])]
+    body = {"messages": [{"role": "user", "content": "Use the tool to help me plan my day."}], "tools": tools,
+            "tool_choice": {"type": "function", "function": {"name": f"f{i}"}}, "parallel_tool_calls": False,
+            "max_tokens": 120, "temperature": 0}
+    r = requests.post(url + "/v1/chat/completions", json=body, timeout=120)
+    assert r.status_code == 200, r.text
+    out = r.json()
+    calls = out["choices"][0]["message"].get("tool_calls") or [{"function": None}]
+    return calls[0]["function"], out["usage"]["completion_tokens"]
+
+
+def test_jump_forward_appends_the_fixed_text_of_calls(server):
+    """The session server samples every token (the default); one with --jump-forward on appends
+    the text the grammar fixes (keys, separators, call markup). Its calls are valid, most are
+    the same as the sampled ones, and a good share of their tokens was forced, not decoded.
+    (The tokenizer's split of forced text can differ from the one the model picks, so a
+    small model's greedy output can differ: 3 of these 20 did on 2026-11-23.)"""
+    from conftest import EXACT, Server
+
+    on = Server("--max-seqs", "2", "--kv-cells", "4096", "--jump-forward", "on", *EXACT)
+    try:
+        assert server.metric("tandem_forced_tokens_total") in (None, 0.0)
+        masks0 = on.metric("tandem_constraint_masks_total") or 0
+        same, done, tokens = 0, 0, 0
+        for i in range(len(SCHEMAS)):
+            on_call, n = named_call(on.url, i)
+            off_call, _ = named_call(server.url, i)
+            tokens += n
+            if on_call is not None:
+                jsonschema.validate(json.loads(on_call["arguments"]), SCHEMAS[i])
+                done += 1
+            same += on_call == off_call
+        forced = on.metric("tandem_forced_tokens_total")
+        masks = on.metric("tandem_constraint_masks_total") - masks0
+        assert forced > 0.3 * tokens, (forced, tokens)
+        assert masks <= tokens - forced + len(SCHEMAS), (masks, tokens, forced)
+        assert done >= len(SCHEMAS) - 2 and same >= len(SCHEMAS) - 5, (done, same)
+    finally:
+        on.stop()

@@ -12,7 +12,7 @@ use crate::policy::{Estimator, InterceptPolicy, ResumeOrder, Waste};
 use crate::prefix::{Loc, Retained, RetainedSet};
 use crate::request::{Active, Run};
 use crate::swap::{SwapHandle, SwapPool};
-use crate::types::{Event, FinishReason, NewRequest, RequestId, SeqId};
+use crate::types::{Event, FinishReason, NewRequest, RequestId, SeqId, Token};
 
 /// Which retained KV a new request may reuse.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -443,10 +443,37 @@ impl Scheduler {
         let Some(pos) = self.running.iter().position(|r| r.id == s.request) else {
             return;
         };
+        if self.take_token(pos, s.token, s.eog, now) {
+            self.jump_forward(pos, now);
+        }
+    }
+
+    /// Appends the tokens the request's constraint forces after its last one, each taken as
+    /// if sampled; they run through the model together in the next step (one chunk) instead
+    /// of one decode step each. Stops where the request finishes or pauses.
+    fn jump_forward(&mut self, pos: usize, now: f64) {
+        let forced = match self.running[pos].constraint.as_mut() {
+            Some(c) => c.0.forced(),
+            None => return,
+        };
+        if !forced.is_empty() {
+            tracing::trace!(request = self.running[pos].id, ?forced, "jump-forward");
+        }
+        for token in forced {
+            metrics::counter!("tandem_forced_tokens_total").increment(1);
+            if !self.take_token(pos, token, false, now) {
+                return;
+            }
+        }
+    }
+
+    /// Takes one generated token into `running[pos]`: output, finish or pause. Returns
+    /// whether the request is still running.
+    fn take_token(&mut self, pos: usize, token: Token, eog: bool, now: f64) -> bool {
         let r = &mut self.running[pos];
         let mut constraint_pause = None;
         if let Some(c) = r.constraint.as_mut() {
-            match c.0.commit(s.token) {
+            match c.0.commit(token) {
                 Ok(()) => constraint_pause = c.0.pause_requested(),
                 Err(e) => {
                     tracing::warn!(request = r.id, "constraint rejected a sampled token: {e}");
@@ -456,20 +483,20 @@ impl Scheduler {
         }
         r.generated += 1;
         record_latency(r, now);
-        let finish = if s.eog && constraint_pause.is_some() {
+        let finish = if eog && constraint_pause.is_some() {
             // The turn ends at a pause (server-side calls to run): the end-of-turn token
             // is kept for the KV, so the tool turn appended on resume follows it, but it is
             // not output.
-            r.tokens.push(s.token);
+            r.tokens.push(token);
             r.segment_generated += 1;
             None
-        } else if s.eog && !r.ignore_eos {
+        } else if eog && !r.ignore_eos {
             Some(FinishReason::Stop)
         } else {
-            r.tokens.push(s.token);
+            r.tokens.push(token);
             r.segment_generated += 1;
             metrics::counter!("tandem_generation_tokens_total").increment(1);
-            let sent = r.events.send(Event::Token(s.token)).is_ok();
+            let sent = r.events.send(Event::Token(token)).is_ok();
             (!sent || r.generated >= r.max_tokens).then_some(FinishReason::Length)
         };
         if let Some(reason) = finish {
@@ -479,9 +506,13 @@ impl Scheduler {
                 usage: r.usage(),
             });
             self.retire(r, now);
+            false
         } else if let Some(tool) = constraint_pause.or_else(|| self.running[pos].pause_for()) {
             let r = self.running.remove(pos);
             self.pause(r, tool, now);
+            false
+        } else {
+            true
         }
     }
 

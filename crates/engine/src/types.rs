@@ -65,6 +65,14 @@ pub trait TokenConstraint: Send {
     /// The request resumed with appended tokens (a tool's result, not generated): the
     /// constraint may change mode (e.g. free text after a forced call).
     fn resumed(&mut self) {}
+    /// Asked after each commit: tokens that must come next whatever the model would say (a
+    /// grammar's fixed text, such as a call's closing tag), in the model's own tokenization
+    /// and never an end-of-generation token. The engine appends them without sampling
+    /// (jump-forward: they run through the model as one chunk in the next step) and commits
+    /// each one, as if sampled.
+    fn forced(&mut self) -> Vec<Token> {
+        Vec::new()
+    }
 }
 
 /// A request's constraint (a box, so requests stay `Debug`).

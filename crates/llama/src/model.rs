@@ -59,8 +59,18 @@ impl Model {
     /// Tokenizes text. `add_special` adds BOS where the model wants one; special-token text
     /// (e.g. `<|im_start|>`) is parsed as the special token when `parse_special`.
     pub fn tokenize(&self, text: &str, add_special: bool, parse_special: bool) -> Vec<Token> {
+        self.tokenize_bytes_with(text.as_bytes(), add_special, parse_special)
+    }
+
+    /// Raw bytes (not necessarily UTF-8, such as a grammar's forced text cut mid-character)
+    /// as the model's tokenizer splits them: no BOS, no control-token parsing.
+    pub fn tokenize_bytes(&self, bytes: &[u8]) -> Vec<Token> {
+        self.tokenize_bytes_with(bytes, false, false)
+    }
+
+    fn tokenize_bytes_with(&self, bytes: &[u8], add_special: bool, parse: bool) -> Vec<Token> {
         let v = self.inner.vocab();
-        v.tokenize(text.as_bytes(), add_special, parse_special)
+        v.tokenize(bytes, add_special, parse)
             .into_iter()
             .map(|t| t.0)
             .collect()

@@ -15,6 +15,7 @@ use tandem_llama::{LlamaRunner, Model, RunnerConfig};
 use crate::state::AppState;
 use crate::state::ToolSetup;
 use crate::template::ChatTemplate;
+use crate::tool_args::OnOff;
 
 #[derive(Args, Debug, Clone)]
 pub struct ServeArgs {
@@ -99,6 +100,13 @@ pub struct ServeArgs {
     /// shows no format.
     #[arg(long, value_name = "NAME")]
     pub tool_call_parser: Option<tandem_tools::ParserKind>,
+    /// Jump-forward decoding: text a grammar forces (a tool call's fixed JSON keys and closing
+    /// tag, a JSON schema's keys) is appended as the model's tokenizer splits it and run
+    /// through the model in one chunk, instead of one decode step per token. Off by default:
+    /// the tokenizer's split of that text can differ from the one the model picks token by
+    /// token, and a small model's output can then differ too (docs/tool-calling.md).
+    #[arg(long, value_enum, default_value_t = OnOff::Off)]
+    pub jump_forward: OnOff,
     #[command(flatten)]
     pub tool_args: crate::tool_args::ToolArgs,
     /// Model layers to offload to a GPU (only with a `cuda` build).
@@ -248,7 +256,13 @@ pub async fn run(args: ServeArgs, default_model: PathBuf) -> anyhow::Result<()> 
     let bos = model.special_text(model.bos());
     let eos = model.special_text(model.eos());
     let source = model.chat_template();
-    let tools = ToolSetup::new(&model, source.as_deref(), args.tool_call_parser)?;
+    let jump_forward = args.jump_forward == OnOff::On;
+    let tools = ToolSetup::new(
+        &model,
+        source.as_deref(),
+        args.tool_call_parser,
+        jump_forward,
+    )?;
     let template = ChatTemplate::new(source, bos, eos).context("chat template")?;
     if !template.from_model {
         tracing::warn!("the model has no chat template; using ChatML");

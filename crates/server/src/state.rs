@@ -6,7 +6,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tandem_engine::EngineHandle;
 use tandem_llama::Model;
 
-use tandem_tools::constraint::Guidance;
+use tandem_tools::constraint::{Guidance, Tokenize};
 use tandem_tools::render::template_supports_tools;
 use tandem_tools::runtime::Registry;
 use tandem_tools::ParserKind;
@@ -24,14 +24,22 @@ pub struct ToolSetup {
 }
 
 impl ToolSetup {
+    /// `jump_forward`: text a grammar forces is appended without sampling (the model's
+    /// tokenizer splits it).
     pub fn new(
         model: &Model,
         template: Option<&str>,
         parser: Option<ParserKind>,
+        jump_forward: bool,
     ) -> anyhow::Result<Self> {
         let t0 = std::time::Instant::now();
         let eog: Vec<u32> = model.eog_tokens().iter().map(|&t| t as u32).collect();
-        let guidance = Guidance::new(&model.token_words(), &eog)?;
+        let model = *model;
+        let tokenize: Tokenize = Arc::new(move |bytes: &[u8]| {
+            let tokens = model.tokenize_bytes(bytes);
+            tokens.into_iter().map(|t| t as u32).collect()
+        });
+        let guidance = Guidance::new(&model.token_words(), &eog, jump_forward.then_some(tokenize))?;
         let parser = parser
             .unwrap_or_else(|| template.map_or(ParserKind::Hermes, ParserKind::from_template));
         let in_template = template.is_some_and(template_supports_tools);

@@ -1,5 +1,7 @@
 //! Constrained decoding as an engine [`TokenConstraint`]: an llguidance `Matcher` over the
-//! model's vocabulary computes the allowed tokens before each sample.
+//! model's vocabulary computes the allowed tokens before each sample, and the tokens the
+//! grammar forces next (jump-forward: llguidance's fast-forward tokens, which need the
+//! model's own tokenizer; without one, nothing is forced and every token is sampled).
 //!
 //! Laziness (a grammar that starts at a call's opening tag under `tool_choice: auto`) is
 //! tandem's own part: while free, the constraint only watches the decoded bytes for the
@@ -12,7 +14,7 @@ use std::sync::Arc;
 
 use llguidance::{Matcher, ParserFactory};
 use tandem_engine::{Token, TokenConstraint, TokenMask};
-use toktrie::{ApproximateTokEnv, TokEnv, TokRxInfo, TokTrie};
+use toktrie::{ApproximateTokEnv, TokEnv, TokRxInfo, TokTrie, TokenId, TokenizerEnv};
 
 use crate::grammar::{compile, GrammarPlan};
 use crate::parser::ParserKind;
@@ -28,17 +30,59 @@ pub struct Guidance {
 #[error("constrained decoding: {0}")]
 pub struct GuidanceError(pub String);
 
+/// The model's tokenizer over raw bytes (no BOS, control-token text not parsed).
+pub type Tokenize = Arc<dyn Fn(&[u8]) -> Vec<u32> + Send + Sync>;
+
+/// A canonical tokenizer environment for llguidance: forced text is tokenized as the model's
+/// tokenizer would (what the model would have produced and expects to see), falling back to
+/// the trie's greedy split when the tokenizer does not give back exactly these bytes (a
+/// tokenizer that inserts a leading space, say): forced tokens must spell the forced bytes.
+struct ModelTokEnv {
+    trie: TokTrie,
+    tokenize: Tokenize,
+}
+
+impl TokenizerEnv for ModelTokEnv {
+    fn tok_trie(&self) -> &TokTrie {
+        &self.trie
+    }
+
+    fn tokenize_bytes(&self, s: &[u8]) -> Vec<TokenId> {
+        let tokens = (self.tokenize)(s);
+        if self.trie.decode_raw(&tokens) == s {
+            tokens
+        } else {
+            self.trie.greedy_tokenize(s)
+        }
+    }
+
+    fn tokenize_is_canonical(&self) -> bool {
+        true
+    }
+}
+
 impl Guidance {
     /// `words`: each token's bytes, indexed by token id (control tokens such as end-of-turn
     /// prefixed with 0xFF so grammars never match them as text); `eos`: the end-of-generation
-    /// tokens a finished grammar allows.
-    pub fn new(words: &[Vec<u8>], eos: &[u32]) -> Result<Self, GuidanceError> {
+    /// tokens a finished grammar allows; `tokenize`: the model's tokenizer, which enables
+    /// jump-forward over forced text (`None`: every token is sampled).
+    pub fn new(
+        words: &[Vec<u8>],
+        eos: &[u32],
+        tokenize: Option<Tokenize>,
+    ) -> Result<Self, GuidanceError> {
         let first_eos = *eos
             .first()
             .ok_or_else(|| GuidanceError("no EOS token".into()))?;
         let info = TokRxInfo::new(words.len() as u32, first_eos);
         let trie = TokTrie::from(&info, words).with_eos_tokens(eos);
-        let env: TokEnv = Arc::new(ApproximateTokEnv::new(trie.clone()));
+        let env: TokEnv = match tokenize {
+            Some(tokenize) => Arc::new(ModelTokEnv {
+                trie: trie.clone(),
+                tokenize,
+            }),
+            None => Arc::new(ApproximateTokEnv::new(trie.clone())),
+        };
         let mut factory =
             ParserFactory::new_simple(&env).map_err(|e| GuidanceError(e.to_string()))?;
         factory.quiet();
@@ -189,5 +233,19 @@ impl TokenConstraint for Guided {
     fn resumed(&mut self) {
         self.mode = Mode::Free;
         self.window.clear();
+    }
+
+    /// The grammar's fast-forward tokens inside a call (none while free text is decoded).
+    fn forced(&mut self) -> Vec<Token> {
+        let Mode::Active(m) = &mut self.mode else {
+            return Vec::new();
+        };
+        if m.is_stopped() {
+            return Vec::new();
+        }
+        let eos = self.trie.eos_tokens();
+        let ff = m.compute_ff_tokens();
+        let end = ff.iter().position(|t| eos.contains(t)).unwrap_or(ff.len());
+        ff[..end].iter().map(|&t| t as Token).collect()
     }
 }

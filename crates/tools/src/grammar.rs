@@ -49,8 +49,49 @@ pub fn close_objects(schema: &mut Value) {
     }
 }
 
+const ITEM_SEPARATOR: &str = ", ";
+const KEY_SEPARATOR: &str = ": ";
+
 fn json_options() -> Value {
-    json!({"whitespace_flexible": false, "item_separator": ", ", "key_separator": ": "})
+    json!({"whitespace_flexible": false, "item_separator": ITEM_SEPARATOR, "key_separator": KEY_SEPARATOR})
+}
+
+/// serde_json output with the grammars' separators.
+struct Separators;
+
+impl serde_json::ser::Formatter for Separators {
+    fn begin_array_value<W: ?Sized + std::io::Write>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
+        if first {
+            Ok(())
+        } else {
+            w.write_all(ITEM_SEPARATOR.as_bytes())
+        }
+    }
+
+    fn begin_object_key<W: ?Sized + std::io::Write>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
+        self.begin_array_value(w, first)
+    }
+
+    fn begin_object_value<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        w.write_all(KEY_SEPARATOR.as_bytes())
+    }
+}
+
+/// `v` written as the grammars write JSON (what a constrained model produces), e.g. for
+/// replayed calls.
+pub fn grammar_json(v: &Value) -> String {
+    let mut out = Vec::new();
+    let mut ser = serde_json::Serializer::with_formatter(&mut out, Separators);
+    serde::Serialize::serialize(v, &mut ser).expect("a Value serializes");
+    String::from_utf8(out).expect("serde_json writes UTF-8")
 }
 
 /// The schema of one call object naming any of `tools`.

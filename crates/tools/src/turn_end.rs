@@ -152,6 +152,14 @@ impl TokenConstraint for ServerTurns {
         self.pause.take()
     }
 
+    /// The grammar's forced tokens, unless the turn is being cut short.
+    fn forced(&mut self) -> Vec<Token> {
+        if self.abort.load(Ordering::Acquire) {
+            return Vec::new();
+        }
+        self.inner.as_mut().map_or_else(Vec::new, |c| c.forced())
+    }
+
     fn resumed(&mut self) {
         if let Some(c) = self.inner.as_mut() {
             c.resumed();

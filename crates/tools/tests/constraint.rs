@@ -62,7 +62,7 @@ fn pick(mask: &[u32], n: usize, rng: &mut Rng, words: &[Vec<u8>], eos: u32) -> u
 /// until EOS. Returns the text.
 fn decode(plan: &GrammarPlan, prefix: &[u32], seed: u64) -> String {
     let (words, eos) = vocab();
-    let g = Guidance::new(&words, &[eos]).unwrap();
+    let g = Guidance::new(&words, &[eos], None).unwrap();
     let mut c = g.constraint(plan).unwrap();
     let mut rng = Rng(seed);
     let mut out = Vec::new();
@@ -232,7 +232,7 @@ fn server_turn(c: &mut dyn TokenConstraint, prefix: &str, seed: u64) -> (String,
 #[test]
 fn a_turn_of_server_side_calls_pauses_at_its_end_and_the_next_turn_is_free() {
     let (words, eos) = vocab();
-    let g = Guidance::new(&words, &[eos]).unwrap();
+    let g = Guidance::new(&words, &[eos], None).unwrap();
     let names: std::collections::HashSet<String> = ["weather".to_string()].into();
     let named = json!({"type": "function", "function": {"name": "weather"}});
     let mut pauses = 0;
@@ -273,7 +273,7 @@ fn a_turn_of_server_side_calls_pauses_at_its_end_and_the_next_turn_is_free() {
 #[test]
 fn text_without_calls_or_with_client_calls_does_not_pause() {
     let (words, eos) = vocab();
-    let g = Guidance::new(&words, &[eos]).unwrap();
+    let g = Guidance::new(&words, &[eos], None).unwrap();
     let names: std::collections::HashSet<String> = ["weather".to_string()].into();
     let abort: std::sync::Arc<std::sync::atomic::AtomicBool> = Default::default();
     let mut c = g.server_turns(None, ParserKind::Hermes, names, abort.clone());
@@ -308,7 +308,7 @@ fn text_without_calls_or_with_client_calls_does_not_pause() {
 #[test]
 fn lazy_grammar_starts_fresh_for_every_call() {
     let (words, eos) = vocab();
-    let g = Guidance::new(&words, &[eos]).unwrap();
+    let g = Guidance::new(&words, &[eos], None).unwrap();
     let plan = for_tools(ParserKind::Hermes, &tools(json!("auto"), true)).unwrap();
     let mut c = g.constraint(&plan).unwrap();
     let (mut rng, mut text) = (Rng(11), Vec::new());
@@ -329,4 +329,157 @@ fn lazy_grammar_starts_fresh_for_every_call() {
     let calls = parsed_calls(ParserKind::Hermes, &text);
     assert_eq!(calls.len(), 3, "{text}");
     calls.iter().for_each(|(n, a)| check_call(n, a));
+}
+
+/// The test vocabulary's own "tokenizer": longest match first (control tokens never).
+fn longest_match() -> tandem_tools::constraint::Tokenize {
+    let (words, _) = vocab();
+    std::sync::Arc::new(move |bytes: &[u8]| {
+        let mut out = Vec::new();
+        let mut at = 0;
+        while at < bytes.len() {
+            let (id, len) = words
+                .iter()
+                .enumerate()
+                .filter(|(_, w)| w.first() != Some(&0xFF) && bytes[at..].starts_with(w))
+                .map(|(i, w)| (i as u32, w.len()))
+                .max_by_key(|&(_, len)| len)
+                .expect("every byte is a token");
+            out.push(id);
+            at += len;
+        }
+        out
+    })
+}
+
+fn one_tool(choice: Value) -> ToolRequest {
+    let tools = json!([{"type": "function", "function": {"name": "weather", "parameters": {
+        "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]);
+    ToolRequest::parse(
+        Some(&tools),
+        Some(&choice),
+        Some(&json!(false)),
+        &check_schema,
+    )
+    .unwrap()
+}
+
+fn spell(tokens: &[i32]) -> String {
+    let (words, _) = vocab();
+    let bytes: Vec<u8> = tokens
+        .iter()
+        .flat_map(|&t| words[t as usize].clone())
+        .collect();
+    String::from_utf8(bytes).unwrap()
+}
+
+/// Commits `text` byte by byte; returns what the constraint forces after it.
+fn commit_text(c: &mut dyn TokenConstraint, text: &str) -> Vec<i32> {
+    for b in text.bytes() {
+        c.commit(b as i32).unwrap();
+    }
+    c.forced()
+}
+
+#[test]
+fn jump_forward_forces_a_calls_fixed_text_with_the_models_tokenizer() {
+    let (words, eos) = vocab();
+    let g = Guidance::new(&words, &[eos], Some(longest_match())).unwrap();
+    let plan = for_tools(ParserKind::Hermes, &one_tool(json!("auto"))).unwrap();
+    let mut c = g.constraint(&plan).unwrap();
+    assert!(
+        commit_text(&mut c, "Let me check. ").is_empty(),
+        "free text"
+    );
+    let skeleton = commit_text(&mut c, "<tool_call>");
+    // Everything up to the city's value is fixed; the last quote may be held back, since a
+    // longer token could start with it.
+    let text = spell(&skeleton);
+    assert!(
+        "\n{\"name\": \"weather\", \"arguments\": {\"city\": \"".starts_with(&text)
+            && text.len() >= "\n{\"name\": \"weather\", \"arguments\": {\"city\": ".len(),
+        "{text:?}"
+    );
+    // Tokenized as the model would: the vocabulary's `"name": "` is one token.
+    assert!(skeleton.contains(&(words.iter().position(|w| w == b"\"name\": \"").unwrap() as i32)));
+    for &t in &skeleton {
+        c.commit(t).unwrap();
+    }
+    let rest = "\n{\"name\": \"weather\", \"arguments\": {\"city\": \"";
+    let after = commit_text(&mut c, &format!("{}Paris\"", &rest[text.len()..]));
+    assert_eq!(spell(&after), "}}\n</tool_call>");
+    for &t in &after {
+        c.commit(t).unwrap();
+    }
+    assert!(
+        c.allowed().unwrap().is_some(),
+        "the call ended: only the end is left"
+    );
+    assert!(c.forced().is_empty(), "no end-of-turn is ever forced");
+}
+
+#[test]
+fn without_the_models_tokenizer_nothing_is_forced() {
+    let (words, eos) = vocab();
+    let g = Guidance::new(&words, &[eos], None).unwrap();
+    let plan = for_tools(ParserKind::Hermes, &one_tool(json!("auto"))).unwrap();
+    let mut c = g.constraint(&plan).unwrap();
+    assert!(commit_text(&mut c, "<tool_call>").is_empty());
+}
+
+#[test]
+fn forced_calls_with_jump_forward_still_parse_and_take_fewer_samples() {
+    let (words, eos) = vocab();
+    let mut samples = [0usize; 2];
+    for (i, tokenize) in [None, Some(longest_match())].into_iter().enumerate() {
+        let g = Guidance::new(&words, &[eos], tokenize).unwrap();
+        for seed in 1..=6 {
+            let plan = for_tools(ParserKind::Hermes, &tools(json!("required"), true)).unwrap();
+            let mut c = g.constraint(&plan).unwrap();
+            let (mut rng, mut out) = (Rng(seed), Vec::new());
+            loop {
+                for t in c.forced() {
+                    c.commit(t).unwrap();
+                    out.push(t);
+                }
+                let mask = c.allowed().unwrap().expect("a forced plan always masks");
+                let t = pick(&mask, words.len(), &mut rng, &words, eos);
+                c.commit(t as i32).unwrap();
+                samples[i] += 1;
+                if t == eos {
+                    break;
+                }
+                out.push(t as i32);
+            }
+            let text = spell(&out);
+            let calls = parsed_calls(ParserKind::Hermes, &text);
+            assert!(!calls.is_empty(), "{text}");
+            calls.iter().for_each(|(n, a)| check_call(n, a));
+        }
+    }
+    assert!(
+        samples[1] * 2 < samples[0],
+        "samples without / with: {samples:?}"
+    );
+}
+
+#[test]
+fn grammar_json_is_what_the_call_grammar_accepts() {
+    let (words, eos) = vocab();
+    let g = Guidance::new(&words, &[eos], None).unwrap();
+    let plan = for_tools(ParserKind::Hermes, &tools(json!("auto"), true)).unwrap();
+    let mut c = g.constraint(&plan).unwrap();
+    let call = json!({"name": "alarm", "arguments": {"at": "7:00", "tags": [true, false]}});
+    let text = format!(
+        "<tool_call>\n{}\n</tool_call>",
+        tandem_tools::grammar::grammar_json(&call)
+    );
+    assert!(
+        text.contains("{\"at\": \"7:00\", \"tags\": [true, false]}"),
+        "{text}"
+    );
+    for b in text.bytes() {
+        c.commit(b as i32).unwrap();
+    }
+    assert!(c.allowed().unwrap().is_none(), "free again after the call");
 }

@@ -8,8 +8,8 @@ use std::collections::HashMap;
 
 use tandem_engine::fake::FakeRunner;
 use tandem_engine::{
-    Event, InterceptConfig, InterceptSpec, NewRequest, PrefixReuse, Runner, SamplingParams,
-    Scheduler, SchedulerConfig, Token,
+    Constraint, Event, InterceptConfig, InterceptSpec, NewRequest, PrefixReuse, Runner,
+    SamplingParams, Scheduler, SchedulerConfig, Token,
 };
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 
@@ -83,6 +83,16 @@ impl Harness {
         max_tokens: usize,
         intercept: InterceptSpec,
     ) -> u64 {
+        self.submit_full(prompt, max_tokens, intercept, None)
+    }
+
+    pub fn submit_full(
+        &mut self,
+        prompt: Vec<Token>,
+        max_tokens: usize,
+        intercept: InterceptSpec,
+        constraint: Option<Constraint>,
+    ) -> u64 {
         let (tx, rx) = unbounded_channel();
         let id = self.next;
         self.next += 1;
@@ -94,7 +104,7 @@ impl Harness {
             sampling: SamplingParams::default(),
             events: tx,
             intercept,
-            constraint: None,
+            constraint,
         };
         self.sched.add(id, req, self.now);
         self.rxs.insert(id, rx);

@@ -4,6 +4,10 @@
 //! calls sit at fixed positions while the tools' work and results stay real. Each turn ends
 //! with the model's end-of-turn token; a turn of server-side calls then pauses as usual and
 //! the next turn is replayed after the results.
+//!
+//! The request's grammar (the one it would be decoded under without replay) follows along:
+//! where it forces the next tokens and they are the replayed ones, they are forced here too,
+//! so a replayed call jumps forward over its fixed text exactly as a sampled one does.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -19,6 +23,8 @@ pub struct Replay {
     at: usize,
     eot: Token,
     words: usize,
+    /// The request's grammar, fed every token; dropped if the replayed text leaves it.
+    grammar: Option<Box<dyn TokenConstraint>>,
 }
 
 impl Replay {
@@ -42,7 +48,21 @@ impl Replay {
             at: 0,
             eot: st.model.eos(),
             words: st.model.n_vocab().div_ceil(32),
+            grammar: None,
         })
+    }
+
+    /// Follows `grammar` (the request's own constraint) for its forced tokens.
+    pub fn with_grammar(mut self, grammar: Option<Box<dyn TokenConstraint>>) -> Self {
+        self.grammar = grammar;
+        self
+    }
+
+    /// The rest of the current turn's text.
+    fn rest(&self) -> &[Token] {
+        self.turns
+            .front()
+            .map_or(&[], |t| &t[self.at.min(t.len())..])
     }
 
     fn next_token(&self) -> Token {
@@ -66,11 +86,31 @@ impl TokenConstraint for Replay {
             return Err(format!("replay: token {token} sampled against the mask"));
         }
         self.at += 1;
+        if let Some(g) = self.grammar.as_mut() {
+            if let Err(e) = g.commit(token) {
+                tracing::debug!("replay: the replayed text leaves the request's grammar: {e}");
+                self.grammar = None;
+            }
+        }
         Ok(())
     }
 
     fn resumed(&mut self) {
         self.turns.pop_front();
         self.at = 0;
+        if let Some(g) = self.grammar.as_mut() {
+            g.resumed();
+        }
+    }
+
+    /// The grammar's forced tokens, as far as they are the replayed ones.
+    fn forced(&mut self) -> Vec<Token> {
+        let Some(g) = self.grammar.as_mut() else {
+            return Vec::new();
+        };
+        let forced = g.forced();
+        let rest = self.rest();
+        let same = forced.iter().zip(rest).take_while(|(f, r)| f == r).count();
+        forced[..same].to_vec()
     }
 }

@@ -148,7 +148,8 @@ impl ToolPlan {
     }
 
     /// The request's constraint: tool calls when tools are active, else the response format;
-    /// a replayed request (`replay`) follows its text instead. With server-side tools, it
+    /// a replayed request (`replay`) follows its text instead (the grammar only forcing
+    /// tokens where it agrees). With server-side tools, it
     /// pauses at the end of each turn of server-side calls.
     pub fn constraint(
         &self,
@@ -157,7 +158,9 @@ impl ToolPlan {
         abort: Arc<AtomicBool>,
     ) -> Result<Option<Constraint>, ApiError> {
         let inner = match replay {
-            Some(r) => Some(Box::new(r) as Box<dyn TokenConstraint>),
+            Some(r) => {
+                Some(Box::new(r.with_grammar(self.grammar(st)?)) as Box<dyn TokenConstraint>)
+            }
             None => self.grammar(st)?,
         };
         if self.serves_tools() {

@@ -9,6 +9,7 @@
 //! docs/server-tools.md).
 
 use serde_json::{json, Value};
+use tandem_tools::grammar::grammar_json;
 
 /// One workload: the server-side tool it uses and the replayed assistant turns.
 #[derive(Debug, Clone)]
@@ -44,9 +45,10 @@ pub fn by_name(name: &str) -> Option<Workload> {
     })
 }
 
-/// The call as SmolLM2's (Hermes-style) chat template writes it.
+/// The call as SmolLM2's (Hermes-style) chat template writes it, its JSON as the call
+/// grammar does (so the grammar's forced text, jumped forward, is the replayed text).
 fn call(name: &str, arguments: Value) -> String {
-    let body = json!({"name": name, "arguments": arguments});
+    let body = grammar_json(&json!({"name": name, "arguments": arguments}));
     format!("<tool_call>\n{body}\n</tool_call>")
 }
 
