@@ -10,7 +10,7 @@ MODEL="${1:-$DEFAULT_MODEL}"
 cargo build --release --locked --bin tandem >&2
 mkdir -p bench/work
 FLAGS=(--model "$MODEL" --max-seqs 8 --kv-cells 16384)
-start_tandem bench/work/jump-forward-on.log "${FLAGS[@]}"
+start_tandem bench/work/jump-forward-on.log "${FLAGS[@]}" --jump-forward on
 ON_URL=$URL ON_PID=$PID
 start_tandem bench/work/jump-forward-off.log "${FLAGS[@]}" --jump-forward off
 trap 'kill $ON_PID $PID 2>/dev/null || true' EXIT

@@ -2,7 +2,8 @@
 """Jump-forward decoding: latency of constrained requests with it on and off, same run, two
 tandem servers that differ only in --jump-forward. Two workloads, greedy: a tool call
 (`tool_choice` naming a tool whose arguments have seven required keys) and a JSON-schema
-answer (`response_format`, nested object). With jump-forward on, the text the grammar fixes
+answer (`response_format`, nested object), their values bounded (lengths, patterns, enums)
+so that a small model's output ends within max_tokens. With jump-forward on, the text the grammar fixes
 (keys, separators, the call's markup and closing tag) is appended in one chunk instead of one
 decode step per token. Rounds alternate on and off so machine noise falls on both; each round
 runs STREAMS requests at once.
@@ -23,22 +24,25 @@ import requests
 EVENT = {
     "type": "object",
     "properties": {
-        "title": {"type": "string"}, "date": {"type": "string"}, "start_time": {"type": "string"},
-        "end_time": {"type": "string"}, "location": {"type": "string"},
-        "attendees": {"type": "array", "items": {"type": "string"}},
-        "reminder_minutes": {"type": "integer"},
+        "title": {"type": "string", "maxLength": 40},
+        "date": {"type": "string", "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}$"},
+        "start_time": {"type": "string", "pattern": "^[0-9]{2}:[0-9]{2}$"},
+        "end_time": {"type": "string", "pattern": "^[0-9]{2}:[0-9]{2}$"},
+        "location": {"type": "string", "maxLength": 30},
+        "attendees": {"type": "array", "items": {"type": "string", "maxLength": 20}, "maxItems": 4},
+        "reminder_minutes": {"type": "integer", "minimum": 0, "maximum": 120},
     },
     "required": ["title", "date", "start_time", "end_time", "location", "attendees", "reminder_minutes"],
 }
 PRODUCT = {
     "type": "object",
     "properties": {
-        "name": {"type": "string"}, "price": {"type": "number"}, "currency": {"type": "string"},
-        "in_stock": {"type": "boolean"},
+        "name": {"type": "string", "maxLength": 40}, "price": {"type": "number"},
+        "currency": {"enum": ["USD", "EUR", "GBP"]}, "in_stock": {"type": "boolean"},
         "dimensions": {"type": "object", "properties": {
-            "width_cm": {"type": "number"}, "height_cm": {"type": "number"}, "depth_cm": {"type": "number"}},
+            "width_cm": {"type": "integer"}, "height_cm": {"type": "integer"}, "depth_cm": {"type": "integer"}},
             "required": ["width_cm", "height_cm", "depth_cm"]},
-        "tags": {"type": "array", "items": {"type": "string"}},
+        "tags": {"type": "array", "items": {"type": "string", "maxLength": 16}, "maxItems": 3},
     },
     "required": ["name", "price", "currency", "in_stock", "dimensions", "tags"],
 }
@@ -87,6 +91,8 @@ def measure(urls, name, streams, rounds, max_tokens):
         for mode in order:
             runs[mode].extend(round_of(urls[mode], name, streams, max_tokens))
     forced = forced_total(urls["on"]) - forced0
+    if forced == 0:
+        raise SystemExit(f"{urls['on']} forced no token: is it running with --jump-forward on?")
     row = {"workload": name, "streams": streams, "requests": len(runs["on"])}
     for mode, rs in runs.items():
         row[f"latency_s_{mode}"] = statistics.mean(r[0] for r in rs)

@@ -70,6 +70,18 @@ fn sampled(h: &Harness, context: &[Token], n: usize) -> Vec<Token> {
     out
 }
 
+/// The request finished at `max_tokens`, forced tokens counted; nothing is left in use.
+fn ends_at_max_tokens(h: &mut Harness, id: u64, max_tokens: usize) {
+    let Some(Event::Finished { reason, usage }) = h.finish(id) else {
+        panic!("not finished")
+    };
+    assert_eq!(
+        (reason, usage.completion_tokens),
+        (FinishReason::Length, max_tokens)
+    );
+    h.assert_all_free();
+}
+
 #[test]
 fn forced_tokens_follow_the_sampled_one_and_run_as_one_chunk() {
     let mut h = Harness::new(2, 256, 64);
@@ -104,11 +116,7 @@ fn forced_tokens_follow_the_sampled_one_and_run_as_one_chunk() {
         .filter(|&n| n > 0)
         .collect();
     assert_eq!(sizes, [8, 4, 1, 1, 1], "8 tokens out of 5 forward passes");
-    let Some(Event::Finished { reason, usage }) = h.finish(id) else {
-        panic!("not finished")
-    };
-    assert_eq!((reason, usage.completion_tokens), (FinishReason::Length, 8));
-    h.assert_all_free();
+    ends_at_max_tokens(&mut h, id, 8);
 }
 
 #[test]
@@ -119,11 +127,7 @@ fn max_tokens_cuts_a_forced_run() {
     let out = h.tokens(id);
     assert_eq!(out[1..], RUN[..2]);
     assert_eq!(*commits.lock().unwrap(), out);
-    let Some(Event::Finished { reason, usage }) = h.finish(id) else {
-        panic!("not finished")
-    };
-    assert_eq!((reason, usage.completion_tokens), (FinishReason::Length, 3));
-    h.assert_all_free();
+    ends_at_max_tokens(&mut h, id, 3);
 }
 
 #[test]
