@@ -476,7 +476,7 @@ impl Scheduler {
             match c.0.commit(token) {
                 Ok(()) => constraint_pause = c.0.pause_requested(),
                 Err(e) => {
-                    tracing::warn!(request = r.id, "constraint rejected a sampled token: {e}");
+                    tracing::warn!(request = r.id, "constraint rejected a token: {e}");
                     r.constraint = None;
                 }
             }

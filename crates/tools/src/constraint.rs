@@ -34,7 +34,8 @@ pub struct GuidanceError(pub String);
 pub type Tokenize = Arc<dyn Fn(&[u8]) -> Vec<u32> + Send + Sync>;
 
 /// A canonical tokenizer environment for llguidance: forced text is tokenized as the model's
-/// tokenizer would (what the model would have produced and expects to see), falling back to
+/// tokenizer splits it (the split its training text had; a model sampling token by token
+/// may pick another one, so outputs can differ, docs/tool-calling.md), falling back to
 /// the trie's greedy split when the tokenizer does not give back exactly these bytes (a
 /// tokenizer that inserts a leading space, say): forced tokens must spell the forced bytes.
 struct ModelTokEnv {
