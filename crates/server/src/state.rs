@@ -34,12 +34,8 @@ impl ToolSetup {
     ) -> anyhow::Result<Self> {
         let t0 = std::time::Instant::now();
         let eog: Vec<u32> = model.eog_tokens().iter().map(|&t| t as u32).collect();
-        let model = *model;
-        let tokenize: Tokenize = Arc::new(move |bytes: &[u8]| {
-            let tokens = model.tokenize_bytes(bytes);
-            tokens.into_iter().map(|t| t as u32).collect()
-        });
-        let guidance = Guidance::new(&model.token_words(), &eog, jump_forward.then_some(tokenize))?;
+        let tokenize = jump_forward.then(|| model_tokenizer(*model));
+        let guidance = Guidance::new(&model.token_words(), &eog, tokenize)?;
         let parser = parser
             .unwrap_or_else(|| template.map_or(ParserKind::Hermes, ParserKind::from_template));
         let in_template = template.is_some_and(template_supports_tools);
@@ -54,6 +50,14 @@ impl ToolSetup {
             guidance,
         })
     }
+}
+
+/// The model's tokenizer as the grammar compiler takes it (raw bytes, ids as u32).
+fn model_tokenizer(model: Model) -> Tokenize {
+    Arc::new(move |bytes: &[u8]| {
+        let tokens = model.tokenize_bytes(bytes);
+        tokens.into_iter().map(|t| t as u32).collect()
+    })
 }
 
 pub struct AppState {

@@ -24,6 +24,8 @@ use crate::turn_end::ServerTurns;
 pub struct Guidance {
     factory: Arc<ParserFactory>,
     trie: Arc<TokTrie>,
+    /// Built with the model's tokenizer: grammars force tokens (jump-forward).
+    jump_forward: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -77,6 +79,7 @@ impl Guidance {
             .ok_or_else(|| GuidanceError("no EOS token".into()))?;
         let info = TokRxInfo::new(words.len() as u32, first_eos);
         let trie = TokTrie::from(&info, words).with_eos_tokens(eos);
+        let jump_forward = tokenize.is_some();
         let env: TokEnv = match tokenize {
             Some(tokenize) => Arc::new(ModelTokEnv {
                 trie: trie.clone(),
@@ -90,6 +93,7 @@ impl Guidance {
         Ok(Self {
             factory: Arc::new(factory),
             trie: Arc::new(trie),
+            jump_forward,
         })
     }
 
@@ -111,6 +115,7 @@ impl Guidance {
         };
         Ok(Guided {
             trie: Arc::clone(&self.trie),
+            jump_forward: self.jump_forward,
             mode,
             trigger,
             body,
@@ -148,6 +153,9 @@ enum Mode {
 /// One request's constraint.
 pub struct Guided {
     trie: Arc<TokTrie>,
+    /// Whether to ask the matcher for forced tokens at all (without the model's tokenizer it
+    /// never has any, and asking after every token is wasted work).
+    jump_forward: bool,
     mode: Mode,
     trigger: Vec<u8>,
     /// Lazy plans: the call grammar, compiled once at request start; each call clones it
@@ -241,7 +249,7 @@ impl TokenConstraint for Guided {
         let Mode::Active(m) = &mut self.mode else {
             return Vec::new();
         };
-        if m.is_stopped() {
+        if !self.jump_forward || m.is_stopped() {
             return Vec::new();
         }
         let eos = self.trie.eos_tokens();
