@@ -175,7 +175,8 @@ def test_example_agent_loop_runs(server):
 
 
 def named_call(url, i):
-    tools = [tool(f"f{i}", SCHEMAS[i])]
+    # The tools of test_twenty_schemas_required_and_named, the named one first.
+    tools = [tool(f"f{i}", SCHEMAS[i]), tool("other", {"type": "object", "properties": {"z": {"type": "integer"}}, "required": ["z"]})]
     body = {"messages": [{"role": "user", "content": "Use the tool to help me plan my day."}], "tools": tools,
             "tool_choice": {"type": "function", "function": {"name": f"f{i}"}}, "parallel_tool_calls": False,
             "max_tokens": 120, "temperature": 0}
@@ -209,6 +210,9 @@ def test_jump_forward_appends_the_fixed_text_of_calls(server):
             same += on_call == off_call
         forced = on.metric("tandem_forced_tokens_total")
         masks = on.metric("tandem_constraint_masks_total") - masks0
+        # Shown with `pytest -s` (docs/tool-calling.md quotes it).
+        print(f"jump-forward: {done} of {len(SCHEMAS)} calls complete, {same} the same as sampled, "
+              f"{forced:.0f} of {tokens} tokens forced")
         assert forced > 0.3 * tokens, (forced, tokens)
         assert masks <= tokens - forced + len(SCHEMAS), (masks, tokens, forced)
         assert done >= len(SCHEMAS) - 2 and same >= len(SCHEMAS) - 5, (done, same)
