@@ -174,16 +174,19 @@ def test_example_agent_loop_runs(server):
 
 
 
-def named_call(url, i):
+def named_call(url, i, **extra):
+    """The call and its completion tokens (and the response's logprobs with `logprobs=True`)."""
     # The tools of test_twenty_schemas_required_and_named, the named one first.
     tools = [tool(f"f{i}", SCHEMAS[i]), tool("other", {"type": "object", "properties": {"z": {"type": "integer"}}, "required": ["z"]})]
     body = {"messages": [{"role": "user", "content": "Use the tool to help me plan my day."}], "tools": tools,
             "tool_choice": {"type": "function", "function": {"name": f"f{i}"}}, "parallel_tool_calls": False,
-            "max_tokens": 120, "temperature": 0}
+            "max_tokens": 120, "temperature": 0, **extra}
     r = requests.post(url + "/v1/chat/completions", json=body, timeout=120)
     assert r.status_code == 200, r.text
     out = r.json()
     calls = out["choices"][0]["message"].get("tool_calls") or [{"function": None}]
+    if extra.get("logprobs"):
+        return calls[0]["function"], out["usage"]["completion_tokens"], out["choices"][0]["logprobs"]
     return calls[0]["function"], out["usage"]["completion_tokens"]
 
 
@@ -216,5 +219,10 @@ def test_jump_forward_appends_the_fixed_text_of_calls(server):
         assert forced > 0.3 * tokens, (forced, tokens)
         assert masks <= tokens - forced + len(SCHEMAS), (masks, tokens, forced)
         assert done >= len(SCHEMAS) - 2 and same >= len(SCHEMAS) - 5, (done, same)
+        # A request asking for logprobs samples every token, so each has its figures (the
+        # end-of-turn token after the call counts in usage but is not output).
+        call, n, lps = named_call(on.url, 0, logprobs=True)
+        assert on.metric("tandem_forced_tokens_total") == forced
+        assert call is not None and len(lps["content"]) == n - 1
     finally:
         on.stop()

@@ -10,7 +10,7 @@ use crate::cost::CostModel;
 use crate::plan::{KvOp, Sampled, StepPlan, StepResult};
 use crate::prefix::Loc;
 use crate::swap::SwapHandle;
-use crate::types::{SeqId, Token};
+use crate::types::{SeqId, Token, TokenLogprobs};
 use crate::{Runner, RunnerError};
 
 pub struct FakeRunner {
@@ -159,10 +159,12 @@ impl Runner for FakeRunner {
                 if let Some(mask) = &item.mask {
                     token = first_allowed(mask, token);
                 }
+                let logprobs = item.sample.as_ref().and_then(|p| p.logprobs);
                 sampled.push(Sampled {
                     request: item.request,
                     token,
                     eog: token == self.eog,
+                    logprobs: logprobs.map(|k| fake_logprobs(token, k)),
                 });
             }
         }
@@ -177,6 +179,15 @@ impl Runner for FakeRunner {
     fn profile(&mut self) -> Result<CostModel, RunnerError> {
         Ok(self.cost)
     }
+}
+
+/// Made-up but consistent log-probabilities: the sampled token first, then `k - 1` others.
+fn fake_logprobs(token: Token, k: u32) -> TokenLogprobs {
+    let logprob = -0.5;
+    let top = (0..k as Token)
+        .map(|i| (token + i, logprob - i as f32))
+        .collect();
+    TokenLogprobs { logprob, top }
 }
 
 /// The first token at or after `token` (wrapping) that `mask` allows; `token` if none is.

@@ -44,8 +44,8 @@ pub use prefix::Loc;
 pub use scheduler::{InterceptConfig, InterceptCounters, PrefixReuse, Scheduler, SchedulerConfig};
 pub use swap::SwapHandle;
 pub use types::{
-    mask_allows, Constraint, Event, FinishReason, InterceptSpec, NewRequest, RequestId,
-    SamplingParams, SeqId, Token, TokenConstraint, TokenMask, Usage,
+    mask_allows, Constraint, Event, FinishReason, InterceptSpec, NewRequest, Penalties, RequestId,
+    SamplingParams, SeqId, Token, TokenConstraint, TokenLogprobs, TokenMask, Usage,
 };
 
 /// Executes step plans on a model. Implementations carry out exactly what the plan says.

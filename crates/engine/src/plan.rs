@@ -3,7 +3,7 @@
 
 use crate::prefix::Loc;
 use crate::swap::SwapHandle;
-use crate::types::{RequestId, SamplingParams, SeqId, Token, TokenMask};
+use crate::types::{RequestId, SamplingParams, SeqId, Token, TokenLogprobs, TokenMask};
 
 /// A KV-cache operation, applied by the runner before the batch runs, in order.
 #[derive(Clone, Debug, PartialEq)]
@@ -66,6 +66,8 @@ pub struct Sampled {
     pub request: RequestId,
     pub token: Token,
     pub eog: bool,
+    /// When the request asked for them (`SamplingParams::logprobs`).
+    pub logprobs: Option<TokenLogprobs>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]

@@ -443,7 +443,12 @@ impl Scheduler {
         let Some(pos) = self.running.iter().position(|r| r.id == s.request) else {
             return;
         };
-        if self.take_token(pos, s.token, s.eog, now) {
+        if let Some(lp) = &s.logprobs {
+            let _ = self.running[pos].events.send(Event::Logprobs(lp.clone()));
+        }
+        if self.take_token(pos, s.token, s.eog, now)
+            && self.running[pos].sampling.logprobs.is_none()
+        {
             self.jump_forward(pos, now);
         }
     }

@@ -9,12 +9,23 @@ pub type Token = i32;
 pub type RequestId = u64;
 pub type SeqId = i32;
 
-/// How the runner picks the next token. `temperature == 0` means greedy.
+/// How the runner picks the next token. `temperature == 0` means greedy. The penalties and
+/// the logit bias apply in greedy mode too; `top_k`, `top_p` and `min_p` only when sampling.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SamplingParams {
     pub temperature: f32,
     pub top_p: f32,
+    /// Keep only the `top_k` most likely tokens; 0 keeps all.
+    pub top_k: u32,
+    /// Drop tokens whose probability is below `min_p` times the most likely one's; 0 keeps all.
+    pub min_p: f32,
+    pub penalties: Penalties,
+    /// Added to the logits of these tokens before anything else (OpenAI's `logit_bias`).
+    pub logit_bias: Vec<(Token, f32)>,
     pub seed: Option<u64>,
+    /// Report each sampled token's log-probability with this many most likely alternatives
+    /// (`Event::Logprobs`). A request that asks samples every token: no jump-forward.
+    pub logprobs: Option<u32>,
 }
 
 impl Default for SamplingParams {
@@ -22,8 +33,47 @@ impl Default for SamplingParams {
         Self {
             temperature: 1.0,
             top_p: 1.0,
+            top_k: 0,
+            min_p: 0.0,
+            penalties: Penalties::default(),
+            logit_bias: Vec::new(),
             seed: None,
+            logprobs: None,
         }
+    }
+}
+
+/// A sampled token's log-probability under the model (its raw logits, before penalties,
+/// bias, temperature or a grammar's mask) and the most likely tokens with theirs, best first.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TokenLogprobs {
+    pub logprob: f32,
+    pub top: Vec<(Token, f32)>,
+}
+
+/// Penalties on tokens the request has already sampled: OpenAI's additive `frequency`
+/// (times the count) and `presence` (once), and the multiplicative `repeat` of vLLM and
+/// llama.cpp (`repetition_penalty`: 1 is off).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Penalties {
+    pub repeat: f32,
+    pub frequency: f32,
+    pub presence: f32,
+}
+
+impl Default for Penalties {
+    fn default() -> Self {
+        Self {
+            repeat: 1.0,
+            frequency: 0.0,
+            presence: 0.0,
+        }
+    }
+}
+
+impl Penalties {
+    pub fn is_off(&self) -> bool {
+        self.repeat == 1.0 && self.frequency == 0.0 && self.presence == 0.0
     }
 }
 
@@ -125,6 +175,9 @@ pub struct Usage {
 pub enum Event {
     /// A generated token (an EOG token is not sent).
     Token(Token),
+    /// The log-probabilities of the next sampled token, sent just before its `Token` event
+    /// (and for a sampled end-of-generation token, which has none), only when asked for.
+    Logprobs(TokenLogprobs),
     Finished {
         reason: FinishReason,
         usage: Usage,

@@ -7,7 +7,8 @@ use std::sync::{Arc, Mutex};
 
 use common::{prompt, Harness};
 use tandem_engine::{
-    Constraint, Event, FinishReason, InterceptSpec, Token, TokenConstraint, TokenMask,
+    Constraint, Event, FinishReason, InterceptSpec, SamplingParams, Token, TokenConstraint,
+    TokenMask,
 };
 
 /// Forces `run` once, after the first sampled token; records every commit.
@@ -43,19 +44,33 @@ fn submit(
     max_tokens: usize,
     spec: InterceptSpec,
 ) -> (u64, Arc<Mutex<Vec<Token>>>) {
+    submit_sampled(h, max_tokens, spec, SamplingParams::default())
+}
+
+fn submit_sampled(
+    h: &mut Harness,
+    max_tokens: usize,
+    spec: InterceptSpec,
+    sampling: SamplingParams,
+) -> (u64, Arc<Mutex<Vec<Token>>>) {
     let commits = Arc::new(Mutex::new(Vec::new()));
     let c = ForceOnce {
         run: RUN.to_vec(),
         done: false,
         commits: Arc::clone(&commits),
     };
-    let id = h.submit_full(
-        prompt(8, 3),
-        max_tokens,
-        spec,
-        Some(Constraint(Box::new(c))),
-    );
+    let constraint = Some(Constraint(Box::new(c)));
+    let id = h.submit_sampled(prompt(8, 3), max_tokens, spec, constraint, sampling);
     (id, commits)
+}
+
+fn nonzero_batches(h: &Harness) -> Vec<usize> {
+    h.runner
+        .batch_sizes
+        .iter()
+        .copied()
+        .filter(|&n| n > 0)
+        .collect()
 }
 
 /// What the fake model samples after `context` and then `n - 1` more of its own tokens.
@@ -108,14 +123,11 @@ fn forced_tokens_follow_the_sampled_one_and_run_as_one_chunk() {
         want,
         "every token committed, in order"
     );
-    let sizes: Vec<usize> = h
-        .runner
-        .batch_sizes
-        .iter()
-        .copied()
-        .filter(|&n| n > 0)
-        .collect();
-    assert_eq!(sizes, [8, 4, 1, 1, 1], "8 tokens out of 5 forward passes");
+    assert_eq!(
+        nonzero_batches(&h),
+        [8, 4, 1, 1, 1],
+        "8 tokens out of 5 forward passes"
+    );
     ends_at_max_tokens(&mut h, id, 8);
 }
 
@@ -156,4 +168,28 @@ fn a_trigger_inside_a_forced_run_pauses_there() {
         "decoding goes on after the appended tokens"
     );
     h.assert_all_free();
+}
+
+#[test]
+fn a_request_asking_for_logprobs_samples_every_token_and_gets_their_figures() {
+    let mut h = Harness::new(2, 256, 64);
+    let sampling = SamplingParams {
+        logprobs: Some(3),
+        ..Default::default()
+    };
+    let (id, _) = submit_sampled(&mut h, 5, InterceptSpec::default(), sampling);
+    h.run_to_idle();
+    assert_eq!(nonzero_batches(&h), [8, 1, 1, 1, 1], "nothing forced");
+    let log = &h.log[&id];
+    let tokens: Vec<usize> = (0..log.len())
+        .filter(|&i| matches!(log[i], Event::Token(_)))
+        .collect();
+    assert_eq!(tokens.len(), 5);
+    for i in tokens {
+        let (Event::Logprobs(lp), Event::Token(t)) = (&log[i - 1], &log[i]) else {
+            panic!("token {i} without its figures just before it: {log:?}")
+        };
+        assert_eq!((lp.top.len(), lp.top[0].0), (3, *t));
+    }
+    ends_at_max_tokens(&mut h, id, 5);
 }

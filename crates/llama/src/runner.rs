@@ -12,10 +12,11 @@ use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::data::LlamaTokenData;
 use llama_cpp_2::token::data_array::LlamaTokenDataArray;
+use llama_cpp_2::token::logit_bias::LlamaLogitBias;
 use llama_cpp_2::token::LlamaToken;
 use tandem_engine::{
     CostModel, KvOp, Loc, PlanItem, RequestId, Runner, RunnerError, Sampled, SamplingParams,
-    StepPlan, StepResult, SwapHandle,
+    StepPlan, StepResult, SwapHandle, TokenLogprobs,
 };
 
 use crate::model::{backend, Model, ModelError};
@@ -47,18 +48,46 @@ pub struct LlamaRunner {
 /// llama.cpp's "pick a random seed" value.
 const RANDOM_SEED: u32 = u32::MAX;
 
-fn make_sampler(p: &SamplingParams) -> LlamaSampler {
+/// The request's llama.cpp sampler chain, in llama.cpp's own order: logit bias, penalties
+/// (over the tokens this sampler accepted, i.e. the request's sampled tokens, at most
+/// `history` of them), then greedy, or top-k, top-p, min-p, temperature and a seeded draw.
+fn make_sampler(p: &SamplingParams, n_vocab: i32, history: i32) -> LlamaSampler {
+    let mut chain = Vec::new();
+    if !p.logit_bias.is_empty() {
+        let bias: Vec<LlamaLogitBias> = p
+            .logit_bias
+            .iter()
+            .map(|&(t, b)| LlamaLogitBias::new(LlamaToken(t), b))
+            .collect();
+        chain.push(LlamaSampler::logit_bias(n_vocab, &bias));
+    }
+    let q = &p.penalties;
+    if !q.is_off() {
+        chain.push(LlamaSampler::penalties(
+            n_vocab,
+            history,
+            q.repeat,
+            q.frequency,
+            q.presence,
+        ));
+    }
     if p.temperature <= 0.0 {
-        return LlamaSampler::greedy();
+        chain.push(LlamaSampler::greedy());
+        return LlamaSampler::chain_simple(chain);
     }
     let seed = p
         .seed
         .map_or(RANDOM_SEED, |s| (s % u64::from(u32::MAX)) as u32);
-    LlamaSampler::chain_simple([
-        LlamaSampler::top_p(p.top_p, 1),
-        LlamaSampler::temp(p.temperature),
-        LlamaSampler::dist(seed),
-    ])
+    if p.top_k > 0 {
+        chain.push(LlamaSampler::top_k(p.top_k as i32));
+    }
+    chain.push(LlamaSampler::top_p(p.top_p, 1));
+    if p.min_p > 0.0 {
+        chain.push(LlamaSampler::min_p(p.min_p, 1));
+    }
+    chain.push(LlamaSampler::temp(p.temperature));
+    chain.push(LlamaSampler::dist(seed));
+    LlamaSampler::chain_simple(chain)
 }
 
 fn flash_policy(on: Option<bool>) -> llama_cpp_sys_2::llama_flash_attn_type {
@@ -194,19 +223,44 @@ impl LlamaRunner {
 
     fn sample(&mut self, item: &PlanItem, row: i32) -> Sampled {
         let params = item.sample.as_ref().expect("sampling item");
+        let (n_vocab, history) = (self.model.n_vocab() as i32, self.cells_per_seq as i32);
         let sampler = self
             .samplers
             .entry(item.request)
-            .or_insert_with(|| make_sampler(params));
+            .or_insert_with(|| make_sampler(params, n_vocab, history));
         let token = match &item.mask {
             None => sampler.sample(&self.ctx, row).0,
             Some(mask) => sample_masked(&self.ctx, row, sampler, mask),
         };
+        let logprobs = params
+            .logprobs
+            .map(|k| logprobs(self.ctx.get_logits_ith(row), token, k as usize));
         Sampled {
             request: item.request,
             token,
             eog: self.model.is_eog(token),
+            logprobs,
         }
+    }
+}
+
+/// `token`'s log-probability under the raw logits (a log-softmax over the whole vocabulary)
+/// and the `k` most likely tokens with theirs, best first.
+fn logprobs(logits: &[f32], token: i32, k: usize) -> TokenLogprobs {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let sum: f64 = logits.iter().map(|&l| f64::from(l - max).exp()).sum();
+    let norm = max + sum.ln() as f32;
+    let lp = |t: usize| logits.get(t).map_or(f32::NEG_INFINITY, |l| l - norm);
+    let mut ids: Vec<usize> = (0..logits.len()).collect();
+    let k = k.min(ids.len());
+    if k > 0 && k < ids.len() {
+        ids.select_nth_unstable_by(k - 1, |&a, &b| logits[b].total_cmp(&logits[a]));
+    }
+    ids.truncate(k);
+    ids.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]));
+    TokenLogprobs {
+        logprob: lp(token as usize),
+        top: ids.into_iter().map(|t| (t as i32, lp(t))).collect(),
     }
 }
 
@@ -264,5 +318,26 @@ impl Runner for LlamaRunner {
 
     fn profile(&mut self) -> Result<CostModel, RunnerError> {
         crate::profile::measure(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn logprobs_are_a_log_softmax_with_the_best_first() {
+        let logits = [1.0f32, 3.0, 2.0, 3.0_f32.ln()];
+        let lp = logprobs(&logits, 2, 2);
+        let total: f32 = logits.iter().map(|l| l.exp()).sum();
+        assert!((lp.logprob - (2.0f32.exp() / total).ln()).abs() < 1e-5);
+        assert_eq!(lp.top.iter().map(|t| t.0).collect::<Vec<_>>(), vec![1, 2]);
+        assert!((lp.top[0].1 - (3.0f32.exp() / total).ln()).abs() < 1e-5);
+        assert!(logprobs(&logits, 0, 0).top.is_empty());
+        assert_eq!(
+            logprobs(&logits, 0, 9).top.len(),
+            4,
+            "k is capped by the vocabulary"
+        );
     }
 }

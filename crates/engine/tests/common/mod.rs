@@ -93,6 +93,18 @@ impl Harness {
         intercept: InterceptSpec,
         constraint: Option<Constraint>,
     ) -> u64 {
+        let sampling = SamplingParams::default();
+        self.submit_sampled(prompt, max_tokens, intercept, constraint, sampling)
+    }
+
+    pub fn submit_sampled(
+        &mut self,
+        prompt: Vec<Token>,
+        max_tokens: usize,
+        intercept: InterceptSpec,
+        constraint: Option<Constraint>,
+        sampling: SamplingParams,
+    ) -> u64 {
         let (tx, rx) = unbounded_channel();
         let id = self.next;
         self.next += 1;
@@ -101,7 +113,7 @@ impl Harness {
             prompt,
             max_tokens,
             ignore_eos: true,
-            sampling: SamplingParams::default(),
+            sampling,
             events: tx,
             intercept,
             constraint,

@@ -13,10 +13,11 @@ use tandem_engine::Usage;
 use tandem_tools::ParserKind;
 
 use crate::api::body::parse_json;
-use crate::api::generate::{usage_json, Generation};
+use crate::api::generate::{usage_json, Collected, Generation};
+use crate::api::logprobs;
 use crate::api::replay::Replay;
 use crate::api::server_calls::{ServerCalls, ToolResult};
-use crate::api::stream::{sse_response, ChunkFn, ChunkOf};
+use crate::api::stream::{sse_response, ChunkFn, ChunkOf, LogprobsFn, StreamSpec};
 use crate::api::tool_calls::{self, CallIds, DeltaStream, ToolPlan};
 use crate::api::types::{normalize_messages, ChatRequest};
 use crate::error::ApiError;
@@ -38,7 +39,9 @@ pub async fn handler(
 ) -> Result<Response, ApiError> {
     let req: ChatRequest = parse_json(body, st.body_limit)?;
     st.check_model(req.common.model.as_deref())?;
-    let params = req.common.validate()?;
+    let mut params = req.common.validate(st.model.n_vocab())?;
+    params.sampling.logprobs = logprobs::chat_request(req.logprobs, req.top_logprobs)?;
+    let want_logprobs = params.sampling.logprobs.is_some();
     let plan = ToolPlan::parse(&req, &st.registry)?;
     let messages = normalize_messages(&req.messages)?;
     let prompt = prompt_tokens(&st, &messages, &plan)?;
@@ -72,15 +75,27 @@ pub async fn handler(
             json!({"role": "assistant", "content": ""}),
             None,
         );
-        return Ok(sse_response(Some(first), gen, chunk, params.include_usage));
+        let spec = StreamSpec {
+            first: Some(first),
+            chunk,
+            include_usage: params.include_usage,
+            logprobs: want_logprobs.then(|| -> LogprobsFn { Box::new(logprobs::chat_json) }),
+        };
+        return Ok(sse_response(gen, spec));
     }
-    let (turns, finish, usage) = gen.collect_turns().await?;
+    let Collected {
+        turns,
+        finish,
+        usage,
+        logprobs: lps,
+    } = gen.collect_turns().await?;
+    let lps = want_logprobs.then(|| logprobs::chat_json(&lps));
     let Some(kind) = parser else {
         let text: String = turns.into_iter().map(|t| t.0).collect();
         let message = json!({"role": "assistant", "content": text});
-        return Ok(
-            Json(full_response(&id, &model, created, message, finish, &usage)).into_response(),
-        );
+        let mut body = full_response(&id, &model, created, message, finish, &usage);
+        body["choices"][0]["logprobs"] = json!(lps);
+        return Ok(Json(body).into_response());
     };
     let added = turn_messages(kind, &ids, &turns);
     let message = added
@@ -95,6 +110,7 @@ pub async fn handler(
         finish
     };
     let mut body = full_response(&id, &model, created, message, finish, &usage);
+    body["choices"][0]["logprobs"] = json!(lps);
     if plan.serves_tools() {
         body["choices"][0]["messages"] = json!(added);
     }

@@ -12,7 +12,8 @@ use serde_json::{json, Value};
 use crate::api::body::parse_json;
 use crate::api::chat::{random_id, unix_now};
 use crate::api::generate::{usage_json, Generation};
-use crate::api::stream::{sse_response, ChunkFn, ChunkOf};
+use crate::api::logprobs;
+use crate::api::stream::{sse_response, ChunkFn, ChunkOf, LogprobsFn, StreamSpec};
 use crate::api::types::{CompletionRequest, PromptSpec};
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -57,7 +58,9 @@ pub async fn handler(
 ) -> Result<Response, ApiError> {
     let req: CompletionRequest = parse_json(body, st.body_limit)?;
     st.check_model(req.common.model.as_deref())?;
-    let params = req.common.validate()?;
+    let mut params = req.common.validate(st.model.n_vocab())?;
+    params.sampling.logprobs = logprobs::completion_request(req.logprobs, req.echo)?;
+    let want_logprobs = params.sampling.logprobs.is_some();
     let (prompt_text, tokens) = prompt(&st, &req.prompt)?;
     let id = format!("cmpl-{}", random_id());
     let (model, created) = (st.served_name.clone(), unix_now());
@@ -65,14 +68,23 @@ pub async fn handler(
     let echo = req.echo.then_some(prompt_text);
     if params.stream {
         let first = echo.map(|t| chunk_json(&id, &model, created, &t, None));
-        let chunk = chunk_fn(id, model, created);
-        return Ok(sse_response(first, gen, chunk, params.include_usage));
+        let mut offset = 0;
+        let spec = StreamSpec {
+            first,
+            chunk: chunk_fn(id, model, created),
+            include_usage: params.include_usage,
+            logprobs: want_logprobs.then(|| -> LogprobsFn {
+                Box::new(move |e| logprobs::completion_json(e, &mut offset))
+            }),
+        };
+        return Ok(sse_response(gen, spec));
     }
-    let (text, finish, usage) = gen.collect().await?;
+    let (text, finish, usage, lps) = gen.collect().await?;
     let text = echo.unwrap_or_default() + &text;
+    let lps = want_logprobs.then(|| logprobs::completion_json(&lps, &mut 0));
     Ok(Json(json!({
         "id": id, "object": "text_completion", "created": created, "model": model,
-        "choices": [{"index": 0, "text": text, "logprobs": null, "finish_reason": finish}],
+        "choices": [{"index": 0, "text": text, "logprobs": lps, "finish_reason": finish}],
         "usage": usage_json(&usage),
     }))
     .into_response())

@@ -14,12 +14,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tandem_engine::{
-    Constraint, Event, FinishReason, InterceptSpec, NewRequest, RequestId, SamplingParams, Token,
+    Constraint, Event, FinishReason, InterceptSpec, NewRequest, RequestId, Token, TokenLogprobs,
     Usage,
 };
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 use tokio::task::JoinHandle;
 
+use crate::api::logprobs::TokenLp;
 use crate::api::scripted::scripted;
 use crate::api::server_calls::{ServerCalls, ToolResult};
 use crate::api::types::GenParams;
@@ -30,6 +31,9 @@ use crate::text::{StopMatcher, StopOutcome, Utf8Stream};
 #[derive(Debug, Clone, PartialEq)]
 pub enum Piece {
     Text(String),
+    /// The log-probabilities of the next generated token (when the request asked for them),
+    /// queued before its text.
+    Logprobs(TokenLp),
     /// Results of server-side calls; when `continues`, the next text is a new assistant
     /// turn (else the generation ends after them: the turn also called client-side tools).
     ToolResults {
@@ -59,6 +63,19 @@ pub struct Generation {
     waiting: Option<(JoinHandle<Vec<ToolResult>>, Option<Token>)>,
     /// The end, held back until the last turn's server-side calls have returned.
     deferred: Option<(&'static str, Usage)>,
+    /// The engine's figures for the next token (`Event::Logprobs`), until it arrives.
+    next_logprobs: Option<TokenLogprobs>,
+}
+
+/// A whole generation, read to its end.
+pub struct Collected {
+    /// Each turn's text and the results of its server-side calls (none for the last turn
+    /// unless it ended with calls).
+    pub turns: Vec<(String, Vec<ToolResult>)>,
+    pub finish: &'static str,
+    pub usage: Usage,
+    /// Every generated token's log-probabilities, when the request asked for them.
+    pub logprobs: Vec<TokenLp>,
 }
 
 impl Generation {
@@ -91,11 +108,7 @@ impl Generation {
                 .or(p.max_tokens)
                 .map_or(room, |m| m.min(room)),
             ignore_eos: p.ignore_eos || script.is_some(),
-            sampling: SamplingParams {
-                temperature: p.temperature,
-                top_p: p.top_p,
-                seed: p.seed,
-            },
+            sampling: p.sampling.clone(),
             events: tx,
             intercept: script
                 .as_ref()
@@ -117,6 +130,7 @@ impl Generation {
             server: None,
             waiting: None,
             deferred: None,
+            next_logprobs: None,
         })
     }
 
@@ -158,22 +172,22 @@ impl Generation {
         }
     }
 
-    /// Reads the whole generation: its text (all turns) and the end.
-    pub async fn collect(self) -> Result<(String, &'static str, Usage), ApiError> {
-        let (turns, finish, usage) = self.collect_turns().await?;
-        Ok((turns.into_iter().map(|t| t.0).collect(), finish, usage))
+    /// Reads the whole generation: its text (all turns), the end and the log-probabilities.
+    pub async fn collect(self) -> Result<(String, &'static str, Usage, Vec<TokenLp>), ApiError> {
+        let c = self.collect_turns().await?;
+        let text = c.turns.into_iter().map(|t| t.0).collect();
+        Ok((text, c.finish, c.usage, c.logprobs))
     }
 
-    /// Reads the whole generation by turns: each turn's text and the results of its
-    /// server-side calls (none for the last turn unless it ended with calls), and the end.
-    pub async fn collect_turns(
-        mut self,
-    ) -> Result<(Vec<(String, Vec<ToolResult>)>, &'static str, Usage), ApiError> {
+    /// Reads the whole generation by turns.
+    pub async fn collect_turns(mut self) -> Result<Collected, ApiError> {
         let mut turns = vec![(String::new(), Vec::new())];
+        let mut logprobs = Vec::new();
         while let Some(p) = self.next().await {
             let turn = turns.last_mut().expect("a turn");
             match p? {
                 Piece::Text(t) => turn.0.push_str(&t),
+                Piece::Logprobs(lp) => logprobs.push(lp),
                 Piece::ToolResults { results, continues } => {
                     turn.1 = results;
                     if continues {
@@ -183,7 +197,14 @@ impl Generation {
                 Piece::Done {
                     finish_reason,
                     usage,
-                } => return Ok((turns, finish_reason, usage)),
+                } => {
+                    return Ok(Collected {
+                        turns,
+                        finish: finish_reason,
+                        usage,
+                        logprobs,
+                    })
+                }
             }
         }
         Err(ApiError::Internal(
@@ -194,6 +215,7 @@ impl Generation {
     fn handle(&mut self, event: Option<Event>) -> Result<(), ApiError> {
         match event {
             Some(Event::Token(t)) => self.on_token(t),
+            Some(Event::Logprobs(lp)) => self.next_logprobs = Some(lp),
             Some(Event::Finished { reason, usage }) => {
                 let tail = self.utf8.finish();
                 self.emit_text(&tail);
@@ -279,6 +301,12 @@ impl Generation {
 
     fn on_token(&mut self, t: Token) {
         self.completion_tokens += 1;
+        if let Some(lp) = self.next_logprobs.take() {
+            if !self.ended {
+                let entry = TokenLp::new(&self.st.model, t, &lp);
+                self.queue.push_back(Piece::Logprobs(entry));
+            }
+        }
         let piece = self.st.model.piece(t);
         let text = self.utf8.push(&piece);
         self.emit_text(&text);

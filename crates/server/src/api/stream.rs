@@ -12,6 +12,7 @@ use serde_json::Value;
 use tandem_engine::Usage;
 
 use crate::api::generate::{usage_json, Generation, Piece};
+use crate::api::logprobs::TokenLp;
 use crate::api::server_calls::ToolResult;
 
 /// What a chunk is made for.
@@ -29,6 +30,9 @@ pub enum ChunkOf<'a> {
 /// holds text back or splits it into deltas.
 pub type ChunkFn = Box<dyn FnMut(ChunkOf) -> Vec<Value> + Send>;
 
+/// Makes a chunk's `logprobs` object from the tokens it carries (endpoints differ).
+pub type LogprobsFn = Box<dyn FnMut(&[TokenLp]) -> Value + Send>;
+
 enum Phase {
     Running(Box<Generation>),
     Usage(Usage),
@@ -42,6 +46,23 @@ struct StreamState {
     pending: VecDeque<Value>,
     chunk: ChunkFn,
     include_usage: bool,
+    /// Log-probabilities of tokens whose chunk has not been made yet, and their format
+    /// (`None`: the request did not ask for them).
+    logprobs: Vec<TokenLp>,
+    logprobs_json: Option<LogprobsFn>,
+}
+
+impl StreamState {
+    /// Queues a piece's chunks; the first of them carries the log-probabilities of every
+    /// token since the last chunk (a tool-call parser may hold text back: those wait).
+    fn push_chunks(&mut self, mut chunks: Vec<Value>) {
+        if let (Some(first), Some(f)) = (chunks.first_mut(), self.logprobs_json.as_mut()) {
+            if !self.logprobs.is_empty() {
+                first["choices"][0]["logprobs"] = f(&std::mem::take(&mut self.logprobs));
+            }
+        }
+        self.pending.extend(chunks);
+    }
 }
 
 fn json_event(v: &Value) -> Event {
@@ -56,19 +77,25 @@ async fn advance(mut s: StreamState) -> Option<(Event, StreamState)> {
         match std::mem::replace(&mut s.phase, Phase::End) {
             Phase::Running(mut gen) => match gen.next().await {
                 Some(Ok(Piece::Text(t))) => {
-                    s.pending.extend((s.chunk)(ChunkOf::Text(&t)));
+                    let chunks = (s.chunk)(ChunkOf::Text(&t));
+                    s.push_chunks(chunks);
+                    s.phase = Phase::Running(gen);
+                }
+                Some(Ok(Piece::Logprobs(lp))) => {
+                    s.logprobs.push(lp);
                     s.phase = Phase::Running(gen);
                 }
                 Some(Ok(Piece::ToolResults { results, continues })) => {
-                    s.pending
-                        .extend((s.chunk)(ChunkOf::ToolResults(&results, continues)));
+                    let chunks = (s.chunk)(ChunkOf::ToolResults(&results, continues));
+                    s.push_chunks(chunks);
                     s.phase = Phase::Running(gen);
                 }
                 Some(Ok(Piece::Done {
                     finish_reason,
                     usage,
                 })) => {
-                    s.pending.extend((s.chunk)(ChunkOf::Finish(finish_reason)));
+                    let chunks = (s.chunk)(ChunkOf::Finish(finish_reason));
+                    s.push_chunks(chunks);
                     s.phase = if s.include_usage {
                         Phase::Usage(usage)
                     } else {
@@ -94,29 +121,30 @@ async fn advance(mut s: StreamState) -> Option<(Event, StreamState)> {
     }
 }
 
-fn events(
-    first: Option<Value>,
-    gen: Generation,
-    chunk: ChunkFn,
-    include_usage: bool,
-) -> impl Stream<Item = Result<Event, Infallible>> {
-    let head = stream::iter(first.map(|v| Ok(json_event(&v))));
+/// How a generation is streamed: the first chunk (e.g. the role delta), the chunk maker,
+/// whether a usage chunk ends the stream, and the log-probabilities' format when asked for.
+pub struct StreamSpec {
+    pub first: Option<Value>,
+    pub chunk: ChunkFn,
+    pub include_usage: bool,
+    pub logprobs: Option<LogprobsFn>,
+}
+
+fn events(gen: Generation, spec: StreamSpec) -> impl Stream<Item = Result<Event, Infallible>> {
+    let head = stream::iter(spec.first.map(|v| Ok(json_event(&v))));
     let state = StreamState {
         phase: Phase::Running(Box::new(gen)),
         pending: VecDeque::new(),
-        chunk,
-        include_usage,
+        chunk: spec.chunk,
+        include_usage: spec.include_usage,
+        logprobs: Vec::new(),
+        logprobs_json: spec.logprobs,
     };
     let body = stream::unfold(state, advance).map(Ok);
     head.chain(body)
 }
 
-/// The SSE response for a generation; `first` is sent before any text (e.g. the role delta).
-pub fn sse_response(
-    first: Option<Value>,
-    gen: Generation,
-    chunk: ChunkFn,
-    include_usage: bool,
-) -> Response {
-    Sse::new(events(first, gen, chunk, include_usage)).into_response()
+/// The SSE response for a generation.
+pub fn sse_response(gen: Generation, spec: StreamSpec) -> Response {
+    Sse::new(events(gen, spec)).into_response()
 }

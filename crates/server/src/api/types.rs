@@ -3,6 +3,9 @@
 use serde::Deserialize;
 use serde_json::Value;
 
+use tandem_engine::SamplingParams;
+
+use crate::api::sampling::SamplingFields;
 use crate::error::ApiError;
 use crate::script::Segment;
 
@@ -26,9 +29,8 @@ pub struct CommonParams {
     pub model: Option<String>,
     pub max_tokens: Option<i64>,
     pub max_completion_tokens: Option<i64>,
-    pub temperature: Option<f32>,
-    pub top_p: Option<f32>,
-    pub seed: Option<i64>,
+    #[serde(flatten)]
+    pub sampling: SamplingFields,
     pub stop: Option<StopSpec>,
     pub n: Option<i64>,
     pub stream: Option<bool>,
@@ -57,6 +59,9 @@ pub struct ChatRequest {
     /// tandem extension: partial execution on or off for this request's server-side calls
     /// (default: the server's `--partial-exec`).
     pub partial_exec: Option<bool>,
+    /// The log-probability of each generated token, with `top_logprobs` alternatives.
+    pub logprobs: Option<bool>,
+    pub top_logprobs: Option<i64>,
     #[serde(flatten)]
     pub common: CommonParams,
 }
@@ -75,6 +80,8 @@ pub struct CompletionRequest {
     pub prompt: PromptSpec,
     #[serde(default)]
     pub echo: bool,
+    /// The log-probability of each generated token, with this many alternatives.
+    pub logprobs: Option<i64>,
     #[serde(flatten)]
     pub common: CommonParams,
 }
@@ -84,9 +91,7 @@ pub struct CompletionRequest {
 pub struct GenParams {
     /// `None`: until end-of-generation or the context is full.
     pub max_tokens: Option<usize>,
-    pub temperature: f32,
-    pub top_p: f32,
-    pub seed: Option<u64>,
+    pub sampling: SamplingParams,
     pub stop: Vec<String>,
     pub ignore_eos: bool,
     pub stream: bool,
@@ -97,7 +102,8 @@ pub struct GenParams {
 const MAX_STOPS: usize = 16;
 
 impl CommonParams {
-    pub fn validate(&self) -> Result<GenParams, ApiError> {
+    /// `n_vocab`: the model's vocabulary size (bounds `logit_bias`).
+    pub fn validate(&self, n_vocab: usize) -> Result<GenParams, ApiError> {
         if let Some(n) = self.n {
             if n != 1 {
                 return Err(ApiError::invalid("only n = 1 is supported", "n"));
@@ -108,22 +114,9 @@ impl CommonParams {
             (None, Some(v)) => Some(positive(v, "max_tokens")?),
             (None, None) => None,
         };
-        let temperature = self.temperature.unwrap_or(1.0);
-        if !(0.0..=2.0).contains(&temperature) {
-            return Err(ApiError::invalid(
-                "temperature must be between 0 and 2",
-                "temperature",
-            ));
-        }
-        let top_p = self.top_p.unwrap_or(1.0);
-        if !(top_p > 0.0 && top_p <= 1.0) {
-            return Err(ApiError::invalid("top_p must be in (0, 1]", "top_p"));
-        }
         Ok(GenParams {
             max_tokens,
-            temperature,
-            top_p,
-            seed: self.seed.map(|s| s as u64),
+            sampling: self.sampling.validate(n_vocab)?,
             stop: self.stops()?,
             ignore_eos: self.ignore_eos,
             stream: self.stream.unwrap_or(false),
