@@ -133,6 +133,24 @@ def test_mixed_turn_ends_with_tool_calls_and_the_server_result(tc):
                         "name": "calc", "content": "2"}
 
 
+def test_calls_cut_by_max_tokens_end_with_length(tc):
+    """A turn cut inside its second call reports `length` (not `tool_calls`), streamed or
+    not, and still lists the call completed before the cut."""
+    weather = {"type": "function", "function": {"name": "weather", "parameters": {
+        "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
+    turns = [call("weather", {"city": "Oslo"}) + "\n" + call("weather", {"city": "Rome"})]
+    ask = lambda **kw: tc.chat.completions.create(model="", messages=USER, tools=[weather],
+                                                  extra_body={"replay": turns}, **kw)
+    whole = ask(max_tokens=300)
+    assert whole.choices[0].finish_reason == "tool_calls" and len(whole.choices[0].message.tool_calls) == 2
+    cut = whole.usage.completion_tokens // 2 + 4  # past the first call, inside the second
+    r = ask(max_tokens=cut)
+    assert r.choices[0].finish_reason == "length"
+    assert [json.loads(c.function.arguments) for c in r.choices[0].message.tool_calls] == [{"city": "Oslo"}]
+    finals = [c.choices[0].finish_reason for c in ask(max_tokens=cut, stream=True) if c.choices[0].finish_reason]
+    assert finals == ["length"]
+
+
 def test_real_model_calls_a_server_tool_and_continues(tc, tool_server):
     before = tool_server.metric("tandem_server_tool_calls_total") or 0
     r = tc.chat.completions.create(model="", messages=[{"role": "user", "content": "What is 12*12? Use calc."}],

@@ -104,11 +104,7 @@ pub async fn handler(
         .find(|m| m["role"] == "assistant")
         .cloned()
         .unwrap_or_default();
-    let finish = if message.get("tool_calls").is_some() {
-        "tool_calls"
-    } else {
-        finish
-    };
+    let finish = turn_finish(finish, message.get("tool_calls").is_some());
     let mut body = full_response(&id, &model, created, message, finish, &usage);
     body["choices"][0]["logprobs"] = json!(lps);
     if plan.serves_tools() {
@@ -133,6 +129,16 @@ fn turn_messages(
         out.extend(results.iter().map(ToolResult::message));
     }
     out
+}
+
+/// A turn that called tools ends with `tool_calls`, unless `max_tokens` cut it: then it is
+/// `length`, as OpenAI reports it, and the calls completed before the cut are still listed.
+fn turn_finish(finish: &str, called: bool) -> &str {
+    if called && finish != "length" {
+        "tool_calls"
+    } else {
+        finish
+    }
 }
 
 fn full_response(
@@ -191,7 +197,7 @@ fn chunk_fn(
             }
             ChunkOf::Finish(f) => {
                 let (tail, called) = d.finish();
-                let f = if called { "tool_calls" } else { f };
+                let f = turn_finish(f, called);
                 let mut out = plain(tail);
                 out.push(chunk(json!({}), Some(f)));
                 out
