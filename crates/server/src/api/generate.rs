@@ -1,5 +1,6 @@
 //! One generation as the handlers see it: submit a tokenized prompt to the engine, then pull
-//! text pieces (UTF-8-complete, stop strings cut) and a final finish reason with usage.
+//! text pieces (UTF-8-complete, stop strings cut), each token's log-probabilities when the
+//! request asked for them, and a final finish reason with usage.
 //! Dropping a `Generation` before it ends cancels the request, which frees its slot within
 //! one engine step: this is how a client disconnect reaches the engine. A request with
 //! scripted tool segments (`--allow-scripted`) is paused by the engine after each segment;

@@ -1,5 +1,6 @@
-//! Server-sent events for streamed completions: one chunk per text piece, a final chunk with
-//! the finish reason, an optional usage chunk, then `data: [DONE]`. An error mid-stream is
+//! Server-sent events for streamed completions: one chunk per text piece (carrying its
+//! tokens' log-probabilities when asked for), a final chunk with the finish reason, an
+//! optional usage chunk, then `data: [DONE]`. An error mid-stream is
 //! sent as an OpenAI error object before `[DONE]`.
 
 use std::collections::VecDeque;
