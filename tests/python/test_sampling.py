@@ -1,16 +1,22 @@
 """Sampling fields and log-probabilities against the real model, through the official `openai`
 client: `logprobs` / `top_logprobs` (chat) and `logprobs` (completions), streamed and not;
 `logit_bias`, `frequency_penalty` / `presence_penalty`, and the vLLM / llama-server
-extensions `top_k`, `min_p`, `repetition_penalty`. Each test fails if its field is ignored."""
+extensions `top_k`, `min_p`, `repetition_penalty`; `/tokenize` and `/detokenize`, which give
+`logit_bias` its ids. Each test fails if its field is ignored."""
 import math
 
 import openai
 import pytest
+import requests
 
 MODEL = "SmolLM2-135M-Instruct.Q4_1"
 PROMPT = "The capital of France is"
-# SmolLM2's token for " Paris" (checked by test_logit_bias_forces_and_bans_a_token).
-PARIS = 7042
+
+
+def tokenize(server, text, **kw):
+    r = requests.post(server.url + "/tokenize", json={"content": text, **kw}, timeout=10)
+    assert r.status_code == 200, r.text
+    return r.json()
 
 
 def complete(client, **kw):
@@ -84,11 +90,29 @@ def test_logprob_requests_out_of_range_are_rejected(client):
     assert e.value.body["param"] == "echo"
 
 
-def test_logit_bias_forces_and_bans_a_token(client):
-    forced = complete(client, prompt="Once upon a time", max_tokens=3, logit_bias={str(PARIS): 100})
+def test_tokenize_and_detokenize_round_trip(server):
+    out = tokenize(server, " Paris is big<|im_end|>", with_pieces=True)
+    assert out["count"] == len(out["tokens"]) and out["max_model_len"] > 0
+    assert "".join(t["piece"] for t in out["tokens"]) == " Paris is big<|im_end|>"
+    assert out["tokens"][-1]["piece"] == "<|im_end|>", "special tokens are parsed"
+    ids = [t["id"] for t in out["tokens"]]
+    assert tokenize(server, " Paris is big<|im_end|>")["tokens"] == ids
+    assert tokenize(server, "x", add_special=True)["count"] >= tokenize(server, "x")["count"]
+    back = requests.post(server.url + "/detokenize", json={"tokens": ids}, timeout=10).json()
+    assert back["content"] == back["prompt"] == " Paris is big<|im_end|>"
+    vllm = requests.post(server.url + "/tokenize", json={"prompt": "hi", "model": MODEL}, timeout=10)
+    assert vllm.json()["tokens"] == tokenize(server, "hi")["tokens"]
+    bad = requests.post(server.url + "/detokenize", json={"tokens": [-1]}, timeout=10)
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "tokens"
+    assert requests.post(server.url + "/tokenize", json={}, timeout=10).status_code == 422
+
+
+def test_logit_bias_forces_and_bans_a_token(client, server):
+    (paris,) = tokenize(server, " Paris")["tokens"]
+    forced = complete(client, prompt="Once upon a time", max_tokens=3, logit_bias={str(paris): 100})
     assert forced.choices[0].text == " Paris" * 3
     base = complete(client, max_tokens=1).choices[0].text
-    banned = complete(client, max_tokens=1, logit_bias={str(PARIS): -100}).choices[0].text
+    banned = complete(client, max_tokens=1, logit_bias={str(paris): -100}).choices[0].text
     assert base == " Paris" and banned != " Paris"
     with pytest.raises(openai.BadRequestError) as e:
         complete(client, logit_bias={"99999999": 1})

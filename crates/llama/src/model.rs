@@ -83,13 +83,16 @@ impl Model {
             .token_to_piece(LlamaToken(token), false, None)
     }
 
+    /// The bytes of a token, a special token's written out (`<|im_end|>`).
+    pub fn special_piece(&self, token: Token) -> Vec<u8> {
+        self.inner
+            .vocab()
+            .token_to_piece(LlamaToken(token), true, None)
+    }
+
     /// The text of a token including special tokens (for templates' `bos_token`/`eos_token`).
     pub fn special_text(&self, token: Token) -> String {
-        let bytes = self
-            .inner
-            .vocab()
-            .token_to_piece(LlamaToken(token), true, None);
-        String::from_utf8_lossy(&bytes).into_owned()
+        String::from_utf8_lossy(&self.special_piece(token)).into_owned()
     }
 
     /// Every token's bytes, by id, for grammar engines: a special token (which prints as

@@ -8,7 +8,7 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
 
-use crate::api::{chat, completions, misc};
+use crate::api::{chat, completions, misc, tokenize};
 use crate::state::AppState;
 
 pub fn router(st: Arc<AppState>) -> Router {
@@ -18,6 +18,8 @@ pub fn router(st: Arc<AppState>) -> Router {
         .route("/v1/completions", post(completions::handler))
         .route("/v1/models", get(misc::models))
         .route("/v1/models/{id}", get(misc::model))
+        .route("/tokenize", post(tokenize::tokenize))
+        .route("/detokenize", post(tokenize::detokenize))
         .route("/health", get(misc::health))
         .route("/metrics", get(misc::metrics))
         .fallback(misc::not_found)

@@ -11,5 +11,6 @@ pub mod sampling;
 pub mod scripted;
 pub mod server_calls;
 pub mod stream;
+pub mod tokenize;
 pub mod tool_calls;
 pub mod types;
