@@ -90,6 +90,20 @@ impl Model {
             .token_to_piece(LlamaToken(token), true, None)
     }
 
+    /// The text of a token sequence (bytes joined, then decoded: a character split across
+    /// tokens comes out whole); `special` writes special tokens out.
+    pub fn detokenize(&self, tokens: &[Token], special: bool) -> String {
+        let piece = |&t: &Token| {
+            if special {
+                self.special_piece(t)
+            } else {
+                self.piece(t)
+            }
+        };
+        let bytes: Vec<u8> = tokens.iter().flat_map(piece).collect();
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
     /// The text of a token including special tokens (for templates' `bos_token`/`eos_token`).
     pub fn special_text(&self, token: Token) -> String {
         String::from_utf8_lossy(&self.special_piece(token)).into_owned()

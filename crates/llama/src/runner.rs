@@ -251,17 +251,29 @@ fn logprobs(logits: &[f32], token: i32, k: usize) -> TokenLogprobs {
     let sum: f64 = logits.iter().map(|&l| f64::from(l - max).exp()).sum();
     let norm = max + sum.ln() as f32;
     let lp = |t: usize| logits.get(t).map_or(f32::NEG_INFINITY, |l| l - norm);
-    let mut ids: Vec<usize> = (0..logits.len()).collect();
-    let k = k.min(ids.len());
-    if k > 0 && k < ids.len() {
-        ids.select_nth_unstable_by(k - 1, |&a, &b| logits[b].total_cmp(&logits[a]));
-    }
-    ids.truncate(k);
-    ids.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]));
     TokenLogprobs {
         logprob: lp(token as usize),
-        top: ids.into_iter().map(|t| (t as i32, lp(t))).collect(),
+        top: top_ids(logits, k)
+            .into_iter()
+            .map(|t| (t as i32, lp(t)))
+            .collect(),
     }
+}
+
+/// The ids of the `k` largest logits, largest first.
+fn top_ids(logits: &[f32], k: usize) -> Vec<usize> {
+    let k = k.min(logits.len());
+    if k == 0 {
+        return Vec::new();
+    }
+    let by_logit = |a: &usize, b: &usize| logits[*b].total_cmp(&logits[*a]);
+    let mut ids: Vec<usize> = (0..logits.len()).collect();
+    if k < ids.len() {
+        ids.select_nth_unstable_by(k - 1, by_logit);
+        ids.truncate(k);
+    }
+    ids.sort_by(by_logit);
+    ids
 }
 
 /// Samples among the tokens a constrained request may take: only they become candidates

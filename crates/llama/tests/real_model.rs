@@ -134,8 +134,7 @@ fn drain(rx: &mut UnboundedReceiver<Event>) -> (Vec<Token>, Usage) {
 }
 
 fn text(tokens: &[Token]) -> String {
-    let bytes: Vec<u8> = tokens.iter().flat_map(|&t| model().piece(t)).collect();
-    String::from_utf8_lossy(&bytes).into_owned()
+    model().detokenize(tokens, false)
 }
 
 /// The prompt of a conversation's next turn: the first turn, its reply, a new user message.

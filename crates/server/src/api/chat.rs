@@ -93,8 +93,7 @@ pub async fn handler(
     let Some(kind) = parser else {
         let text: String = turns.into_iter().map(|t| t.0).collect();
         let message = json!({"role": "assistant", "content": text});
-        let mut body = full_response(&id, &model, created, message, finish, &usage);
-        body["choices"][0]["logprobs"] = json!(lps);
+        let body = full_response(&id, &model, created, message, finish, &usage, lps);
         return Ok(Json(body).into_response());
     };
     let added = turn_messages(kind, &ids, &turns);
@@ -105,8 +104,7 @@ pub async fn handler(
         .cloned()
         .unwrap_or_default();
     let finish = turn_finish(finish, message.get("tool_calls").is_some());
-    let mut body = full_response(&id, &model, created, message, finish, &usage);
-    body["choices"][0]["logprobs"] = json!(lps);
+    let mut body = full_response(&id, &model, created, message, finish, &usage, lps);
     if plan.serves_tools() {
         body["choices"][0]["messages"] = json!(added);
     }
@@ -148,11 +146,12 @@ fn full_response(
     message: Value,
     finish: &str,
     u: &Usage,
+    logprobs: Option<Value>,
 ) -> Value {
     json!({
         "id": id, "object": "chat.completion", "created": created, "model": model,
         "choices": [{"index": 0, "message": message,
-                     "logprobs": null, "finish_reason": finish}],
+                     "logprobs": logprobs, "finish_reason": finish}],
         "usage": usage_json(u),
     })
 }

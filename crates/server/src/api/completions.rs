@@ -14,6 +14,7 @@ use crate::api::chat::{random_id, unix_now};
 use crate::api::generate::{usage_json, Generation};
 use crate::api::logprobs;
 use crate::api::stream::{sse_response, ChunkFn, ChunkOf, LogprobsFn, StreamSpec};
+use crate::api::tokenize::checked_ids;
 use crate::api::types::{CompletionRequest, PromptSpec};
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -39,16 +40,11 @@ fn prompt(st: &AppState, spec: &PromptSpec) -> Result<(String, Vec<i32>), ApiErr
 }
 
 fn token_prompt(st: &AppState, ids: &[i64]) -> Result<(String, Vec<i32>), ApiError> {
-    let n_vocab = st.model.n_vocab() as i64;
-    if ids.is_empty() || ids.iter().any(|&t| t < 0 || t >= n_vocab) {
-        return Err(ApiError::invalid(
-            format!("prompt token ids must be in 0..{n_vocab} and non-empty"),
-            "prompt",
-        ));
+    if ids.is_empty() {
+        return Err(ApiError::invalid("prompt must not be empty", "prompt"));
     }
-    let tokens: Vec<i32> = ids.iter().map(|&t| t as i32).collect();
-    let bytes: Vec<u8> = tokens.iter().flat_map(|&t| st.model.piece(t)).collect();
-    Ok((String::from_utf8_lossy(&bytes).into_owned(), tokens))
+    let tokens = checked_ids(ids, st.model.n_vocab(), "prompt")?;
+    Ok((st.model.detokenize(&tokens, false), tokens))
 }
 
 /// The route handler; errors become OpenAI error responses through `ApiError`.

@@ -63,16 +63,17 @@ pub async fn detokenize(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let req: DetokenizeRequest = parse_json(body, st.body_limit)?;
-    let n_vocab = st.model.n_vocab() as i64;
-    if let Some(bad) = req.tokens.iter().find(|&&t| t < 0 || t >= n_vocab) {
-        let msg = format!("token ids must be in 0..{n_vocab}, got {bad}");
-        return Err(ApiError::invalid(msg, "tokens"));
-    }
-    let bytes: Vec<u8> = req
-        .tokens
-        .iter()
-        .flat_map(|&t| st.model.special_piece(t as i32))
-        .collect();
-    let text = String::from_utf8_lossy(&bytes).into_owned();
+    let ids = checked_ids(&req.tokens, st.model.n_vocab(), "tokens")?;
+    let text = st.model.detokenize(&ids, true);
     Ok(Json(json!({"content": text, "prompt": text})))
+}
+
+/// Token ids from a request, each checked to be in the vocabulary (a 400 naming `field`).
+pub fn checked_ids(ids: &[i64], n_vocab: usize, field: &'static str) -> Result<Vec<i32>, ApiError> {
+    let n = n_vocab as i64;
+    if let Some(bad) = ids.iter().find(|&&t| t < 0 || t >= n) {
+        let msg = format!("{field}: token ids must be in 0..{n}, got {bad}");
+        return Err(ApiError::invalid(msg, field));
+    }
+    Ok(ids.iter().map(|&t| t as i32).collect())
 }
