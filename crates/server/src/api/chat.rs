@@ -19,7 +19,7 @@ use crate::api::replay::Replay;
 use crate::api::server_calls::{ServerCalls, ToolResult};
 use crate::api::stream::{sse_response, ChunkFn, ChunkOf, LogprobsFn, StreamSpec};
 use crate::api::tool_calls::{self, CallIds, DeltaStream, ToolPlan};
-use crate::api::types::{normalize_messages, ChatRequest};
+use crate::api::types::{normalize_messages, ChatRequest, GenParams};
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -32,17 +32,24 @@ fn prompt_tokens(st: &AppState, messages: &[Value], plan: &ToolPlan) -> Result<V
     Ok(st.model.tokenize(&text, add_bos, true))
 }
 
-/// The route handler; errors become OpenAI error responses through `ApiError`.
-pub async fn handler(
-    State(st): State<Arc<AppState>>,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
-    let req: ChatRequest = parse_json(body, st.body_limit)?;
+/// A chat generation, started, and what its output needs.
+pub struct ChatRun {
+    pub gen: Generation,
+    pub params: GenParams,
+    pub parser: Option<ParserKind>,
+    pub ids: CallIds,
+    pub serves_tools: bool,
+    pub want_logprobs: bool,
+}
+
+/// Validates a chat request, renders and tokenizes its prompt and queues its generation
+/// (shared by chat completions and the Responses API).
+pub fn start(st: Arc<AppState>, req: &ChatRequest) -> Result<ChatRun, ApiError> {
     st.check_model(req.common.model.as_deref())?;
     let mut params = req.common.validate(st.model.n_vocab())?;
     params.sampling.logprobs = logprobs::chat_request(req.logprobs, req.top_logprobs)?;
     let want_logprobs = params.sampling.logprobs.is_some();
-    let plan = ToolPlan::parse(&req, &st.registry)?;
+    let plan = ToolPlan::parse(req, &st.registry)?;
     let messages = normalize_messages(&req.messages)?;
     let prompt = prompt_tokens(&st, &messages, &plan)?;
     let replay = req
@@ -54,61 +61,78 @@ pub async fn handler(
     let constraint = plan.constraint(&st, replay, Arc::clone(&abort))?;
     let parser = plan.parser_kind(&st);
     let ids = CallIds::new();
+    let mut gen = Generation::start(st.clone(), prompt, &params, constraint)?;
+    let serves_tools = plan.serves_tools();
+    if serves_tools {
+        let calls = ServerCalls::new(st, plan, ids.clone(), messages, abort);
+        gen = gen.with_server_calls(calls);
+    }
+    Ok(ChatRun {
+        gen,
+        params,
+        parser,
+        ids,
+        serves_tools,
+        want_logprobs,
+    })
+}
+
+/// The route handler; errors become OpenAI error responses through `ApiError`.
+pub async fn handler(
+    State(st): State<Arc<AppState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let req: ChatRequest = parse_json(body, st.body_limit)?;
+    let run = start(st.clone(), &req)?;
     let id = format!("chatcmpl-{}", random_id());
     let (model, created) = (st.served_name.clone(), unix_now());
-    let mut gen = Generation::start(st.clone(), prompt, &params, constraint)?;
-    if plan.serves_tools() {
-        gen = gen.with_server_calls(ServerCalls::new(
-            st,
-            plan.clone(),
-            ids.clone(),
-            messages,
-            abort,
-        ));
-    }
-    if params.stream {
-        let chunk = chunk_fn(id.clone(), model.clone(), created, parser, ids);
-        let first = chunk_json(
-            &id,
-            &model,
-            created,
-            json!({"role": "assistant", "content": ""}),
-            None,
-        );
+    if run.params.stream {
+        let chunk = chunk_fn(id.clone(), model.clone(), created, run.parser, run.ids);
+        let role = json!({"role": "assistant", "content": ""});
+        let first = chunk_json(&id, &model, created, role, None);
         let spec = StreamSpec {
-            first: Some(first),
-            chunk,
-            include_usage: params.include_usage,
-            logprobs: want_logprobs.then(|| -> LogprobsFn { Box::new(logprobs::chat_json) }),
+            logprobs: run
+                .want_logprobs
+                .then(|| -> LogprobsFn { Box::new(logprobs::chat_json) }),
+            ..StreamSpec::completions(Some(first), chunk, run.params.include_usage)
         };
-        return Ok(sse_response(gen, spec));
+        return Ok(sse_response(run.gen, spec));
     }
     let Collected {
         turns,
         finish,
         usage,
         logprobs: lps,
-    } = gen.collect_turns().await?;
-    let lps = want_logprobs.then(|| logprobs::chat_json(&lps));
+    } = run.gen.collect_turns().await?;
+    let lps = run.want_logprobs.then(|| logprobs::chat_json(&lps));
+    let (message, added) = final_message(run.parser, &run.ids, turns);
+    let finish = turn_finish(finish, message.get("tool_calls").is_some());
+    let mut body = full_response(&id, &model, created, message, finish, &usage, lps);
+    if run.serves_tools {
+        body["choices"][0]["messages"] = json!(added);
+    }
+    Ok(Json(body).into_response())
+}
+
+/// The completion's last assistant message (content and tool calls, parsed with `parser`),
+/// and, with a tool-call parser, every message the completion adds to the conversation.
+pub fn final_message(
+    parser: Option<ParserKind>,
+    ids: &CallIds,
+    turns: Vec<(String, Vec<ToolResult>)>,
+) -> (Value, Vec<Value>) {
     let Some(kind) = parser else {
         let text: String = turns.into_iter().map(|t| t.0).collect();
-        let message = json!({"role": "assistant", "content": text});
-        let body = full_response(&id, &model, created, message, finish, &usage, lps);
-        return Ok(Json(body).into_response());
+        return (json!({"role": "assistant", "content": text}), Vec::new());
     };
-    let added = turn_messages(kind, &ids, &turns);
+    let added = turn_messages(kind, ids, &turns);
     let message = added
         .iter()
         .rev()
         .find(|m| m["role"] == "assistant")
         .cloned()
         .unwrap_or_default();
-    let finish = turn_finish(finish, message.get("tool_calls").is_some());
-    let mut body = full_response(&id, &model, created, message, finish, &usage, lps);
-    if plan.serves_tools() {
-        body["choices"][0]["messages"] = json!(added);
-    }
-    Ok(Json(body).into_response())
+    (message, added)
 }
 
 /// The messages a completion adds to the conversation: each assistant turn, followed by the
@@ -131,7 +155,7 @@ fn turn_messages(
 
 /// A turn that called tools ends with `tool_calls`, unless `max_tokens` cut it: then it is
 /// `length`, as OpenAI reports it, and the calls completed before the cut are still listed.
-fn turn_finish(finish: &str, called: bool) -> &str {
+pub fn turn_finish(finish: &str, called: bool) -> &str {
     if called && finish != "length" {
         "tool_calls"
     } else {
@@ -163,7 +187,7 @@ fn chunk_json(id: &str, model: &str, created: u64, delta: Value, finish: Option<
     })
 }
 
-fn chunk_fn(
+pub fn chunk_fn(
     id: String,
     model: String,
     created: u64,
@@ -177,7 +201,8 @@ fn chunk_fn(
         let Some(d) = deltas.as_mut() else {
             return match of {
                 ChunkOf::Text(t) => vec![chunk(json!({"content": t}), None)],
-                ChunkOf::Finish(f) => vec![chunk(json!({}), Some(f))],
+                ChunkOf::Finish(f, _) => vec![chunk(json!({}), Some(f))],
+                ChunkOf::Error(e) => vec![e.body()],
                 ChunkOf::ToolResults(..) | ChunkOf::Skeleton => vec![chunk(json!({}), None)],
             };
         };
@@ -194,7 +219,8 @@ fn chunk_fn(
                 out.push(chunk(json!({"tool_results": results}), None));
                 out
             }
-            ChunkOf::Finish(f) => {
+            ChunkOf::Error(e) => vec![e.body()],
+            ChunkOf::Finish(f, _) => {
                 let (tail, called) = d.finish();
                 let f = turn_finish(f, called);
                 let mut out = plain(tail);

@@ -66,12 +66,10 @@ pub async fn handler(
         let first = echo.map(|t| chunk_json(&id, &model, created, &t, None));
         let mut offset = 0;
         let spec = StreamSpec {
-            first,
-            chunk: chunk_fn(id, model, created),
-            include_usage: params.include_usage,
             logprobs: want_logprobs.then(|| -> LogprobsFn {
                 Box::new(move |e| logprobs::completion_json(e, &mut offset))
             }),
+            ..StreamSpec::completions(first, chunk_fn(id, model, created), params.include_usage)
         };
         return Ok(sse_response(gen, spec));
     }
@@ -97,7 +95,8 @@ fn chunk_fn(id: String, model: String, created: u64) -> ChunkFn {
     Box::new(move |of| {
         let (text, finish) = match of {
             ChunkOf::Text(t) => (t, None),
-            ChunkOf::Finish(f) => ("", Some(f)),
+            ChunkOf::Finish(f, _) => ("", Some(f)),
+            ChunkOf::Error(e) => return vec![e.body()],
             ChunkOf::ToolResults(..) | ChunkOf::Skeleton => ("", None),
         };
         vec![chunk_json(&id, &model, created, text, finish)]

@@ -1,7 +1,8 @@
 //! Server-sent events for streamed completions: one chunk per text piece (carrying its
 //! tokens' log-probabilities when asked for), a final chunk with the finish reason, an
-//! optional usage chunk, then `data: [DONE]`. An error mid-stream is
-//! sent as an OpenAI error object before `[DONE]`.
+//! optional usage chunk, then `data: [DONE]`. An error mid-stream is sent as the endpoint's
+//! error chunk before `[DONE]`. The Responses API uses the same loop with named events and
+//! no `[DONE]`.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -15,6 +16,7 @@ use tandem_engine::Usage;
 use crate::api::generate::{usage_json, Generation, Piece};
 use crate::api::logprobs::TokenLp;
 use crate::api::server_calls::ToolResult;
+use crate::error::ApiError;
 
 /// What a chunk is made for.
 pub enum ChunkOf<'a> {
@@ -22,7 +24,10 @@ pub enum ChunkOf<'a> {
     /// Results of server-side tool calls (chat completions only), and whether a new
     /// assistant turn follows.
     ToolResults(&'a [ToolResult], bool),
-    Finish(&'a str),
+    /// The finish reason and the generation's token counts.
+    Finish(&'a str, &'a Usage),
+    /// A failure after the stream started.
+    Error(&'a ApiError),
     /// The skeleton of a chunk (for the usage chunk).
     Skeleton,
 }
@@ -51,6 +56,8 @@ struct StreamState {
     /// (`None`: the request did not ask for them).
     logprobs: Vec<TokenLp>,
     logprobs_json: Option<LogprobsFn>,
+    named_events: bool,
+    done_marker: bool,
 }
 
 impl StreamState {
@@ -66,14 +73,26 @@ impl StreamState {
     }
 }
 
-fn json_event(v: &Value) -> Event {
-    Event::default().data(v.to_string())
+impl StreamState {
+    fn event(&self, v: &Value) -> Event {
+        let e = Event::default().data(v.to_string());
+        match v["type"].as_str() {
+            Some(name) if self.named_events => e.event(name),
+            _ => e,
+        }
+    }
+
+    /// The end of the stream: `[DONE]` where the endpoint has one.
+    fn last(&mut self) -> Option<Event> {
+        self.phase = Phase::End;
+        self.done_marker.then(|| Event::default().data("[DONE]"))
+    }
 }
 
 async fn advance(mut s: StreamState) -> Option<(Event, StreamState)> {
     loop {
         if let Some(v) = s.pending.pop_front() {
-            return Some((json_event(&v), s));
+            return Some((s.event(&v), s));
         }
         match std::mem::replace(&mut s.phase, Phase::End) {
             Phase::Running(mut gen) => match gen.next().await {
@@ -95,7 +114,7 @@ async fn advance(mut s: StreamState) -> Option<(Event, StreamState)> {
                     finish_reason,
                     usage,
                 })) => {
-                    let chunks = (s.chunk)(ChunkOf::Finish(finish_reason));
+                    let chunks = (s.chunk)(ChunkOf::Finish(finish_reason, &usage));
                     s.push_chunks(chunks);
                     s.phase = if s.include_usage {
                         Phase::Usage(usage)
@@ -104,45 +123,63 @@ async fn advance(mut s: StreamState) -> Option<(Event, StreamState)> {
                     };
                 }
                 Some(Err(e)) => {
+                    let chunks = (s.chunk)(ChunkOf::Error(&e));
+                    s.pending.extend(chunks);
                     s.phase = Phase::Done;
-                    return Some((json_event(&e.body()), s));
                 }
-                None => return Some((Event::default().data("[DONE]"), s)), // phase is End
+                None => return s.last().map(|e| (e, s)),
             },
             Phase::Usage(u) => {
                 let mut v = (s.chunk)(ChunkOf::Skeleton).pop().unwrap_or_default();
                 v["choices"] = Value::Array(vec![]);
                 v["usage"] = usage_json(&u);
                 s.phase = Phase::Done;
-                return Some((json_event(&v), s));
+                return Some((s.event(&v), s));
             }
-            Phase::Done => return Some((Event::default().data("[DONE]"), s)),
+            Phase::Done => return s.last().map(|e| (e, s)),
             Phase::End => return None,
         }
     }
 }
 
-/// How a generation is streamed: the first chunk (e.g. the role delta), the chunk maker,
-/// whether a usage chunk ends the stream, and the log-probabilities' format when asked for.
+/// How a generation is streamed: the first chunks (e.g. the role delta), the chunk maker,
+/// whether a usage chunk ends the stream, the log-probabilities' format when asked for,
+/// whether each event is named after its JSON `type` and whether `[DONE]` ends the stream.
 pub struct StreamSpec {
-    pub first: Option<Value>,
+    pub first: Vec<Value>,
     pub chunk: ChunkFn,
     pub include_usage: bool,
     pub logprobs: Option<LogprobsFn>,
+    pub named_events: bool,
+    pub done_marker: bool,
+}
+
+impl StreamSpec {
+    /// Chat and text completions: unnamed events, `[DONE]` at the end.
+    pub fn completions(first: Option<Value>, chunk: ChunkFn, include_usage: bool) -> Self {
+        Self {
+            first: first.into_iter().collect(),
+            chunk,
+            include_usage,
+            logprobs: None,
+            named_events: false,
+            done_marker: true,
+        }
+    }
 }
 
 fn events(gen: Generation, spec: StreamSpec) -> impl Stream<Item = Result<Event, Infallible>> {
-    let head = stream::iter(spec.first.map(|v| Ok(json_event(&v))));
     let state = StreamState {
         phase: Phase::Running(Box::new(gen)),
-        pending: VecDeque::new(),
+        pending: spec.first.into(),
         chunk: spec.chunk,
         include_usage: spec.include_usage,
         logprobs: Vec::new(),
         logprobs_json: spec.logprobs,
+        named_events: spec.named_events,
+        done_marker: spec.done_marker,
     };
-    let body = stream::unfold(state, advance).map(Ok);
-    head.chain(body)
+    stream::unfold(state, advance).map(Ok)
 }
 
 /// The SSE response for a generation.
