@@ -6,7 +6,7 @@
 # Writes $RESULT.{json,md,svg} (default bench/results/intercept-policies).
 # Usage: bench/intercept-policies.sh [MODEL.gguf]
 # Knobs (environment): RATES, POLICIES, SCALE, WINDOW (seconds of arrivals per run), SATURATED,
-# SKIP_LLAMA, RESULT.
+# SKIP_LLAMA, RESULT, SERVE_ARGS (extra `tandem serve` flags for every tandem run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/lib.sh
@@ -36,7 +36,7 @@ start_server() {  # start_server NAME: a policy name or llama-server
     local extra=()
     [ "$1" = discard ] && extra=(--resume-order tail)  # vLLM's behavior
     $TANDEM serve --model "$MODEL" --port $PORT --threads "$THREADS" --max-seqs $SEQS \
-      --kv-cells $CELLS --allow-scripted --intercept-policy "$1" "${extra[@]}" \
+      --kv-cells $CELLS --allow-scripted --intercept-policy "$1" "${extra[@]}" ${SERVE_ARGS:-} \
       2>>"$OUT/tandem-$1.log" &
   fi
   PID=$!; trap 'kill $PID 2>/dev/null || true' EXIT
@@ -73,6 +73,7 @@ fi
 
 COMMAND="RATES='$RATES' POLICIES='$POLICIES' SCALE=$SCALE WINDOW=$WINDOW SATURATED=$SATURATED"
 [ -n "${SKIP_LLAMA:-}" ] && COMMAND+=" SKIP_LLAMA=1"
+[ -n "${SERVE_ARGS:-}" ] && COMMAND+=" SERVE_ARGS='$SERVE_ARGS'"
 COMMAND+=" RESULT=$RESULT bench/intercept-policies.sh"
 python3 bench/intercept_table.py "$OUT" "$RATES" "$SCALE" "$SATURATED" "$RESULT" "$COMMAND"
 cat "$RESULT.md"
