@@ -8,7 +8,7 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
 
-use crate::api::{chat, completions, misc, tokenize};
+use crate::api::{chat, completions, misc, responses, tokenize};
 use crate::state::AppState;
 
 pub fn router(st: Arc<AppState>) -> Router {
@@ -16,6 +16,11 @@ pub fn router(st: Arc<AppState>) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(chat::handler))
         .route("/v1/completions", post(completions::handler))
+        .route("/v1/responses", post(responses::create))
+        .route(
+            "/v1/responses/{id}",
+            get(responses::retrieve).delete(responses::delete),
+        )
         .route("/v1/models", get(misc::models))
         .route("/v1/models/{id}", get(misc::model))
         .route("/tokenize", post(tokenize::tokenize))

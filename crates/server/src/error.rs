@@ -25,6 +25,9 @@ pub enum ApiError {
     ModelNotFound(String),
     #[error("{0}")]
     NotFound(String),
+    /// `previous_response_id` names no stored response (400, as OpenAI answers).
+    #[error("Previous response with id '{0}' not found.")]
+    PreviousResponseNotFound(String),
     #[error("request body is larger than the limit of {0} bytes")]
     TooLarge(usize),
     #[error("{0}")]
@@ -44,7 +47,9 @@ impl ApiError {
 
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::Invalid { .. } | Self::ContextLength(_) => StatusCode::BAD_REQUEST,
+            Self::Invalid { .. } | Self::ContextLength(_) | Self::PreviousResponseNotFound(_) => {
+                StatusCode::BAD_REQUEST
+            }
             Self::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::ModelNotFound(_) | Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -59,6 +64,9 @@ impl ApiError {
             Self::ContextLength(_) => ("invalid_request_error", Some("context_length_exceeded")),
             Self::ModelNotFound(_) => ("invalid_request_error", Some("model_not_found")),
             Self::NotFound(_) => ("invalid_request_error", Some("not_found")),
+            Self::PreviousResponseNotFound(_) => {
+                ("invalid_request_error", Some("previous_response_not_found"))
+            }
             Self::TooLarge(_) => ("invalid_request_error", Some("request_too_large")),
             Self::Overloaded(_) => ("server_error", Some("overloaded")),
             Self::Internal(_) => ("server_error", None),
@@ -70,6 +78,7 @@ impl ApiError {
             Self::Invalid { param, .. } => param.as_deref(),
             Self::ModelNotFound(_) => Some("model"),
             Self::ContextLength(_) => Some("messages"),
+            Self::PreviousResponseNotFound(_) => Some("previous_response_id"),
             _ => None,
         }
     }

@@ -12,6 +12,7 @@ use tandem_engine::{
 };
 use tandem_llama::{LlamaRunner, Model, RunnerConfig};
 
+use crate::api::responses::store::ResponseStore;
 use crate::state::AppState;
 use crate::state::ToolSetup;
 use crate::template::ChatTemplate;
@@ -53,6 +54,10 @@ pub struct ServeArgs {
     /// Largest request body accepted, in bytes (larger bodies get 413).
     #[arg(long, default_value_t = 1 << 20)]
     pub max_body_bytes: usize,
+    /// Responses API: how many responses are kept in memory for `previous_response_id` and
+    /// `GET /v1/responses/{id}` (the least recently used are dropped first; 0 keeps none).
+    #[arg(long, default_value_t = 1024)]
+    pub max_stored_responses: usize,
     /// Which KV of finished requests a new request may reuse (a follow-up continues its
     /// conversation's; a new conversation copies the prefix it shares with one when that is
     /// cheaper than prefilling it). `all`: the whole previous turn, reply included (least
@@ -279,6 +284,7 @@ pub async fn run(args: ServeArgs, default_model: PathBuf) -> anyhow::Result<()> 
         tools,
         registry,
         metrics,
+        responses: Arc::new(ResponseStore::new(args.max_stored_responses)),
         created: crate::api::chat::unix_now(),
     });
     let addr: SocketAddr = format!("{}:{}", args.host, args.port)

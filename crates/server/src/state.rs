@@ -11,6 +11,7 @@ use tandem_tools::render::template_supports_tools;
 use tandem_tools::runtime::Registry;
 use tandem_tools::ParserKind;
 
+use crate::api::responses::store::ResponseStore;
 use crate::error::ApiError;
 use crate::template::ChatTemplate;
 
@@ -76,6 +77,8 @@ pub struct AppState {
     /// Server-side tools (`--tools`).
     pub registry: Arc<Registry>,
     pub metrics: PrometheusHandle,
+    /// Responses kept for `previous_response_id` and `GET /v1/responses/{id}`.
+    pub responses: Arc<ResponseStore>,
     pub created: u64,
 }
 

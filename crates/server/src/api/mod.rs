@@ -7,6 +7,7 @@ pub mod generate;
 pub mod logprobs;
 pub mod misc;
 pub mod replay;
+pub mod responses;
 pub mod sampling;
 pub mod scripted;
 pub mod server_calls;
