@@ -1,5 +1,6 @@
 """Sampling fields and log-probabilities against the real model, through the official `openai`
 client: `logprobs` / `top_logprobs` (chat) and `logprobs` (completions), streamed and not;
+prompt scores (`echo` with `logprobs`), checked against teacher-forced one-token completions;
 `logit_bias`, `frequency_penalty` / `presence_penalty`, and the vLLM / llama-server
 extensions `top_k`, `min_p`, `repetition_penalty`; `/tokenize` and `/detokenize`, which give
 `logit_bias` its ids. Each test fails if its field is ignored."""
@@ -86,8 +87,60 @@ def test_logprob_requests_out_of_range_are_rejected(client):
         chat(client, "x", top_logprobs=2)
     assert e.value.body["param"] == "top_logprobs"
     with pytest.raises(openai.BadRequestError) as e:
-        complete(client, logprobs=1, echo=True)
-    assert e.value.body["param"] == "echo"
+        complete(client, logprobs=1, echo=True, stream=True)
+    assert e.value.body["param"] == "stream"
+
+
+def teacher_forced(client, ids, token):
+    """`token`'s log-probability after the prompt `ids`, read off a one-token completion's
+    20 alternatives (None when it is not among them)."""
+    r = complete(client, prompt=ids, max_tokens=1, logprobs=20)
+    return r.choices[0].logprobs.top_logprobs[0].get(token)
+
+
+def test_echo_with_logprobs_scores_every_prompt_token(server, client):
+    text = "The capital of France is Paris"
+    ids = tokenize(server, text)["tokens"]
+    r = complete(client, prompt=text, echo=True, logprobs=3, max_tokens=2)
+    lp = r.choices[0].logprobs
+    n = len(ids)
+    assert len(lp.tokens) == n + r.usage.completion_tokens
+    assert "".join(lp.tokens[:n]) == text and r.choices[0].text.startswith(text)
+    assert lp.token_logprobs[0] is None and lp.top_logprobs[0] is None
+    assert lp.text_offset == [sum(len(t) for t in lp.tokens[:i]) for i in range(len(lp.tokens))]
+    compared = 0
+    for i in range(1, n):
+        top = lp.top_logprobs[i]
+        assert top[lp.tokens[i]] == lp.token_logprobs[i] and len(top) <= 4
+        expected = teacher_forced(client, ids[:i], lp.tokens[i])
+        if expected is not None:
+            assert lp.token_logprobs[i] == pytest.approx(expected, abs=1e-4)
+            compared += 1
+    assert compared >= 3
+    # The same prompt again: scored in full (no reused KV, which has no logits), same figures.
+    again = complete(client, prompt=text, echo=True, logprobs=3, max_tokens=2)
+    assert again.usage.prompt_tokens_details.cached_tokens == 0
+    assert again.choices[0].logprobs.token_logprobs == lp.token_logprobs
+
+
+def test_prompt_scores_span_prefill_chunks(server, client):
+    """A prompt longer than a step's batch is scored chunk by chunk, with no gap or repeat."""
+    text = " ".join(f"item {i} is {i * 7 % 13}." for i in range(120))
+    ids = tokenize(server, text)["tokens"]
+    assert len(ids) > 600  # more than one 512-token step
+    r = complete(client, prompt=ids, echo=True, logprobs=0, max_tokens=1)
+    lp = r.choices[0].logprobs
+    assert len(lp.token_logprobs) == len(ids) + 1 and lp.token_logprobs[0] is None
+    assert all(isinstance(x, float) and x <= 0 for x in lp.token_logprobs[1:])
+    checked = 0
+    for i in range(505, len(ids)):  # rows of the second chunk, and around the boundary
+        expected = teacher_forced(client, ids[:i], lp.tokens[i])
+        if expected is not None:
+            assert lp.token_logprobs[i] == pytest.approx(expected, abs=1e-3)
+            checked += 1
+        if checked == 4:
+            break
+    assert checked == 4
 
 
 def test_tokenize_and_detokenize_round_trip(server):
@@ -154,3 +207,20 @@ def test_sampling_values_out_of_range_name_their_field(client, field, value):
     with pytest.raises(openai.BadRequestError) as e:
         chat(client, "x", extra_body={field: value})
     assert e.value.body["param"] == field
+
+
+def test_prompt_scores_are_the_same_beside_other_requests(client):
+    """Scored rows are found by their place in a batch shared with other requests."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    text = "Water boils at one hundred degrees Celsius at sea level."
+    alone = complete(client, prompt=text, echo=True, logprobs=1, max_tokens=1)
+    busy = lambda i: complete(client, prompt=f"Story {i}: once upon a time", max_tokens=40)
+    with ThreadPoolExecutor(4) as ex:
+        others = [ex.submit(busy, i) for i in range(3)]
+        together = ex.submit(complete, client, prompt=text, echo=True, logprobs=1, max_tokens=1)
+        [f.result() for f in others]
+        got = together.result().choices[0].logprobs.token_logprobs
+    want = alone.choices[0].logprobs.token_logprobs
+    assert got[0] is None and len(got) == len(want)
+    assert got[1:] == pytest.approx(want[1:], abs=1e-3)

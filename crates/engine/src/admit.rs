@@ -32,7 +32,9 @@ impl Scheduler {
         // it is worth more kept whole (its conversation may come back).
         let must_drop = self.kv.free_slots() == 0 && !self.swaps_retained();
         let prompt_len = w.req.prompt.len();
-        let taken = match self.copy_instead(&w.req.prompt) {
+        // A prompt to score is prefilled whole: reused positions have no logits.
+        let scores = w.req.sampling.prompt_logprobs.is_some();
+        let taken = match scores || self.copy_instead(&w.req.prompt) {
             true => None,
             false => self.retained.take_match(&w.req.prompt, must_drop),
         };
@@ -45,7 +47,12 @@ impl Scheduler {
             }
             None => {
                 let seq = self.alloc_slot(now)?;
-                (seq, self.copy_shared_prefix(seq))
+                let copied = if scores {
+                    0
+                } else {
+                    self.copy_shared_prefix(seq)
+                };
+                (seq, copied)
             }
         };
         let Some(Queued::New(w)) = self.waiting.pop_front() else {
@@ -308,6 +315,7 @@ fn activate(w: Waiting, seq: SeqId, reused: usize, cells_per_seq: usize) -> Acti
         constraint: w.req.constraint,
         scripted_done: 0,
         segment_generated: 0,
+        prompt_scored: 0,
         tokens: w.req.prompt,
         arrival: w.arrival,
         last_token_at: None,

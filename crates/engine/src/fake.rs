@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use crate::clock::ManualClock;
 use crate::cost::CostModel;
-use crate::plan::{KvOp, Sampled, StepPlan, StepResult};
+use crate::plan::{KvOp, Sampled, Scored, StepPlan, StepResult};
 use crate::prefix::Loc;
 use crate::swap::SwapHandle;
 use crate::types::{SeqId, Token, TokenLogprobs};
@@ -135,6 +135,7 @@ impl Runner for FakeRunner {
             return Err(RunnerError::Decode("injected failure".into()));
         }
         let mut sampled = Vec::new();
+        let mut scored = Vec::new();
         for item in &plan.items {
             assert!(
                 (item.seq as usize) < self.n_slots,
@@ -149,6 +150,18 @@ impl Runner for FakeRunner {
                 item.seq
             );
             s.extend_from_slice(&item.tokens);
+            if let Some(rows) = &item.score {
+                assert!(
+                    rows.targets.len() <= item.tokens.len(),
+                    "more scores than rows"
+                );
+                let lps = rows.targets.iter().map(|&t| fake_logprobs(t, rows.top));
+                scored.push(Scored {
+                    request: item.request,
+                    start_pos: item.start_pos,
+                    logprobs: lps.collect(),
+                });
+            }
             assert!(
                 s.len() <= self.cells_per_seq,
                 "seq {} over capacity",
@@ -173,7 +186,7 @@ impl Runner for FakeRunner {
         if let Some(c) = &self.clock {
             c.advance(self.step_base_s + self.step_per_token_s * plan.batch_tokens() as f64);
         }
-        Ok(StepResult { sampled })
+        Ok(StepResult { sampled, scored })
     }
 
     fn profile(&mut self) -> Result<CostModel, RunnerError> {

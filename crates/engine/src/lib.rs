@@ -38,7 +38,7 @@ pub mod types;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use cost::CostModel;
 pub use engine::{spawn_engine, EngineHandle, SubmitError};
-pub use plan::{KvOp, PlanItem, Sampled, StepPlan, StepResult};
+pub use plan::{KvOp, PlanItem, Sampled, ScoreRows, Scored, StepPlan, StepResult};
 pub use policy::{InterceptPolicy, ResumeOrder};
 pub use prefix::Loc;
 pub use scheduler::{InterceptConfig, InterceptCounters, PrefixReuse, Scheduler, SchedulerConfig};

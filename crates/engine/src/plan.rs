@@ -40,6 +40,17 @@ pub struct PlanItem {
     /// Only these tokens may be sampled (a constrained request); set by the scheduler after
     /// planning.
     pub mask: Option<TokenMask>,
+    /// Prompt rows to score (a request with `SamplingParams::prompt_logprobs`); `None` for
+    /// nearly every item.
+    pub score: Option<ScoreRows>,
+}
+
+/// Score the first `targets.len()` rows of an item: row `i`'s logits give the
+/// log-probability of `targets[i]` (the prompt token after it), with `top` alternatives.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ScoreRows {
+    pub targets: Vec<Token>,
+    pub top: u32,
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -73,4 +84,14 @@ pub struct Sampled {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct StepResult {
     pub sampled: Vec<Sampled>,
+    pub scored: Vec<Scored>,
+}
+
+/// The figures of an item's scored rows (`PlanItem::score`), in row order.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Scored {
+    pub request: RequestId,
+    /// Position of the item's first row.
+    pub start_pos: usize,
+    pub logprobs: Vec<TokenLogprobs>,
 }

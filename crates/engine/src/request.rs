@@ -38,6 +38,9 @@ pub struct Active {
     pub scripted_done: usize,
     /// Tokens generated since the request started or last resumed (triggers match only these).
     pub segment_generated: usize,
+    /// Rows below this position have had their prompt scores sent (a recomputed chunk is
+    /// scored again but not reported twice).
+    pub prompt_scored: usize,
     pub arrival: f64,
     pub last_token_at: Option<f64>,
 }

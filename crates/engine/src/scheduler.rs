@@ -7,12 +7,12 @@ use std::collections::VecDeque;
 
 use crate::cost::CostModel;
 use crate::kv::KvPool;
-use crate::plan::{KvOp, PlanItem, Sampled, StepPlan, StepResult};
+use crate::plan::{KvOp, PlanItem, Sampled, ScoreRows, Scored, StepPlan, StepResult};
 use crate::policy::{Estimator, InterceptPolicy, ResumeOrder, Waste};
 use crate::prefix::{Loc, Retained, RetainedSet};
 use crate::request::{Active, Run};
 use crate::swap::{SwapHandle, SwapPool};
-use crate::types::{Event, FinishReason, NewRequest, RequestId, SeqId, Token};
+use crate::types::{Event, FinishReason, NewRequest, RequestId, SeqId, Token, TokenLogprobs};
 
 /// Which retained KV a new request may reuse.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -384,6 +384,9 @@ impl Scheduler {
             }
         }
         self.counters.recomputed_tokens += recomputed as u64;
+        for s in &result.scored {
+            self.report_scores(s);
+        }
         for s in &result.sampled {
             self.accept(s, now);
         }
@@ -436,6 +439,22 @@ impl Scheduler {
             self.ops.push(KvOp::Clear { seq: r.seq });
             self.kv.free(r.seq);
             self.released.push(r.id);
+        }
+    }
+
+    /// Sends a request the prompt scores it has not had yet, each with the token it scores.
+    fn report_scores(&mut self, s: &Scored) {
+        let Some(r) = self.running.iter_mut().find(|r| r.id == s.request) else {
+            return;
+        };
+        let entries: Vec<(Token, TokenLogprobs)> = (s.start_pos..)
+            .zip(&s.logprobs)
+            .filter(|(pos, _)| *pos >= r.prompt_scored && pos + 1 < r.prompt_len)
+            .map(|(pos, lp)| (r.tokens[pos + 1], lp.clone()))
+            .collect();
+        r.prompt_scored = r.prompt_scored.max(s.start_pos + s.logprobs.len());
+        if !entries.is_empty() {
+            let _ = r.events.send(Event::PromptLogprobs(entries));
         }
     }
 
@@ -613,7 +632,20 @@ fn chunk(r: &Active, n: usize) -> PlanItem {
         tokens: r.tokens[start..start + n].to_vec(),
         sample: (start + n == r.tokens.len()).then(|| r.sampling.clone()),
         mask: None,
+        score: score_targets(r, start, n),
     }
+}
+
+/// For a request that scores its prompt: the prompt tokens that the chunk's rows predict
+/// (each row's next token), as far as the prompt goes.
+fn score_targets(r: &Active, start: usize, n: usize) -> Option<ScoreRows> {
+    let top = r.sampling.prompt_logprobs?;
+    if start + 1 >= r.prompt_len {
+        return None;
+    }
+    let end = (start + n).min(r.prompt_len - 1);
+    let targets = r.tokens[start + 1..end + 1].to_vec();
+    Some(ScoreRows { targets, top })
 }
 
 fn record_latency(r: &mut Active, now: f64) {

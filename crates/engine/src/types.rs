@@ -26,6 +26,10 @@ pub struct SamplingParams {
     /// Report each sampled token's log-probability with this many most likely alternatives
     /// (`Event::Logprobs`). A request that asks samples every token: no jump-forward.
     pub logprobs: Option<u32>,
+    /// Score the prompt: each prompt token after the first gets its log-probability with this
+    /// many alternatives (`Event::PromptLogprobs`). Such a request is prefilled whole: no KV
+    /// of another request is reused for it, since reused positions have no logits.
+    pub prompt_logprobs: Option<u32>,
 }
 
 impl Default for SamplingParams {
@@ -39,6 +43,7 @@ impl Default for SamplingParams {
             logit_bias: Vec::new(),
             seed: None,
             logprobs: None,
+            prompt_logprobs: None,
         }
     }
 }
@@ -178,6 +183,9 @@ pub enum Event {
     /// The log-probabilities of the next sampled token, sent just before its `Token` event
     /// (and for a sampled end-of-generation token, which has none), only when asked for.
     Logprobs(TokenLogprobs),
+    /// Prompt tokens (in order, from the second) with their log-probabilities given the
+    /// tokens before them, as prefill chunks score them; only when asked for.
+    PromptLogprobs(Vec<(Token, TokenLogprobs)>),
     Finished {
         reason: FinishReason,
         usage: Usage,

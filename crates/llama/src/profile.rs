@@ -85,6 +85,7 @@ fn fill(r: &mut LlamaRunner, n: usize) -> Result<(), RunnerError> {
         tokens: vec![bos; n],
         sample: Some(SamplingParams::default()),
         mask: None,
+        score: None,
     };
     r.fill_batch(std::slice::from_ref(&item))?;
     r.ctx

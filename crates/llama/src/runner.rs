@@ -16,7 +16,7 @@ use llama_cpp_2::token::logit_bias::LlamaLogitBias;
 use llama_cpp_2::token::LlamaToken;
 use tandem_engine::{
     CostModel, KvOp, Loc, PlanItem, RequestId, Runner, RunnerError, Sampled, SamplingParams,
-    StepPlan, StepResult, SwapHandle, TokenLogprobs,
+    Scored, StepPlan, StepResult, SwapHandle, TokenLogprobs,
 };
 
 use crate::model::{backend, Model, ModelError};
@@ -201,24 +201,48 @@ impl LlamaRunner {
             .map_err(|e| RunnerError::Kv(format!("swap in to seq {seq}: {e}")))
     }
 
-    /// Fills the batch; returns, per item that samples, its row index in the batch.
+    /// Fills the batch; returns, per item that samples, its row index in the batch. Rows
+    /// get logits where they sample or score (`PlanItem::score`).
     pub(crate) fn fill_batch(&mut self, items: &[PlanItem]) -> Result<Vec<i32>, RunnerError> {
         self.batch.clear();
         let mut rows = Vec::new();
         for item in items {
             let last = item.tokens.len() - 1;
+            let scored = item.score.as_ref().map_or(0, |s| s.targets.len());
             for (i, &t) in item.tokens.iter().enumerate() {
-                let logits = i == last && item.sample.is_some();
+                let samples = i == last && item.sample.is_some();
+                let logits = samples || i < scored;
                 let pos = (item.start_pos + i) as i32;
                 self.batch
                     .add(LlamaToken(t), pos, &[item.seq], logits)
                     .map_err(|e| RunnerError::Decode(e.to_string()))?;
-                if logits {
+                if samples {
                     rows.push(self.batch.n_tokens() - 1);
                 }
             }
         }
         Ok(rows)
+    }
+
+    /// The figures of every scored row: an item's rows follow each other in the batch, in
+    /// plan order, so its first row is the count of rows before it.
+    fn score(&self, items: &[PlanItem]) -> Vec<Scored> {
+        let mut first = 0;
+        let mut out = Vec::new();
+        for item in items {
+            if let Some(rows) = &item.score {
+                let k = rows.top as usize;
+                let row = |i: usize| self.ctx.get_logits_ith((first + i) as i32);
+                let lps = rows.targets.iter().enumerate();
+                out.push(Scored {
+                    request: item.request,
+                    start_pos: item.start_pos,
+                    logprobs: lps.map(|(i, &t)| logprobs(row(i), t, k)).collect(),
+                });
+            }
+            first += item.tokens.len();
+        }
+        out
     }
 
     fn sample(&mut self, item: &PlanItem, row: i32) -> Sampled {
@@ -320,12 +344,13 @@ impl Runner for LlamaRunner {
         self.ctx
             .decode(&mut self.batch)
             .map_err(|e| RunnerError::Decode(e.to_string()))?;
+        let scored = self.score(&plan.items);
         let sampling = plan.items.iter().filter(|i| i.sample.is_some());
         let sampled = sampling
             .zip(rows)
             .map(|(item, row)| self.sample(item, row))
             .collect();
-        Ok(StepResult { sampled })
+        Ok(StepResult { sampled, scored })
     }
 
     fn profile(&mut self) -> Result<CostModel, RunnerError> {

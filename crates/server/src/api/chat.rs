@@ -103,6 +103,7 @@ pub async fn handler(
         finish,
         usage,
         logprobs: lps,
+        ..
     } = run.gen.collect_turns().await?;
     let lps = run.want_logprobs.then(|| logprobs::chat_json(&lps));
     let (message, added) = final_message(run.parser, &run.ids, turns);

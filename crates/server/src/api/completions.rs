@@ -55,11 +55,14 @@ pub async fn handler(
     let req: CompletionRequest = parse_json(body, st.body_limit)?;
     st.check_model(req.common.model.as_deref())?;
     let mut params = req.common.validate(st.model.n_vocab())?;
-    params.sampling.logprobs = logprobs::completion_request(req.logprobs, req.echo)?;
-    let want_logprobs = params.sampling.logprobs.is_some();
+    let asked = logprobs::completion_request(req.logprobs, req.echo, params.stream)?;
+    params.sampling.logprobs = asked.map(|a| a.k);
+    params.sampling.prompt_logprobs = asked.filter(|a| a.prompt).map(|a| a.k);
+    let want_logprobs = asked.is_some();
     let (prompt_text, tokens) = prompt(&st, &req.prompt)?;
     let id = format!("cmpl-{}", random_id());
     let (model, created) = (st.served_name.clone(), unix_now());
+    let first_piece = st.model.piece(tokens[0]);
     let gen = Generation::start(st, tokens, &params, None)?;
     let echo = req.echo.then_some(prompt_text);
     if params.stream {
@@ -73,9 +76,19 @@ pub async fn handler(
         };
         return Ok(sse_response(gen, spec));
     }
-    let (text, finish, usage, lps) = gen.collect().await?;
+    let c = gen.collect_turns().await?;
+    let text: String = c.turns.into_iter().map(|t| t.0).collect();
+    let lps = match (want_logprobs, echo.is_some()) {
+        (false, _) => None,
+        (true, false) => Some(logprobs::completion_json(&c.logprobs, &mut 0)),
+        (true, true) => Some(logprobs::echo_completion_json(
+            first_piece,
+            &c.prompt_logprobs,
+            &c.logprobs,
+        )),
+    };
+    let (finish, usage) = (c.finish, c.usage);
     let text = echo.unwrap_or_default() + &text;
-    let lps = want_logprobs.then(|| logprobs::completion_json(&lps, &mut 0));
     Ok(Json(json!({
         "id": id, "object": "text_completion", "created": created, "model": model,
         "choices": [{"index": 0, "text": text, "logprobs": lps, "finish_reason": finish}],

@@ -35,6 +35,9 @@ pub enum Piece {
     /// The log-probabilities of the next generated token (when the request asked for them),
     /// queued before its text.
     Logprobs(TokenLp),
+    /// Prompt tokens with their log-probabilities (a prompt the request asked to score),
+    /// from the second token on, as prefill chunks score them.
+    PromptLogprobs(Vec<TokenLp>),
     /// Results of server-side calls; when `continues`, the next text is a new assistant
     /// turn (else the generation ends after them: the turn also called client-side tools).
     ToolResults {
@@ -77,6 +80,8 @@ pub struct Collected {
     pub usage: Usage,
     /// Every generated token's log-probabilities, when the request asked for them.
     pub logprobs: Vec<TokenLp>,
+    /// The prompt's, from its second token, when the request asked for them.
+    pub prompt_logprobs: Vec<TokenLp>,
 }
 
 impl Generation {
@@ -173,22 +178,17 @@ impl Generation {
         }
     }
 
-    /// Reads the whole generation: its text (all turns), the end and the log-probabilities.
-    pub async fn collect(self) -> Result<(String, &'static str, Usage, Vec<TokenLp>), ApiError> {
-        let c = self.collect_turns().await?;
-        let text = c.turns.into_iter().map(|t| t.0).collect();
-        Ok((text, c.finish, c.usage, c.logprobs))
-    }
-
     /// Reads the whole generation by turns.
     pub async fn collect_turns(mut self) -> Result<Collected, ApiError> {
         let mut turns = vec![(String::new(), Vec::new())];
         let mut logprobs = Vec::new();
+        let mut prompt_logprobs = Vec::new();
         while let Some(p) = self.next().await {
             let turn = turns.last_mut().expect("a turn");
             match p? {
                 Piece::Text(t) => turn.0.push_str(&t),
                 Piece::Logprobs(lp) => logprobs.push(lp),
+                Piece::PromptLogprobs(lps) => prompt_logprobs.extend(lps),
                 Piece::ToolResults { results, continues } => {
                     turn.1 = results;
                     if continues {
@@ -204,6 +204,7 @@ impl Generation {
                         finish: finish_reason,
                         usage,
                         logprobs,
+                        prompt_logprobs,
                     })
                 }
             }
@@ -217,6 +218,11 @@ impl Generation {
         match event {
             Some(Event::Token(t)) => self.on_token(t),
             Some(Event::Logprobs(lp)) => self.next_logprobs = Some(lp),
+            Some(Event::PromptLogprobs(entries)) => {
+                let model = &self.st.model;
+                let lps = entries.iter().map(|(t, lp)| TokenLp::new(model, *t, lp));
+                self.queue.push_back(Piece::PromptLogprobs(lps.collect()));
+            }
             Some(Event::Finished { reason, usage }) => {
                 let tail = self.utf8.finish();
                 self.emit_text(&tail);

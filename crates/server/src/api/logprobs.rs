@@ -1,9 +1,10 @@
 //! Log-probabilities of generated tokens: the request fields that ask for them (chat's
 //! `logprobs` + `top_logprobs`, a text completion's integer `logprobs`) and the two response
 //! shapes OpenAI defines (chat's `content` list, the legacy `tokens` / `token_logprobs` /
-//! `top_logprobs` / `text_offset` arrays). The numbers come from the engine
-//! (`Event::Logprobs`): the model's raw distribution, before penalties, bias, temperature or
-//! a grammar's mask, as vLLM reports them by default.
+//! `top_logprobs` / `text_offset` arrays, with the prompt's first when `echo` asks). The
+//! numbers come from the engine (`Event::Logprobs`, `Event::PromptLogprobs`): the model's raw
+//! distribution, before penalties, bias, temperature or a grammar's mask, as vLLM reports
+//! them by default.
 
 use serde_json::{json, Map, Value};
 use tandem_engine::{Token, TokenLogprobs};
@@ -48,19 +49,32 @@ pub fn chat_request(logprobs: Option<bool>, top: Option<i64>) -> Result<Option<u
     }
 }
 
-/// Text completions: `logprobs: k` (0 to 20) asks for them with k alternatives. Prompt
-/// log-probabilities (`echo` with `logprobs`) are not computed: a 400 says so.
-pub fn completion_request(logprobs: Option<i64>, echo: bool) -> Result<Option<u32>, ApiError> {
+/// What a text completion asks for: `k` alternatives for each generated token and, with
+/// `echo`, for each prompt token too.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CompletionLogprobs {
+    pub k: u32,
+    pub prompt: bool,
+}
+
+/// Text completions: `logprobs: k` (0 to 20) asks for them with k alternatives; with `echo`
+/// the prompt's are computed too (not streamed: a 400 says so).
+pub fn completion_request(
+    logprobs: Option<i64>,
+    echo: bool,
+    stream: bool,
+) -> Result<Option<CompletionLogprobs>, ApiError> {
     let Some(k) = logprobs else {
         return Ok(None);
     };
-    if echo {
+    if echo && stream {
         return Err(ApiError::invalid(
-            "echo with logprobs (log-probabilities of the prompt) is not supported",
-            "echo",
+            "echo with logprobs (the prompt's log-probabilities) is not supported when streaming",
+            "stream",
         ));
     }
-    count(k, "logprobs").map(Some)
+    let k = count(k, "logprobs")?;
+    Ok(Some(CompletionLogprobs { k, prompt: echo }))
 }
 
 fn count(k: i64, field: &'static str) -> Result<u32, ApiError> {
@@ -114,6 +128,24 @@ pub fn completion_json(entries: &[TokenLp], offset: &mut usize) -> Value {
     })
 }
 
+/// An echoed completion's `logprobs`: the prompt's tokens, the first without figures (null,
+/// as OpenAI and vLLM write it), then the generated ones.
+pub fn echo_completion_json(first: Vec<u8>, prompt: &[TokenLp], generated: &[TokenLp]) -> Value {
+    let head = TokenLp {
+        bytes: first,
+        logprob: 0.0,
+        top: Vec::new(),
+    };
+    let all: Vec<TokenLp> = std::iter::once(head)
+        .chain(prompt.iter().cloned())
+        .chain(generated.iter().cloned())
+        .collect();
+    let mut v = completion_json(&all, &mut 0);
+    v["token_logprobs"][0] = Value::Null;
+    v["top_logprobs"][0] = Value::Null;
+    v
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -136,10 +168,18 @@ mod tests {
         assert_eq!(chat_request(Some(true), Some(5)).unwrap(), Some(5));
         assert!(chat_request(Some(false), Some(2)).is_err());
         assert!(chat_request(Some(true), Some(21)).is_err());
-        assert_eq!(completion_request(Some(3), false).unwrap(), Some(3));
-        assert!(completion_request(Some(3), true).is_err());
-        assert!(completion_request(Some(-1), false).is_err());
-        assert_eq!(completion_request(None, true).unwrap(), None);
+        let asks = |k, prompt| Some(CompletionLogprobs { k, prompt });
+        assert_eq!(
+            completion_request(Some(3), false, true).unwrap(),
+            asks(3, false)
+        );
+        assert_eq!(
+            completion_request(Some(3), true, false).unwrap(),
+            asks(3, true)
+        );
+        assert!(completion_request(Some(3), true, true).is_err());
+        assert!(completion_request(Some(-1), false, false).is_err());
+        assert_eq!(completion_request(None, true, true).unwrap(), None);
     }
 
     #[test]
@@ -162,5 +202,16 @@ mod tests {
         assert_eq!(b["text_offset"], json!([2]));
         assert_eq!(off, 3);
         assert_eq!(b["tokens"], json!(["é"]));
+    }
+
+    #[test]
+    fn an_echo_starts_with_the_first_prompt_token_without_figures() {
+        let prompt = [entry(" b", -1.0, &[(" c", -0.5)])];
+        let v = echo_completion_json(b"a".to_vec(), &prompt, &[entry("!", -2.0, &[])]);
+        assert_eq!(v["tokens"], json!(["a", " b", "!"]));
+        assert_eq!(v["token_logprobs"], json!([null, -1.0, -2.0]));
+        assert_eq!(v["top_logprobs"][0], Value::Null);
+        assert_eq!(v["top_logprobs"][1], json!({" b": -1.0, " c": -0.5}));
+        assert_eq!(v["text_offset"], json!([0, 1, 3]));
     }
 }

@@ -38,6 +38,7 @@ impl SamplingFields {
             return Err(ApiError::invalid("top_p must be in (0, 1]", "top_p"));
         }
         Ok(SamplingParams {
+            prompt_logprobs: None,
             temperature,
             top_p,
             top_k: self.top_k()?,

@@ -101,6 +101,8 @@ async fn advance(mut s: StreamState) -> Option<(Event, StreamState)> {
                     s.push_chunks(chunks);
                     s.phase = Phase::Running(gen);
                 }
+                // Not streamed: a streamed request cannot ask to score its prompt.
+                Some(Ok(Piece::PromptLogprobs(_))) => s.phase = Phase::Running(gen),
                 Some(Ok(Piece::Logprobs(lp))) => {
                     s.logprobs.push(lp);
                     s.phase = Phase::Running(gen);
