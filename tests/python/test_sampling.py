@@ -121,6 +121,12 @@ def test_echo_with_logprobs_scores_every_prompt_token(server, client):
     again = complete(client, prompt=text, echo=True, logprobs=3, max_tokens=2)
     assert again.usage.prompt_tokens_details.cached_tokens == 0
     assert again.choices[0].logprobs.token_logprobs == lp.token_logprobs
+    # As lm-evaluation-harness sends it: a batch of one token-id prompt.
+    batched = complete(client, prompt=[ids], echo=True, logprobs=3, max_tokens=2)
+    assert batched.choices[0].logprobs.token_logprobs == lp.token_logprobs
+    with pytest.raises(openai.BadRequestError) as e:
+        complete(client, prompt=[ids, ids], echo=True, logprobs=1)
+    assert e.value.body["param"] == "prompt"
 
 
 def test_prompt_scores_span_prefill_chunks(server, client):

@@ -31,6 +31,13 @@ fn prompt(st: &AppState, spec: &PromptSpec) -> Result<(String, Vec<i32>), ApiErr
             ))
         }
         PromptSpec::Tokens(ids) => return token_prompt(st, ids),
+        PromptSpec::TokenLists(v) if v.len() == 1 => return token_prompt(st, &v[0]),
+        PromptSpec::TokenLists(_) => {
+            return Err(ApiError::invalid(
+                "only one prompt per request is supported",
+                "prompt",
+            ))
+        }
     };
     if text.is_empty() {
         return Err(ApiError::invalid("prompt must not be empty", "prompt"));

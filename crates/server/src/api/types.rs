@@ -66,13 +66,15 @@ pub struct ChatRequest {
     pub common: CommonParams,
 }
 
-/// `prompt` of a text completion: a string, a one-element list of strings, or token ids.
+/// `prompt` of a text completion: a string, token ids, or a one-element list of either (as
+/// batch clients such as lm-evaluation-harness send one prompt).
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
 pub enum PromptSpec {
     Text(String),
     Texts(Vec<String>),
     Tokens(Vec<i64>),
+    TokenLists(Vec<Vec<i64>>),
 }
 
 #[derive(Debug, Deserialize)]
