@@ -1,7 +1,7 @@
-"""An agent framework on the Responses API: the OpenAI Agents SDK (`openai-agents`) runs an
-agent with a Python function tool against tandem, non-streamed and streamed, then continues
+"""An agent framework against tandem: the OpenAI Agents SDK (`openai-agents`) runs an agent
+with a Python function tool on the Responses API, non-streamed and streamed, then continues
 the conversation with `previous_response_id`, whose prompt must come from the KV the server
-kept (cached tokens). Fails if the SDK cannot parse tandem's responses or events, or if the
+kept (cached tokens); and the same agent on Chat Completions (`OpenAIChatCompletionsModel`). Fails if the SDK cannot parse tandem's responses or events, or if the
 tool is not called with the model's arguments."""
 import asyncio
 
@@ -11,7 +11,7 @@ from openai import AsyncOpenAI
 MODEL = "SmolLM2-135M-Instruct.Q4_1"
 
 
-def make_agent(url, calls):
+def make_agent(url, calls, model_class=None):
     @agents.function_tool
     def get_weather(city: str) -> str:
         """Get the current weather for a city."""
@@ -21,7 +21,8 @@ def make_agent(url, calls):
     client = AsyncOpenAI(base_url=url + "/v1", api_key="unused", max_retries=0)
     settings = agents.ModelSettings(temperature=0, max_tokens=80, tool_choice="required",
                                     parallel_tool_calls=False)
-    model = agents.OpenAIResponsesModel(model=MODEL, openai_client=client)
+    model_class = model_class or agents.OpenAIResponsesModel
+    model = model_class(model=MODEL, openai_client=client)
     return agents.Agent(name="assistant", instructions="You are a helpful assistant.",
                         model=model, tools=[get_weather], model_settings=settings)
 
@@ -66,3 +67,20 @@ def test_a_streamed_agent_run_sees_the_call_and_its_output(server):
     run, names = asyncio.run(main())
     assert names[:2] == ["tool_called", "tool_output"]
     assert calls == ["Oslo"] and run.final_output
+
+
+def test_the_same_agent_runs_on_chat_completions(server):
+    agents.set_tracing_disabled(True)
+    calls = []
+
+    async def main():
+        agent = make_agent(server.url, calls, agents.OpenAIChatCompletionsModel)
+        plain = await agents.Runner.run(agent, "What's the weather in Paris?", max_turns=3)
+        run = agents.Runner.run_streamed(agent, "What's the weather in Oslo?", max_turns=3)
+        names = [e.name async for e in run.stream_events() if e.type == "run_item_stream_event"]
+        return plain, run, names
+
+    plain, run, names = asyncio.run(main())
+    assert item_kinds(plain)[:2] == ["ToolCallItem", "ToolCallOutputItem"]
+    assert names[:2] == ["tool_called", "tool_output"]
+    assert calls == ["Paris", "Oslo"] and plain.final_output and run.final_output

@@ -88,7 +88,9 @@ pub async fn handler(
     let (model, created) = (st.served_name.clone(), unix_now());
     if run.params.stream {
         let chunk = chunk_fn(id.clone(), model.clone(), created, run.parser, run.ids);
-        let role = json!({"role": "assistant", "content": ""});
+        // `content` null, as llama-server sends it: a client (the OpenAI Agents SDK) that starts
+        // a text message on any non-null content would show an empty one before a tool call.
+        let role = json!({"role": "assistant", "content": null});
         let first = chunk_json(&id, &model, created, role, None);
         let spec = StreamSpec {
             logprobs: run
