@@ -150,6 +150,22 @@ fn check_unsupported(req: &ResponsesRequest) -> Result<(), ApiError> {
         let msg = format!("truncation '{t}' is not supported; only 'disabled' (a prompt longer than the context is a 400)");
         return bad(msg, "truncation");
     }
+    if let Some(n) = req.max_output_tokens.filter(|n| *n < 1) {
+        return bad(
+            format!("max_output_tokens must be at least 1, got {n}"),
+            "max_output_tokens",
+        );
+    }
+    if req.text.as_ref().is_some_and(|t| !t.is_object()) {
+        return bad(
+            "text must be an object such as {\"format\": {\"type\": \"text\"}}".into(),
+            "text",
+        );
+    }
+    if !req.metadata.as_ref().is_none_or(valid_metadata) {
+        let msg = "metadata must be an object of at most 16 string values";
+        return bad(msg.into(), "metadata");
+    }
     if let Some(i) = req.include.iter().find(|i| i.contains("logprobs")) {
         let msg = format!(
             "include '{i}' is not supported: log-probabilities are served by /v1/chat/completions"
@@ -157,6 +173,11 @@ fn check_unsupported(req: &ResponsesRequest) -> Result<(), ApiError> {
         return bad(msg, "include");
     }
     Ok(())
+}
+
+fn valid_metadata(m: &Value) -> bool {
+    m.as_object()
+        .is_some_and(|o| o.len() <= 16 && o.values().all(Value::is_string))
 }
 
 /// `input`: a string (one user message) or a list of items.
@@ -254,6 +275,9 @@ fn text_part(part: &Value) -> Result<&str, String> {
     let kind = part.get("type").and_then(Value::as_str).unwrap_or("");
     match (kind, part.get("text").and_then(Value::as_str)) {
         ("input_text" | "output_text" | "text", Some(t)) => Ok(t),
+        ("input_text" | "output_text" | "text", None) => {
+            Err(format!("a '{kind}' content part needs a string `text`"))
+        }
         ("refusal", _) => Ok(part.get("refusal").and_then(Value::as_str).unwrap_or("")),
         _ => Err(format!(
             "content part type '{kind}' is not supported; only text parts"
@@ -263,25 +287,30 @@ fn text_part(part: &Value) -> Result<&str, String> {
 
 /// Responses function tools (`{"type": "function", "name", ...}`) as chat tools.
 fn chat_tools(tools: &[Value]) -> Result<Value, ApiError> {
-    let one = |(i, t): (usize, &Value)| {
-        match t.get("type").and_then(Value::as_str) {
+    let tools = tools.iter().enumerate().map(|(i, t)| chat_tool(i, t));
+    tools.collect::<Result<Vec<_>, _>>().map(Value::Array)
+}
+
+fn chat_tool(i: usize, tool: &Value) -> Result<Value, ApiError> {
+    let bad = |message: String, param: String| ApiError::Invalid {
+        message,
+        param: Some(param),
+    };
+    match tool.get("type").and_then(Value::as_str) {
+        Some("function") if !tool["name"].is_string() => Err(bad(
+            format!("tools[{i}].name must be a string"),
+            format!("tools[{i}].name"),
+        )),
         Some("function") => {
-            let mut f = t.as_object().cloned().unwrap_or_default();
+            let mut f = tool.as_object().cloned().unwrap_or_default();
             f.remove("type");
             Ok(json!({"type": "function", "function": f}))
         }
-        other => Err(ApiError::Invalid {
-            message: format!("tools[{i}]: tool type {other:?} is not supported; only 'function' tools (server-side tools are served by /v1/chat/completions)"),
-            param: Some(format!("tools[{i}]")),
-        }),
+        other => Err(bad(
+            format!("tools[{i}]: tool type {other:?} is not supported; only 'function' tools (server-side tools are on /v1/chat/completions)"),
+            format!("tools[{i}]"),
+        )),
     }
-    };
-    tools
-        .iter()
-        .enumerate()
-        .map(one)
-        .collect::<Result<Vec<_>, _>>()
-        .map(Value::Array)
 }
 
 /// `tool_choice`: "auto", "none", "required", or `{"type": "function", "name"}`.
@@ -305,6 +334,10 @@ fn response_format(text: &Value) -> Result<Option<Value>, ApiError> {
         None if format.is_null() => Ok(None),
         Some("text") => Ok(None),
         Some("json_object") => Ok(Some(json!({"type": "json_object"}))),
+        Some("json_schema") if !format["schema"].is_object() => Err(ApiError::invalid(
+            "text.format.schema must be a JSON Schema object",
+            "text.format.schema",
+        )),
         Some("json_schema") => {
             let mut schema = format.as_object().cloned().unwrap_or_default();
             schema.remove("type");
@@ -423,6 +456,24 @@ mod tests {
                 "server_tools",
             ),
             (json!({"input": []}), "input"),
+            (
+                json!({"input": "x", "max_output_tokens": 0}),
+                "max_output_tokens",
+            ),
+            (json!({"input": "x", "text": "json"}), "text"),
+            (json!({"input": "x", "metadata": [1]}), "metadata"),
+            (
+                json!({"input": [{"role": "user", "content": [{"type": "input_text"}]}]}),
+                "input[0]",
+            ),
+            (
+                json!({"input": "x", "tools": [{"type": "function", "name": 5}]}),
+                "tools[0].name",
+            ),
+            (
+                json!({"input": "x", "text": {"format": {"type": "json_schema", "name": "s"}}}),
+                "text.format.schema",
+            ),
         ];
         for (body, param) in bad {
             let e = prepare(req(body.clone()), vec![]).err().unwrap();
