@@ -201,48 +201,37 @@ impl LlamaRunner {
             .map_err(|e| RunnerError::Kv(format!("swap in to seq {seq}: {e}")))
     }
 
-    /// Fills the batch; returns, per item that samples, its row index in the batch. Rows
-    /// get logits where they sample or score (`PlanItem::score`).
+    /// Fills the batch; returns each item's first row index in the batch. Rows get logits
+    /// where they sample (an item's last) or score (`PlanItem::score`, its first ones).
     pub(crate) fn fill_batch(&mut self, items: &[PlanItem]) -> Result<Vec<i32>, RunnerError> {
         self.batch.clear();
-        let mut rows = Vec::new();
+        let mut firsts = Vec::with_capacity(items.len());
         for item in items {
+            firsts.push(self.batch.n_tokens());
             let last = item.tokens.len() - 1;
             let scored = item.score.as_ref().map_or(0, |s| s.targets.len());
             for (i, &t) in item.tokens.iter().enumerate() {
-                let samples = i == last && item.sample.is_some();
-                let logits = samples || i < scored;
+                let logits = (i == last && item.sample.is_some()) || i < scored;
                 let pos = (item.start_pos + i) as i32;
                 self.batch
                     .add(LlamaToken(t), pos, &[item.seq], logits)
                     .map_err(|e| RunnerError::Decode(e.to_string()))?;
-                if samples {
-                    rows.push(self.batch.n_tokens() - 1);
-                }
             }
         }
-        Ok(rows)
+        Ok(firsts)
     }
 
-    /// The figures of every scored row: an item's rows follow each other in the batch, in
-    /// plan order, so its first row is the count of rows before it.
-    fn score(&self, items: &[PlanItem]) -> Vec<Scored> {
-        let mut first = 0;
-        let mut out = Vec::new();
-        for item in items {
-            if let Some(rows) = &item.score {
-                let k = rows.top as usize;
-                let row = |i: usize| self.ctx.get_logits_ith((first + i) as i32);
-                let lps = rows.targets.iter().enumerate();
-                out.push(Scored {
-                    request: item.request,
-                    start_pos: item.start_pos,
-                    logprobs: lps.map(|(i, &t)| logprobs(row(i), t, k)).collect(),
-                });
-            }
-            first += item.tokens.len();
-        }
-        out
+    /// The figures of an item's scored rows, its first at batch row `first`.
+    fn score(&self, item: &PlanItem, first: i32) -> Option<Scored> {
+        let rows = item.score.as_ref()?;
+        let k = rows.top as usize;
+        let row = |i: usize| self.ctx.get_logits_ith(first + i as i32);
+        let lps = rows.targets.iter().enumerate();
+        Some(Scored {
+            request: item.request,
+            start_pos: item.start_pos,
+            logprobs: lps.map(|(i, &t)| logprobs(row(i), t, k)).collect(),
+        })
     }
 
     fn sample(&mut self, item: &PlanItem, row: i32) -> Sampled {
@@ -340,15 +329,17 @@ impl Runner for LlamaRunner {
         if plan.batch_tokens() > self.max_batch_tokens {
             return Err(RunnerError::Decode("plan exceeds the batch size".into()));
         }
-        let rows = self.fill_batch(&plan.items)?;
+        let firsts = self.fill_batch(&plan.items)?;
         self.ctx
             .decode(&mut self.batch)
             .map_err(|e| RunnerError::Decode(e.to_string()))?;
-        let scored = self.score(&plan.items);
-        let sampling = plan.items.iter().filter(|i| i.sample.is_some());
-        let sampled = sampling
-            .zip(rows)
-            .map(|(item, row)| self.sample(item, row))
+        let items = || plan.items.iter().zip(firsts.iter().copied());
+        let scored = items()
+            .filter_map(|(item, first)| self.score(item, first))
+            .collect();
+        let sampled = items()
+            .filter(|(item, _)| item.sample.is_some())
+            .map(|(item, first)| self.sample(item, first + item.tokens.len() as i32 - 1))
             .collect();
         Ok(StepResult { sampled, scored })
     }

@@ -71,9 +71,7 @@ impl StreamState {
         }
         self.pending.extend(chunks);
     }
-}
 
-impl StreamState {
     fn event(&self, v: &Value) -> Event {
         let e = Event::default().data(v.to_string());
         match v["type"].as_str() {
