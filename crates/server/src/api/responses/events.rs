@@ -4,15 +4,13 @@
 //! `response.completed`), each numbered by `sequence_number`. At the end the response is
 //! stored like a non-streamed one.
 
-use std::sync::Arc;
-
 use serde_json::{json, Value};
 use tandem_engine::Usage;
 
 use crate::api::responses::output::{
-    call_item, history_message, item_id, message_item, response_json, text_part, Shell,
+    call_item, history_messages, item_id, message_item, response_json, text_part, Shell,
 };
-use crate::api::responses::store::{ResponseStore, Stored};
+use crate::api::responses::store::StoreTo;
 use crate::error::ApiError;
 
 /// The output item being streamed.
@@ -40,11 +38,11 @@ pub struct EventStream {
     blank: String,
     finish: String,
     /// Where the finished response goes, with the conversation before its output.
-    store: Option<(Arc<ResponseStore>, Vec<Value>)>,
+    store: Option<StoreTo>,
 }
 
 impl EventStream {
-    pub fn new(shell: Shell, store: Option<(Arc<ResponseStore>, Vec<Value>)>) -> Self {
+    pub fn new(shell: Shell, store: Option<StoreTo>) -> Self {
         Self {
             shell,
             seq: 0,
@@ -196,14 +194,11 @@ impl EventStream {
     pub fn complete(&mut self, usage: &Usage) -> Vec<Value> {
         let mut out = self.close();
         let r = response_json(&self.shell, &self.items, Some((&self.finish, usage)));
-        if let Some((store, mut history)) = self.store.take() {
-            history.push(history_message(&self.items));
-            store.put(
+        if let Some(to) = self.store.take() {
+            to.save(
                 self.shell.id.clone(),
-                Stored {
-                    response: r.clone(),
-                    history,
-                },
+                r.clone(),
+                history_messages(&self.items),
             );
         }
         let kind = match r["status"].as_str() {
@@ -231,7 +226,9 @@ impl EventStream {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::responses::store::ResponseStore;
     use serde_json::Map;
+    use std::sync::Arc;
 
     fn stream() -> EventStream {
         let shell = Shell {
@@ -347,7 +344,11 @@ mod tests {
             echo: Map::new(),
         };
         let history = vec![json!({"role": "user", "content": "hi"})];
-        let mut s = EventStream::new(shell, Some((store.clone(), history)));
+        let to = StoreTo {
+            store: store.clone(),
+            history,
+        };
+        let mut s = EventStream::new(shell, Some(to));
         s.chat_chunk(&chunk(json!({"content": "Hel"}), None));
         s.chat_chunk(&chunk(json!({}), Some("length")));
         let ev = s.complete(&Usage::default());

@@ -42,7 +42,6 @@ pub struct Prepared {
     pub history: Vec<Value>,
     /// The request's settings as the response object reports them.
     pub echo: Map<String, Value>,
-    pub stream: bool,
     pub store: bool,
 }
 
@@ -117,7 +116,6 @@ pub fn prepare(req: ResponsesRequest, previous: Vec<Value>) -> Result<Prepared, 
         chat,
         history,
         echo: echo(&req),
-        stream: req.stream.unwrap_or(false),
         store: req.store.unwrap_or(true),
     })
 }
@@ -192,12 +190,18 @@ fn input_messages(input: &Value) -> Result<Vec<Value>, ApiError> {
             ))
         }
     };
+    item_messages(items).map_err(|(i, msg)| ApiError::Invalid {
+        message: format!("input[{i}]: {msg}"),
+        param: Some(format!("input[{i}]")),
+    })
+}
+
+/// Items as chat messages (input items, or a response's output items read back); an error
+/// names the index of the item that has no chat form.
+pub fn item_messages(items: &[Value]) -> Result<Vec<Value>, (usize, String)> {
     let mut out: Vec<Value> = Vec::new();
     for (i, item) in items.iter().enumerate() {
-        add_item(&mut out, item).map_err(|msg| ApiError::Invalid {
-            message: format!("input[{i}]: {msg}"),
-            param: Some(format!("input[{i}]")),
-        })?;
+        add_item(&mut out, item).map_err(|msg| (i, msg))?;
     }
     Ok(out)
 }

@@ -28,11 +28,8 @@ use crate::error::ApiError;
 use crate::state::AppState;
 use events::EventStream;
 use input::ResponsesRequest;
-use output::{history_message, item_id, output_items, response_json, Shell};
-use store::{ResponseStore, Stored};
-
-/// Where a finished response is stored, with the conversation before its output.
-type StoreTo = Option<(Arc<ResponseStore>, Vec<Value>)>;
+use output::{history_messages, item_id, output_items, response_json, Shell};
+use store::StoreTo;
 
 pub async fn create(
     State(st): State<Arc<AppState>>,
@@ -54,8 +51,11 @@ pub async fn create(
         model: st.served_name.clone(),
         echo: p.echo,
     };
-    let store_to = p.store.then(|| (st.responses.clone(), p.history));
-    if p.stream {
+    let store_to = p.store.then(|| StoreTo {
+        store: st.responses.clone(),
+        history: p.history,
+    });
+    if run.params.stream {
         return Ok(stream(run, shell, store_to));
     }
     let Collected {
@@ -68,19 +68,14 @@ pub async fn create(
     let finish = chat::turn_finish(finish, message.get("tool_calls").is_some());
     let items = output_items(&message);
     let response = response_json(&shell, &items, Some((finish, &usage)));
-    if let Some((store, mut history)) = store_to {
-        history.push(history_message(&items));
-        let stored = Stored {
-            response: response.clone(),
-            history,
-        };
-        store.put(shell.id, stored);
+    if let Some(to) = store_to {
+        to.save(shell.id, response.clone(), history_messages(&items));
     }
     Ok(Json(response).into_response())
 }
 
 /// The event stream of a response: chat deltas made by the chat chunk maker, reshaped.
-fn stream(run: ChatRun, shell: Shell, store_to: StoreTo) -> Response {
+fn stream(run: ChatRun, shell: Shell, store_to: Option<StoreTo>) -> Response {
     let mut chat = chat::chunk_fn(String::new(), String::new(), 0, run.parser, run.ids);
     let mut ev = EventStream::new(shell, store_to);
     let first = ev.start();

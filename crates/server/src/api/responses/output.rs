@@ -5,6 +5,7 @@ use serde_json::{json, Map, Value};
 use tandem_engine::Usage;
 
 use crate::api::chat::random_id;
+use crate::api::responses::input::item_messages;
 
 /// Where a response's settings and identity come from.
 pub struct Shell {
@@ -48,27 +49,14 @@ pub fn output_items(message: &Value) -> Vec<Value> {
     items
 }
 
-/// The chat message that output items add to the conversation (for `previous_response_id`).
-pub fn history_message(items: &[Value]) -> Value {
-    let text: String = items
-        .iter()
-        .filter(|i| i["type"] == "message")
-        .flat_map(|i| i["content"].as_array().cloned().unwrap_or_default())
-        .filter_map(|p| p["text"].as_str().map(str::to_string))
-        .collect();
-    let calls: Vec<Value> = items
-        .iter()
-        .filter(|i| i["type"] == "function_call")
-        .map(|i| {
-            json!({"id": i["call_id"], "type": "function",
-                        "function": {"name": i["name"], "arguments": i["arguments"]}})
-        })
-        .collect();
-    let mut m = json!({"role": "assistant", "content": text});
-    if !calls.is_empty() {
-        m["tool_calls"] = Value::Array(calls);
+/// The chat messages that output items add to the conversation (for `previous_response_id`):
+/// the items read back as input items, so the stored conversation is the one a client that
+/// sends the items back gets. A turn with no items still adds an empty assistant message.
+pub fn history_messages(items: &[Value]) -> Vec<Value> {
+    match item_messages(items) {
+        Ok(messages) if !messages.is_empty() => messages,
+        _ => vec![json!({"role": "assistant", "content": ""})],
     }
-    m
 }
 
 pub fn usage_json(u: &Usage) -> Value {
@@ -123,7 +111,11 @@ mod tests {
         assert_eq!(items[0]["content"][0]["text"], "checking");
         assert_eq!(items[1]["call_id"], "call_1");
         assert!(items[1]["id"].as_str().unwrap().starts_with("fc_"));
-        assert_eq!(history_message(&items), m);
+        assert_eq!(history_messages(&items), [m]);
+        assert_eq!(
+            history_messages(&[]),
+            [json!({"role": "assistant", "content": ""})]
+        );
     }
 
     #[test]

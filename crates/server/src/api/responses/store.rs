@@ -19,6 +19,24 @@ pub struct Stored {
     pub history: Vec<Value>,
 }
 
+/// Where a response goes once finished: the store, with the conversation before its output.
+pub struct StoreTo {
+    pub store: Arc<ResponseStore>,
+    pub history: Vec<Value>,
+}
+
+impl StoreTo {
+    /// Stores `response` with the conversation extended by `output` (its chat messages).
+    pub fn save(mut self, id: String, response: Value, output: Vec<Value>) {
+        self.history.extend(output);
+        let stored = Stored {
+            response,
+            history: self.history,
+        };
+        self.store.put(id, stored);
+    }
+}
+
 pub struct ResponseStore {
     /// `None`: storing is off (`--max-stored-responses 0`).
     map: Option<Mutex<LruCache<String, Arc<Stored>>>>,
