@@ -9,6 +9,7 @@ use axum::routing::{get, post};
 use axum::Router;
 
 use crate::api::{chat, completions, misc, responses, tokenize};
+use crate::auth;
 use crate::state::AppState;
 
 pub fn router(st: Arc<AppState>) -> Router {
@@ -28,6 +29,10 @@ pub fn router(st: Arc<AppState>) -> Router {
         .route("/health", get(misc::health))
         .route("/metrics", get(misc::metrics))
         .fallback(misc::not_found)
+        .layer(middleware::from_fn_with_state(
+            st.clone(),
+            auth::require_key,
+        ))
         .layer(middleware::from_fn(count_requests))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(st)
@@ -40,7 +45,7 @@ async fn count_requests(req: Request, next: Next) -> Response {
     if path.starts_with("/v1/") {
         let status = resp.status().as_u16().to_string();
         let path = match path.as_str() {
-            "/v1/chat/completions" | "/v1/completions" => path,
+            "/v1/chat/completions" | "/v1/completions" | "/v1/responses" => path,
             p if p.starts_with("/v1/models") => "/v1/models".to_string(),
             _ => "other".to_string(), // keeps label cardinality bounded
         };

@@ -28,6 +28,9 @@ pub enum ApiError {
     /// `previous_response_id` names no stored response (400, as OpenAI answers).
     #[error("Previous response with id '{0}' not found.")]
     PreviousResponseNotFound(String),
+    /// Missing or wrong API key (401, `invalid_api_key`).
+    #[error("{0}")]
+    Unauthorized(String),
     #[error("request body is larger than the limit of {0} bytes")]
     TooLarge(usize),
     #[error("{0}")]
@@ -51,6 +54,7 @@ impl ApiError {
                 StatusCode::BAD_REQUEST
             }
             Self::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::ModelNotFound(_) | Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -67,6 +71,7 @@ impl ApiError {
             Self::PreviousResponseNotFound(_) => {
                 ("invalid_request_error", Some("previous_response_not_found"))
             }
+            Self::Unauthorized(_) => ("invalid_request_error", Some("invalid_api_key")),
             Self::TooLarge(_) => ("invalid_request_error", Some("request_too_large")),
             Self::Overloaded(_) => ("server_error", Some("overloaded")),
             Self::Internal(_) => ("server_error", None),

@@ -4,6 +4,7 @@
 
 mod api;
 mod app;
+mod auth;
 mod bench;
 mod error;
 mod metrics_setup;

@@ -51,6 +51,22 @@ pub struct ServeArgs {
     /// Most requests waiting for admission; beyond it requests get 503 (overloaded).
     #[arg(long, default_value_t = 256)]
     pub max_queue: usize,
+    /// Require this API key on every endpoint except /health and /metrics, sent as
+    /// `Authorization: Bearer KEY` (what the `openai` client does with `api_key=`) or
+    /// `x-api-key: KEY`; others get 401. Several keys: repeat the flag or separate them with
+    /// commas. Default: no key needed (the server listens on 127.0.0.1 unless --host says
+    /// otherwise).
+    #[arg(
+        long,
+        env = "TANDEM_API_KEY",
+        value_delimiter = ',',
+        value_name = "KEY"
+    )]
+    pub api_key: Vec<String>,
+    /// Also accept the keys in this file, one per line (`#` starts a comment line), so keys
+    /// stay out of the process list.
+    #[arg(long, value_name = "PATH")]
+    pub api_key_file: Option<PathBuf>,
     /// Largest request body accepted, in bytes (larger bodies get 413).
     #[arg(long, default_value_t = 1 << 20)]
     pub max_body_bytes: usize,
@@ -286,7 +302,14 @@ pub async fn run(args: ServeArgs, default_model: PathBuf) -> anyhow::Result<()> 
         metrics,
         responses: Arc::new(ResponseStore::new(args.max_stored_responses)),
         created: crate::api::chat::unix_now(),
+        api_keys: api_keys(&args)?,
     });
+    if st.api_keys.is_empty() && !is_loopback(&args.host) {
+        tracing::warn!(
+            "listening on {} without --api-key: anyone who can reach it can use it",
+            args.host
+        );
+    }
     let addr: SocketAddr = format!("{}:{}", args.host, args.port)
         .parse()
         .context("--host/--port")?;
@@ -306,4 +329,30 @@ pub async fn run(args: ServeArgs, default_model: PathBuf) -> anyhow::Result<()> 
 async fn shutdown() {
     let _ = tokio::signal::ctrl_c().await;
     tracing::info!("shutting down");
+}
+
+/// The API keys from --api-key and --api-key-file.
+fn api_keys(args: &ServeArgs) -> anyhow::Result<crate::auth::ApiKeys> {
+    let file = match &args.api_key_file {
+        Some(p) => Some(
+            std::fs::read_to_string(p)
+                .with_context(|| format!("--api-key-file {}", p.display()))?,
+        ),
+        None => None,
+    };
+    let keys = crate::auth::ApiKeys::new(&args.api_key, file.as_deref());
+    if keys.is_empty() && (!args.api_key.is_empty() || file.is_some()) {
+        bail!("--api-key / --api-key-file given but no key in them");
+    }
+    if !keys.is_empty() {
+        tracing::info!("API keys required ({} accepted)", keys.len());
+    }
+    Ok(keys)
+}
+
+fn is_loopback(host: &str) -> bool {
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }

@@ -80,6 +80,8 @@ pub struct AppState {
     /// Responses kept for `previous_response_id` and `GET /v1/responses/{id}`.
     pub responses: Arc<ResponseStore>,
     pub created: u64,
+    /// Keys a request must present (empty: none needed).
+    pub api_keys: crate::auth::ApiKeys,
 }
 
 impl AppState {
