@@ -59,6 +59,7 @@ pub struct ServeArgs {
     #[arg(
         long,
         env = "TANDEM_API_KEY",
+        hide_env_values = true,
         value_delimiter = ',',
         value_name = "KEY"
     )]
