@@ -6,26 +6,36 @@
 //! sequence leaves the device: swapped to the host pool when the policy prefers that, else
 //! dropped.
 
+use crate::inflight::reusable;
 use crate::plan::KvOp;
 use crate::policy::{InterceptPolicy, Placement, Waste, WasteInputs};
 use crate::prefix::{Loc, Retained};
 use crate::request::Active;
-use crate::scheduler::{Queued, Scheduler, Waiting, MIN_PREFILL_CHUNK};
+use crate::scheduler::{Queued, Scheduler, Waiting};
 use crate::swap::SwapHandle;
-use crate::types::{SeqId, Token};
+use crate::types::{NewRequest, SeqId, Token};
 
 impl Scheduler {
-    /// Admits the head of the queue if a slot can be had; returns its index in `running`.
-    pub(crate) fn admit_front(&mut self, now: f64) -> Option<usize> {
+    /// Admits the head of the queue if a slot can be had (and a new request is not better off
+    /// waiting for a running one to prefill the prefix they share); `budget_left`: step tokens
+    /// still free. Returns its index in `running`.
+    pub(crate) fn admit_front(&mut self, now: f64, budget_left: usize) -> Option<usize> {
         match self.waiting.front()? {
-            Queued::New(_) => self.admit_new(now),
+            Queued::New(_) => self.admit_new(now, budget_left),
             Queued::Resumed { .. } => self.admit_resumed(now),
         }
     }
 
-    fn admit_new(&mut self, now: f64) -> Option<usize> {
+    fn admit_new(&mut self, now: f64, budget_left: usize) -> Option<usize> {
         let Some(Queued::New(w)) = self.waiting.front() else {
             unreachable!("admit_new on a new request")
+        };
+        if self.holds_for_shared_prefill(&w.req, budget_left) {
+            self.counters.shared_prefill_waits += 1;
+            return None;
+        }
+        let Some(Queued::New(w)) = self.waiting.front() else {
+            unreachable!("front exists")
         };
         // Without a free slot some retained sequence leaves the device anyway; if it would be
         // dropped, a weak prefix match still saves prefill, but if it can go to the host pool
@@ -147,22 +157,44 @@ impl Scheduler {
         keep
     }
 
+    /// Whether the head request waits this step for a running request that is prefilling a
+    /// prefix they share (inflight.rs). A request scoring its prompt reuses nothing, so never.
+    fn holds_for_shared_prefill(&self, req: &NewRequest, budget_left: usize) -> bool {
+        if req.sampling.prompt_logprobs.is_some() {
+            return false;
+        }
+        let prompt = &req.prompt;
+        let retained = self.retained.shared(prompt).map_or(0, |(_, n)| n);
+        let running = self.running_source(prompt).map_or(0, |s| s.matched);
+        let now = reusable(retained.max(running), prompt.len());
+        self.waits_for_shared_prefill(prompt, now, budget_left)
+    }
+
     /// Copies into the empty slot `seq` of the request at the head of the queue the longest
     /// prefix its prompt shares with a retained conversation it does not take over (a system
-    /// prompt, tool definitions), when copying costs less than prefilling those tokens; returns
-    /// the tokens copied. tandem's own: taking over the slot that holds the prefix (as
-    /// llama-server does) would give up that conversation's own follow-up, and prefilling
-    /// repeats work the KV already holds. llama.cpp copies a sequence whole, so the price is
-    /// the source's whole length, and the runner drops what follows the prefix.
+    /// prompt, tool definitions) or with a running request's computed prompt, when copying
+    /// costs less than prefilling those tokens; returns the tokens copied. tandem's own:
+    /// taking over the slot that holds the prefix (as llama-server does) would give up that
+    /// conversation's own follow-up, and prefilling repeats work the KV already holds.
+    /// llama.cpp copies a sequence whole, so the price is the source's whole length, and the
+    /// runner drops what follows the prefix.
     fn copy_shared_prefix(&mut self, seq: SeqId) -> usize {
         let Some(Queued::New(w)) = self.waiting.front() else {
             return 0;
         };
-        let Some((e, matched)) = self.retained.shared(&w.req.prompt) else {
+        let prompt = &w.req.prompt;
+        let retained = self.retained.shared(prompt);
+        let retained = retained.map(|(e, n)| (e.loc, e.tokens.len(), n, false));
+        let running = self.running_source(prompt);
+        let running = running.map(|s| (Loc::Device(s.seq), s.len, s.matched, true));
+        let best = [retained, running]
+            .into_iter()
+            .flatten()
+            .max_by_key(|c| c.2);
+        let Some((from, len, matched, inflight)) = best else {
             return 0;
         };
-        let (from, len) = (e.loc, e.tokens.len());
-        let keep = reusable(matched, w.req.prompt.len());
+        let keep = reusable(matched, prompt.len());
         if !self.copy_pays(from, keep, len) {
             return 0;
         }
@@ -170,6 +202,7 @@ impl Scheduler {
         self.kv.set_used(seq, keep);
         self.counters.prefix_copies += 1;
         self.counters.prefix_copied_tokens += keep as u64;
+        self.counters.inflight_prefix_copies += inflight as u64;
         keep
     }
 
@@ -188,7 +221,7 @@ impl Scheduler {
     /// Whether copying `keep` tokens out of a `len`-token sequence at `from` is cheaper than
     /// prefilling them (the copy is a swap-out and swap-in of the whole source, or only the
     /// swap-in when it is in the host pool).
-    fn copy_pays(&self, from: Loc, keep: usize, len: usize) -> bool {
+    pub(crate) fn copy_pays(&self, from: Loc, keep: usize, len: usize) -> bool {
         let c = &self.cost;
         let copy = match from {
             Loc::Device(_) => c.t_swap_out(len) + c.t_swap_in(len),
@@ -320,10 +353,4 @@ fn activate(w: Waiting, seq: SeqId, reused: usize, cells_per_seq: usize) -> Acti
         arrival: w.arrival,
         last_token_at: None,
     }
-}
-
-/// How many of `matched` shared tokens a prompt of `prompt_len` may reuse: a chunk of at least
-/// `MIN_PREFILL_CHUNK` is left to prefill.
-fn reusable(matched: usize, prompt_len: usize) -> usize {
-    matched.min(prompt_len.saturating_sub(MIN_PREFILL_CHUNK))
 }

@@ -247,6 +247,8 @@ fn export_intercept_stats(s: &SchedulerStats) {
     metrics::counter!("tandem_retained_partial_swaps_total").absolute(c.retained_partial_swaps);
     metrics::counter!("tandem_prefix_copies_total").absolute(c.prefix_copies);
     metrics::counter!("tandem_prefix_copied_tokens_total").absolute(c.prefix_copied_tokens);
+    metrics::counter!("tandem_prefix_copies_inflight_total").absolute(c.inflight_prefix_copies);
+    metrics::counter!("tandem_shared_prefill_waits_total").absolute(c.shared_prefill_waits);
     if let Some(w) = c.waste {
         for (option, v) in [
             ("preserve", w.preserve),

@@ -25,6 +25,7 @@ pub mod clock;
 pub mod cost;
 pub mod engine;
 pub mod fake;
+mod inflight;
 mod intercept;
 pub mod kv;
 pub mod plan;

@@ -153,6 +153,11 @@ pub struct InterceptCounters {
     /// tool definitions) copied into their own slot, and the tokens so copied.
     pub prefix_copies: u64,
     pub prefix_copied_tokens: u64,
+    /// Of those copies, the ones taken from a running request's computed prompt (inflight.rs).
+    pub inflight_prefix_copies: u64,
+    /// Steps in which the head of the queue waited for a running request to prefill the
+    /// prefix they share.
+    pub shared_prefill_waits: u64,
     /// Sum over device-resident paused requests of each option's estimated waste
     /// (token·seconds; swap counts only requests the pool can take).
     pub waste: Option<Waste>,
@@ -340,7 +345,7 @@ impl Scheduler {
         // MIN_PREFILL_CHUNK, `prefill_chunk` finds one for any prompt, so no slot is taken by a
         // request that cannot run this step.
         while budget > MIN_PREFILL_CHUNK {
-            let Some(idx) = self.admit_front(now) else {
+            let Some(idx) = self.admit_front(now, budget) else {
                 break;
             };
             let r = &self.running[idx];

@@ -8,7 +8,7 @@ use common::{prompt, sharing, Harness};
 use proptest::prelude::*;
 use tandem_engine::{
     CostModel, Event, FinishReason, InterceptConfig, InterceptSpec, NewRequest, PrefixReuse,
-    Runner, SamplingParams, Scheduler, SchedulerConfig,
+    Runner, SamplingParams, Scheduler, SchedulerConfig, Token,
 };
 use tokio::sync::mpsc::unbounded_channel;
 
@@ -263,6 +263,103 @@ fn a_copy_that_costs_more_than_prefilling_its_tokens_is_not_made() {
     h.run_to_idle();
     assert_eq!(h.cached_tokens(b), 0);
     assert_eq!(h.sched.stats().counters.prefix_copies, 0);
+    h.assert_all_free();
+}
+
+/// Four prompts sharing a 40-token head, each with its own 10-token tail.
+fn burst_prompts() -> Vec<Vec<Token>> {
+    let head = prompt(40, 5);
+    (1..=4)
+        .map(|i| [head.clone(), prompt(10, i)].concat())
+        .collect()
+}
+
+#[test]
+fn a_burst_sharing_a_prefix_prefills_it_once() {
+    // Budget 64: A's 50 tokens leave 14 this step, so B, C and D each finish their prompt no
+    // later by waiting one step and copying A's 40 computed head than by prefilling it.
+    let mut h = Harness::new(4, 512, 64);
+    let ids: Vec<_> = burst_prompts()
+        .into_iter()
+        .map(|p| h.submit(p, 6))
+        .collect();
+    assert_eq!(h.step(), 50, "only A runs in the first step");
+    assert_eq!(
+        h.step(),
+        1 + 3 * 10,
+        "A decodes, the others prefill only their tails"
+    );
+    h.run_to_idle();
+    let c = h.sched.stats().counters;
+    assert_eq!((c.inflight_prefix_copies, c.prefix_copied_tokens), (3, 120));
+    assert!(c.shared_prefill_waits >= 1);
+    let mut cold = Harness::with_reuse(4, 512, 64, PrefixReuse::Off);
+    let cold_ids: Vec<_> = burst_prompts()
+        .into_iter()
+        .map(|p| cold.submit(p, 6))
+        .collect();
+    cold.run_to_idle();
+    for (i, (&id, &cid)) in ids.iter().zip(&cold_ids).enumerate() {
+        assert_eq!(
+            h.tokens(id),
+            cold.tokens(cid),
+            "request {i}: the copied head is right"
+        );
+        assert_eq!(h.cached_tokens(id), if i == 0 { 0 } else { 40 });
+    }
+    assert_eq!(cold.sched.stats().counters.shared_prefill_waits, 0);
+    h.assert_all_free();
+}
+
+#[test]
+fn a_request_that_fits_this_step_does_not_wait_for_a_short_shared_prefix() {
+    // Budget 256: B's whole prompt fits beside A's, so waiting a step to save 40 tokens would
+    // only delay it; both prefill in the first step.
+    let mut h = Harness::new(4, 512, 256);
+    for p in burst_prompts().into_iter().take(2) {
+        h.submit(p, 6);
+    }
+    assert_eq!(h.step(), 100);
+    h.run_to_idle();
+    let c = h.sched.stats().counters;
+    assert_eq!((c.shared_prefill_waits, c.prefix_copies), (0, 0));
+    h.assert_all_free();
+}
+
+#[test]
+fn a_request_copies_the_computed_part_of_a_running_prompt() {
+    // A's 200-token prompt takes several 64-token steps; B arrives after two of them and
+    // shares A's first 100 tokens: it waits until A has computed them, then copies them.
+    let head = prompt(100, 5);
+    let pa = [head.clone(), prompt(100, 1)].concat();
+    let pb = [head, prompt(20, 2)].concat();
+    let mut h = Harness::new(4, 512, 64);
+    let a = h.submit(pa, 4);
+    h.step();
+    h.step();
+    let b = h.submit(pb.clone(), 4);
+    h.run_to_idle();
+    assert_eq!(h.cached_tokens(b), 100);
+    assert_eq!(h.sched.stats().counters.inflight_prefix_copies, 1);
+    let mut cold = Harness::new(4, 512, 64);
+    let cb = cold.submit(pb, 4);
+    cold.run_to_idle();
+    assert_eq!(h.tokens(b), cold.tokens(cb));
+    assert_eq!(h.tokens(a).len(), 4);
+    h.assert_all_free();
+}
+
+#[test]
+fn a_waiting_request_goes_on_when_its_source_is_cancelled() {
+    let mut h = Harness::new(4, 512, 64);
+    let ps = burst_prompts();
+    let a = h.submit(ps[0].clone(), 6);
+    let b = h.submit(ps[1].clone(), 6);
+    h.step();
+    assert_eq!(h.sched.stats().waiting, 1, "B waits for A's head");
+    h.sched.cancel(a, h.now);
+    h.run_to_idle();
+    assert_eq!(h.tokens(b).len(), 6);
     h.assert_all_free();
 }
 

@@ -83,6 +83,7 @@ fn request(rng: &mut StdRng, kind: usize, scale: f64, i: usize) -> WorkItem {
         messages: None,
         prompt_tokens: Some(prompt),
         system_tokens: None,
+        system_seed: 0,
         segments,
     }
 }

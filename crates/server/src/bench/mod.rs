@@ -51,8 +51,8 @@ pub struct BenchArgs {
     #[arg(long, requires = "output_tokens")]
     pub prompt_tokens: Option<usize>,
     /// Put a system message of about N tokens first in every request, the same text for all
-    /// (an agent's instructions and tool definitions, shared by its conversations). Not for
-    /// the conveyor workload.
+    /// (an agent's instructions and tool definitions, shared by its conversations); another
+    /// --seed gives another text. Not for the conveyor workload.
     #[arg(long)]
     pub system_prompt_tokens: Option<usize>,
     /// Synthetic workload: output tokens per request (EOS ignored).
@@ -109,7 +109,10 @@ async fn model_name(http: &reqwest::Client, url: &str) -> anyhow::Result<String>
 fn load_items(args: &BenchArgs) -> anyhow::Result<Vec<WorkItem>> {
     let mut items = base_items(args)?;
     if let Some(n) = args.system_prompt_tokens {
-        items.iter_mut().for_each(|i| i.system_tokens = Some(n));
+        for i in &mut items {
+            i.system_tokens = Some(n);
+            i.system_seed = args.seed;
+        }
     }
     Ok(items)
 }

@@ -21,6 +21,10 @@ pub struct WorkItem {
     /// conversations share).
     #[serde(default)]
     pub system_tokens: Option<usize>,
+    /// Varies the system text between runs (the run's `--seed`), so one run's system prompt
+    /// is not in a server's cache from an earlier run.
+    #[serde(skip)]
+    pub system_seed: u64,
     pub segments: Vec<Segment>,
 }
 
@@ -78,7 +82,7 @@ pub fn initial_messages(item: &WorkItem, seed: u64) -> Vec<Value> {
     let Some(n) = item.system_tokens else {
         return own;
     };
-    let system = json!({"role": "system", "content": filler(n, SYSTEM_SEED)});
+    let system = json!({"role": "system", "content": filler(n, SYSTEM_SEED ^ item.system_seed)});
     std::iter::once(system).chain(own).collect()
 }
 
@@ -91,6 +95,7 @@ pub fn synthetic(n: usize, prompt: usize, output: usize) -> Vec<WorkItem> {
             messages: None,
             prompt_tokens: Some(prompt),
             system_tokens: None,
+            system_seed: 0,
             segments: vec![Segment {
                 decode_tokens: output,
                 tool: None,
@@ -116,5 +121,11 @@ mod tests {
             "the system text must not depend on the request's seed"
         );
         assert_ne!(a[1], b[1]);
+        item.system_seed = 7;
+        assert_ne!(
+            initial_messages(&item, 1)[0],
+            a[0],
+            "another run, another system text"
+        );
     }
 }
