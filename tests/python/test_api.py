@@ -98,6 +98,33 @@ def test_a_new_conversation_reuses_the_system_prompt_it_shares_with_another(fres
     assert r3["usage"]["prompt_tokens_details"]["cached_tokens"] == r1["usage"]["prompt_tokens"]
 
 
+def test_a_burst_sharing_a_system_prompt_prefills_it_once(fresh_server):
+    # Requests that arrive together copy the long system prompt from the first one while it is
+    # still running (in-flight prefix sharing); in exact mode their greedy outputs are those of
+    # the same requests sent one at a time afterwards (which reuse retained KV instead).
+    client = openai.OpenAI(base_url=fresh_server.url + "/v1", api_key="unused", max_retries=0)
+    rules = " ".join(f"Rule {i}: answer briefly, cite no sources, and stay on topic {i}." for i in range(20))
+    system = {"role": "system", "content": "You are a terse assistant. " + rules}
+    questions = ["What is rain?", "Why is grass green?", "What is a volcano?", "Who builds bridges?"]
+    ask = lambda q: client.chat.completions.create(
+        model=MODEL, messages=[system, {"role": "user", "content": q}], temperature=0, max_tokens=4,
+        logprobs=True)
+    with ThreadPoolExecutor(len(questions)) as pool:
+        burst = list(pool.map(ask, questions))
+    copies = fresh_server.metric("tandem_prefix_copies_inflight_total")
+    assert copies >= len(questions) - 2, copies
+    assert sum(r.usage.prompt_tokens_details.cached_tokens > 200 for r in burst) >= copies
+    # Batches that mix prompt chunks of different lengths round differently in the last bits
+    # (see test_concurrent_requests_give_sequential_greedy_tokens; with sharing off, a burst's
+    # log-probabilities differ from one-by-one runs by up to ~0.02 too), so the check is on
+    # the first tokens and their log-probabilities: a copy of the wrong or unfinished KV would
+    # change them wholesale.
+    for b, o in zip(burst, [ask(q) for q in questions]):
+        bl, ol = b.choices[0].logprobs.content[:2], o.choices[0].logprobs.content[:2]
+        assert [t.token for t in bl] == [t.token for t in ol]
+        assert max(abs(x.logprob - y.logprob) for x, y in zip(bl, ol)) < 0.25
+
+
 def test_default_reuse_takes_the_whole_previous_turn(default_server):
     url = default_server.url + "/v1/chat/completions"
     first = [{"role": "user", "content": "Tell me a fact about owls."}]
