@@ -8,16 +8,17 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use futures::future::try_join_all;
 use serde_json::{json, Value};
 use tandem_engine::Usage;
 use tandem_tools::ParserKind;
 
 use crate::api::body::parse_json;
-use crate::api::generate::{usage_json, Collected, Generation};
+use crate::api::generate::{combined_usage, usage_json, Collected, Generation};
 use crate::api::logprobs;
 use crate::api::replay::Replay;
 use crate::api::server_calls::{ServerCalls, ToolResult};
-use crate::api::stream::{sse_response, ChunkFn, ChunkOf, LogprobsFn, StreamSpec};
+use crate::api::stream::{sse_choices, ChunkFn, ChunkOf, LogprobsFn, StreamSpec};
 use crate::api::tool_calls::{self, CallIds, DeltaStream, ToolPlan};
 use crate::api::types::{normalize_messages, ChatRequest, GenParams};
 use crate::error::ApiError;
@@ -42,31 +43,56 @@ pub struct ChatRun {
     pub want_logprobs: bool,
 }
 
-/// Validates a chat request, renders and tokenizes its prompt and queues its generation
-/// (shared by chat completions and the Responses API).
-pub fn start(st: Arc<AppState>, req: &ChatRequest) -> Result<ChatRun, ApiError> {
+/// A validated chat request with its prompt rendered and tokenized: what each choice starts
+/// from.
+struct Prepared {
+    params: GenParams,
+    plan: ToolPlan,
+    messages: Vec<Value>,
+    prompt: Vec<i32>,
+    replay: Option<Replay>,
+}
+
+fn prepare(st: &AppState, req: &ChatRequest) -> Result<Prepared, ApiError> {
     st.check_model(req.common.model.as_deref())?;
     let mut params = req.common.validate(st.model.n_vocab())?;
     params.sampling.logprobs = logprobs::chat_request(req.logprobs, req.top_logprobs)?;
-    let want_logprobs = params.sampling.logprobs.is_some();
     let plan = ToolPlan::parse(req, &st.registry)?;
+    if params.n > 1 && (plan.serves_tools() || req.replay.is_some()) {
+        let msg = "n > 1 cannot be combined with server_tools or replay";
+        return Err(ApiError::invalid(msg, "n"));
+    }
     let messages = normalize_messages(&req.messages)?;
-    let prompt = prompt_tokens(&st, &messages, &plan)?;
+    let prompt = prompt_tokens(st, &messages, &plan)?;
     let replay = req
         .replay
         .as_deref()
-        .map(|t| Replay::new(&st, t))
+        .map(|t| Replay::new(st, t))
         .transpose()?;
+    Ok(Prepared {
+        params,
+        plan,
+        messages,
+        prompt,
+        replay,
+    })
+}
+
+/// Queues choice `i` of a prepared request.
+fn launch(st: Arc<AppState>, p: &mut Prepared, i: usize) -> Result<ChatRun, ApiError> {
     let abort = Arc::new(AtomicBool::new(false));
-    let constraint = plan.constraint(&st, replay, Arc::clone(&abort))?;
-    let parser = plan.parser_kind(&st);
+    let constraint = p.plan.constraint(&st, p.replay.take(), Arc::clone(&abort))?;
+    let parser = p.plan.parser_kind(&st);
     let ids = CallIds::new();
-    let mut gen = Generation::start(st.clone(), prompt, &params, constraint)?;
-    let serves_tools = plan.serves_tools();
+    let params = p.params.choice(i);
+    let mut gen = Generation::start(st.clone(), p.prompt.clone(), &params, constraint)?;
+    let serves_tools = p.plan.serves_tools();
     if serves_tools {
-        let calls = ServerCalls::new(st, plan, ids.clone(), messages, abort);
+        let messages = p.messages.clone();
+        let calls = ServerCalls::new(st, p.plan.clone(), ids.clone(), messages, abort);
         gen = gen.with_server_calls(calls);
     }
+    let want_logprobs = params.sampling.logprobs.is_some();
     Ok(ChatRun {
         gen,
         params,
@@ -77,29 +103,69 @@ pub fn start(st: Arc<AppState>, req: &ChatRequest) -> Result<ChatRun, ApiError> 
     })
 }
 
+/// Validates a chat request, renders and tokenizes its prompt and queues its generation
+/// (the Responses API, which has one output: `n` is not among its fields).
+pub fn start(st: Arc<AppState>, req: &ChatRequest) -> Result<ChatRun, ApiError> {
+    let mut p = prepare(&st, req)?;
+    launch(st, &mut p, 0)
+}
+
+/// The same for every choice of a chat completion (`n`): each is its own engine request for
+/// the same prompt; the engine prefills that prompt once and the others copy it
+/// (in-flight prefix sharing).
+fn start_choices(st: Arc<AppState>, req: &ChatRequest) -> Result<Vec<ChatRun>, ApiError> {
+    let mut p = prepare(&st, req)?;
+    (0..p.params.n)
+        .map(|i| launch(st.clone(), &mut p, i))
+        .collect()
+}
+
 /// The route handler; errors become OpenAI error responses through `ApiError`.
 pub async fn handler(
     State(st): State<Arc<AppState>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let req: ChatRequest = parse_json(body, st.body_limit)?;
-    let run = start(st.clone(), &req)?;
+    let runs = start_choices(st.clone(), &req)?;
     let id = format!("chatcmpl-{}", random_id());
     let (model, created) = (st.served_name.clone(), unix_now());
-    if run.params.stream {
-        let chunk = chunk_fn(id.clone(), model.clone(), created, run.parser, run.ids);
-        // `content` null, as llama-server sends it: a client (the OpenAI Agents SDK) that starts
-        // a text message on any non-null content would show an empty one before a tool call.
-        let role = json!({"role": "assistant", "content": null});
-        let first = chunk_json(&id, &model, created, role, None);
-        let spec = StreamSpec {
-            logprobs: run
-                .want_logprobs
-                .then(|| -> LogprobsFn { Box::new(logprobs::chat_json) }),
-            ..StreamSpec::completions(Some(first), chunk, run.params.include_usage)
-        };
-        return Ok(sse_response(run.gen, spec));
+    let params = runs[0].params.clone();
+    if params.stream {
+        let streams = runs.into_iter().map(|run| {
+            let spec = stream_spec(&id, &model, created, &run);
+            (run.gen, spec)
+        });
+        return Ok(sse_choices(streams.collect(), params.include_usage));
     }
+    let collected = try_join_all(runs.into_iter().map(collect_choice)).await?;
+    let (choices, usages): (Vec<Value>, Vec<Usage>) = collected.into_iter().unzip();
+    let mut body = json!({
+        "id": id, "object": "chat.completion", "created": created, "model": model,
+        "choices": choices, "usage": usage_json(&combined_usage(&usages)),
+    });
+    for (i, c) in body["choices"].as_array_mut().into_iter().flatten().enumerate() {
+        c["index"] = json!(i);
+    }
+    Ok(Json(body).into_response())
+}
+
+/// How one choice is streamed: its role chunk first, then its deltas.
+fn stream_spec(id: &str, model: &str, created: u64, run: &ChatRun) -> StreamSpec {
+    let chunk = chunk_fn(id.into(), model.into(), created, run.parser, run.ids.clone());
+    // `content` null, as llama-server sends it: a client (the OpenAI Agents SDK) that starts
+    // a text message on any non-null content would show an empty one before a tool call.
+    let role = json!({"role": "assistant", "content": null});
+    let first = chunk_json(id, model, created, role, None);
+    StreamSpec {
+        logprobs: run
+            .want_logprobs
+            .then(|| -> LogprobsFn { Box::new(logprobs::chat_json) }),
+        ..StreamSpec::completions(Some(first), chunk, run.params.include_usage)
+    }
+}
+
+/// One choice read to its end: its `choices` entry (index set by the caller) and usage.
+async fn collect_choice(run: ChatRun) -> Result<(Value, Usage), ApiError> {
     let Collected {
         turns,
         finish,
@@ -110,11 +176,11 @@ pub async fn handler(
     let lps = run.want_logprobs.then(|| logprobs::chat_json(&lps));
     let (message, added) = final_message(run.parser, &run.ids, turns);
     let finish = turn_finish(finish, message.get("tool_calls").is_some());
-    let mut body = full_response(&id, &model, created, message, finish, &usage, lps);
+    let mut choice = json!({"index": 0, "message": message, "logprobs": lps, "finish_reason": finish});
     if run.serves_tools {
-        body["choices"][0]["messages"] = json!(added);
+        choice["messages"] = json!(added);
     }
-    Ok(Json(body).into_response())
+    Ok((choice, usage))
 }
 
 /// The completion's last assistant message (content and tool calls, parsed with `parser`),
@@ -164,23 +230,6 @@ pub fn turn_finish(finish: &str, called: bool) -> &str {
     } else {
         finish
     }
-}
-
-fn full_response(
-    id: &str,
-    model: &str,
-    created: u64,
-    message: Value,
-    finish: &str,
-    u: &Usage,
-    logprobs: Option<Value>,
-) -> Value {
-    json!({
-        "id": id, "object": "chat.completion", "created": created, "model": model,
-        "choices": [{"index": 0, "message": message,
-                     "logprobs": logprobs, "finish_reason": finish}],
-        "usage": usage_json(u),
-    })
 }
 
 fn chunk_json(id: &str, model: &str, created: u64, delta: Value, finish: Option<&str>) -> Value {

@@ -7,13 +7,14 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use futures::future::try_join_all;
 use serde_json::{json, Value};
 
 use crate::api::body::parse_json;
 use crate::api::chat::{random_id, unix_now};
-use crate::api::generate::{usage_json, Generation};
+use crate::api::generate::{combined_usage, usage_json, Generation};
 use crate::api::logprobs;
-use crate::api::stream::{sse_response, ChunkFn, ChunkOf, LogprobsFn, StreamSpec};
+use crate::api::stream::{sse_choices, ChunkFn, ChunkOf, LogprobsFn, StreamSpec};
 use crate::api::tokenize::checked_ids;
 use crate::api::types::{CompletionRequest, PromptSpec};
 use crate::error::ApiError;
@@ -70,36 +71,45 @@ pub async fn handler(
     let id = format!("cmpl-{}", random_id());
     let (model, created) = (st.served_name.clone(), unix_now());
     let first_piece = st.model.piece(tokens[0]);
-    let gen = Generation::start(st, tokens, &params, None)?;
     let echo = req.echo.then_some(prompt_text);
+    let gens = (0..params.n).map(|i| Generation::start(st.clone(), tokens.clone(), &params.choice(i), None));
+    let gens = gens.collect::<Result<Vec<_>, _>>()?;
     if params.stream {
-        let first = echo.map(|t| chunk_json(&id, &model, created, &t, None));
-        let mut offset = 0;
-        let spec = StreamSpec {
-            logprobs: want_logprobs.then(|| -> LogprobsFn {
-                Box::new(move |e| logprobs::completion_json(e, &mut offset))
-            }),
-            ..StreamSpec::completions(first, chunk_fn(id, model, created), params.include_usage)
-        };
-        return Ok(sse_response(gen, spec));
+        let streams = gens.into_iter().map(|gen| {
+            let first = echo.as_ref().map(|t| chunk_json(&id, &model, created, t, None));
+            let mut offset = 0;
+            let chunk = chunk_fn(id.clone(), model.clone(), created);
+            let spec = StreamSpec {
+                logprobs: want_logprobs.then(|| -> LogprobsFn {
+                    Box::new(move |e| logprobs::completion_json(e, &mut offset))
+                }),
+                ..StreamSpec::completions(first, chunk, params.include_usage)
+            };
+            (gen, spec)
+        });
+        return Ok(sse_choices(streams.collect(), params.include_usage));
     }
-    let c = gen.collect_turns().await?;
-    let text: String = c.turns.into_iter().map(|t| t.0).collect();
-    let lps = match (want_logprobs, echo.is_some()) {
-        (false, _) => None,
-        (true, false) => Some(logprobs::completion_json(&c.logprobs, &mut 0)),
-        (true, true) => Some(logprobs::echo_completion_json(
-            first_piece,
-            &c.prompt_logprobs,
-            &c.logprobs,
-        )),
-    };
-    let (finish, usage) = (c.finish, c.usage);
-    let text = echo.unwrap_or_default() + &text;
+    let collected = try_join_all(gens.into_iter().map(Generation::collect_turns)).await?;
+    let mut choices = Vec::with_capacity(collected.len());
+    let mut usages = Vec::with_capacity(collected.len());
+    for (i, c) in collected.into_iter().enumerate() {
+        let lps = match (want_logprobs, echo.is_some()) {
+            (false, _) => None,
+            (true, false) => Some(logprobs::completion_json(&c.logprobs, &mut 0)),
+            (true, true) => Some(logprobs::echo_completion_json(
+                first_piece.clone(),
+                &c.prompt_logprobs,
+                &c.logprobs,
+            )),
+        };
+        let text: String = c.turns.into_iter().map(|t| t.0).collect();
+        let text = echo.clone().unwrap_or_default() + &text;
+        choices.push(json!({"index": i, "text": text, "logprobs": lps, "finish_reason": c.finish}));
+        usages.push(c.usage);
+    }
     Ok(Json(json!({
         "id": id, "object": "text_completion", "created": created, "model": model,
-        "choices": [{"index": 0, "text": text, "logprobs": lps, "finish_reason": finish}],
-        "usage": usage_json(&usage),
+        "choices": choices, "usage": usage_json(&combined_usage(&usages)),
     }))
     .into_response())
 }

@@ -377,3 +377,30 @@ pub fn usage_json(u: &Usage) -> serde_json::Value {
         "prompt_tokens_details": {"cached_tokens": u.cached_tokens},
     })
 }
+
+/// The usage of a request with several choices (`n`), in choice order: the prompt counted
+/// once, as the first choice saw it (its cached tokens are the ones reused from earlier
+/// requests; the other choices copy the prompt from it), and every choice's completion.
+pub fn combined_usage(choices: &[Usage]) -> Usage {
+    let first = choices.first().copied().unwrap_or_default();
+    Usage {
+        completion_tokens: choices.iter().map(|u| u.completion_tokens).sum(),
+        ..first
+    }
+}
+
+#[cfg(test)]
+mod usage_tests {
+    use super::*;
+
+    #[test]
+    fn choices_share_the_prompt_and_add_their_completions() {
+        let u = |completion, cached| Usage {
+            prompt_tokens: 30,
+            completion_tokens: completion,
+            cached_tokens: cached,
+        };
+        let total = combined_usage(&[u(5, 10), u(7, 28), u(1, 28)]);
+        assert_eq!((total.prompt_tokens, total.completion_tokens, total.cached_tokens), (30, 13, 10));
+    }
+}

@@ -1,11 +1,13 @@
 //! Server-sent events for streamed completions: one chunk per text piece (carrying its
 //! tokens' log-probabilities when asked for), a final chunk with the finish reason, an
 //! optional usage chunk, then `data: [DONE]`. An error mid-stream is sent as the endpoint's
-//! error chunk before `[DONE]`. The Responses API uses the same loop with named events and
-//! no `[DONE]`.
+//! error chunk before `[DONE]`. The choices of a request with `n` > 1 stream side by side,
+//! each chunk with its choice's index, and share one usage chunk. The Responses API uses the
+//! same loop with named events and no `[DONE]`.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
 
 use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
@@ -13,7 +15,7 @@ use futures::stream::{self, Stream, StreamExt};
 use serde_json::Value;
 use tandem_engine::Usage;
 
-use crate::api::generate::{usage_json, Generation, Piece};
+use crate::api::generate::{combined_usage, usage_json, Generation, Piece};
 use crate::api::logprobs::TokenLp;
 use crate::api::server_calls::ToolResult;
 use crate::error::ApiError;
@@ -39,10 +41,16 @@ pub type ChunkFn = Box<dyn FnMut(ChunkOf) -> Vec<Value> + Send>;
 /// Makes a chunk's `logprobs` object from the tokens it carries (endpoints differ).
 pub type LogprobsFn = Box<dyn FnMut(&[TokenLp]) -> Value + Send>;
 
+/// What a generation's stream yields before it becomes SSE events: a chunk, or (when usage
+/// is asked for) the generation's usage at its end.
+enum Out {
+    Chunk(Value),
+    Usage(Usage),
+}
+
 enum Phase {
     Running(Box<Generation>),
     Usage(Usage),
-    Done,
     End,
 }
 
@@ -56,8 +64,6 @@ struct StreamState {
     /// (`None`: the request did not ask for them).
     logprobs: Vec<TokenLp>,
     logprobs_json: Option<LogprobsFn>,
-    named_events: bool,
-    done_marker: bool,
 }
 
 impl StreamState {
@@ -72,71 +78,53 @@ impl StreamState {
         self.pending.extend(chunks);
     }
 
-    fn event(&self, v: &Value) -> Event {
-        let e = Event::default().data(v.to_string());
-        match v["type"].as_str() {
-            Some(name) if self.named_events => e.event(name),
-            _ => e,
+    /// Makes the chunks of the generation's next piece; the phase after it.
+    fn on_piece(&mut self, gen: Box<Generation>, piece: Option<Result<Piece, ApiError>>) -> Phase {
+        match piece {
+            Some(Ok(Piece::Text(t))) => {
+                let chunks = (self.chunk)(ChunkOf::Text(&t));
+                self.push_chunks(chunks);
+            }
+            // Not streamed: a streamed request cannot ask to score its prompt.
+            Some(Ok(Piece::PromptLogprobs(_))) => {}
+            Some(Ok(Piece::Logprobs(lp))) => self.logprobs.push(lp),
+            Some(Ok(Piece::ToolResults { results, continues })) => {
+                let chunks = (self.chunk)(ChunkOf::ToolResults(&results, continues));
+                self.push_chunks(chunks);
+            }
+            Some(Ok(Piece::Done {
+                finish_reason,
+                usage,
+            })) => {
+                let chunks = (self.chunk)(ChunkOf::Finish(finish_reason, &usage));
+                self.push_chunks(chunks);
+                return match self.include_usage {
+                    true => Phase::Usage(usage),
+                    false => Phase::End,
+                };
+            }
+            Some(Err(e)) => {
+                let chunks = (self.chunk)(ChunkOf::Error(&e));
+                self.pending.extend(chunks);
+                return Phase::End;
+            }
+            None => return Phase::End,
         }
-    }
-
-    /// The end of the stream: `[DONE]` where the endpoint has one.
-    fn last(&mut self) -> Option<Event> {
-        self.phase = Phase::End;
-        self.done_marker.then(|| Event::default().data("[DONE]"))
+        Phase::Running(gen)
     }
 }
 
-async fn advance(mut s: StreamState) -> Option<(Event, StreamState)> {
+async fn advance(mut s: StreamState) -> Option<(Out, StreamState)> {
     loop {
         if let Some(v) = s.pending.pop_front() {
-            return Some((s.event(&v), s));
+            return Some((Out::Chunk(v), s));
         }
         match std::mem::replace(&mut s.phase, Phase::End) {
-            Phase::Running(mut gen) => match gen.next().await {
-                Some(Ok(Piece::Text(t))) => {
-                    let chunks = (s.chunk)(ChunkOf::Text(&t));
-                    s.push_chunks(chunks);
-                    s.phase = Phase::Running(gen);
-                }
-                // Not streamed: a streamed request cannot ask to score its prompt.
-                Some(Ok(Piece::PromptLogprobs(_))) => s.phase = Phase::Running(gen),
-                Some(Ok(Piece::Logprobs(lp))) => {
-                    s.logprobs.push(lp);
-                    s.phase = Phase::Running(gen);
-                }
-                Some(Ok(Piece::ToolResults { results, continues })) => {
-                    let chunks = (s.chunk)(ChunkOf::ToolResults(&results, continues));
-                    s.push_chunks(chunks);
-                    s.phase = Phase::Running(gen);
-                }
-                Some(Ok(Piece::Done {
-                    finish_reason,
-                    usage,
-                })) => {
-                    let chunks = (s.chunk)(ChunkOf::Finish(finish_reason, &usage));
-                    s.push_chunks(chunks);
-                    s.phase = if s.include_usage {
-                        Phase::Usage(usage)
-                    } else {
-                        Phase::Done
-                    };
-                }
-                Some(Err(e)) => {
-                    let chunks = (s.chunk)(ChunkOf::Error(&e));
-                    s.pending.extend(chunks);
-                    s.phase = Phase::Done;
-                }
-                None => return s.last().map(|e| (e, s)),
-            },
-            Phase::Usage(u) => {
-                let mut v = (s.chunk)(ChunkOf::Skeleton).pop().unwrap_or_default();
-                v["choices"] = Value::Array(vec![]);
-                v["usage"] = usage_json(&u);
-                s.phase = Phase::Done;
-                return Some((s.event(&v), s));
+            Phase::Running(mut gen) => {
+                let piece = gen.next().await;
+                s.phase = s.on_piece(gen, piece);
             }
-            Phase::Done => return s.last().map(|e| (e, s)),
+            Phase::Usage(u) => return Some((Out::Usage(u), s)),
             Phase::End => return None,
         }
     }
@@ -166,9 +154,20 @@ impl StreamSpec {
             done_marker: true,
         }
     }
+
+    /// The usage chunk's skeleton (a chunk with no choices), when usage is asked for.
+    fn usage_skeleton(&mut self) -> Option<Value> {
+        if !self.include_usage {
+            return None;
+        }
+        let mut v = (self.chunk)(ChunkOf::Skeleton).pop().unwrap_or_default();
+        v["choices"] = Value::Array(vec![]);
+        Some(v)
+    }
 }
 
-fn events(gen: Generation, spec: StreamSpec) -> impl Stream<Item = Result<Event, Infallible>> {
+/// A generation's chunks (and usage), before they become events.
+fn outputs(gen: Generation, spec: StreamSpec) -> impl Stream<Item = Out> {
     let state = StreamState {
         phase: Phase::Running(Box::new(gen)),
         pending: spec.first.into(),
@@ -176,13 +175,75 @@ fn events(gen: Generation, spec: StreamSpec) -> impl Stream<Item = Result<Event,
         include_usage: spec.include_usage,
         logprobs: Vec::new(),
         logprobs_json: spec.logprobs,
-        named_events: spec.named_events,
-        done_marker: spec.done_marker,
     };
-    stream::unfold(state, advance).map(Ok)
+    stream::unfold(state, advance)
+}
+
+fn event(v: &Value, named: bool) -> Event {
+    let e = Event::default().data(v.to_string());
+    match v["type"].as_str() {
+        Some(name) if named => e.event(name),
+        _ => e,
+    }
+}
+
+fn usage_event(skeleton: Option<&Value>, u: &Usage) -> Event {
+    let mut v = skeleton.cloned().unwrap_or_default();
+    v["usage"] = usage_json(u);
+    event(&v, false)
+}
+
+/// The SSE response: the events, then `[DONE]` where the endpoint has one.
+fn respond(events: impl Stream<Item = Event> + Send + 'static, done_marker: bool) -> Response {
+    let done = done_marker.then(|| Event::default().data("[DONE]"));
+    let events = events.chain(stream::iter(done)).map(Ok::<_, Infallible>);
+    Sse::new(events).into_response()
 }
 
 /// The SSE response for a generation.
-pub fn sse_response(gen: Generation, spec: StreamSpec) -> Response {
-    Sse::new(events(gen, spec)).into_response()
+pub fn sse_response(gen: Generation, mut spec: StreamSpec) -> Response {
+    let (named, done) = (spec.named_events, spec.done_marker);
+    let skeleton = spec.usage_skeleton();
+    let events = outputs(gen, spec).map(move |o| match o {
+        Out::Chunk(v) => event(&v, named),
+        Out::Usage(u) => usage_event(skeleton.as_ref(), &u),
+    });
+    respond(events, done)
+}
+
+/// The SSE response for the choices of one chat or text completion (`n`), each with its own
+/// spec: their chunks as they come, each carrying its choice's `index`, then one usage chunk
+/// for them all (`combined_usage`) when asked for, then `[DONE]`.
+pub fn sse_choices(choices: Vec<(Generation, StreamSpec)>, include_usage: bool) -> Response {
+    let n = choices.len();
+    let usages = Arc::new(Mutex::new(vec![Usage::default(); n]));
+    let mut skeleton = None;
+    let mut streams = Vec::with_capacity(n);
+    for (i, (gen, mut spec)) in choices.into_iter().enumerate() {
+        skeleton = skeleton.or_else(|| spec.usage_skeleton());
+        streams.push(outputs(gen, spec).map(move |o| (i, o)).boxed());
+    }
+    let sink = Arc::clone(&usages);
+    let chunks = stream::select_all(streams).filter_map(move |(i, o)| {
+        let ev = match o {
+            Out::Chunk(mut v) => {
+                if let Some(c) = v["choices"].get_mut(0) {
+                    c["index"] = i.into();
+                }
+                Some(event(&v, false))
+            }
+            Out::Usage(u) => {
+                sink.lock().expect("usage lock")[i] = u;
+                None
+            }
+        };
+        std::future::ready(ev)
+    });
+    // Made once every choice has ended (the merged stream is drained first).
+    let usage = stream::once(async move {
+        let total = combined_usage(&usages.lock().expect("usage lock"));
+        usage_event(skeleton.as_ref(), &total)
+    });
+    let usage = usage.filter(move |_| std::future::ready(include_usage));
+    respond(chunks.chain(usage), true)
 }

@@ -32,6 +32,8 @@ pub struct CommonParams {
     #[serde(flatten)]
     pub sampling: SamplingFields,
     pub stop: Option<StopSpec>,
+    /// Choices to generate (1 to `MAX_CHOICES`); with a `seed`, choice `i` samples with
+    /// `seed + i`.
     pub n: Option<i64>,
     pub stream: Option<bool>,
     pub stream_options: Option<StreamOptions>,
@@ -91,6 +93,8 @@ pub struct CompletionRequest {
 /// Validated generation parameters.
 #[derive(Debug, Clone)]
 pub struct GenParams {
+    /// Choices to generate for the prompt (`n`), each its own engine request.
+    pub n: usize,
     /// `None`: until end-of-generation or the context is full.
     pub max_tokens: Option<usize>,
     pub sampling: SamplingParams,
@@ -101,22 +105,38 @@ pub struct GenParams {
     pub segments: Option<Vec<Segment>>,
 }
 
+impl GenParams {
+    /// The parameters of choice `i`: a seeded request's choices sample with `seed + i`, so
+    /// they differ from each other and each is reproducible.
+    pub fn choice(&self, i: usize) -> GenParams {
+        let mut p = self.clone();
+        p.sampling.seed = p.sampling.seed.map(|s| s.wrapping_add(i as u64));
+        p
+    }
+}
+
 const MAX_STOPS: usize = 16;
+/// Most choices one request may ask for (OpenAI's limit).
+pub const MAX_CHOICES: usize = 128;
 
 impl CommonParams {
     /// `n_vocab`: the model's vocabulary size (bounds `logit_bias`).
     pub fn validate(&self, n_vocab: usize) -> Result<GenParams, ApiError> {
-        if let Some(n) = self.n {
-            if n != 1 {
-                return Err(ApiError::invalid("only n = 1 is supported", "n"));
+        let n = match self.n {
+            None => 1,
+            Some(n) if (1..=MAX_CHOICES as i64).contains(&n) => n as usize,
+            Some(n) => {
+                let msg = format!("n must be between 1 and {MAX_CHOICES}, got {n}");
+                return Err(ApiError::invalid(msg, "n"));
             }
-        }
+        };
         let max_tokens = match (self.max_completion_tokens, self.max_tokens) {
             (Some(v), _) => Some(positive(v, "max_completion_tokens")?),
             (None, Some(v)) => Some(positive(v, "max_tokens")?),
             (None, None) => None,
         };
         Ok(GenParams {
+            n,
             max_tokens,
             sampling: self.sampling.validate(n_vocab)?,
             stop: self.stops()?,
