@@ -209,13 +209,14 @@ def test_cancelled_request_kills_its_running_tool(tool_server, when):
     ({"server_tools": ["calc", "calc"]}, "named twice"),
     ({"server_tools": ["calc"], "tools": [{"type": "function", "function": {"name": "calc"}}]}, "also defined"),
     ({"replay": []}, "non-empty"),
+    ({"server_tools": ["calc"], "n": 2}, "n > 1 cannot be combined"),
 ])
 def test_bad_server_tool_requests_are_400(tc, extra, needle):
     with pytest.raises(BadRequestError) as e:
         tc.chat.completions.create(model="", messages=USER, max_tokens=5, **(
             {"tools": extra.pop("tools")} if "tools" in extra else {}), extra_body=extra)
     assert needle in e.value.body["message"], e.value.body
-    assert e.value.body["param"] in ("server_tools", "replay")
+    assert e.value.body["param"] in ("server_tools", "replay", "n")
 
 
 def test_replay_needs_the_flag(client):

@@ -81,7 +81,9 @@ fn prepare(st: &AppState, req: &ChatRequest) -> Result<Prepared, ApiError> {
 /// Queues choice `i` of a prepared request.
 fn launch(st: Arc<AppState>, p: &mut Prepared, i: usize) -> Result<ChatRun, ApiError> {
     let abort = Arc::new(AtomicBool::new(false));
-    let constraint = p.plan.constraint(&st, p.replay.take(), Arc::clone(&abort))?;
+    let constraint = p
+        .plan
+        .constraint(&st, p.replay.take(), Arc::clone(&abort))?;
     let parser = p.plan.parser_kind(&st);
     let ids = CallIds::new();
     let params = p.params.choice(i);
@@ -143,7 +145,12 @@ pub async fn handler(
         "id": id, "object": "chat.completion", "created": created, "model": model,
         "choices": choices, "usage": usage_json(&combined_usage(&usages)),
     });
-    for (i, c) in body["choices"].as_array_mut().into_iter().flatten().enumerate() {
+    for (i, c) in body["choices"]
+        .as_array_mut()
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
         c["index"] = json!(i);
     }
     Ok(Json(body).into_response())
@@ -151,7 +158,13 @@ pub async fn handler(
 
 /// How one choice is streamed: its role chunk first, then its deltas.
 fn stream_spec(id: &str, model: &str, created: u64, run: &ChatRun) -> StreamSpec {
-    let chunk = chunk_fn(id.into(), model.into(), created, run.parser, run.ids.clone());
+    let chunk = chunk_fn(
+        id.into(),
+        model.into(),
+        created,
+        run.parser,
+        run.ids.clone(),
+    );
     // `content` null, as llama-server sends it: a client (the OpenAI Agents SDK) that starts
     // a text message on any non-null content would show an empty one before a tool call.
     let role = json!({"role": "assistant", "content": null});
@@ -176,7 +189,8 @@ async fn collect_choice(run: ChatRun) -> Result<(Value, Usage), ApiError> {
     let lps = run.want_logprobs.then(|| logprobs::chat_json(&lps));
     let (message, added) = final_message(run.parser, &run.ids, turns);
     let finish = turn_finish(finish, message.get("tool_calls").is_some());
-    let mut choice = json!({"index": 0, "message": message, "logprobs": lps, "finish_reason": finish});
+    let mut choice =
+        json!({"index": 0, "message": message, "logprobs": lps, "finish_reason": finish});
     if run.serves_tools {
         choice["messages"] = json!(added);
     }

@@ -72,11 +72,14 @@ pub async fn handler(
     let (model, created) = (st.served_name.clone(), unix_now());
     let first_piece = st.model.piece(tokens[0]);
     let echo = req.echo.then_some(prompt_text);
-    let gens = (0..params.n).map(|i| Generation::start(st.clone(), tokens.clone(), &params.choice(i), None));
+    let gens = (0..params.n)
+        .map(|i| Generation::start(st.clone(), tokens.clone(), &params.choice(i), None));
     let gens = gens.collect::<Result<Vec<_>, _>>()?;
     if params.stream {
         let streams = gens.into_iter().map(|gen| {
-            let first = echo.as_ref().map(|t| chunk_json(&id, &model, created, t, None));
+            let first = echo
+                .as_ref()
+                .map(|t| chunk_json(&id, &model, created, t, None));
             let mut offset = 0;
             let chunk = chunk_fn(id.clone(), model.clone(), created);
             let spec = StreamSpec {

@@ -401,6 +401,13 @@ mod usage_tests {
             cached_tokens: cached,
         };
         let total = combined_usage(&[u(5, 10), u(7, 28), u(1, 28)]);
-        assert_eq!((total.prompt_tokens, total.completion_tokens, total.cached_tokens), (30, 13, 10));
+        assert_eq!(
+            (
+                total.prompt_tokens,
+                total.completion_tokens,
+                total.cached_tokens
+            ),
+            (30, 13, 10)
+        );
     }
 }
