@@ -112,6 +112,11 @@ pub fn start(st: Arc<AppState>, req: &ChatRequest) -> Result<ChatRun, ApiError> 
     launch(st, &mut p, 0)
 }
 
+/// The length of a chat request's prompt as the template renders it (nothing is queued).
+pub fn prompt_len(st: &AppState, req: &ChatRequest) -> Result<usize, ApiError> {
+    Ok(prepare(st, req)?.prompt.len())
+}
+
 /// The same for every choice of a chat completion (`n`): each is its own engine request for
 /// the same prompt; the engine prefills that prompt once and the others copy it
 /// (in-flight prefix sharing).

@@ -140,6 +140,11 @@ impl Generation {
         })
     }
 
+    /// The prompt's length in tokens.
+    pub fn prompt_tokens(&self) -> usize {
+        self.prompt_tokens
+    }
+
     /// Runs the request's server-side tool calls (chat completions with `server_tools`).
     pub fn with_server_calls(mut self, calls: ServerCalls) -> Self {
         self.server = Some(calls);

@@ -1,10 +1,12 @@
-//! OpenAI-compatible HTTP API: request/response types, body parsing and the route handlers.
+//! The HTTP API (OpenAI-compatible, plus Anthropic's Messages API): request/response types,
+//! body parsing and the route handlers.
 
 pub mod body;
 pub mod chat;
 pub mod completions;
 pub mod generate;
 pub mod logprobs;
+pub mod messages;
 pub mod misc;
 pub mod replay;
 pub mod responses;
