@@ -2,6 +2,7 @@
 trip (client tool, forced), streaming events, token counting, KV reuse across turns, and
 errors in Anthropic's shape."""
 import anthropic
+import openai
 import pytest
 import requests
 
@@ -88,3 +89,20 @@ def test_sdk_raises_typed_errors(ac):
     with pytest.raises(anthropic.BadRequestError) as e:
         ac.messages.create(model=MODEL, max_tokens=0, messages=[{"role": "user", "content": "hi"}])
     assert e.value.body["error"]["type"] == "invalid_request_error"
+
+
+def test_a_last_assistant_message_is_continued(ac, client):
+    ask = [{"role": "user", "content": "What is the capital of France?"},
+           {"role": "assistant", "content": "The capital of France is"}]
+    m = ac.messages.create(model=MODEL, max_tokens=4, extra_body={"temperature": 0},
+                           system="You are a helpful assistant.", messages=ask)
+    assert m.content[0].text.startswith(" Paris"), m.content
+    # The same on chat completions with vLLM's `continue_final_message`.
+    msgs = [{"role": "system", "content": "You are a helpful assistant."}] + ask
+    r = client.chat.completions.create(model=MODEL, max_tokens=4, temperature=0, messages=msgs,
+                                       extra_body={"continue_final_message": True})
+    assert r.choices[0].message.content == m.content[0].text
+    with pytest.raises(openai.BadRequestError) as e:
+        client.chat.completions.create(model=MODEL, max_tokens=4, messages=ask[:1],
+                                       extra_body={"continue_final_message": True})
+    assert e.value.body["param"] == "messages"

@@ -24,13 +24,35 @@ use crate::api::types::{normalize_messages, ChatRequest, GenParams};
 use crate::error::ApiError;
 use crate::state::AppState;
 
-/// Renders the conversation with the model's template and tokenizes it.
-fn prompt_tokens(st: &AppState, messages: &[Value], plan: &ToolPlan) -> Result<Vec<i32>, ApiError> {
+/// Renders the conversation with the model's template and tokenizes it. With `prefill`, the
+/// last message is the start of the reply: the rest is rendered with the assistant's
+/// generation prompt and that message's text follows it.
+fn prompt_tokens(
+    st: &AppState,
+    messages: &[Value],
+    plan: &ToolPlan,
+    prefill: bool,
+) -> Result<Vec<i32>, ApiError> {
     let (messages, tools) = plan.prompt_inputs(st, messages);
-    let text = st.template.render(&messages, tools.as_deref())?;
+    let (head, start) = split_prefill(&messages, prefill)?;
+    let text = st.template.render(head, tools.as_deref())? + start;
     let bos = st.model.special_text(st.model.bos());
     let add_bos = st.model.add_bos() && !text.starts_with(&bos);
     Ok(st.model.tokenize(&text, add_bos, true))
+}
+
+/// The messages to render and the reply's given start (empty without `prefill`).
+fn split_prefill(messages: &[Value], prefill: bool) -> Result<(&[Value], &str), ApiError> {
+    let Some((last, head)) = messages.split_last().filter(|_| prefill) else {
+        return Ok((messages, ""));
+    };
+    match (last["role"].as_str(), last["content"].as_str()) {
+        (Some("assistant"), Some(text)) if last.get("tool_calls").is_none() => Ok((head, text)),
+        _ => Err(ApiError::invalid(
+            "continuing the final message needs a last assistant message with text content and no tool calls",
+            "messages",
+        )),
+    }
 }
 
 /// A chat generation, started, and what its output needs.
@@ -63,7 +85,7 @@ fn prepare(st: &AppState, req: &ChatRequest) -> Result<Prepared, ApiError> {
         return Err(ApiError::invalid(msg, "n"));
     }
     let messages = normalize_messages(&req.messages)?;
-    let prompt = prompt_tokens(st, &messages, &plan)?;
+    let prompt = prompt_tokens(st, &messages, &plan, req.continue_final_message)?;
     let replay = req
         .replay
         .as_deref()

@@ -64,6 +64,10 @@ pub struct ChatRequest {
     /// The log-probability of each generated token, with `top_logprobs` alternatives.
     pub logprobs: Option<bool>,
     pub top_logprobs: Option<i64>,
+    /// Extension (vLLM's name): the last message is the assistant's start and the reply
+    /// continues it (Anthropic's prefill) instead of opening a new assistant turn.
+    #[serde(default)]
+    pub continue_final_message: bool,
     #[serde(flatten)]
     pub common: CommonParams,
 }

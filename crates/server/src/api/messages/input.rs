@@ -39,7 +39,11 @@ pub fn chat_request(req: &MessagesRequest, count_only: bool) -> Result<ChatReque
         }
     }
     let mut chat = Map::new();
-    chat.insert("messages".into(), Value::Array(messages(req)?));
+    let messages = messages(req)?;
+    // A last assistant message is the start of the reply (Anthropic's prefill).
+    let prefill = messages.last().is_some_and(|m| m["role"] == "assistant");
+    chat.insert("messages".into(), Value::Array(messages));
+    chat.insert("continue_final_message".into(), json!(prefill));
     if !count_only {
         let max = req
             .max_tokens
@@ -224,7 +228,11 @@ fn tools(list: &[Value]) -> Result<Value, ApiError> {
         };
         let schema = match &t["input_schema"] {
             Value::Null => json!({"type": "object", "properties": {}}),
-            s => s.clone(),
+            s @ Value::Object(_) => s.clone(),
+            _ => {
+                let msg = format!("the input_schema of tool `{name}` must be a JSON Schema object");
+                return Err(ApiError::invalid(msg, "tools"));
+            }
         };
         let mut f = json!({"name": name, "parameters": schema});
         if let Some(d) = t["description"].as_str() {
