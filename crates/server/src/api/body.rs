@@ -1,9 +1,11 @@
-//! Request bodies: the size limit, UTF-8 and JSON checks, each mapped to its own error.
+//! Request bodies: the size limit, UTF-8 and JSON checks, each mapped to its own error; and
+//! building the chat request body that the Responses and Messages APIs translate to.
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::http::StatusCode;
 use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
 
 use crate::error::ApiError;
 
@@ -29,4 +31,11 @@ pub fn parse_json<T: DeserializeOwned>(
     }
     serde_json::from_value(value)
         .map_err(|e| ApiError::Unprocessable(format!("invalid request: {e}")))
+}
+
+/// Sets `key` in a JSON object when there is a value for it.
+pub fn insert_some(m: &mut Map<String, Value>, key: &str, v: Option<Value>) {
+    if let Some(v) = v {
+        m.insert(key.into(), v);
+    }
 }

@@ -224,6 +224,15 @@ async fn collect_choice(run: ChatRun) -> Result<(Value, Usage), ApiError> {
     Ok((choice, usage))
 }
 
+/// A run read to its end as the Responses and Messages APIs answer it: the last assistant
+/// message, its finish reason and the usage.
+pub async fn collect_message(run: ChatRun) -> Result<(Value, &'static str, Usage), ApiError> {
+    let c = run.gen.collect_turns().await?;
+    let (message, _) = final_message(run.parser, &run.ids, c.turns);
+    let finish = turn_finish(c.finish, message.get("tool_calls").is_some());
+    Ok((message, finish, c.usage))
+}
+
 /// The completion's last assistant message (content and tool calls, parsed with `parser`),
 /// and, with a tool-call parser, every message the completion adds to the conversation.
 pub fn final_message(

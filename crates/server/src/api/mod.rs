@@ -9,6 +9,7 @@ pub mod logprobs;
 pub mod messages;
 pub mod misc;
 pub mod replay;
+pub mod reshape;
 pub mod responses;
 pub mod sampling;
 pub mod scripted;

@@ -7,6 +7,7 @@ use serde_json::{json, Value};
 use tandem_engine::Usage;
 
 use crate::api::messages::output::{error_json, stop_reason, text_block, usage_json};
+use crate::api::reshape::Reshape;
 use crate::error::ApiError;
 
 /// The content block being streamed.
@@ -48,28 +49,11 @@ impl EventStream {
         json!({"type": "message_start", "message": message})
     }
 
-    /// The events for one chat completion chunk: its text, its tool-call deltas, and its
-    /// finish reason (kept for the end).
-    pub fn chat_chunk(&mut self, chunk: &Value) -> Vec<Value> {
-        let choice = &chunk["choices"][0];
-        let mut out = Vec::new();
-        if let Some(t) = choice["delta"]["content"]
-            .as_str()
-            .filter(|t| !t.is_empty())
-        {
-            out.extend(self.text(t));
+    fn close(&mut self) -> Vec<Value> {
+        if std::mem::replace(&mut self.open, Open::None) == Open::None {
+            return Vec::new();
         }
-        for call in choice["delta"]["tool_calls"]
-            .as_array()
-            .into_iter()
-            .flatten()
-        {
-            out.extend(self.call_delta(call));
-        }
-        if let Some(f) = choice["finish_reason"].as_str() {
-            self.finish = f.to_string();
-        }
-        out
+        vec![json!({"type": "content_block_stop", "index": self.blocks - 1})]
     }
 
     fn begin(&mut self, block: Value, open: Open) -> Vec<Value> {
@@ -85,7 +69,9 @@ impl EventStream {
     fn delta(&self, delta: Value) -> Value {
         json!({"type": "content_block_delta", "index": self.blocks - 1, "delta": delta})
     }
+}
 
+impl Reshape for EventStream {
     fn text(&mut self, t: &str) -> Vec<Value> {
         let mut out = Vec::new();
         if self.open != Open::Text {
@@ -116,16 +102,13 @@ impl EventStream {
         out
     }
 
-    fn close(&mut self) -> Vec<Value> {
-        if std::mem::replace(&mut self.open, Open::None) == Open::None {
-            return Vec::new();
-        }
-        vec![json!({"type": "content_block_stop", "index": self.blocks - 1})]
+    fn finish_reason(&mut self, f: &str) {
+        self.finish = f.to_string();
     }
 
     /// The last events: the open block closed, `message_delta` with the stop reason and the
     /// usage, `message_stop`.
-    pub fn complete(&mut self, usage: &Usage) -> Vec<Value> {
+    fn complete(&mut self, usage: &Usage) -> Vec<Value> {
         let mut out = self.close();
         let delta = json!({"stop_reason": stop_reason(&self.finish), "stop_sequence": null});
         out.push(json!({"type": "message_delta", "delta": delta, "usage": usage_json(usage)}));
@@ -134,7 +117,7 @@ impl EventStream {
     }
 
     /// A failure after the stream started: the `error` event.
-    pub fn error(&mut self, e: &ApiError) -> Vec<Value> {
+    fn error(&mut self, e: &ApiError) -> Vec<Value> {
         vec![error_json(e)]
     }
 }

@@ -7,6 +7,7 @@
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
+use crate::api::body::insert_some;
 use crate::api::types::ChatRequest;
 use crate::error::ApiError;
 
@@ -72,12 +73,6 @@ pub fn chat_request(req: &MessagesRequest, count_only: bool) -> Result<ChatReque
     }
     serde_json::from_value(Value::Object(chat))
         .map_err(|e| ApiError::Unprocessable(format!("invalid request: {e}")))
-}
-
-fn insert_some(m: &mut Map<String, Value>, key: &str, v: Option<Value>) {
-    if let Some(v) = v {
-        m.insert(key.into(), v);
-    }
 }
 
 /// The chat messages: the system prompt, then each message's blocks.

@@ -21,8 +21,7 @@ use serde_json::{json, Value};
 
 use crate::api::body::parse_json;
 use crate::api::chat::{self, random_id, ChatRun};
-use crate::api::generate::Collected;
-use crate::api::stream::{sse_response, ChunkFn, ChunkOf, StreamSpec};
+use crate::api::reshape;
 use crate::state::AppState;
 use events::EventStream;
 use input::MessagesRequest;
@@ -39,14 +38,7 @@ pub async fn create(
     if run.params.stream {
         return Ok(stream(run, &id, &model));
     }
-    let Collected {
-        turns,
-        finish,
-        usage,
-        ..
-    } = run.gen.collect_turns().await?;
-    let (message, _) = chat::final_message(run.parser, &run.ids, turns);
-    let finish = chat::turn_finish(finish, message.get("tool_calls").is_some());
+    let (message, finish, usage) = chat::collect_message(run).await?;
     let content = content_blocks(&message);
     let body = message_json(&id, &model, content, Some(stop_reason(finish)), &usage);
     Ok(Json(body).into_response())
@@ -54,28 +46,8 @@ pub async fn create(
 
 /// The event stream of a message: chat deltas made by the chat chunk maker, reshaped.
 fn stream(run: ChatRun, id: &str, model: &str) -> Response {
-    let mut chat = chat::chunk_fn(String::new(), String::new(), 0, run.parser, run.ids);
-    let mut ev = EventStream::new();
     let first = vec![EventStream::start(id, model, run.gen.prompt_tokens())];
-    let chunk: ChunkFn = Box::new(move |of| match of {
-        ChunkOf::Error(e) => ev.error(e),
-        ChunkOf::Finish(f, usage) => {
-            let chunks = chat(ChunkOf::Finish(f, usage));
-            let mut out: Vec<Value> = chunks.iter().flat_map(|c| ev.chat_chunk(c)).collect();
-            out.extend(ev.complete(usage));
-            out
-        }
-        of => chat(of).iter().flat_map(|c| ev.chat_chunk(c)).collect(),
-    });
-    let spec = StreamSpec {
-        first,
-        chunk,
-        include_usage: false,
-        logprobs: None,
-        named_events: true,
-        done_marker: false,
-    };
-    sse_response(run.gen, spec)
+    reshape::stream(run, first, EventStream::new())
 }
 
 /// `POST /v1/messages/count_tokens`: the prompt's length as the model's template renders it.

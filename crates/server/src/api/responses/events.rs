@@ -7,6 +7,7 @@
 use serde_json::{json, Value};
 use tandem_engine::Usage;
 
+use crate::api::reshape::Reshape;
 use crate::api::responses::output::{
     call_item, history_messages, item_id, message_item, response_json, text_part, Shell,
 };
@@ -70,30 +71,44 @@ impl EventStream {
         ]
     }
 
-    /// The events for one chat completion chunk: its text, its tool-call deltas, and its
-    /// finish reason (kept for the end).
-    pub fn chat_chunk(&mut self, chunk: &Value) -> Vec<Value> {
-        let choice = &chunk["choices"][0];
-        let mut out = Vec::new();
-        if let Some(t) = choice["delta"]["content"]
-            .as_str()
-            .filter(|t| !t.is_empty())
-        {
-            out.extend(self.text(t));
-        }
-        for call in choice["delta"]["tool_calls"]
-            .as_array()
-            .into_iter()
-            .flatten()
-        {
-            out.extend(self.call_delta(call));
-        }
-        if let Some(f) = choice["finish_reason"].as_str() {
-            self.finish = f.to_string();
-        }
+    /// Finishes the open item: its `.done` events, then `response.output_item.done`.
+    fn close(&mut self) -> Vec<Value> {
+        let index = self.items.len();
+        let (mut out, item) = match self.open.take() {
+            None => return Vec::new(),
+            Some(Open::Text { id, text }) => {
+                let at = json!({"item_id": id, "output_index": index, "content_index": 0});
+                let mut done = at.clone();
+                done["text"] = json!(text);
+                done["logprobs"] = json!([]);
+                let mut part = at;
+                part["part"] = text_part(&text);
+                let out = vec![
+                    self.event("response.output_text.done", done),
+                    self.event("response.content_part.done", part),
+                ];
+                (out, message_item(&id, Some(&text), "completed"))
+            }
+            Some(Open::Call {
+                id,
+                call_id,
+                name,
+                args,
+            }) => {
+                let body =
+                    json!({"item_id": id, "output_index": index, "name": name, "arguments": args});
+                let out = vec![self.event("response.function_call_arguments.done", body)];
+                (out, call_item(&id, &call_id, &name, &args, "completed"))
+            }
+        };
+        let body = json!({"output_index": index, "item": item});
+        out.push(self.event("response.output_item.done", body));
+        self.items.push(item);
         out
     }
+}
 
+impl Reshape for EventStream {
     fn text(&mut self, t: &str) -> Vec<Value> {
         let mut out = Vec::new();
         if !matches!(self.open, Some(Open::Text { .. })) {
@@ -153,45 +168,13 @@ impl EventStream {
         out
     }
 
-    /// Finishes the open item: its `.done` events, then `response.output_item.done`.
-    fn close(&mut self) -> Vec<Value> {
-        let index = self.items.len();
-        let (mut out, item) = match self.open.take() {
-            None => return Vec::new(),
-            Some(Open::Text { id, text }) => {
-                let at = json!({"item_id": id, "output_index": index, "content_index": 0});
-                let mut done = at.clone();
-                done["text"] = json!(text);
-                done["logprobs"] = json!([]);
-                let mut part = at;
-                part["part"] = text_part(&text);
-                let out = vec![
-                    self.event("response.output_text.done", done),
-                    self.event("response.content_part.done", part),
-                ];
-                (out, message_item(&id, Some(&text), "completed"))
-            }
-            Some(Open::Call {
-                id,
-                call_id,
-                name,
-                args,
-            }) => {
-                let body =
-                    json!({"item_id": id, "output_index": index, "name": name, "arguments": args});
-                let out = vec![self.event("response.function_call_arguments.done", body)];
-                (out, call_item(&id, &call_id, &name, &args, "completed"))
-            }
-        };
-        let body = json!({"output_index": index, "item": item});
-        out.push(self.event("response.output_item.done", body));
-        self.items.push(item);
-        out
+    fn finish_reason(&mut self, f: &str) {
+        self.finish = f.to_string();
     }
 
     /// The last events: the open item closed, then `response.completed` (or
     /// `response.incomplete` when `max_output_tokens` cut it); the response is stored.
-    pub fn complete(&mut self, usage: &Usage) -> Vec<Value> {
+    fn complete(&mut self, usage: &Usage) -> Vec<Value> {
         let mut out = self.close();
         let r = response_json(&self.shell, &self.items, Some((&self.finish, usage)));
         if let Some(to) = self.store.take() {
@@ -210,7 +193,7 @@ impl EventStream {
     }
 
     /// A failure mid-stream: an `error` event, then `response.failed`.
-    pub fn error(&mut self, e: &ApiError) -> Vec<Value> {
+    fn error(&mut self, e: &ApiError) -> Vec<Value> {
         let body = e.body()["error"].clone();
         let err = json!({"code": body["code"], "message": body["message"], "param": body["param"]});
         let mut r = response_json(&self.shell, &self.items, None);

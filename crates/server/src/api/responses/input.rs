@@ -7,6 +7,7 @@
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
+use crate::api::body::insert_some;
 use crate::api::types::ChatRequest;
 use crate::error::ApiError;
 
@@ -118,12 +119,6 @@ pub fn prepare(req: ResponsesRequest, previous: Vec<Value>) -> Result<Prepared, 
         echo: echo(&req),
         store: req.store.unwrap_or(true),
     })
-}
-
-fn insert_some(m: &mut Map<String, Value>, key: &str, v: Option<Value>) {
-    if let Some(v) = v {
-        m.insert(key.into(), v);
-    }
 }
 
 fn check_unsupported(req: &ResponsesRequest) -> Result<(), ApiError> {

@@ -22,8 +22,7 @@ use serde_json::{json, Value};
 
 use crate::api::body::parse_json;
 use crate::api::chat::{self, unix_now, ChatRun};
-use crate::api::generate::Collected;
-use crate::api::stream::{sse_response, ChunkFn, ChunkOf, StreamSpec};
+use crate::api::reshape;
 use crate::error::ApiError;
 use crate::state::AppState;
 use events::EventStream;
@@ -58,14 +57,7 @@ pub async fn create(
     if run.params.stream {
         return Ok(stream(run, shell, store_to));
     }
-    let Collected {
-        turns,
-        finish,
-        usage,
-        ..
-    } = run.gen.collect_turns().await?;
-    let (message, _) = chat::final_message(run.parser, &run.ids, turns);
-    let finish = chat::turn_finish(finish, message.get("tool_calls").is_some());
+    let (message, finish, usage) = chat::collect_message(run).await?;
     let items = output_items(&message);
     let response = response_json(&shell, &items, Some((finish, &usage)));
     if let Some(to) = store_to {
@@ -76,28 +68,9 @@ pub async fn create(
 
 /// The event stream of a response: chat deltas made by the chat chunk maker, reshaped.
 fn stream(run: ChatRun, shell: Shell, store_to: Option<StoreTo>) -> Response {
-    let mut chat = chat::chunk_fn(String::new(), String::new(), 0, run.parser, run.ids);
     let mut ev = EventStream::new(shell, store_to);
     let first = ev.start();
-    let chunk: ChunkFn = Box::new(move |of| match of {
-        ChunkOf::Error(e) => ev.error(e),
-        ChunkOf::Finish(f, usage) => {
-            let chunks = chat(ChunkOf::Finish(f, usage));
-            let mut out: Vec<Value> = chunks.iter().flat_map(|c| ev.chat_chunk(c)).collect();
-            out.extend(ev.complete(usage));
-            out
-        }
-        of => chat(of).iter().flat_map(|c| ev.chat_chunk(c)).collect(),
-    });
-    let spec = StreamSpec {
-        first,
-        chunk,
-        include_usage: false,
-        logprobs: None,
-        named_events: true,
-        done_marker: false,
-    };
-    sse_response(run.gen, spec)
+    reshape::stream(run, first, ev)
 }
 
 fn not_found(id: &str) -> ApiError {
