@@ -140,6 +140,21 @@ def test_default_reuse_takes_the_whole_previous_turn(default_server):
     assert r2["choices"][0]["message"]["content"]
 
 
+def test_a_stop_string_end_reports_the_reused_prompt(fresh_server):
+    # The server ends such a request itself; its usage still says how much of the prompt the
+    # engine reused (it used to say 0).
+    url = fresh_server.url + "/v1/chat/completions"
+    msgs = [{"role": "user", "content": "Count from 1 to 30, separated by commas."}]
+    first = requests.post(url, json={"messages": msgs, "temperature": 0, "max_tokens": 40}).json()
+    text = first["choices"][0]["message"]["content"]
+    stop = text[len(text) // 2:][:4]  # greedy: the same text comes again and stops there
+    again = requests.post(url, json={"messages": msgs, "temperature": 0, "max_tokens": 40,
+                                     "stop": [stop]}).json()
+    assert again["choices"][0]["finish_reason"] == "stop"
+    assert again["usage"]["completion_tokens"] < first["usage"]["completion_tokens"]
+    assert again["usage"]["prompt_tokens_details"]["cached_tokens"] > 0, again["usage"]
+
+
 def test_stop_strings(client):
     base = client.completions.create(model=MODEL, prompt="1, 2, 3, 4,", max_tokens=12, temperature=0)
     text = base.choices[0].text

@@ -13,7 +13,7 @@ use crate::prefix::{Loc, Retained};
 use crate::request::Active;
 use crate::scheduler::{Queued, Scheduler, Waiting};
 use crate::swap::SwapHandle;
-use crate::types::{NewRequest, SeqId, Token};
+use crate::types::{Event, NewRequest, SeqId, Token};
 
 impl Scheduler {
     /// Admits the head of the queue if a slot can be had (and a new request is not better off
@@ -71,6 +71,9 @@ impl Scheduler {
         metrics::counter!("tandem_prompt_tokens_total").increment(prompt_len as u64);
         metrics::counter!("tandem_prefix_reused_tokens_total").increment(reused as u64);
         let cells = self.cfg.cells_per_seq;
+        let _ = w.req.events.send(Event::Admitted {
+            cached_tokens: reused,
+        }); // a closed channel: the owner is gone and the request is reaped next step
         self.running.push(activate(w, seq, reused, cells));
         Some(self.running.len() - 1)
     }

@@ -186,6 +186,11 @@ pub enum Event {
     /// Prompt tokens (in order, from the second) with their log-probabilities given the
     /// tokens before them, as prefill chunks score them; only when asked for.
     PromptLogprobs(Vec<(Token, TokenLogprobs)>),
+    /// The request got its KV slot: `cached_tokens` of its prompt were reused (the figure the
+    /// end's `Usage` reports), for an owner that ends the request itself (a stop string).
+    Admitted {
+        cached_tokens: usize,
+    },
     Finished {
         reason: FinishReason,
         usage: Usage,

@@ -340,6 +340,11 @@ fn a_request_copies_the_computed_part_of_a_running_prompt() {
     let b = h.submit(pb.clone(), 4);
     h.run_to_idle();
     assert_eq!(h.cached_tokens(b), 100);
+    assert_eq!(
+        h.log[&b][0],
+        Event::Admitted { cached_tokens: 100 },
+        "the owner hears the reused count at admission"
+    );
     assert_eq!(h.sched.stats().counters.inflight_prefix_copies, 1);
     let mut cold = Harness::new(4, 512, 64);
     let cb = cold.submit(pb, 4);

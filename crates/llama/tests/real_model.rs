@@ -127,7 +127,10 @@ fn drain(rx: &mut UnboundedReceiver<Event>) -> (Vec<Token>, Usage) {
             Event::Token(t) => toks.push(t),
             Event::Finished { usage, .. } => return (toks, usage),
             Event::Failed(m) => panic!("failed: {m}"),
-            Event::Intercepted { .. } | Event::Logprobs(_) | Event::PromptLogprobs(_) => {}
+            Event::Intercepted { .. }
+            | Event::Logprobs(_)
+            | Event::PromptLogprobs(_)
+            | Event::Admitted { .. } => {}
         }
     }
     panic!("request did not finish")

@@ -59,6 +59,9 @@ pub struct Generation {
     queue: VecDeque<Piece>,
     prompt_tokens: usize,
     completion_tokens: usize,
+    /// Prompt tokens the engine reused (`Event::Admitted`), for a usage the generation makes
+    /// itself when a stop string ends it.
+    cached_tokens: usize,
     ended: bool,
     /// Scripted tool calls still to come: how long each takes and the tokens it returns.
     tools: VecDeque<(f64, Vec<Token>)>,
@@ -131,6 +134,7 @@ impl Generation {
             queue: VecDeque::new(),
             prompt_tokens,
             completion_tokens: 0,
+            cached_tokens: 0,
             ended: false,
             tools: script.map_or_else(VecDeque::new, |s| s.tools),
             server: None,
@@ -222,6 +226,7 @@ impl Generation {
     fn handle(&mut self, event: Option<Event>) -> Result<(), ApiError> {
         match event {
             Some(Event::Token(t)) => self.on_token(t),
+            Some(Event::Admitted { cached_tokens }) => self.cached_tokens = cached_tokens,
             Some(Event::Logprobs(lp)) => self.next_logprobs = Some(lp),
             Some(Event::PromptLogprobs(entries)) => {
                 let model = &self.st.model;
@@ -339,7 +344,7 @@ impl Generation {
                 let usage = Usage {
                     prompt_tokens: self.prompt_tokens,
                     completion_tokens: self.completion_tokens,
-                    cached_tokens: 0,
+                    cached_tokens: self.cached_tokens,
                 };
                 self.end("stop", usage);
             }
