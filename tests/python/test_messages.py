@@ -106,3 +106,16 @@ def test_a_last_assistant_message_is_continued(ac, client):
         client.chat.completions.create(model=MODEL, max_tokens=4, messages=ask[:1],
                                        extra_body={"continue_final_message": True})
     assert e.value.body["param"] == "messages"
+
+
+def test_stop_sequence_is_reported(ac):
+    kw = dict(model=MODEL, max_tokens=16, extra_body={"temperature": 0}, stop_sequences=["Paris"],
+              system="You are a helpful assistant.",
+              messages=[{"role": "user", "content": "What is the capital of France?"}])
+    m = ac.messages.create(**kw)
+    assert (m.stop_reason, m.stop_sequence) == ("stop_sequence", "Paris"), m
+    assert "Paris" not in m.content[0].text
+    with ac.messages.stream(**kw) as s:
+        final = s.get_final_message()
+    assert (final.stop_reason, final.stop_sequence) == ("stop_sequence", "Paris")
+    assert final.content[0].text == m.content[0].text

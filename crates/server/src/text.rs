@@ -42,8 +42,9 @@ pub struct StopMatcher {
 pub enum StopOutcome {
     /// Text safe to emit now (may be empty).
     Emit(String),
-    /// A stop string matched: emit this text (everything before it) and finish.
-    Stopped(String),
+    /// A stop string matched: emit this text (everything before it) and finish; the second
+    /// is the stop string.
+    Stopped(String, String),
 }
 
 impl StopMatcher {
@@ -56,14 +57,14 @@ impl StopMatcher {
 
     pub fn push(&mut self, text: &str) -> StopOutcome {
         self.held.push_str(text);
-        if let Some(pos) = self
+        let found = self
             .stops
             .iter()
-            .filter_map(|s| self.held.find(s.as_str()))
-            .min()
-        {
+            .filter_map(|s| Some((self.held.find(s.as_str())?, s)));
+        if let Some((pos, stop)) = found.min_by_key(|&(pos, _)| pos) {
+            let stop = stop.clone();
             self.held.truncate(pos);
-            return StopOutcome::Stopped(std::mem::take(&mut self.held));
+            return StopOutcome::Stopped(std::mem::take(&mut self.held), stop);
         }
         let keep = self.partial_suffix_len();
         let emit_to = self.held.len() - keep;
@@ -110,7 +111,7 @@ mod tests {
         let mut m = StopMatcher::new(vec!["END".into()]);
         assert_eq!(m.push("abc E"), StopOutcome::Emit("abc ".into()));
         assert_eq!(m.push("N"), StopOutcome::Emit("".into()));
-        assert_eq!(m.push("Dx"), StopOutcome::Stopped("".into()));
+        assert_eq!(m.push("Dx"), StopOutcome::Stopped("".into(), "END".into()));
     }
 
     #[test]

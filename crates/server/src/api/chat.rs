@@ -224,13 +224,26 @@ async fn collect_choice(run: ChatRun) -> Result<(Value, Usage), ApiError> {
     Ok((choice, usage))
 }
 
-/// A run read to its end as the Responses and Messages APIs answer it: the last assistant
-/// message, its finish reason and the usage.
-pub async fn collect_message(run: ChatRun) -> Result<(Value, &'static str, Usage), ApiError> {
+/// A run read to its end as the Responses and Messages APIs answer it.
+pub struct Answer {
+    /// The last assistant message.
+    pub message: Value,
+    pub finish: &'static str,
+    pub usage: Usage,
+    /// The stop string that ended it, if one did.
+    pub stop: Option<String>,
+}
+
+pub async fn collect_message(run: ChatRun) -> Result<Answer, ApiError> {
     let c = run.gen.collect_turns().await?;
     let (message, _) = final_message(run.parser, &run.ids, c.turns);
     let finish = turn_finish(c.finish, message.get("tool_calls").is_some());
-    Ok((message, finish, c.usage))
+    Ok(Answer {
+        message,
+        finish,
+        usage: c.usage,
+        stop: c.stop,
+    })
 }
 
 /// The completion's last assistant message (content and tool calls, parsed with `parser`),
@@ -303,7 +316,7 @@ pub fn chunk_fn(
         let Some(d) = deltas.as_mut() else {
             return match of {
                 ChunkOf::Text(t) => vec![chunk(json!({"content": t}), None)],
-                ChunkOf::Finish(f, _) => vec![chunk(json!({}), Some(f))],
+                ChunkOf::Finish(f, ..) => vec![chunk(json!({}), Some(f))],
                 ChunkOf::Error(e) => vec![e.body()],
                 ChunkOf::ToolResults(..) | ChunkOf::Skeleton => vec![chunk(json!({}), None)],
             };
@@ -322,7 +335,7 @@ pub fn chunk_fn(
                 out
             }
             ChunkOf::Error(e) => vec![e.body()],
-            ChunkOf::Finish(f, _) => {
+            ChunkOf::Finish(f, ..) => {
                 let (tail, called) = d.finish();
                 let f = turn_finish(f, called);
                 let mut out = plain(tail);

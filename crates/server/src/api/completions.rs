@@ -128,7 +128,7 @@ fn chunk_fn(id: String, model: String, created: u64) -> ChunkFn {
     Box::new(move |of| {
         let (text, finish) = match of {
             ChunkOf::Text(t) => (t, None),
-            ChunkOf::Finish(f, _) => ("", Some(f)),
+            ChunkOf::Finish(f, ..) => ("", Some(f)),
             ChunkOf::Error(e) => return vec![e.body()],
             ChunkOf::ToolResults(..) | ChunkOf::Skeleton => ("", None),
         };

@@ -47,6 +47,8 @@ pub enum Piece {
     Done {
         finish_reason: &'static str,
         usage: Usage,
+        /// The stop string that ended the generation, if one did.
+        stop: Option<String>,
     },
 }
 
@@ -81,6 +83,8 @@ pub struct Collected {
     pub turns: Vec<(String, Vec<ToolResult>)>,
     pub finish: &'static str,
     pub usage: Usage,
+    /// The stop string that ended it, if one did.
+    pub stop: Option<String>,
     /// Every generated token's log-probabilities, when the request asked for them.
     pub logprobs: Vec<TokenLp>,
     /// The prompt's, from its second token, when the request asked for them.
@@ -207,11 +211,13 @@ impl Generation {
                 Piece::Done {
                     finish_reason,
                     usage,
+                    stop,
                 } => {
                     return Ok(Collected {
                         turns,
                         finish: finish_reason,
                         usage,
+                        stop,
                         logprobs,
                         prompt_logprobs,
                     })
@@ -338,7 +344,7 @@ impl Generation {
         }
         match self.stop.push(text) {
             StopOutcome::Emit(s) => self.push_text(s),
-            StopOutcome::Stopped(s) => {
+            StopOutcome::Stopped(s, stop) => {
                 self.push_text(s);
                 self.st.engine.cancel(self.id);
                 let usage = Usage {
@@ -346,7 +352,7 @@ impl Generation {
                     completion_tokens: self.completion_tokens,
                     cached_tokens: self.cached_tokens,
                 };
-                self.end("stop", usage);
+                self.end_with("stop", usage, Some(stop));
             }
         }
     }
@@ -358,12 +364,17 @@ impl Generation {
     }
 
     fn end(&mut self, finish_reason: &'static str, usage: Usage) {
+        self.end_with(finish_reason, usage, None);
+    }
+
+    fn end_with(&mut self, finish_reason: &'static str, usage: Usage, stop: Option<String>) {
         self.ended = true;
         metrics::counter!("tandem_finished_requests_total", "finish_reason" => finish_reason)
             .increment(1);
         self.queue.push_back(Piece::Done {
             finish_reason,
             usage,
+            stop,
         });
     }
 }

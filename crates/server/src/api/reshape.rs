@@ -18,8 +18,8 @@ pub trait Reshape: Send + 'static {
     fn call_delta(&mut self, call: &Value) -> Vec<Value>;
     /// The chat finish reason, when the last chunk says it.
     fn finish_reason(&mut self, f: &str);
-    /// The last events, with the generation's usage.
-    fn complete(&mut self, usage: &Usage) -> Vec<Value>;
+    /// The last events, with the generation's usage and the stop string that ended it.
+    fn complete(&mut self, usage: &Usage, stop: Option<&str>) -> Vec<Value>;
     /// The events for a failure after the stream started.
     fn error(&mut self, e: &ApiError) -> Vec<Value>;
 
@@ -54,10 +54,10 @@ pub fn stream(run: ChatRun, first: Vec<Value>, mut r: impl Reshape) -> Response 
     let mut chat = chat::chunk_fn(String::new(), String::new(), 0, run.parser, run.ids);
     let chunk: ChunkFn = Box::new(move |of| match of {
         ChunkOf::Error(e) => r.error(e),
-        ChunkOf::Finish(f, usage) => {
-            let chunks = chat(ChunkOf::Finish(f, usage));
+        ChunkOf::Finish(f, usage, stop) => {
+            let chunks = chat(ChunkOf::Finish(f, usage, stop));
             let mut out: Vec<Value> = chunks.iter().flat_map(|c| r.chat_chunk(c)).collect();
-            out.extend(r.complete(usage));
+            out.extend(r.complete(usage, stop));
             out
         }
         of => chat(of).iter().flat_map(|c| r.chat_chunk(c)).collect(),

@@ -26,8 +26,8 @@ pub enum ChunkOf<'a> {
     /// Results of server-side tool calls (chat completions only), and whether a new
     /// assistant turn follows.
     ToolResults(&'a [ToolResult], bool),
-    /// The finish reason and the generation's token counts.
-    Finish(&'a str, &'a Usage),
+    /// The finish reason, the generation's token counts and the stop string that ended it.
+    Finish(&'a str, &'a Usage, Option<&'a str>),
     /// A failure after the stream started.
     Error(&'a ApiError),
     /// The skeleton of a chunk (for the usage chunk).
@@ -95,8 +95,9 @@ impl StreamState {
             Some(Ok(Piece::Done {
                 finish_reason,
                 usage,
+                stop,
             })) => {
-                let chunks = (self.chunk)(ChunkOf::Finish(finish_reason, &usage));
+                let chunks = (self.chunk)(ChunkOf::Finish(finish_reason, &usage, stop.as_deref()));
                 self.push_chunks(chunks);
                 return match self.include_usage {
                     true => Phase::Usage(usage),

@@ -108,9 +108,9 @@ impl Reshape for EventStream {
 
     /// The last events: the open block closed, `message_delta` with the stop reason and the
     /// usage, `message_stop`.
-    fn complete(&mut self, usage: &Usage) -> Vec<Value> {
+    fn complete(&mut self, usage: &Usage, stop: Option<&str>) -> Vec<Value> {
         let mut out = self.close();
-        let delta = json!({"stop_reason": stop_reason(&self.finish), "stop_sequence": null});
+        let delta = json!({"stop_reason": stop_reason(&self.finish, stop), "stop_sequence": stop});
         out.push(json!({"type": "message_delta", "delta": delta, "usage": usage_json(usage)}));
         out.push(json!({"type": "message_stop"}));
         out
@@ -154,7 +154,7 @@ mod tests {
             completion_tokens: 12,
             cached_tokens: 0,
         };
-        ev.extend(s.complete(&usage));
+        ev.extend(s.complete(&usage, None));
         // The newline goes on in the open text block, as the non-streamed text keeps it.
         assert_eq!(
             kinds(&ev),

@@ -38,9 +38,10 @@ pub async fn create(
     if run.params.stream {
         return Ok(stream(run, &id, &model));
     }
-    let (message, finish, usage) = chat::collect_message(run).await?;
-    let content = content_blocks(&message);
-    let body = message_json(&id, &model, content, Some(stop_reason(finish)), &usage);
+    let a = chat::collect_message(run).await?;
+    let stop = a.stop.as_deref();
+    let end = (stop_reason(a.finish, stop), stop);
+    let body = message_json(&id, &model, content_blocks(&a.message), Some(end), &a.usage);
     Ok(Json(body).into_response())
 }
 

@@ -38,12 +38,13 @@ pub fn content_blocks(message: &Value) -> Vec<Value> {
     text.map(text_block).into_iter().chain(calls).collect()
 }
 
-/// The chat finish reason as a Messages `stop_reason`. A stop string and the end-of-turn
-/// token both finish as `stop`, so both are reported as `end_turn`.
-pub fn stop_reason(finish: &str) -> &'static str {
-    match finish {
-        "length" => "max_tokens",
-        "tool_calls" => "tool_use",
+/// The chat finish reason as a Messages `stop_reason` (`stop`: the stop sequence that ended
+/// the message, if one did).
+pub fn stop_reason(finish: &str, stop: Option<&str>) -> &'static str {
+    match (finish, stop) {
+        ("length", _) => "max_tokens",
+        ("tool_calls", _) => "tool_use",
+        (_, Some(_)) => "stop_sequence",
         _ => "end_turn",
     }
 }
@@ -58,16 +59,19 @@ pub fn usage_json(u: &Usage) -> Value {
     })
 }
 
+/// A message; `stop`: its stop reason and the stop sequence that ended it (none while it is
+/// being streamed).
 pub fn message_json(
     id: &str,
     model: &str,
     content: Vec<Value>,
-    stop: Option<&str>,
+    stop: Option<(&str, Option<&str>)>,
     u: &Usage,
 ) -> Value {
+    let (reason, sequence) = stop.unzip();
     json!({
         "id": id, "type": "message", "role": "assistant", "model": model, "content": content,
-        "stop_reason": stop, "stop_sequence": null, "usage": usage_json(u),
+        "stop_reason": reason, "stop_sequence": sequence.flatten(), "usage": usage_json(u),
     })
 }
 
@@ -140,7 +144,9 @@ mod tests {
         };
         assert_eq!(usage_json(&u)["input_tokens"], 10);
         assert_eq!(usage_json(&u)["cache_read_input_tokens"], 20);
-        assert_eq!(stop_reason("tool_calls"), "tool_use");
+        assert_eq!(stop_reason("tool_calls", None), "tool_use");
+        assert_eq!(stop_reason("stop", Some("END")), "stop_sequence");
+        assert_eq!(stop_reason("stop", None), "end_turn");
         let e = error_json(&ApiError::invalid("bad", "x"));
         assert_eq!(e["error"]["type"], "invalid_request_error");
         assert_eq!(

@@ -174,7 +174,7 @@ impl Reshape for EventStream {
 
     /// The last events: the open item closed, then `response.completed` (or
     /// `response.incomplete` when `max_output_tokens` cut it); the response is stored.
-    fn complete(&mut self, usage: &Usage) -> Vec<Value> {
+    fn complete(&mut self, usage: &Usage, _stop: Option<&str>) -> Vec<Value> {
         let mut out = self.close();
         let r = response_json(&self.shell, &self.items, Some((&self.finish, usage)));
         if let Some(to) = self.store.take() {
@@ -243,7 +243,7 @@ mod tests {
         let args = json!({"tool_calls": [{"index": 0, "function": {"arguments": "{\"a\":1}"}}]});
         ev.extend(s.chat_chunk(&chunk(args, None)));
         ev.extend(s.chat_chunk(&chunk(json!({}), Some("tool_calls"))));
-        ev.extend(s.complete(&Usage::default()));
+        ev.extend(s.complete(&Usage::default(), None));
         assert_eq!(
             kinds(&ev),
             [
@@ -286,7 +286,7 @@ mod tests {
         s.chat_chunk(&chunk(json!({"content": "\n"}), None));
         s.chat_chunk(&chunk(call(1), None));
         s.chat_chunk(&chunk(json!({"content": "\n"}), None));
-        let ev = s.complete(&Usage::default());
+        let ev = s.complete(&Usage::default(), None);
         let out = &ev.last().unwrap()["response"]["output"];
         let types: Vec<&str> = out
             .as_array()
@@ -298,7 +298,7 @@ mod tests {
         let mut s = stream();
         s.chat_chunk(&chunk(json!({"content": "\n"}), None));
         s.chat_chunk(&chunk(json!({"content": "Hi"}), None));
-        let ev = s.complete(&Usage::default());
+        let ev = s.complete(&Usage::default(), None);
         assert_eq!(
             ev.last().unwrap()["response"]["output"][0]["content"][0]["text"],
             "\nHi"
@@ -334,7 +334,7 @@ mod tests {
         let mut s = EventStream::new(shell, Some(to));
         s.chat_chunk(&chunk(json!({"content": "Hel"}), None));
         s.chat_chunk(&chunk(json!({}), Some("length")));
-        let ev = s.complete(&Usage::default());
+        let ev = s.complete(&Usage::default(), None);
         assert_eq!(ev.last().unwrap()["type"], "response.incomplete");
         let stored = store.get("resp_2").unwrap();
         assert_eq!(

@@ -57,7 +57,12 @@ pub async fn create(
     if run.params.stream {
         return Ok(stream(run, shell, store_to));
     }
-    let (message, finish, usage) = chat::collect_message(run).await?;
+    let chat::Answer {
+        message,
+        finish,
+        usage,
+        ..
+    } = chat::collect_message(run).await?;
     let items = output_items(&message);
     let response = response_json(&shell, &items, Some((finish, &usage)));
     if let Some(to) = store_to {
