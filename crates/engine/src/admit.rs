@@ -34,9 +34,6 @@ impl Scheduler {
             self.counters.shared_prefill_waits += 1;
             return None;
         }
-        let Some(Queued::New(w)) = self.waiting.front() else {
-            unreachable!("front exists")
-        };
         // Without a free slot some retained sequence leaves the device anyway; if it would be
         // dropped, a weak prefix match still saves prefill, but if it can go to the host pool
         // it is worth more kept whole (its conversation may come back).

@@ -164,22 +164,18 @@ pub async fn handler(
             let spec = stream_spec(&id, &model, created, &run);
             (run.gen, spec)
         });
-        return Ok(sse_choices(streams.collect(), params.include_usage));
+        return Ok(sse_choices(streams.collect()));
     }
-    let collected = try_join_all(runs.into_iter().map(collect_choice)).await?;
-    let (choices, usages): (Vec<Value>, Vec<Usage>) = collected.into_iter().unzip();
-    let mut body = json!({
+    let choices = runs
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| collect_choice(i, r));
+    let (choices, usages): (Vec<Value>, Vec<Usage>) =
+        try_join_all(choices).await?.into_iter().unzip();
+    let body = json!({
         "id": id, "object": "chat.completion", "created": created, "model": model,
         "choices": choices, "usage": usage_json(&combined_usage(&usages)),
     });
-    for (i, c) in body["choices"]
-        .as_array_mut()
-        .into_iter()
-        .flatten()
-        .enumerate()
-    {
-        c["index"] = json!(i);
-    }
     Ok(Json(body).into_response())
 }
 
@@ -204,8 +200,8 @@ fn stream_spec(id: &str, model: &str, created: u64, run: &ChatRun) -> StreamSpec
     }
 }
 
-/// One choice read to its end: its `choices` entry (index set by the caller) and usage.
-async fn collect_choice(run: ChatRun) -> Result<(Value, Usage), ApiError> {
+/// Choice `index` read to its end: its `choices` entry and usage.
+async fn collect_choice(index: usize, run: ChatRun) -> Result<(Value, Usage), ApiError> {
     let Collected {
         turns,
         finish,
@@ -217,7 +213,7 @@ async fn collect_choice(run: ChatRun) -> Result<(Value, Usage), ApiError> {
     let (message, added) = final_message(run.parser, &run.ids, turns);
     let finish = turn_finish(finish, message.get("tool_calls").is_some());
     let mut choice =
-        json!({"index": 0, "message": message, "logprobs": lps, "finish_reason": finish});
+        json!({"index": index, "message": message, "logprobs": lps, "finish_reason": finish});
     if run.serves_tools {
         choice["messages"] = json!(added);
     }

@@ -90,7 +90,7 @@ pub async fn handler(
             };
             (gen, spec)
         });
-        return Ok(sse_choices(streams.collect(), params.include_usage));
+        return Ok(sse_choices(streams.collect()));
     }
     let collected = try_join_all(gens.into_iter().map(Generation::collect_turns)).await?;
     let mut choices = Vec::with_capacity(collected.len());

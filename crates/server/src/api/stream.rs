@@ -201,22 +201,29 @@ fn respond(events: impl Stream<Item = Event> + Send + 'static, done_marker: bool
     Sse::new(events).into_response()
 }
 
-/// The SSE response for a generation.
-pub fn sse_response(gen: Generation, mut spec: StreamSpec) -> Response {
-    let (named, done) = (spec.named_events, spec.done_marker);
-    let skeleton = spec.usage_skeleton();
-    let events = outputs(gen, spec).map(move |o| match o {
-        Out::Chunk(v) => event(&v, named),
-        Out::Usage(u) => usage_event(skeleton.as_ref(), &u),
-    });
-    respond(events, done)
+/// Marks a chunk as choice `i`'s; an event without choices (an error body, a Responses or
+/// Messages event) is left as it is.
+fn set_choice_index(v: &mut Value, i: usize) {
+    if let Some(c) = v.get_mut("choices").and_then(|c| c.get_mut(0)) {
+        c["index"] = i.into();
+    }
 }
 
-/// The SSE response for the choices of one chat or text completion (`n`), each with its own
-/// spec: their chunks as they come, each carrying its choice's `index`, then one usage chunk
-/// for them all (`combined_usage`) when asked for, then `[DONE]`.
-pub fn sse_choices(choices: Vec<(Generation, StreamSpec)>, include_usage: bool) -> Response {
+/// The SSE response for a generation.
+pub fn sse_response(gen: Generation, spec: StreamSpec) -> Response {
+    sse_choices(vec![(gen, spec)])
+}
+
+/// The SSE response for the choices of one request (`n`; one for most), each with its own
+/// spec (the first one's says whether events are named, usage is sent and `[DONE]` ends the
+/// stream): their chunks as they come, each carrying its choice's `index`, then one usage
+/// chunk for them all (`combined_usage`) when asked for, then `[DONE]`.
+pub fn sse_choices(choices: Vec<(Generation, StreamSpec)>) -> Response {
     let n = choices.len();
+    let first = choices.first().map(|(_, s)| s);
+    let (named, done, include_usage) = first.map_or((false, true, false), |s| {
+        (s.named_events, s.done_marker, s.include_usage)
+    });
     let usages = Arc::new(Mutex::new(vec![Usage::default(); n]));
     let mut skeleton = None;
     let mut streams = Vec::with_capacity(n);
@@ -228,10 +235,8 @@ pub fn sse_choices(choices: Vec<(Generation, StreamSpec)>, include_usage: bool) 
     let chunks = stream::select_all(streams).filter_map(move |(i, o)| {
         let ev = match o {
             Out::Chunk(mut v) => {
-                if let Some(c) = v["choices"].get_mut(0) {
-                    c["index"] = i.into();
-                }
-                Some(event(&v, false))
+                set_choice_index(&mut v, i);
+                Some(event(&v, named))
             }
             Out::Usage(u) => {
                 sink.lock().expect("usage lock")[i] = u;
@@ -246,5 +251,22 @@ pub fn sse_choices(choices: Vec<(Generation, StreamSpec)>, include_usage: bool) 
         usage_event(skeleton.as_ref(), &total)
     });
     let usage = usage.filter(move |_| std::future::ready(include_usage));
-    respond(chunks.chain(usage), true)
+    respond(chunks.chain(usage), done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn only_chunks_with_choices_get_an_index() {
+        let mut chunk = json!({"choices": [{"index": 0, "delta": {}}]});
+        set_choice_index(&mut chunk, 2);
+        assert_eq!(chunk["choices"][0]["index"], 2);
+        let body = json!({"error": {"message": "x"}});
+        let mut v = body.clone();
+        set_choice_index(&mut v, 1);
+        assert_eq!(v, body, "no `choices` key is added");
+    }
 }

@@ -121,7 +121,7 @@ impl GenParams {
 
 const MAX_STOPS: usize = 16;
 /// Most choices one request may ask for (OpenAI's limit).
-pub const MAX_CHOICES: usize = 128;
+const MAX_CHOICES: usize = 128;
 
 impl CommonParams {
     /// `n_vocab`: the model's vocabulary size (bounds `logit_bias`).

@@ -127,18 +127,23 @@ fn unsupported_block(kind: Option<&str>, param: &'static str) -> ApiError {
     )
 }
 
+/// A message's content given as a list of blocks (the caller took the string form).
+fn message_blocks(content: &Value) -> Result<&Vec<Value>, ApiError> {
+    content.as_array().ok_or_else(|| {
+        ApiError::invalid(
+            "message content must be a string or a list of blocks",
+            "messages",
+        )
+    })
+}
+
 /// A user message's blocks: its tool results become tool messages (first, as the calls they
 /// answer come right before), its text one user message.
 fn user_messages(content: &Value) -> Result<Vec<Value>, ApiError> {
     if let Some(s) = content.as_str() {
         return Ok(vec![json!({"role": "user", "content": s})]);
     }
-    let blocks = content.as_array().ok_or_else(|| {
-        ApiError::invalid(
-            "message content must be a string or a list of blocks",
-            "messages",
-        )
-    })?;
+    let blocks = message_blocks(content)?;
     let mut out = Vec::new();
     let mut text = String::new();
     for b in blocks {
@@ -173,12 +178,7 @@ fn assistant_message(content: &Value) -> Result<Value, ApiError> {
     if let Some(s) = content.as_str() {
         return Ok(json!({"role": "assistant", "content": s}));
     }
-    let blocks = content.as_array().ok_or_else(|| {
-        ApiError::invalid(
-            "message content must be a string or a list of blocks",
-            "messages",
-        )
-    })?;
+    let blocks = message_blocks(content)?;
     let mut text = String::new();
     let mut calls = Vec::new();
     for b in blocks {
