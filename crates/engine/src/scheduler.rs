@@ -519,7 +519,7 @@ impl Scheduler {
             r.tokens.push(token);
             r.segment_generated += 1;
             None
-        } else if eog && !r.ignore_eos {
+        } else if eog && (!r.ignore_eos || r.constraint.as_ref().is_some_and(|c| c.0.complete())) {
             Some(FinishReason::Stop)
         } else {
             r.tokens.push(token);

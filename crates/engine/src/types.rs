@@ -128,6 +128,13 @@ pub trait TokenConstraint: Send {
     fn forced(&mut self) -> Vec<Token> {
         Vec::new()
     }
+    /// Asked after an end-of-generation token was committed: whether it ended what the
+    /// constraint enforces (a grammar that allowed the end because its output is complete).
+    /// The request then finishes even with `ignore_eos`, which keeps only free text going:
+    /// past a complete grammar there is nothing left but more end tokens.
+    fn complete(&self) -> bool {
+        false
+    }
 }
 
 /// A request's constraint (a box, so requests stay `Debug`).

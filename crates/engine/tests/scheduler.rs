@@ -702,3 +702,58 @@ fn an_end_of_turn_token_with_a_pause_request_pauses_instead_of_finishing() {
     assert_eq!(h.tokens(100), vec![4; 12]);
     h.assert_all_free();
 }
+
+/// Allows tokens 0 and 1 for `len` tokens, then only end-of-generation (2); complete once
+/// that end is committed, when `completes`.
+struct EndsAfter {
+    len: usize,
+    seen: usize,
+    ended: bool,
+    completes: bool,
+}
+
+impl tandem_engine::TokenConstraint for EndsAfter {
+    fn allowed(&mut self) -> Result<Option<tandem_engine::TokenMask>, String> {
+        let bits = if self.seen < self.len { 0b011 } else { 0b100 };
+        Ok(Some(vec![bits].into()))
+    }
+
+    fn commit(&mut self, token: i32) -> Result<(), String> {
+        self.seen += 1;
+        self.ended = token == 2;
+        Ok(())
+    }
+
+    fn complete(&self) -> bool {
+        self.completes && self.ended
+    }
+}
+
+#[test]
+fn a_complete_constraint_ends_its_request_even_with_ignore_eos() {
+    let mut h = Harness::new(2, 256, 64);
+    h.runner.vocab = 3;
+    for (id, completes) in [(1, true), (2, false)] {
+        let c = EndsAfter {
+            len: 4,
+            seen: 0,
+            ended: false,
+            completes,
+        };
+        add_constrained(&mut h, id, 12, true, Box::new(c));
+    }
+    h.run_to_idle();
+    let done = |e| match e {
+        Some(Event::Finished { reason, usage }) => (reason, usage.completion_tokens),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        done(h.finish(1)),
+        (FinishReason::Stop, 5),
+        "4 tokens and the end"
+    );
+    assert_eq!(h.tokens(1).len(), 4);
+    // Without `complete`, ignore_eos goes on through end tokens to max_tokens.
+    assert_eq!(done(h.finish(2)), (FinishReason::Length, 12));
+    h.assert_all_free();
+}

@@ -48,6 +48,14 @@ impl ApiError {
         }
     }
 
+    /// A 400 whose field is named at run time (`messages[3]`, `structured_outputs.regex`).
+    pub fn invalid_at(message: impl Into<String>, param: impl Into<String>) -> Self {
+        Self::Invalid {
+            message: message.into(),
+            param: Some(param.into()),
+        }
+    }
+
     pub fn status(&self) -> StatusCode {
         match self {
             Self::Invalid { .. } | Self::ContextLength(_) | Self::PreviousResponseNotFound(_) => {

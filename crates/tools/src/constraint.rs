@@ -244,6 +244,15 @@ impl TokenConstraint for Guided {
         self.window.clear();
     }
 
+    /// A forced grammar took its end, or a lazy one without parallel calls made its call.
+    fn complete(&self) -> bool {
+        match &self.mode {
+            Mode::Free => false,
+            Mode::EndOnly => true,
+            Mode::Active(m) => m.is_stopped(),
+        }
+    }
+
     /// The grammar's fast-forward tokens inside a call (none while free text is decoded).
     fn forced(&mut self) -> Vec<Token> {
         let Mode::Active(m) = &mut self.mode else {

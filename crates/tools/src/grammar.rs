@@ -13,6 +13,7 @@ use toktrie::ApproximateTokEnv;
 
 use crate::defs::{ResponseFormat, ToolChoice, ToolDef, ToolRequest};
 use crate::parser::ParserKind;
+use crate::structured::{lark_of, OutputRule};
 
 /// What to constrain and from when.
 #[derive(Clone, Debug, PartialEq)]
@@ -166,14 +167,26 @@ fn many(item: &str, sep: &str, parallel: bool) -> String {
 
 /// The grammar for `response_format`, or `None` for text.
 pub fn for_response_format(rf: &ResponseFormat) -> Option<GrammarPlan> {
-    let mut schema = match rf {
-        ResponseFormat::Text => return None,
-        ResponseFormat::JsonObject => json!({"type": "object"}),
-        ResponseFormat::JsonSchema(s) => s.clone(),
-    };
+    match rf {
+        ResponseFormat::Text => None,
+        ResponseFormat::JsonObject => Some(json_plan(json!({"type": "object"}))),
+        ResponseFormat::JsonSchema(s) => Some(json_plan(s.clone())),
+    }
+}
+
+/// The grammar for a structured-output rule (`structured_outputs`, `guided_*`, ...).
+pub fn for_output_rule(rule: &OutputRule) -> GrammarPlan {
+    match rule {
+        OutputRule::Json(schema) => json_plan(schema.clone()),
+        other => GrammarPlan::Forced(lark_of(other).expect("only JSON rules have no Lark")),
+    }
+}
+
+/// JSON following `schema`, written with the grammars' separators and closed objects.
+fn json_plan(mut schema: Value) -> GrammarPlan {
     close_objects(&mut schema);
     schema["x-guidance"] = json_options();
-    Some(GrammarPlan::Forced(format!("start: %json {schema}\n")))
+    GrammarPlan::Forced(format!("start: %json {schema}\n"))
 }
 
 /// Compiles `lark` with `factory`: a grammar llguidance rejects is an error.
@@ -183,20 +196,30 @@ pub fn compile(factory: &ParserFactory, lark: &str) -> Result<llguidance::TokenP
         .map_err(|e| e.to_string())
 }
 
-/// Checks that `schema` is a JSON Schema constrained decoding can enforce (compiled against a
-/// byte-level vocabulary, so no model is needed).
-pub fn check_schema(schema: &Value) -> Result<(), String> {
+/// A grammar compiler over a byte-level vocabulary: checks grammars without a model.
+fn byte_factory() -> &'static ParserFactory {
     static FACTORY: OnceLock<Arc<ParserFactory>> = OnceLock::new();
-    let factory = FACTORY.get_or_init(|| {
+    FACTORY.get_or_init(|| {
         let env = ApproximateTokEnv::single_byte_env();
         let mut f = ParserFactory::new_simple(&env).expect("byte-level factory");
         f.quiet();
         Arc::new(f)
-    });
+    })
+}
+
+/// Checks that `lark` is a grammar constrained decoding can enforce (compiled against a
+/// byte-level vocabulary, so no model is needed).
+pub fn check_lark(lark: &str) -> Result<(), String> {
+    compile(byte_factory(), lark).map(|_| ())
+}
+
+/// Checks that `schema` is a JSON Schema constrained decoding can enforce (compiled against a
+/// byte-level vocabulary, so no model is needed).
+pub fn check_schema(schema: &Value) -> Result<(), String> {
     if !schema.is_object() {
         return Err("a schema must be an object".into());
     }
-    factory
+    byte_factory()
         .create_parser(TopLevelGrammar::from_json_schema(schema.clone()))
         .map(|_| ())
         .map_err(|e| e.to_string())

@@ -165,4 +165,8 @@ impl TokenConstraint for ServerTurns {
             c.resumed();
         }
     }
+
+    fn complete(&self) -> bool {
+        self.inner.as_ref().is_some_and(|c| c.complete())
+    }
 }

@@ -7,7 +7,10 @@ use serde_json::{json, Value};
 use tandem_engine::{mask_allows, TokenConstraint};
 use tandem_tools::constraint::Guidance;
 use tandem_tools::defs::{ResponseFormat, ToolRequest};
-use tandem_tools::grammar::{check_schema, for_response_format, for_tools, GrammarPlan};
+use tandem_tools::grammar::{
+    check_lark, check_schema, for_output_rule, for_response_format, for_tools, GrammarPlan,
+};
+use tandem_tools::structured;
 use tandem_tools::{ParseEvent, ParserKind};
 
 const EXTRA: &[&str] = &[
@@ -482,4 +485,122 @@ fn grammar_json_is_what_the_call_grammar_accepts() {
         c.commit(b as i32).unwrap();
     }
     assert!(c.allowed().unwrap().is_none(), "free again after the call");
+}
+
+/// The tokens of `text` byte by byte as long as the constraint allows them; `true` when all
+/// were allowed and the output may end there.
+fn accepts(plan: &GrammarPlan, text: &str) -> bool {
+    let (words, eos) = vocab();
+    let g = Guidance::new(&words, &[eos], None).unwrap();
+    let mut c = g.constraint(plan).unwrap();
+    for b in text.bytes() {
+        let mask = c
+            .allowed()
+            .unwrap()
+            .expect("a forced grammar masks every token");
+        if !mask_allows(&mask, b as i32) {
+            return false;
+        }
+        c.commit(b as i32).unwrap();
+    }
+    mask_allows(&c.allowed().unwrap().unwrap(), eos as i32)
+}
+
+fn rule_plan(body: Value) -> GrammarPlan {
+    let rule = structured::parse(
+        &|k| body.get(k).cloned(),
+        &structured::Checks {
+            schema: &check_schema,
+            lark: &check_lark,
+        },
+    )
+    .unwrap()
+    .unwrap();
+    for_output_rule(&rule.rule)
+}
+
+/// A JSON grammar in GBNF, with free whitespace, escapes and bounded repetitions.
+const JSON_GBNF: &str = r#"
+root   ::= value
+value  ::= object | array | string | number | ("true" | "false" | "null") ws
+object ::= "{" ws ( string ":" ws value ("," ws string ":" ws value)* )? "}" ws
+array  ::=
+  "[" ws ( value
+           ("," ws value)* )? "]" ws
+string ::= "\"" ( [^"\\\x7F\x00-\x1F] | "\\" (["\\/bfnrt] | "u" [0-9a-fA-F]{4}) )* "\"" ws
+number ::= "-"? ([0-9] | [1-9] [0-9]{1,8}) ("." [0-9]+)? ws
+# optional blank
+ws ::= | " " | "\n" [ \t]{0,4}
+"#;
+
+#[test]
+fn structured_output_rules_hold_for_every_sample() {
+    let date = regex::Regex::new(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}( [a-z]+)?$").unwrap();
+    let list =
+        regex::Regex::new(r"^\[(-?[1-9][0-9]*|[a-c]+)(,(-?[1-9][0-9]*|[a-c]+)){0,3}\]$").unwrap();
+    let plans = [
+        rule_plan(json!({"guided_regex": r"\d{4}-\d{2}-\d{2}( [a-z]+)?"})),
+        rule_plan(json!({"guided_choice": ["yes", "no", "maybe so"]})),
+        rule_plan(
+            json!({"grammar": "root ::= \"[\" item (\",\" item){0,3} \"]\"\nitem ::= Num | [a-c]+\nNum ::= \"-\"? [1-9] [0-9]*"}),
+        ),
+        rule_plan(json!({"structured_outputs": {"grammar": JSON_GBNF}})),
+    ];
+    for seed in 1..=12 {
+        let out: Vec<String> = plans.iter().map(|p| decode(p, &[], seed)).collect();
+        assert!(date.is_match(&out[0]), "regex: {:?}", out[0]);
+        assert!(
+            ["yes", "no", "maybe so"].contains(&out[1].as_str()),
+            "choice: {:?}",
+            out[1]
+        );
+        assert!(list.is_match(&out[2]), "grammar: {:?}", out[2]);
+        serde_json::from_str::<Value>(&out[3]).unwrap_or_else(|e| panic!("{e}: {:?}", out[3]));
+    }
+}
+
+#[test]
+fn a_gbnf_grammar_accepts_exactly_its_language() {
+    let json = rule_plan(json!({"grammar": JSON_GBNF}));
+    for good in [
+        "{}",
+        "{\"a\": [1, -2.5, \"x\\u00e9\\n\"], \"b\":\n  null} ",
+        "[true,false]",
+        "\"caf\u{e9}\"",
+    ] {
+        assert!(accepts(&json, good), "{good:?} rejected");
+    }
+    for bad in ["{", "{\"a\" 1}", "[1,]", "01", "\"\u{1}\"", "nul"] {
+        assert!(!accepts(&json, bad), "{bad:?} accepted");
+    }
+    let any = rule_plan(json!({"grammar": "root ::= \"a\" . \"b\""}));
+    assert!(accepts(&any, "a\nb") && accepts(&any, "a\u{e9}b") && !accepts(&any, "ab"));
+    // A run that is not prefix-free stays a rule: the greedy lexer would eat the "x".
+    let word = rule_plan(json!({"grammar": "root ::= word \"x\"\nword ::= [a-z]+"}));
+    assert!(accepts(&word, "abx") && accepts(&word, "xx") && !accepts(&word, "ab"));
+    let anchored = rule_plan(json!({"regex": "^[a-z]+\\d$"}));
+    assert!(accepts(&anchored, "ab1") && !accepts(&anchored, "ab") && !accepts(&anchored, "1"));
+    let choice = rule_plan(json!({"guided_choice": ["a/b", "say \"hi\""]}));
+    assert!(accepts(&choice, "a/b") && accepts(&choice, "say \"hi\"") && !accepts(&choice, "a"));
+}
+
+#[test]
+fn a_forced_grammar_is_complete_once_it_takes_its_end() {
+    let (words, eos) = vocab();
+    let g = Guidance::new(&words, &[eos], None).unwrap();
+    let mut c = g
+        .constraint(&rule_plan(json!({"regex": "[a-z]+"})))
+        .unwrap();
+    for b in b"ab" {
+        c.commit(*b as i32).unwrap();
+        assert!(!c.complete(), "more letters may follow");
+    }
+    c.commit(eos as i32).unwrap();
+    assert!(c.complete(), "the grammar took its end");
+    // Free text under a lazy grammar is never complete: ignore_eos keeps it going.
+    let plan = for_tools(ParserKind::Hermes, &tools(json!("auto"), true)).unwrap();
+    let mut lazy = g.constraint(&plan).unwrap();
+    lazy.commit(b'x' as i32).unwrap();
+    lazy.commit(eos as i32).unwrap();
+    assert!(!lazy.complete());
 }

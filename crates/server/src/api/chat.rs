@@ -79,7 +79,7 @@ fn prepare(st: &AppState, req: &ChatRequest) -> Result<Prepared, ApiError> {
     st.check_model(req.common.model.as_deref())?;
     let mut params = req.common.validate(st.model.n_vocab())?;
     params.sampling.logprobs = logprobs::chat_request(req.logprobs, req.top_logprobs)?;
-    let plan = ToolPlan::parse(req, &st.registry)?;
+    let plan = ToolPlan::parse(req, &st.registry, params.output.clone())?;
     if params.n > 1 && (plan.serves_tools() || req.replay.is_some()) {
         let msg = "n > 1 cannot be combined with server_tools or replay";
         return Err(ApiError::invalid(msg, "n"));

@@ -10,6 +10,10 @@ use axum::Json;
 use futures::future::try_join_all;
 use serde_json::{json, Value};
 
+use tandem_engine::Constraint;
+use tandem_tools::grammar::for_output_rule;
+use tandem_tools::structured::Structured;
+
 use crate::api::body::parse_json;
 use crate::api::chat::{random_id, unix_now};
 use crate::api::generate::{combined_usage, usage_json, Generation};
@@ -72,8 +76,10 @@ pub async fn handler(
     let (model, created) = (st.served_name.clone(), unix_now());
     let first_piece = st.model.piece(tokens[0]);
     let echo = req.echo.then_some(prompt_text);
-    let gens = (0..params.n)
-        .map(|i| Generation::start(st.clone(), tokens.clone(), &params.choice(i), None));
+    let gens = (0..params.n).map(|i| {
+        let constraint = constraint(&st, params.output.as_ref())?;
+        Generation::start(st.clone(), tokens.clone(), &params.choice(i), constraint)
+    });
     let gens = gens.collect::<Result<Vec<_>, _>>()?;
     if params.stream {
         let streams = gens.into_iter().map(|gen| {
@@ -115,6 +121,17 @@ pub async fn handler(
         "choices": choices, "usage": usage_json(&combined_usage(&usages)),
     }))
     .into_response())
+}
+
+/// A choice's constraint from the structured-output extensions (each choice its own).
+fn constraint(st: &AppState, output: Option<&Structured>) -> Result<Option<Constraint>, ApiError> {
+    let Some(o) = output else { return Ok(None) };
+    let guided = st
+        .tools
+        .guidance
+        .constraint(&for_output_rule(&o.rule))
+        .map_err(|e| ApiError::invalid_at(e.to_string(), o.field.clone()))?;
+    Ok(Some(Constraint(Box::new(guided))))
 }
 
 fn chunk_json(id: &str, model: &str, created: u64, text: &str, finish: Option<&str>) -> Value {

@@ -103,6 +103,10 @@ impl TokenConstraint for Replay {
         }
     }
 
+    fn complete(&self) -> bool {
+        self.grammar.as_ref().is_some_and(|g| g.complete())
+    }
+
     /// The grammar's forced tokens, as far as they are the replayed ones.
     fn forced(&mut self) -> Vec<Token> {
         let Some(g) = self.grammar.as_mut() else {

@@ -11,9 +11,10 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 use tandem_engine::{Constraint, TokenConstraint};
 use tandem_tools::defs::{DefError, ResponseFormat, ToolRequest};
-use tandem_tools::grammar::{check_schema, for_response_format, for_tools};
+use tandem_tools::grammar::{check_schema, for_output_rule, for_response_format, for_tools};
 use tandem_tools::render::{inline_tools, template_messages};
 use tandem_tools::runtime::Registry;
+use tandem_tools::structured::Structured;
 use tandem_tools::{ParseEvent, ParserKind, ToolCallParser};
 
 use crate::api::chat::random_id;
@@ -35,6 +36,8 @@ pub struct ToolPlan {
     /// Client-side tools and the server-side ones the request enabled, together.
     pub tools: ToolRequest,
     pub format: ResponseFormat,
+    /// The structured-output extensions' rule (`structured_outputs`, `guided_*`, ...).
+    pub output: Option<Structured>,
     /// Names of the tools the server runs for this request (`server_tools`).
     pub server: HashSet<String>,
     /// Partial execution for this request's server-side calls.
@@ -102,7 +105,13 @@ fn all_tools(req: &ChatRequest, registry: &Registry) -> Result<Option<Value>, Ap
 }
 
 impl ToolPlan {
-    pub fn parse(req: &ChatRequest, registry: &Registry) -> Result<Self, ApiError> {
+    /// `output`: the request's structured-output rule (from `GenParams`), which constrains a
+    /// plain reply and so goes with neither active tools nor `response_format`.
+    pub fn parse(
+        req: &ChatRequest,
+        registry: &Registry,
+        output: Option<Structured>,
+    ) -> Result<Self, ApiError> {
         let merged = all_tools(req, registry)?;
         let tools = ToolRequest::parse(
             merged.as_ref(),
@@ -113,10 +122,22 @@ impl ToolPlan {
         .map_err(def_error)?;
         let format = ResponseFormat::parse(req.response_format.as_ref(), &check_schema)
             .map_err(def_error)?;
+        if let Some(o) = &output {
+            let other = if tools.active() {
+                Some("tools")
+            } else {
+                (format != ResponseFormat::Text).then_some("response_format")
+            };
+            if let Some(other) = other {
+                let msg = format!("`{}` and `{other}` both constrain the output; give only one (with tools, set tool_choice to \"none\" for a constrained plain reply)", o.field);
+                return Err(ApiError::invalid_at(msg, o.field.clone()));
+            }
+        }
         let server = req.server_tools.iter().flatten().cloned().collect();
         Ok(Self {
             tools,
             format,
+            output,
             server,
             partial: req.partial_exec.unwrap_or(registry.partial),
         })
@@ -175,12 +196,18 @@ impl ToolPlan {
     }
 
     fn grammar(&self, st: &AppState) -> Result<Option<Box<dyn TokenConstraint>>, ApiError> {
-        let plan =
-            for_tools(st.tools.parser, &self.tools).or_else(|| for_response_format(&self.format));
+        let (plan, param) = match &self.output {
+            Some(o) => (Some(for_output_rule(&o.rule)), o.field.as_str()),
+            None => (
+                for_tools(st.tools.parser, &self.tools)
+                    .or_else(|| for_response_format(&self.format)),
+                "tools",
+            ),
+        };
         let guided = plan
             .map(|p| st.tools.guidance.constraint(&p))
             .transpose()
-            .map_err(|e| ApiError::invalid(e.to_string(), "tools"))?;
+            .map_err(|e| ApiError::invalid_at(e.to_string(), param))?;
         Ok(guided.map(|g| Box::new(g) as Box<dyn TokenConstraint>))
     }
 

@@ -4,6 +4,8 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use tandem_engine::SamplingParams;
+use tandem_tools::grammar::{check_lark, check_schema};
+use tandem_tools::structured::{self, Checks, Structured};
 
 use crate::api::sampling::SamplingFields;
 use crate::error::ApiError;
@@ -21,6 +23,50 @@ pub enum StopSpec {
 pub struct StreamOptions {
     #[serde(default)]
     pub include_usage: bool,
+}
+
+/// Structured-output fields of other servers (vLLM, llama-server, SGLang), read by
+/// `tandem_tools::structured` into one rule.
+#[derive(Debug, Default, Deserialize)]
+pub struct StructuredFields {
+    pub structured_outputs: Option<Value>,
+    pub guided_json: Option<Value>,
+    pub guided_regex: Option<Value>,
+    pub guided_choice: Option<Value>,
+    pub guided_grammar: Option<Value>,
+    pub json_schema: Option<Value>,
+    pub grammar: Option<Value>,
+    pub regex: Option<Value>,
+    pub ebnf: Option<Value>,
+}
+
+impl StructuredFields {
+    fn get(&self, name: &str) -> Option<Value> {
+        let v = match name {
+            "structured_outputs" => &self.structured_outputs,
+            "guided_json" => &self.guided_json,
+            "guided_regex" => &self.guided_regex,
+            "guided_choice" => &self.guided_choice,
+            "guided_grammar" => &self.guided_grammar,
+            "json_schema" => &self.json_schema,
+            "grammar" => &self.grammar,
+            "regex" => &self.regex,
+            "ebnf" => &self.ebnf,
+            _ => &None,
+        };
+        v.clone()
+    }
+
+    /// The request's output rule, checked (a grammar or schema that does not compile is a 400
+    /// naming its field).
+    pub fn rule(&self) -> Result<Option<Structured>, ApiError> {
+        let checks = Checks {
+            schema: &check_schema,
+            lark: &check_lark,
+        };
+        structured::parse(&|name| self.get(name), &checks)
+            .map_err(|e| ApiError::invalid_at(e.message, e.param))
+    }
 }
 
 /// Fields shared by chat and text completions.
@@ -42,6 +88,9 @@ pub struct CommonParams {
     pub ignore_eos: bool,
     /// Extension for benchmarks (needs `--allow-scripted`): scripted tool segments.
     pub segments: Option<Vec<Segment>>,
+    /// Extensions: the output follows a regex, a choice, a grammar or a JSON schema.
+    #[serde(flatten)]
+    pub structured: StructuredFields,
 }
 
 #[derive(Debug, Deserialize)]
@@ -107,6 +156,8 @@ pub struct GenParams {
     pub stream: bool,
     pub include_usage: bool,
     pub segments: Option<Vec<Segment>>,
+    /// What the output must match (the structured-output extensions), if anything.
+    pub output: Option<Structured>,
 }
 
 impl GenParams {
@@ -151,6 +202,7 @@ impl CommonParams {
                 .as_ref()
                 .is_some_and(|o| o.include_usage),
             segments: self.segments.clone(),
+            output: self.structured.rule()?,
         })
     }
 

@@ -1,0 +1,115 @@
+"""Structured outputs through other servers' request fields: vLLM's `structured_outputs` and
+`guided_*`, llama-server's `grammar` (GBNF) and `json_schema`, SGLang's `regex` and `ebnf`; on
+chat and text completions, streamed and not, several choices; bad rules are 400s naming their
+field."""
+import json
+import re
+
+import pytest
+import requests
+
+MODEL = "SmolLM2-135M-Instruct.Q4_1"
+ASK = [{"role": "user", "content": "Is the sky blue? Answer."}]
+
+LIST_GBNF = r"""
+# a short list of small numbers or words
+root ::= "[" item ("," ws item){0,3} "]"
+item ::= Num | [a-z]+
+Num  ::= "-"? [1-9] [0-9]{0,2}
+ws   ::= | " "
+"""
+LIST_RE = r"\[(-?[1-9][0-9]{0,2}|[a-z]+)(, ?(-?[1-9][0-9]{0,2}|[a-z]+)){0,3}\]"
+
+
+def chat(client, extra, **kw):
+    kw = {"model": MODEL, "messages": ASK, "max_tokens": 40, "temperature": 1.0, **kw}
+    return client.chat.completions.create(**kw, extra_body=extra)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_choice_and_regex_hold_on_chat(client, seed):
+    r = chat(client, {"structured_outputs": {"choice": ["yes", "no", "not sure"]}}, seed=seed)
+    assert r.choices[0].message.content in ["yes", "no", "not sure"]
+    assert r.choices[0].finish_reason == "stop"
+    r = chat(client, {"guided_regex": r"\d{3}-\d{4}"}, seed=seed)
+    assert re.fullmatch(r"[0-9]{3}-[0-9]{4}", r.choices[0].message.content)
+    r = chat(client, {"regex": r"^(red|green|blue) [a-z]{2,8}$"}, seed=seed)
+    assert re.fullmatch(r"(red|green|blue) [a-z]{2,8}", r.choices[0].message.content)
+
+
+def test_gbnf_grammar_on_text_completions_streamed_and_not(client):
+    kw = dict(model=MODEL, prompt="A list:", max_tokens=40, temperature=1.0, seed=5,
+              extra_body={"grammar": LIST_GBNF})
+    full = client.completions.create(**kw)
+    text = full.choices[0].text
+    assert re.fullmatch(LIST_RE, text), text
+    streamed = "".join(c.choices[0].text for c in client.completions.create(**kw, stream=True)
+                       if c.choices)
+    assert streamed == text
+
+
+def test_lark_grammar_and_several_choices(client):
+    r = chat(client, {"guided_grammar": 'start: "The answer is " ("yes" | "no") "."'}, n=3,
+             seed=4)
+    assert len(r.choices) == 3
+    for c in r.choices:
+        assert c.message.content in ["The answer is yes.", "The answer is no."], c.message.content
+    r = chat(client, {"ebnf": 'root ::= "ok" | "fine"'}, n=2, seed=4)
+    assert {c.message.content for c in r.choices} <= {"ok", "fine"}
+
+
+def test_json_schemas(client):
+    schema = {"type": "object", "properties": {"name": {"type": "string", "maxLength": 12},
+                                               "age": {"type": "integer"}},
+              "required": ["name", "age"]}
+    r = chat(client, {"guided_json": schema}, max_tokens=60, seed=7)
+    v = json.loads(r.choices[0].message.content)
+    assert set(v) == {"name", "age"} and isinstance(v["age"], int)
+    r = client.completions.create(model=MODEL, prompt="Person:", max_tokens=60, seed=7,
+                                  extra_body={"json_schema": json.dumps(schema)})
+    v = json.loads(r.choices[0].text)
+    assert set(v) == {"name", "age"}
+    r = chat(client, {"structured_outputs": {"json_object": True}}, max_tokens=60, seed=8)
+    assert r.choices[0].finish_reason == "length" or isinstance(
+        json.loads(r.choices[0].message.content), dict)
+
+
+TOOLS = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
+
+
+@pytest.mark.parametrize("extra,param,words", [
+    ({"guided_regex": "a", "guided_choice": ["a"]}, "guided_choice", "both"),
+    ({"regex": "(unclosed"}, "regex", "does not compile"),
+    ({"guided_choice": []}, "guided_choice", "non-empty list"),
+    ({"grammar": 'root ::= "a"\nitem ::= <think>'}, "grammar", "line 2"),
+    ({"grammar": 'item ::= "a"'}, "grammar", "root"),
+    ({"guided_grammar": "start: undefined_rule"}, "guided_grammar", "does not compile"),
+    ({"guided_json": "{not json"}, "guided_json", "not JSON"),
+    ({"structured_outputs": {"structural_tag": "x"}}, "structured_outputs.structural_tag",
+     "not supported"),
+    ({"regex": "a", "tools": TOOLS}, "regex", "tool_choice"),
+    ({"regex": "a", "response_format": {"type": "json_object"}}, "regex", "response_format"),
+])
+def test_bad_rules_are_400s_naming_the_field(server, extra, param, words):
+    body = {"model": MODEL, "messages": ASK, "max_tokens": 4, **extra}
+    r = requests.post(server.url + "/v1/chat/completions", json=body, timeout=30)
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert err["param"] == param and words in err["message"], err
+    body = {"model": MODEL, "prompt": "x", "max_tokens": 4, **extra}
+    if "tools" not in extra and "response_format" not in extra:
+        r = requests.post(server.url + "/v1/completions", json=body, timeout=30)
+        assert r.status_code == 400 and r.json()["error"]["param"] == param, r.text
+
+
+def test_tools_with_tool_choice_none_take_a_rule(client):
+    r = chat(client, {"guided_choice": ["yes", "no"]}, tools=TOOLS, tool_choice="none", seed=1)
+    assert r.choices[0].message.content in ["yes", "no"]
+    assert not r.choices[0].message.tool_calls
+
+
+def test_a_complete_rule_ends_the_reply_even_with_ignore_eos(client):
+    r = chat(client, {"guided_choice": ["yes", "no"], "ignore_eos": True}, max_tokens=30, seed=2)
+    c = r.choices[0]
+    assert c.message.content in ["yes", "no"] and c.finish_reason == "stop"
+    assert r.usage.completion_tokens < 30
