@@ -8,14 +8,18 @@
 //! rules become `name: body`, string literals are re-quoted as JSON strings, character classes
 //! and `.` become regular expressions, `( ) | * + ? {m,n}` carry over, comments go. Rule names
 //! are re-spelled to fit Lark's lower-case rule names, and `root` becomes the entry rule.
-//! Token references (`<[id]>`, `<think>`, `!<...>`) are refused.
+//! Token references (`<[id]>`, `<think>`, `!<...>`) are refused. Runs of a rule that are
+//! regular and prefix-free become one regex lexeme ([`lexemes`]), which keeps the language and
+//! makes masks much cheaper.
 
 mod ast;
+mod lexemes;
 mod lexer;
 
 use std::fmt::Write;
 
 use ast::{Atom, Item};
+use lexemes::Regular;
 use lexer::Lexer;
 
 /// A GBNF text that could not be read; `line` counts from 1.
@@ -41,64 +45,54 @@ pub fn to_lark(text: &str) -> Result<String, GbnfError> {
             message: "the grammar has no `root` rule (the rule the whole output must match)".into(),
         });
     }
+    let regular = Regular::new(&rules);
     let mut out = format!("start: {}\n", lark_name("root"));
     for rule in &rules {
-        let _ = writeln!(out, "{}: {}", lark_name(&rule.name), alts(&rule.alts));
+        let _ = writeln!(
+            out,
+            "{}: {}",
+            lark_name(&rule.name),
+            alts(&regular, &rule.alts)
+        );
     }
     Ok(out)
 }
 
-fn alts(alts: &[Vec<Item>]) -> String {
-    let seqs: Vec<String> = alts.iter().map(|s| seq(s)).collect();
+fn alts(regular: &Regular, alts: &[Vec<Item>]) -> String {
+    let seqs: Vec<String> = alts.iter().map(|s| seq(regular, s)).collect();
     seqs.join(" | ")
 }
 
-/// A sequence in Lark, item by item; an empty sequence as `""`.
-fn seq(items: &[Item]) -> String {
+/// A sequence in Lark: its prefix-free regular runs as regex lexemes, the rest item by
+/// item; an empty sequence as `""`.
+fn seq(regular: &Regular, items: &[Item]) -> String {
     if items.is_empty() {
         return "\"\"".into();
     }
-    let parts: Vec<String> = items.iter().map(item).collect();
+    let mut parts = Vec::new();
+    let mut i = 0;
+    while i < items.len() {
+        if let Some((end, rx)) = regular.lexeme_at(items, i) {
+            parts.push(format!("/{rx}/"));
+            i = end;
+        } else {
+            parts.push(item(regular, &items[i]));
+            i += 1;
+        }
+    }
     parts.join(" ")
 }
 
-fn item(it: &Item) -> String {
+fn item(regular: &Regular, it: &Item) -> String {
     let atom = match &it.atom {
         Atom::Literal(s) => serde_json::to_string(s).expect("a string serializes"),
-        Atom::Class(negated, ranges) => format!("/{}/", class(*negated, ranges)),
+        Atom::Class(negated, ranges) => format!("/{}/", lexemes::class(*negated, ranges)),
         Atom::Any => "/(?s:.)/".into(),
         Atom::Ref(name) => lark_name(name),
-        Atom::Group(inner) => format!("({})", alts(inner)),
+        Atom::Group(inner) => format!("({})", alts(regular, inner)),
     };
     let ops: String = it.ops.concat();
     atom + &ops
-}
-
-/// A character in a regex: ASCII letters and digits as themselves, anything else as `\x{..}`
-/// (never special, and never a `/` that would end a Lark regex).
-fn regex_char(c: char) -> String {
-    if c.is_ascii_alphanumeric() {
-        c.to_string()
-    } else {
-        format!("\\x{{{:x}}}", c as u32)
-    }
-}
-
-/// A character class, e.g. `[^a-z\x{2d}]`.
-fn class(negated: bool, ranges: &[(char, char)]) -> String {
-    let mut out = String::from("[");
-    if negated {
-        out.push('^');
-    }
-    for &(a, b) in ranges {
-        out.push_str(&regex_char(a));
-        if b != a {
-            out.push('-');
-            out.push_str(&regex_char(b));
-        }
-    }
-    out.push(']');
-    out
 }
 
 /// A GBNF rule name as a Lark rule name (lower case letters, digits, `-` and `_`, starting
@@ -132,8 +126,9 @@ mod tests {
     fn rules_literals_and_classes() {
         let text = r#"root ::= "a\n" [^0-9\]] . name
 name ::= ("x" | "y")+ [a-]{2,5}"#;
+        // The fixed-length run of the root is one lexeme; a repeated group stays a rule.
         let want = r#"start: root
-root: "a\n" /[^0-9\x{5d}]/ /(?s:.)/ name
+root: /a\x{a}[^0-9\x{5d}](?s:.)/ name
 name: ("x" | "y")+ /[a\x{2d}]/{2,5}
 "#;
         assert_eq!(to_lark(text).unwrap(), want);
@@ -164,8 +159,9 @@ name: ("x" | "y")+ /[a\x{2d}]/{2,5}
     #[test]
     fn repetitions_are_normalized() {
         let lark = to_lark(r#"root ::= "a"{3} "b"{1,} "c"{,4} "d"{ 2 , 3 }"#).unwrap();
+        // `"a"{3}` is fixed-length, so prefix-free: one lexeme.
         let want = r#"start: root
-root: "a"{3} "b"{1,} "c"{0,4} "d"{2,3}
+root: /(?:a){3}/ "b"{1,} "c"{0,4} "d"{2,3}
 "#;
         assert_eq!(lark, want);
     }
@@ -177,6 +173,20 @@ root: "a"{3} "b"{1,} "c"{0,4} "d"{2,3}
 root: "Aé😀\"\\" | /[\x{9}\x{0}-\x{1f}]/
 "#;
         assert_eq!(lark, want);
+    }
+
+    #[test]
+    fn quoted_strings_become_lexemes_and_what_follows_stays() {
+        let text = r#"root ::= "[" str ("," str)* "]"
+str ::= "\"" ([^"\\] | "\\" ["n])* "\"" ws
+ws ::= | " ""#;
+        let lark = to_lark(text).unwrap();
+        let lines: Vec<&str> = lark.lines().collect();
+        // The whole list is regular and ends at its `]`: one lexeme.
+        assert!(lines[1].starts_with(r"root: /\x{5b}") && lines[1].ends_with(r"\x{5d}/"));
+        // A string followed by optional blank is not prefix-free; the quoted part is.
+        let str_rule = r"str: /\x{22}(?:(?:[^\x{22}\x{5c}]|\x{5c}[\x{22}n]))*\x{22}/ ws";
+        assert_eq!(lines[2..], [str_rule, r#"ws: "" | " ""#]);
     }
 
     #[test]
