@@ -162,9 +162,21 @@ def test_stop_strings(client):
     cut = client.completions.create(model=MODEL, prompt="1, 2, 3, 4,", max_tokens=12, temperature=0, stop=["7", "zzz"])
     assert cut.choices[0].text == text[: text.index("7")]
     assert cut.choices[0].finish_reason == "stop"
-    streamed = client.completions.create(model=MODEL, prompt="1, 2, 3, 4,", max_tokens=12,
-                                         temperature=0, stop="7", stream=True)
+    # vLLM's stop_reason: the stop string that ended the choice, null otherwise.
+    assert cut.choices[0].model_extra["stop_reason"] == "7"
+    assert base.choices[0].model_extra["stop_reason"] is None
+    streamed = list(client.completions.create(model=MODEL, prompt="1, 2, 3, 4,", max_tokens=12,
+                                              temperature=0, stop="7", stream=True))
     assert "".join(c.choices[0].text for c in streamed) == cut.choices[0].text
+    assert streamed[-1].choices[0].model_extra["stop_reason"] == "7"
+    msgs = [{"role": "user", "content": "Count from 1 to 10, separated by commas."}]
+    chat_cut = client.chat.completions.create(model=MODEL, messages=msgs, temperature=0,
+                                              max_tokens=40, stop=["5", "zzz"])
+    assert chat_cut.choices[0].model_extra["stop_reason"] == "5", chat_cut
+    chunks = list(client.chat.completions.create(model=MODEL, messages=msgs, temperature=0,
+                                                 max_tokens=40, stop=["5"], stream=True))
+    assert chunks[-1].choices[0].finish_reason == "stop"
+    assert chunks[-1].choices[0].model_extra["stop_reason"] == "5"
 
 
 def test_seeded_sampling_is_reproducible(client):

@@ -18,7 +18,7 @@ use crate::api::generate::{combined_usage, usage_json, Collected, Generation};
 use crate::api::logprobs;
 use crate::api::replay::Replay;
 use crate::api::server_calls::{ServerCalls, ToolResult};
-use crate::api::stream::{sse_choices, ChunkFn, ChunkOf, LogprobsFn, StreamSpec};
+use crate::api::stream::{sse_choices, stop_reason, ChunkFn, ChunkOf, LogprobsFn, StreamSpec};
 use crate::api::tool_calls::{self, CallIds, DeltaStream, ToolPlan};
 use crate::api::types::{normalize_messages, ChatRequest, GenParams};
 use crate::error::ApiError;
@@ -206,14 +206,17 @@ async fn collect_choice(index: usize, run: ChatRun) -> Result<(Value, Usage), Ap
         turns,
         finish,
         usage,
+        stop,
         logprobs: lps,
         ..
     } = run.gen.collect_turns().await?;
     let lps = run.want_logprobs.then(|| logprobs::chat_json(&lps));
     let (message, added) = final_message(run.parser, &run.ids, turns);
     let finish = turn_finish(finish, message.get("tool_calls").is_some());
-    let mut choice =
-        json!({"index": index, "message": message, "logprobs": lps, "finish_reason": finish});
+    let mut choice = json!({
+        "index": index, "message": message, "logprobs": lps, "finish_reason": finish,
+        "stop_reason": stop,
+    });
     if run.serves_tools {
         choice["messages"] = json!(added);
     }
@@ -312,7 +315,7 @@ pub fn chunk_fn(
         let Some(d) = deltas.as_mut() else {
             return match of {
                 ChunkOf::Text(t) => vec![chunk(json!({"content": t}), None)],
-                ChunkOf::Finish(f, ..) => vec![chunk(json!({}), Some(f))],
+                ChunkOf::Finish(f, _, stop) => vec![stop_reason(chunk(json!({}), Some(f)), stop)],
                 ChunkOf::Error(e) => vec![e.body()],
                 ChunkOf::ToolResults(..) | ChunkOf::Skeleton => vec![chunk(json!({}), None)],
             };
@@ -331,11 +334,11 @@ pub fn chunk_fn(
                 out
             }
             ChunkOf::Error(e) => vec![e.body()],
-            ChunkOf::Finish(f, ..) => {
+            ChunkOf::Finish(f, _, stop) => {
                 let (tail, called) = d.finish();
                 let f = turn_finish(f, called);
                 let mut out = plain(tail);
-                out.push(chunk(json!({}), Some(f)));
+                out.push(stop_reason(chunk(json!({}), Some(f)), stop));
                 out
             }
             ChunkOf::Skeleton => vec![chunk(json!({}), None)],

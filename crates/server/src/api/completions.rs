@@ -18,7 +18,7 @@ use crate::api::body::parse_json;
 use crate::api::chat::{random_id, unix_now};
 use crate::api::generate::{combined_usage, usage_json, Generation};
 use crate::api::logprobs;
-use crate::api::stream::{sse_choices, ChunkFn, ChunkOf, LogprobsFn, StreamSpec};
+use crate::api::stream::{sse_choices, stop_reason, ChunkFn, ChunkOf, LogprobsFn, StreamSpec};
 use crate::api::tokenize::checked_ids;
 use crate::api::types::{CompletionRequest, PromptSpec};
 use crate::error::ApiError;
@@ -113,7 +113,10 @@ pub async fn handler(
         };
         let text: String = c.turns.into_iter().map(|t| t.0).collect();
         let text = echo.clone().unwrap_or_default() + &text;
-        choices.push(json!({"index": i, "text": text, "logprobs": lps, "finish_reason": c.finish}));
+        choices.push(json!({
+            "index": i, "text": text, "logprobs": lps, "finish_reason": c.finish,
+            "stop_reason": c.stop,
+        }));
         usages.push(c.usage);
     }
     Ok(Json(json!({
@@ -143,12 +146,12 @@ fn chunk_json(id: &str, model: &str, created: u64, text: &str, finish: Option<&s
 
 fn chunk_fn(id: String, model: String, created: u64) -> ChunkFn {
     Box::new(move |of| {
-        let (text, finish) = match of {
-            ChunkOf::Text(t) => (t, None),
-            ChunkOf::Finish(f, ..) => ("", Some(f)),
-            ChunkOf::Error(e) => return vec![e.body()],
-            ChunkOf::ToolResults(..) | ChunkOf::Skeleton => ("", None),
-        };
-        vec![chunk_json(&id, &model, created, text, finish)]
+        let chunk = |text, finish| chunk_json(&id, &model, created, text, finish);
+        match of {
+            ChunkOf::Text(t) => vec![chunk(t, None)],
+            ChunkOf::Finish(f, _, stop) => vec![stop_reason(chunk("", Some(f)), stop)],
+            ChunkOf::Error(e) => vec![e.body()],
+            ChunkOf::ToolResults(..) | ChunkOf::Skeleton => vec![chunk("", None)],
+        }
     })
 }

@@ -209,6 +209,14 @@ fn set_choice_index(v: &mut Value, i: usize) {
     }
 }
 
+/// A final chunk with vLLM's `stop_reason`: the stop string that ended the choice, or null.
+pub fn stop_reason(mut chunk: Value, stop: Option<&str>) -> Value {
+    if let Some(c) = chunk.get_mut("choices").and_then(|c| c.get_mut(0)) {
+        c["stop_reason"] = stop.into();
+    }
+    chunk
+}
+
 /// The SSE response for a generation.
 pub fn sse_response(gen: Generation, spec: StreamSpec) -> Response {
     sse_choices(vec![(gen, spec)])
