@@ -57,7 +57,7 @@ EXACT = ("--flash-attn", "off", "--prefix-reuse", "exact")
 
 @pytest.fixture(scope="session")
 def server():
-    s = Server("--max-seqs", "8", "--kv-cells", "16384", *EXACT)
+    s = Server("--max-seqs", "8", "--kv-cells", "16384", "--embeddings", *EXACT)
     yield s
     s.stop()
 

@@ -1,5 +1,6 @@
-//! llama.cpp for tandem: loading a GGUF model (tokenizer, chat template, metadata) and the
-//! runner that executes the engine's step plans on one llama.cpp context.
+//! llama.cpp for tandem: loading a GGUF model (tokenizer, chat template, metadata), the
+//! runner that executes the engine's step plans on one llama.cpp context, and the embedder
+//! (`/v1/embeddings`) on a second context of its own.
 //!
 //! ```text
 //!  Model::load ──► &'static LlamaModel ─┬─► tokenize / token pieces / template (any thread)
@@ -7,9 +8,11 @@
 //! ```
 //! The KV cache uses one stream per sequence slot (`kv_unified = false`); see docs/kv-layout.md.
 
+mod embed;
 mod model;
 mod profile;
 mod runner;
 
+pub use embed::{EmbedConfig, EmbedError, Embedder, Pooling};
 pub use model::{Model, ModelError};
 pub use runner::{LlamaRunner, RunnerConfig};

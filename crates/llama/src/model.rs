@@ -155,6 +155,11 @@ impl Model {
         self.inner.n_vocab() as usize
     }
 
+    /// The model's hidden size: the length of its embeddings.
+    pub fn n_embd(&self) -> usize {
+        self.inner.n_embd() as usize
+    }
+
     pub fn n_ctx_train(&self) -> usize {
         self.inner.n_ctx_train() as usize
     }

@@ -4,28 +4,15 @@
 //! a follow-up resumed from swapped-out KV = cold, and a plausible startup cost profile.
 //! The model comes from `scripts/fetch-model.sh` (or `TANDEM_TEST_MODEL`).
 
-use std::path::PathBuf;
-use std::sync::OnceLock;
+mod common;
 
+use common::model;
 use tandem_engine::{
     Event, InterceptConfig, InterceptCounters, InterceptPolicy, InterceptSpec, NewRequest,
     PrefixReuse, Runner, SamplingParams, Scheduler, SchedulerConfig, Token, Usage,
 };
-use tandem_llama::{LlamaRunner, Model, RunnerConfig};
+use tandem_llama::{LlamaRunner, RunnerConfig};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
-
-fn model() -> Model {
-    static M: OnceLock<Model> = OnceLock::new();
-    *M.get_or_init(|| {
-        let path = std::env::var_os("TANDEM_TEST_MODEL")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| {
-                let home = std::env::var_os("HOME").expect("HOME");
-                PathBuf::from(home).join(".cache/tandem/models/SmolLM2-135M-Instruct.Q4_1.gguf")
-            });
-        Model::load(&path, 0).expect("run scripts/fetch-model.sh first")
-    })
-}
 
 const SLOTS: usize = 4;
 

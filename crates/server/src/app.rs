@@ -8,7 +8,7 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
 
-use crate::api::{chat, completions, messages, misc, responses, tokenize};
+use crate::api::{chat, completions, embeddings, messages, misc, responses, tokenize};
 use crate::auth;
 use crate::state::AppState;
 
@@ -24,6 +24,7 @@ pub fn router(st: Arc<AppState>) -> Router {
         )
         .route("/v1/messages", post(messages::create))
         .route("/v1/messages/count_tokens", post(messages::count_tokens))
+        .route("/v1/embeddings", post(embeddings::handler))
         .route("/v1/models", get(misc::models))
         .route("/v1/models/{id}", get(misc::model))
         .route("/tokenize", post(tokenize::tokenize))
@@ -47,7 +48,11 @@ async fn count_requests(req: Request, next: Next) -> Response {
     if path.starts_with("/v1/") {
         let status = resp.status().as_u16().to_string();
         let path = match path.as_str() {
-            "/v1/chat/completions" | "/v1/completions" | "/v1/responses" | "/v1/messages" => path,
+            "/v1/chat/completions"
+            | "/v1/completions"
+            | "/v1/responses"
+            | "/v1/messages"
+            | "/v1/embeddings" => path,
             p if p.starts_with("/v1/models") => "/v1/models".to_string(),
             _ => "other".to_string(), // keeps label cardinality bounded
         };

@@ -35,6 +35,10 @@ pub enum ApiError {
     TooLarge(usize),
     #[error("{0}")]
     Overloaded(String),
+    /// An endpoint this server was not started for (501), e.g. embeddings without
+    /// `--embeddings`.
+    #[error("{0}")]
+    NotEnabled(String),
     #[error("{0}")]
     Internal(String),
 }
@@ -66,6 +70,7 @@ impl ApiError {
             Self::ModelNotFound(_) | Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::NotEnabled(_) => StatusCode::NOT_IMPLEMENTED,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -82,6 +87,7 @@ impl ApiError {
             Self::Unauthorized(_) => ("invalid_request_error", Some("invalid_api_key")),
             Self::TooLarge(_) => ("invalid_request_error", Some("request_too_large")),
             Self::Overloaded(_) => ("server_error", Some("overloaded")),
+            Self::NotEnabled(_) => ("not_supported_error", Some("not_enabled")),
             Self::Internal(_) => ("server_error", None),
         }
     }

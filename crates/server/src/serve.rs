@@ -10,7 +10,7 @@ use tandem_engine::{
     spawn_engine, InterceptConfig, InterceptPolicy, PrefixReuse, ResumeOrder, Scheduler,
     SchedulerConfig, SystemClock,
 };
-use tandem_llama::{LlamaRunner, Model, RunnerConfig};
+use tandem_llama::{EmbedConfig, Embedder, LlamaRunner, Model, Pooling, RunnerConfig};
 
 use crate::api::responses::store::ResponseStore;
 use crate::state::AppState;
@@ -129,11 +129,39 @@ pub struct ServeArgs {
     /// token, and a small model's output can then differ too (docs/tool-calling.md).
     #[arg(long, value_enum, default_value_t = OnOff::Off)]
     pub jump_forward: OnOff,
+    /// Serve `POST /v1/embeddings` (as llama-server's `--embeddings`): a second llama.cpp
+    /// context over the same model computes pooled, unit-length vectors of the model's hidden
+    /// size, one input at a time on its own thread (beside the engine's, not in its batches).
+    /// Off by default: a causal chat model is not an embedding model, and its vectors are only
+    /// as good as that.
+    #[arg(long)]
+    pub embeddings: bool,
+    /// How /v1/embeddings pools a sequence's token vectors: `mean`, `last` (the last token's)
+    /// or `cls` (the first token's).
+    #[arg(long, value_enum, default_value_t = PoolingArg::Mean)]
+    pub pooling: PoolingArg,
     #[command(flatten)]
     pub tool_args: crate::tool_args::ToolArgs,
     /// Model layers to offload to a GPU (only with a `cuda` build).
     #[arg(long, default_value_t = 0)]
     pub gpu_layers: u32,
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy)]
+pub enum PoolingArg {
+    Mean,
+    Last,
+    Cls,
+}
+
+impl From<PoolingArg> for Pooling {
+    fn from(p: PoolingArg) -> Self {
+        match p {
+            PoolingArg::Mean => Pooling::Mean,
+            PoolingArg::Last => Pooling::Last,
+            PoolingArg::Cls => Pooling::Cls,
+        }
+    }
 }
 
 #[derive(clap::ValueEnum, Debug, Clone, Copy)]
@@ -286,6 +314,18 @@ pub async fn run(args: ServeArgs, default_model: PathBuf) -> anyhow::Result<()> 
         jump_forward,
     )?;
     let template = ChatTemplate::new(source, bos, eos).context("chat template")?;
+    let embedder = args
+        .embeddings
+        .then(|| {
+            let cfg = EmbedConfig {
+                pooling: args.pooling.into(),
+                max_tokens: cells_per_seq,
+                threads,
+            };
+            Embedder::start(model, cfg)
+        })
+        .transpose()
+        .context("embeddings context")?;
     if !template.from_model {
         tracing::warn!("the model has no chat template; using ChatML");
     }
@@ -304,6 +344,7 @@ pub async fn run(args: ServeArgs, default_model: PathBuf) -> anyhow::Result<()> 
         responses: Arc::new(ResponseStore::new(args.max_stored_responses)),
         created: crate::api::chat::unix_now(),
         api_keys: api_keys(&args)?,
+        embedder,
     });
     if st.api_keys.is_empty() && !is_loopback(&args.host) {
         tracing::warn!(

@@ -82,6 +82,8 @@ pub struct AppState {
     pub created: u64,
     /// Keys a request must present (empty: none needed).
     pub api_keys: crate::auth::ApiKeys,
+    /// `/v1/embeddings` (`--embeddings`), if served.
+    pub embedder: Option<tandem_llama::Embedder>,
 }
 
 impl AppState {

@@ -4,6 +4,7 @@
 pub mod body;
 pub mod chat;
 pub mod completions;
+pub mod embeddings;
 pub mod generate;
 pub mod logprobs;
 pub mod messages;
