@@ -69,6 +69,11 @@ def test_json_schemas(client):
                                   extra_body={"json_schema": json.dumps(schema)})
     v = json.loads(r.choices[0].text)
     assert set(v) == {"name", "age"}
+    r = client.completions.create(model=MODEL, prompt="Person:", max_tokens=60, seed=7,
+                                  extra_body={"response_format": {
+                                      "type": "json_schema",
+                                      "json_schema": {"name": "p", "schema": schema}}})
+    assert set(json.loads(r.choices[0].text)) == {"name", "age"}, "vLLM's response_format"
     r = chat(client, {"structured_outputs": {"json_object": True}}, max_tokens=60, seed=8)
     assert r.choices[0].finish_reason == "length" or isinstance(
         json.loads(r.choices[0].message.content), dict)
@@ -97,7 +102,7 @@ def test_bad_rules_are_400s_naming_the_field(server, extra, param, words):
     err = r.json()["error"]
     assert err["param"] == param and words in err["message"], err
     body = {"model": MODEL, "prompt": "x", "max_tokens": 4, **extra}
-    if "tools" not in extra and "response_format" not in extra:
+    if "tools" not in extra:
         r = requests.post(server.url + "/v1/completions", json=body, timeout=30)
         assert r.status_code == 400 and r.json()["error"]["param"] == param, r.text
 

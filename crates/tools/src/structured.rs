@@ -6,7 +6,7 @@
 
 use serde_json::{json, Value};
 
-use crate::defs::DefError;
+use crate::defs::{DefError, ResponseFormat};
 use crate::gbnf;
 
 /// A request's rule and the field that gave it (for error messages).
@@ -160,6 +160,16 @@ fn rule(
         (checks.lark)(&lark).map_err(|e| err(param, format!("{param} does not compile: {e}")))?;
     }
     Ok(Some(rule))
+}
+
+/// `response_format` as a rule (`None` for text), for endpoints that take it beside the
+/// structured-output fields (vLLM's text completions).
+pub fn from_response_format(rf: &ResponseFormat) -> Option<OutputRule> {
+    match rf {
+        ResponseFormat::Text => None,
+        ResponseFormat::JsonObject => Some(OutputRule::Json(json!({"type": "object"}))),
+        ResponseFormat::JsonSchema(s) => Some(OutputRule::Json(s.clone())),
+    }
 }
 
 /// The Lark grammar of a rule that is not a JSON schema.

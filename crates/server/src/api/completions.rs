@@ -67,6 +67,7 @@ pub async fn handler(
     let req: CompletionRequest = parse_json(body, st.body_limit)?;
     st.check_model(req.common.model.as_deref())?;
     let mut params = req.common.validate(st.model.n_vocab())?;
+    params.output = req.output(params.output.take())?;
     let asked = logprobs::completion_request(req.logprobs, req.echo, params.stream)?;
     params.sampling.logprobs = asked.map(|a| a.k);
     params.sampling.prompt_logprobs = asked.filter(|a| a.prompt).map(|a| a.k);

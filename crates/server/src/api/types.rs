@@ -4,6 +4,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use tandem_engine::SamplingParams;
+use tandem_tools::defs::ResponseFormat;
 use tandem_tools::grammar::{check_lark, check_schema};
 use tandem_tools::structured::{self, Checks, Structured};
 
@@ -139,8 +140,32 @@ pub struct CompletionRequest {
     pub echo: bool,
     /// The log-probability of each generated token, with this many alternatives.
     pub logprobs: Option<i64>,
+    /// vLLM takes `response_format` on text completions too.
+    pub response_format: Option<Value>,
     #[serde(flatten)]
     pub common: CommonParams,
+}
+
+impl CompletionRequest {
+    /// The output rule: a structured-output field or `response_format` (not both).
+    pub fn output(&self, given: Option<Structured>) -> Result<Option<Structured>, ApiError> {
+        let format = ResponseFormat::parse(self.response_format.as_ref(), &check_schema)
+            .map_err(|e| ApiError::invalid_at(e.message, e.param))?;
+        let Some(rule) = structured::from_response_format(&format) else {
+            return Ok(given);
+        };
+        if let Some(g) = given {
+            let msg = format!(
+                "`{}` and `response_format` both constrain the output; give only one",
+                g.field
+            );
+            return Err(ApiError::invalid_at(msg, g.field));
+        }
+        Ok(Some(Structured {
+            field: "response_format".into(),
+            rule,
+        }))
+    }
 }
 
 /// Validated generation parameters.
