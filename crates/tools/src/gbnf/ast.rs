@@ -51,6 +51,7 @@ pub(super) fn rules(tokens: &[(Tok, usize)]) -> Result<Vec<Rule>, GbnfError> {
             tokens: &tokens[s + 2..end],
             pos: 0,
             line: tokens[s].1,
+            depth: 0,
         };
         let alts = p.alts()?;
         if let Some((_, line)) = p.tokens.get(p.pos) {
@@ -71,11 +72,16 @@ fn fail(line: usize, message: impl Into<String>) -> GbnfError {
     }
 }
 
+/// Deepest nesting of parentheses accepted (the parser recurses per level).
+const MAX_DEPTH: usize = 100;
+
 struct Parser<'t> {
     tokens: &'t [(Tok, usize)],
     pos: usize,
     /// The line of the last token taken (for errors at the end).
     line: usize,
+    /// Open parentheses around the current position.
+    depth: usize,
 }
 
 impl Parser<'_> {
@@ -120,7 +126,13 @@ impl Parser<'_> {
             Some(Tok::Name(n)) => Atom::Ref(n.clone()),
             Some(Tok::Open) => {
                 self.take();
+                if self.depth == MAX_DEPTH {
+                    let msg = format!("parentheses nested more than {MAX_DEPTH} deep");
+                    return Err(fail(self.line, msg));
+                }
+                self.depth += 1;
                 let alts = self.alts()?;
+                self.depth -= 1;
                 if self.take() != Some(&Tok::Close) {
                     return Err(fail(self.line, "a `(` is not closed"));
                 }

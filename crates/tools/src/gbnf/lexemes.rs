@@ -26,10 +26,17 @@ const MAX_REGEX: usize = 20_000;
 const DFA_LIMIT: usize = 1 << 20;
 /// Longest run of items tried as one lexeme.
 const MAX_RUN: usize = 24;
+/// Most DFAs built for one grammar (a bound on the work a large grammar can cause; past it,
+/// the rest is written item by item, which is correct, only slower to decode).
+const MAX_DFAS: usize = 2000;
+/// Deepest chain of rule references followed into a regex (the search recurses per rule).
+const MAX_DEPTH: usize = 100;
 
 /// The regular expressions of the grammar's non-recursive rules.
 pub(super) struct Regular {
     rules: HashMap<String, Option<String>>,
+    /// DFAs built so far.
+    built: std::cell::Cell<usize>,
 }
 
 impl Regular {
@@ -37,6 +44,7 @@ impl Regular {
         let by_name: HashMap<&str, &Rule> = rules.iter().map(|r| (r.name.as_str(), r)).collect();
         let mut r = Regular {
             rules: HashMap::new(),
+            built: std::cell::Cell::new(0),
         };
         for rule in rules {
             r.rule_regex(&rule.name, &by_name, &mut Vec::new());
@@ -55,7 +63,7 @@ impl Regular {
         if let Some(done) = self.rules.get(name) {
             return done.clone();
         }
-        if visiting.iter().any(|v| v == name) {
+        if visiting.len() >= MAX_DEPTH || visiting.iter().any(|v| v == name) {
             return None;
         }
         let rule = by_name.get(name)?;
@@ -114,6 +122,10 @@ impl Regular {
                 }
             }
             let rx = self.seq_regex(run)?;
+            if self.built.get() >= MAX_DFAS {
+                return None;
+            }
+            self.built.set(self.built.get() + 1);
             prefix_free(&rx).then_some((j, rx))
         })
     }

@@ -214,6 +214,27 @@ ws ::= | " ""#;
     }
 
     #[test]
+    fn deep_or_long_grammars_are_bounded() {
+        let deep = format!("root ::= {}\"a\"{}", "(".repeat(101), ")".repeat(101));
+        assert!(to_lark(&deep)
+            .unwrap_err()
+            .message
+            .contains("nested more than 100"));
+        let ok = format!("root ::= {}\"a\"{}", "(".repeat(100), ")".repeat(100));
+        assert!(to_lark(&ok).is_ok());
+        // A chain of 300 rules: converted, the regex search stops following it at its depth.
+        let mut chain = String::from("root ::= r0\n");
+        for i in 0..300 {
+            chain.push_str(&format!("r{i} ::= \"x\" r{}\n", i + 1));
+        }
+        chain.push_str("r300 ::= \"y\"\n");
+        assert!(to_lark(&chain).unwrap().lines().count() == 303);
+        // A long sequence of items: converted (past the DFA budget, item by item).
+        let long = format!("root ::= {}", "[a-z]+ \"-\" ".repeat(2000));
+        assert!(to_lark(&long).is_ok());
+    }
+
+    #[test]
     fn detects_gbnf() {
         assert!(is_gbnf("root ::= \"a\""));
         assert!(!is_gbnf("start: \"a\""));
