@@ -5,11 +5,11 @@
 //! grammar taken literally makes every character class a lexeme, so a JSON string costs the
 //! parser a step per character and a mask about 1 ms on the bench machine, against ~30 us for
 //! the same JSON through llguidance's own schema compiler (bench/results/grammar.md). But its
-//! lexer is greedy: a lexeme extends as long as its regex can, so `[a-z]+ "x"` as one lexeme
-//! then a literal could never match `abx`. A run is therefore made a lexeme only when its
-//! language is *prefix-free* (no match is a proper prefix of another, e.g. a quoted string):
-//! then the lexer can stop nowhere but where the grammar would, and the grammar's language is
-//! unchanged. Prefix-freeness is decided on the run's DFA (`regex-automata`): from no
+//! lexer is greedy: a lexeme extends as long as its regex can, so `[a-z]+` made a lexeme and
+//! followed by the literal `"x"` could never match `abx`. A run is therefore made a lexeme
+//! only when its language is *prefix-free* (no match is a proper prefix of another, e.g. a
+//! quoted string): then the lexer can stop nowhere but where the grammar would, and the
+//! grammar's language is unchanged. Prefix-freeness is decided on the run's DFA (`regex-automata`): from no
 //! accepting state can another accepting state be reached.
 
 use std::collections::{HashMap, HashSet};
