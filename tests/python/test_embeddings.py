@@ -20,7 +20,11 @@ def cos(a, b):
 
 
 def test_vectors_from_the_openai_client(client, server):
+    inputs_before = server.metric("tandem_embedding_inputs_total") or 0
+    tokens_before = server.metric("tandem_embedding_tokens_total") or 0
     r = client.embeddings.create(model=MODEL, input=TEXTS)  # base64 on the wire
+    assert server.metric("tandem_embedding_inputs_total") == inputs_before + 2
+    assert server.metric("tandem_embedding_tokens_total") == tokens_before + r.usage.prompt_tokens
     assert [d.index for d in r.data] == [0, 1]
     vs = [d.embedding for d in r.data]
     assert len(vs[0]) == 576 and all(abs(norm(v) - 1) < 1e-4 for v in vs)

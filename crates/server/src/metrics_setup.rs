@@ -33,6 +33,19 @@ fn describe() {
     );
     describe_gauge!("tandem_queue_length", "Requests waiting for a KV slot");
     describe_counter!(
+        "tandem_embedding_inputs_total",
+        "Inputs embedded by /v1/embeddings"
+    );
+    describe_counter!(
+        "tandem_embedding_tokens_total",
+        "Tokens embedded by /v1/embeddings"
+    );
+    describe_histogram!(
+        "tandem_embedding_request_seconds",
+        Unit::Seconds,
+        "Time to embed one /v1/embeddings request, waiting for the embedding thread included"
+    );
+    describe_counter!(
         "tandem_constraint_masks_total",
         "Allowed-token masks computed for constrained requests (tool calls, response_format)"
     );

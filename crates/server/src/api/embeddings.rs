@@ -58,11 +58,15 @@ pub async fn handler(
         }
     };
     let inputs = inputs(&st, &req.input)?;
-    let tokens: usize = inputs.iter().map(Vec::len).sum();
+    let (count, tokens) = (inputs.len(), inputs.iter().map(Vec::len).sum::<usize>());
+    let start = std::time::Instant::now();
     let vectors = tokio::task::spawn_blocking(move || embedder.embed(inputs))
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?
         .map_err(embed_error)?;
+    metrics::histogram!("tandem_embedding_request_seconds").record(start.elapsed().as_secs_f64());
+    metrics::counter!("tandem_embedding_inputs_total").increment(count as u64);
+    metrics::counter!("tandem_embedding_tokens_total").increment(tokens as u64);
     let data: Vec<Value> = vectors
         .iter()
         .enumerate()
