@@ -118,3 +118,12 @@ def test_a_complete_rule_ends_the_reply_even_with_ignore_eos(client):
     c = r.choices[0]
     assert c.message.content in ["yes", "no"] and c.finish_reason == "stop"
     assert r.usage.completion_tokens < 30
+
+
+def test_active_tools_take_precedence_over_response_format(client):
+    # Unlike a structured-output field, `response_format` beside active tools is no error:
+    # the tool-call grammar applies.
+    r = client.chat.completions.create(model=MODEL, messages=ASK, max_tokens=40, tools=TOOLS,
+                                       tool_choice="required",
+                                       response_format={"type": "json_object"})
+    assert r.choices[0].message.tool_calls[0].function.name == "f"

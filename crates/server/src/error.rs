@@ -6,6 +6,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 use tandem_engine::SubmitError;
+use tandem_tools::defs::DefError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -115,6 +116,13 @@ impl IntoResponse for ApiError {
             tracing::warn!("{}: {}", self.status(), self);
         }
         (self.status(), Json(self.body())).into_response()
+    }
+}
+
+/// A checked request field's problem (`tandem_tools`) as a 400 naming that field.
+impl From<DefError> for ApiError {
+    fn from(e: DefError) -> Self {
+        Self::invalid_at(e.message, e.param)
     }
 }
 

@@ -6,7 +6,8 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tandem_engine::EngineHandle;
 use tandem_llama::Model;
 
-use tandem_tools::constraint::{Guidance, Tokenize};
+use tandem_tools::constraint::{Guidance, Guided, Tokenize};
+use tandem_tools::grammar::GrammarPlan;
 use tandem_tools::render::template_supports_tools;
 use tandem_tools::runtime::Registry;
 use tandem_tools::ParserKind;
@@ -50,6 +51,14 @@ impl ToolSetup {
             in_template,
             guidance,
         })
+    }
+
+    /// `plan` compiled over the model's vocabulary; a grammar llguidance rejects is a 400
+    /// naming `param`, the request field it came from.
+    pub fn guided(&self, plan: &GrammarPlan, param: &str) -> Result<Guided, ApiError> {
+        self.guidance
+            .constraint(plan)
+            .map_err(|e| ApiError::invalid_at(e.to_string(), param))
     }
 }
 

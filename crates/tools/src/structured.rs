@@ -9,6 +9,9 @@ use serde_json::{json, Value};
 use crate::defs::{DefError, ResponseFormat};
 use crate::gbnf;
 
+/// The field name of a rule that came from `response_format`.
+pub const RESPONSE_FORMAT: &str = "response_format";
+
 /// A request's rule and the field that gave it (for error messages).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Structured {
@@ -162,14 +165,28 @@ fn rule(
     Ok(Some(rule))
 }
 
-/// `response_format` as a rule (`None` for text), for endpoints that take it beside the
-/// structured-output fields (vLLM's text completions).
-pub fn from_response_format(rf: &ResponseFormat) -> Option<OutputRule> {
-    match rf {
-        ResponseFormat::Text => None,
-        ResponseFormat::JsonObject => Some(OutputRule::Json(json!({"type": "object"}))),
-        ResponseFormat::JsonSchema(s) => Some(OutputRule::Json(s.clone())),
+/// The rule of a request that may carry `response_format` beside the structured-output
+/// fields (`given`): at most one of them; `response_format` alone gives its JSON rule.
+pub fn with_response_format(
+    given: Option<Structured>,
+    rf: &ResponseFormat,
+) -> Result<Option<Structured>, DefError> {
+    let rule = match rf {
+        ResponseFormat::Text => return Ok(given),
+        ResponseFormat::JsonObject => OutputRule::Json(json!({"type": "object"})),
+        ResponseFormat::JsonSchema(s) => OutputRule::Json(s.clone()),
+    };
+    if let Some(g) = given {
+        let msg = format!(
+            "`{}` and `{RESPONSE_FORMAT}` both constrain the output; give only one",
+            g.field
+        );
+        return Err(err(&g.field, msg));
     }
+    Ok(Some(Structured {
+        field: RESPONSE_FORMAT.into(),
+        rule,
+    }))
 }
 
 /// The Lark grammar of a rule that is not a JSON schema.
@@ -336,6 +353,28 @@ mod tests {
         let body = json!({"regex": "("});
         let e = parse(&|k| body.get(k).cloned(), &checks).unwrap_err();
         assert!(e.message.contains("does not compile: nope"), "{e:?}");
+    }
+
+    #[test]
+    fn response_format_is_a_rule_unless_another_is_given() {
+        let rf = ResponseFormat::JsonObject;
+        let r = with_response_format(None, &rf).unwrap().unwrap();
+        assert_eq!(
+            (r.field.as_str(), r.rule),
+            (RESPONSE_FORMAT, OutputRule::Json(json!({"type": "object"})))
+        );
+        let given = Structured {
+            field: "regex".into(),
+            rule: OutputRule::Regex("a".into()),
+        };
+        assert_eq!(
+            with_response_format(Some(given.clone()), &ResponseFormat::Text).unwrap(),
+            Some(given.clone())
+        );
+        assert_eq!(
+            with_response_format(Some(given), &rf).unwrap_err().param,
+            "regex"
+        );
     }
 
     #[test]

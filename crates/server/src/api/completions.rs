@@ -130,11 +130,7 @@ pub async fn handler(
 /// A choice's constraint from the structured-output extensions (each choice its own).
 fn constraint(st: &AppState, output: Option<&Structured>) -> Result<Option<Constraint>, ApiError> {
     let Some(o) = output else { return Ok(None) };
-    let guided = st
-        .tools
-        .guidance
-        .constraint(&for_output_rule(&o.rule))
-        .map_err(|e| ApiError::invalid_at(e.to_string(), o.field.clone()))?;
+    let guided = st.tools.guided(&for_output_rule(&o.rule), &o.field)?;
     Ok(Some(Constraint(Box::new(guided))))
 }
 

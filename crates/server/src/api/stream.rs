@@ -204,17 +204,20 @@ fn respond(events: impl Stream<Item = Event> + Send + 'static, done_marker: bool
 /// Marks a chunk as choice `i`'s; an event without choices (an error body, a Responses or
 /// Messages event) is left as it is.
 fn set_choice_index(v: &mut Value, i: usize) {
-    if let Some(c) = v.get_mut("choices").and_then(|c| c.get_mut(0)) {
-        c["index"] = i.into();
-    }
+    set_in_choice(v, "index", i.into());
 }
 
 /// A final chunk with vLLM's `stop_reason`: the stop string that ended the choice, or null.
 pub fn stop_reason(mut chunk: Value, stop: Option<&str>) -> Value {
-    if let Some(c) = chunk.get_mut("choices").and_then(|c| c.get_mut(0)) {
-        c["stop_reason"] = stop.into();
-    }
+    set_in_choice(&mut chunk, "stop_reason", stop.into());
     chunk
+}
+
+/// Sets `key` in a chunk's choice; a chunk without choices is left as it is.
+fn set_in_choice(v: &mut Value, key: &str, value: Value) {
+    if let Some(c) = v.get_mut("choices").and_then(|c| c.get_mut(0)) {
+        c[key] = value;
+    }
 }
 
 /// The SSE response for a generation.

@@ -10,11 +10,11 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 use tandem_engine::{Constraint, TokenConstraint};
-use tandem_tools::defs::{DefError, ResponseFormat, ToolRequest};
-use tandem_tools::grammar::{check_schema, for_output_rule, for_response_format, for_tools};
+use tandem_tools::defs::{ResponseFormat, ToolRequest};
+use tandem_tools::grammar::{check_schema, for_output_rule, for_tools};
 use tandem_tools::render::{inline_tools, template_messages};
 use tandem_tools::runtime::Registry;
-use tandem_tools::structured::Structured;
+use tandem_tools::structured::{self, Structured, RESPONSE_FORMAT};
 use tandem_tools::{ParseEvent, ParserKind, ToolCallParser};
 
 use crate::api::chat::random_id;
@@ -23,20 +23,14 @@ use crate::api::types::ChatRequest;
 use crate::error::ApiError;
 use crate::state::AppState;
 
-fn def_error(e: DefError) -> ApiError {
-    ApiError::Invalid {
-        message: e.message,
-        param: Some(e.param),
-    }
-}
-
 /// The checked tool fields of a chat request.
 #[derive(Clone)]
 pub struct ToolPlan {
     /// Client-side tools and the server-side ones the request enabled, together.
     pub tools: ToolRequest,
-    pub format: ResponseFormat,
-    /// The structured-output extensions' rule (`structured_outputs`, `guided_*`, ...).
+    /// What a plain reply must match: `response_format` or a structured-output field's rule
+    /// (`structured_outputs`, `guided_*`, ...). Active tools take precedence over
+    /// `response_format`; beside another rule they are an error.
     pub output: Option<Structured>,
     /// Names of the tools the server runs for this request (`server_tools`).
     pub server: HashSet<String>,
@@ -106,7 +100,7 @@ fn all_tools(req: &ChatRequest, registry: &Registry) -> Result<Option<Value>, Ap
 
 impl ToolPlan {
     /// `output`: the request's structured-output rule (from `GenParams`), which constrains a
-    /// plain reply and so goes with neither active tools nor `response_format`.
+    /// plain reply and so goes with neither `response_format` nor active tools.
     pub fn parse(
         req: &ChatRequest,
         registry: &Registry,
@@ -118,25 +112,20 @@ impl ToolPlan {
             req.tool_choice.as_ref(),
             req.parallel_tool_calls.as_ref(),
             &check_schema,
-        )
-        .map_err(def_error)?;
-        let format = ResponseFormat::parse(req.response_format.as_ref(), &check_schema)
-            .map_err(def_error)?;
-        if let Some(o) = &output {
-            let other = if tools.active() {
-                Some("tools")
-            } else {
-                (format != ResponseFormat::Text).then_some("response_format")
-            };
-            if let Some(other) = other {
-                let msg = format!("`{}` and `{other}` both constrain the output; give only one (with tools, set tool_choice to \"none\" for a constrained plain reply)", o.field);
-                return Err(ApiError::invalid_at(msg, o.field.clone()));
-            }
+        )?;
+        let format = ResponseFormat::parse(req.response_format.as_ref(), &check_schema)?;
+        let output = structured::with_response_format(output, &format)?;
+        // `response_format` yields to active tools; another rule is an error beside them.
+        if let Some(o) = output
+            .as_ref()
+            .filter(|o| tools.active() && o.field != RESPONSE_FORMAT)
+        {
+            let msg = format!("`{}` and `tools` both constrain the output; give only one (with tools, set tool_choice to \"none\" for a constrained plain reply)", o.field);
+            return Err(ApiError::invalid_at(msg, o.field.clone()));
         }
         let server = req.server_tools.iter().flatten().cloned().collect();
         Ok(Self {
             tools,
-            format,
             output,
             server,
             partial: req.partial_exec.unwrap_or(registry.partial),
@@ -168,7 +157,7 @@ impl ToolPlan {
         (inline_tools(st.tools.parser, messages, shown), None)
     }
 
-    /// The request's constraint: tool calls when tools are active, else the response format;
+    /// The request's constraint: tool calls when tools are active, else the output rule;
     /// a replayed request (`replay`) follows its text instead (the grammar only forcing
     /// tokens where it agrees). With server-side tools, it
     /// pauses at the end of each turn of server-side calls.
@@ -196,19 +185,16 @@ impl ToolPlan {
     }
 
     fn grammar(&self, st: &AppState) -> Result<Option<Box<dyn TokenConstraint>>, ApiError> {
-        let (plan, param) = match &self.output {
-            Some(o) => (Some(for_output_rule(&o.rule)), o.field.as_str()),
-            None => (
-                for_tools(st.tools.parser, &self.tools)
-                    .or_else(|| for_response_format(&self.format)),
-                "tools",
-            ),
+        let tools = for_tools(st.tools.parser, &self.tools).map(|p| (p, "tools"));
+        let plan = tools.or_else(|| {
+            let o = self.output.as_ref()?;
+            Some((for_output_rule(&o.rule), o.field.as_str()))
+        });
+        let Some((plan, param)) = plan else {
+            return Ok(None);
         };
-        let guided = plan
-            .map(|p| st.tools.guidance.constraint(&p))
-            .transpose()
-            .map_err(|e| ApiError::invalid_at(e.to_string(), param))?;
-        Ok(guided.map(|g| Box::new(g) as Box<dyn TokenConstraint>))
+        let guided = st.tools.guided(&plan, param)?;
+        Ok(Some(Box::new(guided)))
     }
 
     /// The call format to parse the output in, when calls are parsed.

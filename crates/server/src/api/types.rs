@@ -65,8 +65,7 @@ impl StructuredFields {
             schema: &check_schema,
             lark: &check_lark,
         };
-        structured::parse(&|name| self.get(name), &checks)
-            .map_err(|e| ApiError::invalid_at(e.message, e.param))
+        Ok(structured::parse(&|name| self.get(name), &checks)?)
     }
 }
 
@@ -149,22 +148,8 @@ pub struct CompletionRequest {
 impl CompletionRequest {
     /// The output rule: a structured-output field or `response_format` (not both).
     pub fn output(&self, given: Option<Structured>) -> Result<Option<Structured>, ApiError> {
-        let format = ResponseFormat::parse(self.response_format.as_ref(), &check_schema)
-            .map_err(|e| ApiError::invalid_at(e.message, e.param))?;
-        let Some(rule) = structured::from_response_format(&format) else {
-            return Ok(given);
-        };
-        if let Some(g) = given {
-            let msg = format!(
-                "`{}` and `response_format` both constrain the output; give only one",
-                g.field
-            );
-            return Err(ApiError::invalid_at(msg, g.field));
-        }
-        Ok(Some(Structured {
-            field: "response_format".into(),
-            rule,
-        }))
+        let format = ResponseFormat::parse(self.response_format.as_ref(), &check_schema)?;
+        Ok(structured::with_response_format(given, &format)?)
     }
 }
 
@@ -274,10 +259,7 @@ pub fn normalize_messages(messages: &[Value]) -> Result<Vec<Value>, ApiError> {
 }
 
 fn normalize_message(i: usize, m: &Value) -> Result<Value, ApiError> {
-    let bad = |what: String| ApiError::Invalid {
-        message: what,
-        param: Some(format!("messages[{i}]")),
-    };
+    let bad = |what: String| ApiError::invalid_at(what, format!("messages[{i}]"));
     let obj = m
         .as_object()
         .ok_or_else(|| bad(format!("messages[{i}] must be an object")))?;

@@ -86,11 +86,11 @@ impl Regular {
     }
 
     /// The regex of a sequence of items, when all are regular.
-    pub fn seq_regex(&self, seq: &[Item]) -> Option<String> {
+    fn seq_regex(&self, seq: &[Item]) -> Option<String> {
         seq.iter().map(|i| self.item_regex(i)).collect()
     }
 
-    pub fn item_regex(&self, item: &Item) -> Option<String> {
+    fn item_regex(&self, item: &Item) -> Option<String> {
         let mut rx = match &item.atom {
             Atom::Literal(s) => s.chars().map(regex_char).collect(),
             Atom::Class(neg, ranges) if !ranges.is_empty() => class(*neg, ranges),
@@ -108,25 +108,24 @@ impl Regular {
     /// The longest run `seq[i..j]` (more than a bare literal or class) whose language is
     /// prefix-free, with its regex.
     pub fn lexeme_at(&self, seq: &[Item], i: usize) -> Option<(usize, String)> {
-        let regular = seq[i..]
+        let regexes: Vec<String> = seq[i..]
             .iter()
             .take(MAX_RUN)
-            .take_while(|it| self.item_regex(it).is_some())
-            .count();
-        (i + 1..=i + regular).rev().find_map(|j| {
-            let run = &seq[i..j];
-            if let [one] = run {
+            .map_while(|it| self.item_regex(it))
+            .collect();
+        (1..=regexes.len()).rev().find_map(|len| {
+            if let [one] = &seq[i..i + len] {
                 let plain = matches!(one.atom, Atom::Literal(_) | Atom::Class(..) | Atom::Any);
                 if plain && one.ops.is_empty() {
                     return None; // already one lexeme
                 }
             }
-            let rx = self.seq_regex(run)?;
+            let rx = regexes[..len].concat();
             if self.built.get() >= MAX_DFAS {
                 return None;
             }
             self.built.set(self.built.get() + 1);
-            prefix_free(&rx).then_some((j, rx))
+            prefix_free(&rx).then_some((i + len, rx))
         })
     }
 }

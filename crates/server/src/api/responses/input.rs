@@ -185,9 +185,8 @@ fn input_messages(input: &Value) -> Result<Vec<Value>, ApiError> {
             ))
         }
     };
-    item_messages(items).map_err(|(i, msg)| ApiError::Invalid {
-        message: format!("input[{i}]: {msg}"),
-        param: Some(format!("input[{i}]")),
+    item_messages(items).map_err(|(i, msg)| {
+        ApiError::invalid_at(format!("input[{i}]: {msg}"), format!("input[{i}]"))
     })
 }
 
@@ -291,10 +290,7 @@ fn chat_tools(tools: &[Value]) -> Result<Value, ApiError> {
 }
 
 fn chat_tool(i: usize, tool: &Value) -> Result<Value, ApiError> {
-    let bad = |message: String, param: String| ApiError::Invalid {
-        message,
-        param: Some(param),
-    };
+    let bad = |message: String, param: String| ApiError::invalid_at(message, param);
     match tool.get("type").and_then(Value::as_str) {
         Some("function") if !tool["name"].is_string() => Err(bad(
             format!("tools[{i}].name must be a string"),
