@@ -122,8 +122,11 @@ def test_a_complete_rule_ends_the_reply_even_with_ignore_eos(client):
 
 def test_active_tools_take_precedence_over_response_format(client):
     # Unlike a structured-output field, `response_format` beside active tools is no error:
-    # the tool-call grammar applies.
-    r = client.chat.completions.create(model=MODEL, messages=ASK, max_tokens=40, tools=TOOLS,
-                                       tool_choice="required",
+    # the tool-call grammar applies. (A closed schema keeps the call short.)
+    tool = {"type": "function", "function": {"name": "f", "parameters": {
+        "type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]}}}
+    r = client.chat.completions.create(model=MODEL, messages=ASK, max_tokens=60, temperature=0,
+                                       tools=[tool], tool_choice="required", parallel_tool_calls=False,
                                        response_format={"type": "json_object"})
+    assert r.choices[0].finish_reason == "tool_calls", r
     assert r.choices[0].message.tool_calls[0].function.name == "f"
