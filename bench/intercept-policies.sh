@@ -6,7 +6,8 @@
 # Writes $RESULT.{json,md,svg} (default bench/results/intercept-policies).
 # Usage: bench/intercept-policies.sh [MODEL.gguf]
 # Knobs (environment): RATES, POLICIES, SCALE, WINDOW (seconds of arrivals per run), SATURATED,
-# SKIP_LLAMA, RESULT, SERVE_ARGS (extra `tandem serve` flags for every tandem run).
+# SKIP_LLAMA, RESULT, SERVE_ARGS (extra `tandem serve` flags for every tandem run), SWEEP_ALL=1
+# (run every rate, past saturation too).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/lib.sh
@@ -54,11 +55,13 @@ sweep() {
       --rate "$r" --requests "$n" --seed 7 --label "$name @ $r" --out "$OUT/$name-$r" "$@" \
       >/dev/null
     kill $PID; wait $PID 2>/dev/null || true
-    python3 - "$OUT/$name-$r.json" "$SATURATED" <<'PY' || break
+    saturated=0
+    python3 - "$OUT/$name-$r.json" "$SATURATED" <<'PY' || saturated=1
 import json, sys
 s = json.load(open(sys.argv[1]))["summary"]
 sys.exit(1 if s["errors"] or s["normalized_latency_s"]["mean"] > float(sys.argv[2]) else 0)
 PY
+    [ -n "${SWEEP_ALL:-}" ] || [ "$saturated" = 0 ] || break
   done
 }
 
@@ -73,6 +76,7 @@ fi
 
 COMMAND="RATES='$RATES' POLICIES='$POLICIES' SCALE=$SCALE WINDOW=$WINDOW SATURATED=$SATURATED"
 [ -n "${SKIP_LLAMA:-}" ] && COMMAND+=" SKIP_LLAMA=1"
+[ -n "${SWEEP_ALL:-}" ] && COMMAND+=" SWEEP_ALL=1"
 [ -n "${SERVE_ARGS:-}" ] && COMMAND+=" SERVE_ARGS='$SERVE_ARGS'"
 COMMAND+=" RESULT=$RESULT bench/intercept-policies.sh"
 python3 bench/intercept_table.py "$OUT" "$RATES" "$SCALE" "$SATURATED" "$RESULT" "$COMMAND"

@@ -1,8 +1,9 @@
 """Table, JSON and SVG plot for bench/intercept-policies.sh.
 
-Usage: intercept_table.py RUN_DIR "RATES" SCALE SATURATED OUT_PREFIX [COMMAND]
-Reads RUN_DIR/NAME-RATE.json bench reports; writes OUT_PREFIX.{json,md,svg}. COMMAND is the
-command line the Markdown names (default: bench/intercept-policies.sh).
+Usage: intercept_table.py RUN_DIR "RATES" SCALE SATURATED OUT_PREFIX [COMMAND [SETUP]]
+Reads RUN_DIR/NAME-RATE.json bench reports (or `tandem simulate` reports, which have the same
+shape); writes OUT_PREFIX.{json,md,svg}. COMMAND is the command line the Markdown names
+(default: bench/intercept-policies.sh), SETUP the model and server sizes it states.
 """
 import json
 import os
@@ -77,6 +78,12 @@ def targets(runs, latencies, rates, limit):
         if p:
             out["norm_latency_ratio_discard_over_min_waste_paired_ci95"] = {
                 "ratio": p[0], "low": p[1], "high": p[2]}
+    both = [r for r in rates if r in runs.get("discard", {}) and r in runs.get("min-waste", {})]
+    by_rate = {r: paired_ratio(latencies["discard"][r]["normalized"], latencies["min-waste"][r]["normalized"])
+               for r in both}
+    if by_rate:
+        out["norm_latency_ratio_discard_over_min_waste_by_rate_paired_ci95"] = {
+            r: {"ratio": p[0], "low": p[1], "high": p[2]} for r, p in by_rate.items() if p}
     common = [r for r in rates if r in runs.get("llama-server", {}) and r in runs.get("min-waste", {})]
     if common:
         out["mean_latency_ratio_llama_server_over_min_waste"] = {
@@ -159,16 +166,20 @@ def svg(runs, rates):
 def main():
     run_dir, rates, scale, limit, prefix = sys.argv[1], sys.argv[2].split(), sys.argv[3], float(sys.argv[4]), sys.argv[5]
     command = sys.argv[6] if len(sys.argv) > 6 else "bench/intercept-policies.sh"
+    setup = sys.argv[7] if len(sys.argv) > 7 else "model SmolLM2-135M-Instruct Q4_1 · 16 sequences × 2048 cells"
+    simulated = "simulate" in command
     runs, latencies = load(run_dir, rates)
     t = targets(runs, latencies, rates, limit)
     machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}"
     json.dump({"machine": machine, "scale": scale, "saturated_above_s_per_token": limit,
                "targets": t, "runs": runs}, open(prefix + ".json", "w"), indent=1)
     open(prefix + ".svg", "w").write(svg(runs, rates))
-    md = [f"# Interception policies, mixed augmentation workload (scale {scale})", "",
-          f"Command: `{command}` · machine: {machine} · model SmolLM2-135M-Instruct Q4_1 ·",
-          f"16 sequences × 2048 cells · a run is 'saturated' when mean normalized latency exceeds {limit} s/token "
-          "(the sweep of that server stops there).", "",
+    title = "Interception policies, mixed augmentation workload" + (", simulated" if simulated else "")
+    md = [f"# {title} (scale {scale})", "",
+          f"Command: `{command}` · machine: {machine} · {setup} ·",
+          f"a run is 'saturated' when mean normalized latency exceeds {limit} s/token "
+          + ("(every rate was run: SWEEP_ALL)." if "SWEEP_ALL=1" in command
+           else "(the sweep of that server stops there)."), "",
           table(runs, rates, limit), "", "Targets:", "```", json.dumps(t, indent=1), "```", "",
           f"![normalized latency against rate]({os.path.basename(prefix)}.svg)"]
     open(prefix + ".md", "w").write("\n".join(md) + "\n")

@@ -129,6 +129,19 @@ impl Scheduler {
         self.released.push(p.r.id);
     }
 
+    /// Whether a fixed policy has a paused request's KV still to move off the device. Those
+    /// policies move it as soon as the request pauses, so the engine must plan again at once
+    /// rather than wait for the next message: an idle engine that waited would leave the KV
+    /// in place for a tool that returns within the wait (a discard baseline that keeps KV
+    /// across short tool calls is not vLLM's behavior).
+    pub(crate) fn placement_pending(&self) -> bool {
+        let moves = matches!(
+            self.cfg.intercept.policy,
+            InterceptPolicy::Swap | InterceptPolicy::Discard
+        );
+        moves && self.paused.iter().any(|p| p.place == Place::Device)
+    }
+
     /// Moves paused requests' KV per the policy, then swaps in those about to resume.
     pub(crate) fn place_paused(&mut self, now: f64) {
         let mut allowance = SwapAllowance {

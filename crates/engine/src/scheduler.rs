@@ -279,11 +279,14 @@ impl Scheduler {
         self.waiting.len()
     }
 
+    /// Nothing to plan until a message arrives (a request, a resume, a cancel): the engine
+    /// loop then blocks instead of planning.
     pub fn is_idle(&self) -> bool {
         self.waiting.is_empty()
             && self.running.is_empty()
             && self.ops.is_empty()
             && self.released.is_empty()
+            && !self.placement_pending()
     }
 
     pub fn stats(&self) -> SchedulerStats {

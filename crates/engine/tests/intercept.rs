@@ -109,7 +109,11 @@ fn placements_do_what_they_say() {
         let mut h = Harness::build(2, 512, 64, PrefixReuse::All, config(policy));
         let id = h.submit_with(prompt(30, 2), 10, spec(&[4]));
         h.step_until_paused(id, 1);
+        // A fixed policy moves the KV as soon as the request pauses: the engine may not block
+        // waiting for a message first (a short tool would find its KV still in place).
+        assert_eq!(h.sched.is_idle(), device == 1, "{policy:?}");
         h.step();
+        assert!(h.sched.is_idle(), "{policy:?}: idle once the KV has moved");
         let s = h.sched.stats();
         assert_eq!(
             (s.paused_device, s.paused_host, s.paused_discarded),
