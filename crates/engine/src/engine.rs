@@ -276,6 +276,7 @@ fn export_costs(sched: &Scheduler) {
     metrics::gauge!("tandem_cost_forward_per_token_seconds").set(c.fwd_per_token_s);
     metrics::gauge!("tandem_cost_swap_out_per_token_seconds").set(c.swap_out_per_token_s);
     metrics::gauge!("tandem_cost_swap_in_per_token_seconds").set(c.swap_in_per_token_s);
+    metrics::gauge!("tandem_cost_swap_base_seconds").set(c.swap_base_s);
     metrics::gauge!("tandem_cost_kv_bytes_per_token").set(c.kv_bytes_per_token as f64);
     metrics::gauge!("tandem_swap_budget_tokens").set(sched.swap_budget() as f64);
 }

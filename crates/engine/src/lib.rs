@@ -19,6 +19,8 @@
 //! owner, its KV is kept, swapped to a host pool or discarded by the interception policy
 //! (InferCept's min-waste over measured costs), and `EngineHandle::resume` appends the tool's
 //! output and continues it.
+//!
+//! [`sim::simulate`] runs the same scheduler in virtual time against a cost model.
 
 mod admit;
 pub mod clock;
@@ -33,6 +35,7 @@ pub mod policy;
 pub mod prefix;
 pub mod request;
 pub mod scheduler;
+pub mod sim;
 pub mod swap;
 pub mod types;
 

@@ -1,6 +1,6 @@
 //! The `tandem` binary: `tandem serve` runs the OpenAI-compatible server, `tandem bench` the
-//! load generator. This is the only place that reads the environment (HOME, XDG_CACHE_HOME,
-//! RUST_LOG, TANDEM_MODEL).
+//! load generator, `tandem simulate` the scheduler in virtual time. This is the only place
+//! that reads the environment (HOME, XDG_CACHE_HOME, RUST_LOG, TANDEM_MODEL).
 
 mod api;
 mod app;
@@ -34,6 +34,9 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Load-test any OpenAI-compatible server (tandem, llama-server, ...) with a workload file.
     Bench(bench::BenchArgs),
+    /// Run a bench workload through tandem's scheduler in virtual time, priced by a cost
+    /// profile instead of a model (GPU-scale workloads in seconds; docs/simulate.md).
+    Simulate(bench::simulate::SimArgs),
 }
 
 fn cache_dir() -> PathBuf {
@@ -57,5 +60,6 @@ fn main() -> anyhow::Result<()> {
             rt.block_on(serve::run(args, serve::default_model_path(cache_dir())))
         }
         Command::Bench(args) => rt.block_on(bench::run(args)),
+        Command::Simulate(args) => rt.block_on(bench::simulate::run(args)),
     }
 }

@@ -7,6 +7,8 @@ pub mod client;
 pub mod conveyor;
 pub mod report;
 pub mod server_metrics;
+pub mod sim_costs;
+pub mod simulate;
 pub mod workload;
 
 use std::path::PathBuf;
@@ -137,20 +139,23 @@ fn arrivals(args: &BenchArgs, items: &[WorkItem]) -> Option<Vec<f64>> {
         return None;
     }
     if let Some(rate) = args.rate {
-        let mut rng = StdRng::seed_from_u64(args.seed);
-        let mut t = 0.0;
-        return Some(
-            items
-                .iter()
-                .map(|_| {
-                    let at = t;
-                    t += -(1.0 - rng.random::<f64>()).ln() / rate;
-                    at
-                })
-                .collect(),
-        );
+        return Some(poisson_arrivals(items.len(), rate, args.seed));
     }
     Some(items.iter().map(|i| i.arrival_s.unwrap_or(0.0)).collect())
+}
+
+/// Start offsets of `n` requests arriving as a Poisson process of `rate` per second (the
+/// first at 0), deterministic for a seed; `tandem simulate` uses the same arrivals.
+pub fn poisson_arrivals(n: usize, rate: f64, seed: u64) -> Vec<f64> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut t = 0.0;
+    (0..n)
+        .map(|_| {
+            let at = t;
+            t += -(1.0 - rng.random::<f64>()).ln() / rate;
+            at
+        })
+        .collect()
 }
 
 /// A client for the server at `--url`, with `--model` or the first model it lists.

@@ -1,0 +1,188 @@
+//! Cost profiles for `tandem simulate`: built-in presets (one measured on this project's
+//! reference machine, one derived for a GPU from datasheet figures), a JSON file, or the
+//! costs a running tandem server measured at startup (its `tandem_cost_*` gauges).
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use anyhow::{bail, Context};
+use serde::{Deserialize, Serialize};
+use tandem_engine::sim::StepCost;
+use tandem_engine::CostModel;
+
+/// A cost profile as written in a JSON file (seconds, bytes).
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CostFile {
+    pub fwd_base_s: f64,
+    pub fwd_per_token_s: f64,
+    pub swap_out_per_token_s: f64,
+    pub swap_in_per_token_s: f64,
+    #[serde(default)]
+    pub swap_base_s: f64,
+    pub kv_bytes_per_token: usize,
+    #[serde(default)]
+    pub kv_read_per_token_s: f64,
+    #[serde(default)]
+    pub overlap_copies: bool,
+}
+
+impl From<CostFile> for StepCost {
+    fn from(c: CostFile) -> Self {
+        StepCost {
+            model: CostModel {
+                fwd_base_s: c.fwd_base_s,
+                fwd_per_token_s: c.fwd_per_token_s,
+                swap_out_per_token_s: c.swap_out_per_token_s,
+                swap_in_per_token_s: c.swap_in_per_token_s,
+                swap_base_s: c.swap_base_s,
+                kv_bytes_per_token: c.kv_bytes_per_token,
+            },
+            kv_read_per_token_s: c.kv_read_per_token_s,
+            overlap_copies: c.overlap_copies,
+        }
+    }
+}
+
+/// Names of the built-in profiles, for `--help` and errors.
+pub const PRESETS: [&str; 2] = ["smollm2-cpu", "gptj6b-a100"];
+
+/// SmolLM2-135M-Instruct Q4_1 on the reference machine (2-core AMD EPYC, no GPU, 2
+/// threads, 16 sequences of 2048 cells): the median of each figure over seven startup
+/// profiles `tandem serve` logged ("costs: ...") on 2026-12-02 (forward base 0-12.6 ms,
+/// per token 3.01-4.20 ms; docs/simulate.md). llama.cpp copies before it decodes, so
+/// copies do not overlap compute.
+const SMOLLM2_CPU: CostFile = CostFile {
+    fwd_base_s: 7.74e-3,
+    fwd_per_token_s: 3.157e-3,
+    swap_out_per_token_s: 4.21e-6,
+    swap_in_per_token_s: 1.98e-6,
+    swap_base_s: 0.0,
+    kv_bytes_per_token: 23_056,
+    kv_read_per_token_s: 0.0,
+    overlap_copies: false,
+};
+
+/// GPT-J-6B in fp16 on one A100-80GB (InferCept's first setting), derived from datasheet
+/// figures, not measured: a step reads the 12.1 GB of weights at ~1.6 TB/s (7.6 ms, 10 ms
+/// with launch overheads), each token costs 2 x 6.05 GFLOP at ~50% of 312 TFLOPS (0.078
+/// ms), each row reads its KV (2 x 28 layers x 4096 x 2 bytes = 458,752 bytes a token) at
+/// 1.6 TB/s (0.29 us a token), and a copy over PCIe 4.0 x16 moves ~25 GB/s (18.4 us a
+/// token) on the copy engine, beside compute.
+const GPTJ6B_A100: CostFile = CostFile {
+    fwd_base_s: 0.010,
+    fwd_per_token_s: 0.078e-3,
+    swap_out_per_token_s: 18.4e-6,
+    swap_in_per_token_s: 18.4e-6,
+    swap_base_s: 50e-6,
+    kv_bytes_per_token: 458_752,
+    kv_read_per_token_s: 0.29e-6,
+    overlap_copies: true,
+};
+
+/// A preset by name, or a JSON file of [`CostFile`]'s fields.
+pub fn load(spec: &str) -> anyhow::Result<CostFile> {
+    match spec {
+        "smollm2-cpu" => return Ok(SMOLLM2_CPU),
+        "gptj6b-a100" => return Ok(GPTJ6B_A100),
+        _ => {}
+    }
+    let path = Path::new(spec);
+    if !path.exists() {
+        bail!("--costs {spec}: neither a preset ({PRESETS:?}) nor a file");
+    }
+    let text = std::fs::read_to_string(path).with_context(|| format!("read {spec}"))?;
+    let c: CostFile = serde_json::from_str(&text).with_context(|| format!("--costs {spec}"))?;
+    check(&c).with_context(|| format!("--costs {spec}"))?;
+    Ok(c)
+}
+
+fn check(c: &CostFile) -> anyhow::Result<()> {
+    let times = [
+        c.fwd_base_s,
+        c.fwd_per_token_s,
+        c.swap_out_per_token_s,
+        c.swap_in_per_token_s,
+        c.swap_base_s,
+        c.kv_read_per_token_s,
+    ];
+    if times.iter().any(|t| !t.is_finite() || *t < 0.0) {
+        bail!("every time must be a finite number of seconds >= 0");
+    }
+    if c.fwd_base_s + c.fwd_per_token_s <= 0.0 {
+        bail!("a forward step must take time (fwd_base_s + fwd_per_token_s > 0)");
+    }
+    if c.kv_bytes_per_token == 0 {
+        bail!("kv_bytes_per_token must be at least 1");
+    }
+    Ok(())
+}
+
+/// The costs a tandem server measured, from its `/metrics` page (`parsed`: unlabelled
+/// `tandem_*` samples). Such a server runs llama.cpp on its CPU or with copies before
+/// decoding, so copies are taken as not overlapping compute.
+pub fn from_metrics(parsed: &HashMap<String, f64>) -> anyhow::Result<CostFile> {
+    let get = |k: &str| {
+        parsed
+            .get(&format!("tandem_cost_{k}"))
+            .copied()
+            .with_context(|| format!("the server's /metrics has no tandem_cost_{k}"))
+    };
+    let c = CostFile {
+        fwd_base_s: get("forward_base_seconds")?,
+        fwd_per_token_s: get("forward_per_token_seconds")?,
+        swap_out_per_token_s: get("swap_out_per_token_seconds")?,
+        swap_in_per_token_s: get("swap_in_per_token_seconds")?,
+        swap_base_s: get("swap_base_seconds").unwrap_or(0.0),
+        kv_bytes_per_token: get("kv_bytes_per_token")? as usize,
+        kv_read_per_token_s: 0.0,
+        overlap_copies: false,
+    };
+    check(&c)?;
+    Ok(c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presets_load_and_are_valid() {
+        for p in PRESETS {
+            let c = load(p).unwrap();
+            check(&c).unwrap();
+        }
+        assert!(load("gptj6b-a100").unwrap().overlap_copies);
+    }
+
+    #[test]
+    fn a_file_loads_and_bad_ones_say_why() {
+        let dir = std::env::temp_dir().join(format!("tandem-costs-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let good = dir.join("good.json");
+        std::fs::write(&good, r#"{"fwd_base_s": 0.01, "fwd_per_token_s": 0.001, "swap_out_per_token_s": 1e-6, "swap_in_per_token_s": 1e-6, "kv_bytes_per_token": 1000}"#).unwrap();
+        let c = load(good.to_str().unwrap()).unwrap();
+        assert_eq!((c.kv_bytes_per_token, c.overlap_copies), (1000, false));
+        let bad = dir.join("bad.json");
+        std::fs::write(&bad, r#"{"fwd_base_s": -1, "fwd_per_token_s": 0.001, "swap_out_per_token_s": 1e-6, "swap_in_per_token_s": 1e-6, "kv_bytes_per_token": 1000}"#).unwrap();
+        let e = format!("{:#}", load(bad.to_str().unwrap()).unwrap_err());
+        assert!(e.contains(">= 0"), "{e}");
+        let typo = dir.join("typo.json");
+        std::fs::write(&typo, r#"{"fwd_base": 0.01}"#).unwrap();
+        let e = format!("{:#}", load(typo.to_str().unwrap()).unwrap_err());
+        assert!(e.contains("unknown field"), "{e}");
+        let e = format!("{:#}", load("no-such-preset").unwrap_err());
+        assert!(e.contains("smollm2-cpu"), "{e}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_servers_metrics_give_its_costs() {
+        let page = "tandem_cost_forward_base_seconds 0.02\ntandem_cost_forward_per_token_seconds 0.003\ntandem_cost_swap_out_per_token_seconds 0.00001\ntandem_cost_swap_in_per_token_seconds 0.000004\ntandem_cost_swap_base_seconds 0.0001\ntandem_cost_kv_bytes_per_token 23055\n";
+        let c = from_metrics(&crate::bench::server_metrics::parse(page)).unwrap();
+        assert_eq!(c.fwd_base_s, 0.02);
+        assert_eq!(c.kv_bytes_per_token, 23055);
+        let e = from_metrics(&HashMap::new()).unwrap_err().to_string();
+        assert!(e.contains("tandem_cost_forward_base_seconds"), "{e}");
+    }
+}
