@@ -55,13 +55,8 @@ sweep() {
       --rate "$r" --requests "$n" --seed 7 --label "$name @ $r" --out "$OUT/$name-$r" "$@" \
       >/dev/null
     kill $PID; wait $PID 2>/dev/null || true
-    saturated=0
-    python3 - "$OUT/$name-$r.json" "$SATURATED" <<'PY' || saturated=1
-import json, sys
-s = json.load(open(sys.argv[1]))["summary"]
-sys.exit(1 if s["errors"] or s["normalized_latency_s"]["mean"] > float(sys.argv[2]) else 0)
-PY
-    [ -n "${SWEEP_ALL:-}" ] || [ "$saturated" = 0 ] || break
+    if saturated "$OUT/$name-$r.json" "$SATURATED"; then sat=1; else sat=0; fi
+    [ -n "${SWEEP_ALL:-}" ] || [ "$sat" = 0 ] || break
   done
 }
 

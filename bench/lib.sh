@@ -1,5 +1,6 @@
 # Shared by the bench scripts (sourced): the default model path, a free port, waiting for a
-# server's /health, and starting a tandem server in the background (killed on exit).
+# server's /health, starting a tandem server in the background (killed on exit), and the
+# saturation test of the interception sweeps.
 
 DEFAULT_MODEL="${XDG_CACHE_HOME:-$HOME/.cache}/tandem/models/SmolLM2-135M-Instruct.Q4_1.gguf"
 # The project's virtualenv when installed (scripts/install-deps.sh), else the system python.
@@ -26,4 +27,14 @@ start_tandem() {
   PID=$!
   trap 'kill $PID 2>/dev/null || true' EXIT
   wait_up "$URL"
+}
+
+# saturated REPORT.json LIMIT: whether a bench (or `tandem simulate`) run had errors or a mean
+# normalized latency above LIMIT seconds/token (the sweeps stop at the first such rate).
+saturated() {
+  python3 - "$1" "$2" <<'PY'
+import json, sys
+s = json.load(open(sys.argv[1]))["summary"]
+sys.exit(0 if s["errors"] or s["normalized_latency_s"]["mean"] > float(sys.argv[2]) else 1)
+PY
 }

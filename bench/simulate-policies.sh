@@ -12,6 +12,7 @@
 # saturation too).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/lib.sh
 COSTS="${COSTS:-smollm2-cpu}"
 RATES="${RATES:-0.1 0.2 0.4 0.8 1.2 1.6 2.0}"
 POLICIES="${POLICIES:-min-waste preserve swap discard}"
@@ -34,13 +35,8 @@ for policy in $POLICIES; do
     $TANDEM simulate --costs "$COSTS" --workload augment --scale "$SCALE" --rate "$r" \
       --requests "$n" --seed 7 --intercept-policy "$policy" "${extra[@]}" $SIM_ARGS \
       --label "$policy @ $r" --out "$OUT/$policy-$r" >/dev/null
-    saturated=0
-    python3 - "$OUT/$policy-$r.json" "$SATURATED" <<'PY' || saturated=1
-import json, sys
-s = json.load(open(sys.argv[1]))["summary"]
-sys.exit(1 if s["errors"] or s["normalized_latency_s"]["mean"] > float(sys.argv[2]) else 0)
-PY
-    [ -n "${SWEEP_ALL:-}" ] || [ "$saturated" = 0 ] || break
+    if saturated "$OUT/$policy-$r.json" "$SATURATED"; then sat=1; else sat=0; fi
+    [ -n "${SWEEP_ALL:-}" ] || [ "$sat" = 0 ] || break
   done
 done
 
