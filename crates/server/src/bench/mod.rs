@@ -11,7 +11,7 @@ pub mod sim_costs;
 pub mod simulate;
 pub mod workload;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -120,17 +120,43 @@ fn load_items(args: &BenchArgs) -> anyhow::Result<Vec<WorkItem>> {
 }
 
 fn base_items(args: &BenchArgs) -> anyhow::Result<Vec<WorkItem>> {
-    if let Some(kinds) = args.workload.as_deref().and_then(augment::parse) {
-        let n = args.requests.unwrap_or(100);
-        return augment::generate(&kinds?, n, args.scale, args.seed);
+    if let Some(spec) = &args.workload {
+        return workload_items(spec, args.requests, args.scale, args.seed);
     }
-    let base = match (&args.workload, args.prompt_tokens, args.output_tokens) {
-        (Some(p), _, _) => workload::load(std::path::Path::new(p))?,
-        (None, Some(p), Some(o)) => workload::synthetic(1, p, o),
+    let base = match (args.prompt_tokens, args.output_tokens) {
+        (Some(p), Some(o)) => workload::synthetic(1, p, o),
         _ => bail!("give --workload FILE or --prompt-tokens N --output-tokens M"),
     };
-    let n = args.requests.unwrap_or(base.len());
-    Ok((0..n).map(|i| base[i % base.len()].clone()).collect())
+    Ok(cycle(base, args.requests))
+}
+
+/// The requests of a `--workload` (for `tandem bench` and `tandem simulate`): `augment` /
+/// `augment:KIND`, generated (100 requests unless `requests`), or a workload file cycled to
+/// `requests` (one pass by default).
+pub fn workload_items(
+    spec: &str,
+    requests: Option<usize>,
+    scale: f64,
+    seed: u64,
+) -> anyhow::Result<Vec<WorkItem>> {
+    if let Some(kinds) = augment::parse(spec) {
+        return augment::generate(&kinds?, requests.unwrap_or(100), scale, seed);
+    }
+    Ok(cycle(workload::load(std::path::Path::new(spec))?, requests))
+}
+
+fn cycle(base: Vec<WorkItem>, n: Option<usize>) -> Vec<WorkItem> {
+    let n = n.unwrap_or(base.len());
+    (0..n).map(|i| base[i % base.len()].clone()).collect()
+}
+
+/// Writes a report to PREFIX.json and PREFIX.md.
+pub fn write_report(prefix: &Path, report: &serde_json::Value, md: &str) -> anyhow::Result<()> {
+    // Append (not replace) extensions: a prefix like `run-0.5` must keep its `.5`.
+    let path = |ext: &str| PathBuf::from(format!("{}.{ext}", prefix.display()));
+    std::fs::write(path("json"), serde_json::to_string_pretty(report)?)?;
+    std::fs::write(path("md"), md)?;
+    Ok(())
 }
 
 /// Start offsets (seconds) of each request, or `None` for closed-loop concurrency.
@@ -214,10 +240,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         "server_side_tools": args.server_side_tools});
     let report = report::json_report(config, &summary, &outcomes);
     if let Some(prefix) = &args.out {
-        // Append (not replace) extensions: a prefix like `run-0.5` must keep its `.5`.
-        let path = |ext: &str| PathBuf::from(format!("{}.{ext}", prefix.display()));
-        std::fs::write(path("json"), serde_json::to_string_pretty(&report)?)?;
-        std::fs::write(path("md"), md)?;
+        write_report(prefix, &report, &md)?;
     } else {
         println!("{}", serde_json::to_string_pretty(&report["summary"])?);
     }

@@ -16,7 +16,7 @@ use tandem_engine::{InterceptConfig, SchedulerConfig, Token};
 use crate::bench::client::Outcome;
 use crate::bench::server_metrics::ServerFigures;
 use crate::bench::workload::WorkItem;
-use crate::bench::{augment, report, sim_costs, workload};
+use crate::bench::{report, sim_costs};
 use crate::script;
 use crate::serve::{OrderArg, PolicyArg, ReuseArg};
 
@@ -115,9 +115,7 @@ pub async fn run(args: SimArgs) -> anyhow::Result<()> {
     println!("{md}");
     let report = report::json_report(config_json(&args, &costs, &cfg), &summary, &outcomes);
     if let Some(prefix) = &args.out {
-        let path = |ext: &str| PathBuf::from(format!("{}.{ext}", prefix.display()));
-        std::fs::write(path("json"), serde_json::to_string_pretty(&report)?)?;
-        std::fs::write(path("md"), md)?;
+        crate::bench::write_report(prefix, &report, &md)?;
     }
     Ok(())
 }
@@ -169,12 +167,7 @@ fn config(args: &SimArgs, cost: StepCost) -> anyhow::Result<SimConfig> {
 }
 
 fn items(args: &SimArgs) -> anyhow::Result<Vec<WorkItem>> {
-    if let Some(kinds) = augment::parse(&args.workload) {
-        return augment::generate(&kinds?, args.requests.unwrap_or(100), args.scale, args.seed);
-    }
-    let base = workload::load(std::path::Path::new(&args.workload))?;
-    let n = args.requests.unwrap_or(base.len());
-    Ok((0..n).map(|i| base[i % base.len()].clone()).collect())
+    crate::bench::workload_items(&args.workload, args.requests, args.scale, args.seed)
 }
 
 fn arrivals(args: &SimArgs, n: usize) -> Vec<f64> {
