@@ -326,6 +326,38 @@ mod tests {
     }
 
     #[test]
+    fn the_template_overhead_comes_after_the_shared_system_prompt() {
+        let plain = args(&[]);
+        let a = args(&[
+            "--prompt-overhead-tokens",
+            "30",
+            "--system-prompt-tokens",
+            "50",
+        ]);
+        let items = items(&a).unwrap();
+        let reqs = requests(&items, &arrivals(&a, 12), &a).unwrap();
+        let base = requests(&items, &arrivals(&plain, 12), &plain).unwrap();
+        for (r, b) in reqs.iter().zip(&base) {
+            assert_eq!(r.prompt.len(), b.prompt.len() + 50 + 30);
+            assert_eq!(
+                r.prompt[80..],
+                b.prompt[..],
+                "the request's own tokens come last"
+            );
+        }
+        assert_eq!(
+            reqs[0].prompt[..50],
+            reqs[1].prompt[..50],
+            "one system head"
+        );
+        assert_ne!(
+            reqs[0].prompt[50..80],
+            reqs[1].prompt[50..80],
+            "overhead not shared"
+        );
+    }
+
+    #[test]
     fn a_shared_system_prompt_is_reused() {
         let a = args(&[
             "--system-prompt-tokens",
