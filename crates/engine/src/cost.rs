@@ -1,13 +1,20 @@
-//! Measured costs the interception policy weighs: forward time against batch tokens, swap
-//! copy time per token in each direction, and KV bytes per token. A runner measures them at
-//! startup (`Runner::profile`); the fake runner reports its configured numbers.
+//! Measured costs the interception policy weighs: forward time against batch tokens and
+//! against the context attention visits, swap copy time per token in each direction, and KV
+//! bytes per token. A runner measures them at startup (`Runner::profile`); the fake runner
+//! reports its configured numbers.
 
-/// Linear cost model fitted to measurements.
+/// Cost model fitted to measurements: linear in batch tokens, plus attention's work, which
+/// grows with how deep in its sequence each batch token sits.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct CostModel {
     /// Forward time of a step: `fwd_base_s + fwd_per_token_s * batch_tokens`.
     pub fwd_base_s: f64,
     pub fwd_per_token_s: f64,
+    /// Attention: seconds per (batch token, earlier token of its sequence) pair, the work a
+    /// CPU does for each query over the cached keys and values. A prefill over a deep context
+    /// or a recompute of a long one pays it quadratically; the batch-token line, measured on
+    /// an empty sequence, leaves it out.
+    pub attn_per_pair_s: f64,
     /// Copy time device → host: `swap_base_s + swap_out_per_token_s * tokens`.
     pub swap_out_per_token_s: f64,
     /// Copy time host → device.
@@ -25,6 +32,7 @@ impl Default for CostModel {
         Self {
             fwd_base_s: 0.01,
             fwd_per_token_s: 0.004,
+            attn_per_pair_s: 0.0,
             swap_out_per_token_s: 13e-6,
             swap_in_per_token_s: 4e-6,
             swap_base_s: 1e-4,
@@ -37,6 +45,11 @@ impl CostModel {
     /// Time of one forward pass over `tokens` batch tokens.
     pub fn t_fwd(&self, tokens: usize) -> f64 {
         self.fwd_base_s + self.fwd_per_token_s * tokens as f64
+    }
+
+    /// Attention time of `len` tokens appended at position `start` of a sequence.
+    pub fn t_attend(&self, start: usize, len: usize) -> f64 {
+        self.attn_per_pair_s * attention_pairs(start, len)
     }
 
     pub fn t_swap_out(&self, tokens: usize) -> f64 {
@@ -60,9 +73,32 @@ impl CostModel {
     }
 }
 
+/// (query, key) pairs attention visits when `len` tokens are appended at `start`: each
+/// attends to the `start` tokens before the batch and to the batch up to itself.
+pub fn attention_pairs(start: usize, len: usize) -> f64 {
+    let (s, n) = (start as f64, len as f64);
+    n * s + n * (n + 1.0) / 2.0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn attention_counts_every_earlier_token() {
+        assert_eq!(attention_pairs(0, 1), 1.0);
+        assert_eq!(attention_pairs(10, 1), 11.0);
+        // Appending in two chunks visits the same pairs as one batch.
+        assert_eq!(
+            attention_pairs(0, 3) + attention_pairs(3, 4),
+            attention_pairs(0, 7)
+        );
+        let c = CostModel {
+            attn_per_pair_s: 1e-6,
+            ..CostModel::default()
+        };
+        assert!((c.t_attend(100, 10) - 1055e-6).abs() < 1e-12);
+    }
 
     #[test]
     fn fit_recovers_a_line() {

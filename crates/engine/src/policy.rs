@@ -6,7 +6,10 @@
 //! Waste is memory held idle multiplied by time, in token·seconds (the paper's formulas with
 //! the per-token size M factored out, since it is common to every option):
 //! - preserve: `T_remaining * C`
-//! - discard (chunked recompute in `n` chunks): `T_fwd(C)*C/2 + n*T_fwd(C/n)*C_other`
+//! - discard (chunked recompute in `n` chunks): `T_fwd(C)*C/2 + n*T_fwd(C/n)*C_other`, where
+//!   each forward time also carries the recompute's attention, `T_attn(C)` (its `C^2/2`
+//!   (query, key) pairs at the measured price; on a CPU this is what makes recomputing a deep
+//!   context cost more than its tokens' share of the batch line)
 //! - swap: `(T_out(C) + T_in(C)) * C_batch` (the batch stalls while the copies run)
 //!
 //! A partial form (tandem's, where llama.cpp allows it): when the host pool has room for only
@@ -89,12 +92,12 @@ impl Waste {
             f64::INFINITY
         } else {
             (cost.t_swap_out(head) + cost.t_swap_in(head)) * x.batch as f64
-                + recompute_waste(x.context - head, x, cost)
+                + recompute_waste(head, x.context - head, x, cost)
         };
         Self {
             preserve: x.remaining_s * x.context as f64,
             swap,
-            discard: recompute_waste(x.context, x, cost),
+            discard: recompute_waste(0, x.context, x, cost),
             swap_tokens: head,
         }
     }
@@ -116,14 +119,18 @@ impl Waste {
     }
 }
 
-/// Waste of recomputing `tokens` tokens of the request on resume, in chunks of the step
-/// budget: `T_fwd(C)*C/2 + n*T_fwd(C/n)*C_other`. Nothing to recompute costs nothing.
-fn recompute_waste(tokens: usize, x: &WasteInputs, cost: &CostModel) -> f64 {
+/// Waste of recomputing the `tokens` tokens from position `start` of the request on resume,
+/// in chunks of the step budget: `(T_fwd(C) + T_attn)*C/2 + (n*T_fwd(C/n) + T_attn)*C_other`,
+/// `T_attn` the attention of those tokens over everything before them (the same however they
+/// are chunked). Nothing to recompute costs nothing.
+fn recompute_waste(start: usize, tokens: usize, x: &WasteInputs, cost: &CostModel) -> f64 {
     if tokens == 0 {
         return 0.0;
     }
     let n = tokens.div_ceil(x.chunk.max(1)).max(1);
-    cost.t_fwd(tokens) * tokens as f64 / 2.0 + n as f64 * cost.t_fwd(tokens / n) * x.others as f64
+    let attn = cost.t_attend(start, tokens);
+    (cost.t_fwd(tokens) + attn) * tokens as f64 / 2.0
+        + (n as f64 * cost.t_fwd(tokens / n) + attn) * x.others as f64
 }
 
 /// Remaining interception time. Without history, InferCept's estimator: an interception that
@@ -262,6 +269,39 @@ mod tests {
             Waste::compute(&inputs(1500, 100.0), &cost).best(),
             Placement::Swap
         );
+    }
+
+    #[test]
+    fn attention_makes_a_deep_recompute_dearer_than_its_copies() {
+        // Copies with a fixed cost, a context just under the size where they pay: without an
+        // attention price discarding wins; with one, the recompute's C^2/2 pairs tip it.
+        let flat = CostModel {
+            swap_base_s: 0.5,
+            ..CostModel::default()
+        };
+        let deep = CostModel {
+            attn_per_pair_s: 1e-5,
+            ..flat
+        };
+        let x = inputs(230, 100.0);
+        assert_eq!(Waste::compute(&x, &flat).best(), Placement::Discard);
+        let w = Waste::compute(&x, &deep);
+        assert_eq!(w.best(), Placement::Swap);
+        let attn = deep.t_attend(0, 230);
+        let expect = (deep.t_fwd(230) + attn) * 115.0 + (deep.t_fwd(230) + attn) * 4000.0;
+        assert!((w.discard - expect).abs() < 1e-6, "{w:?}");
+        // A partial swap's tail is recomputed at its depth, after the head.
+        let part = Waste::compute(
+            &WasteInputs {
+                swap_room: 130,
+                ..x
+            },
+            &deep,
+        );
+        let copy = (deep.t_swap_out(130) + deep.t_swap_in(130)) * x.batch as f64;
+        let tail = recompute_waste(130, 100, &x, &deep);
+        assert!((part.swap - (copy + tail)).abs() < 1e-6);
+        assert!(tail > recompute_waste(0, 100, &x, &deep));
     }
 
     #[test]

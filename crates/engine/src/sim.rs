@@ -28,14 +28,15 @@ use crate::scheduler::{Scheduler, SchedulerConfig};
 use crate::types::{Event, InterceptSpec, NewRequest, SamplingParams, Token};
 use crate::{Runner, RunnerError};
 
-/// What a step costs: the policy's linear model, plus what it leaves out.
+/// What a step costs: the policy's model, plus what it leaves out.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct StepCost {
-    /// Forward time against batch tokens and copy times (also what the policy is told).
+    /// Forward time against batch tokens and attention pairs, and copy times (also what the
+    /// policy is told).
     pub model: CostModel,
-    /// Seconds per token of KV a batch row reads (attention over its context, once per row
-    /// per step): what makes a GPU's decode step grow with context. 0 on the CPU profile,
-    /// whose measured line already includes it at the contexts it was measured at.
+    /// Seconds per token of KV a batch row reads (once per row per step, whatever its
+    /// length): what makes a GPU's memory-bound decode step grow with context. 0 on the CPU
+    /// profile, where attention's cost is its compute, priced per pair by the model.
     pub kv_read_per_token_s: f64,
     /// Copies run beside compute (a GPU's copy engine): a step takes the longer of the two.
     /// Off, they add up (llama.cpp on a CPU copies before it decodes).
@@ -58,12 +59,11 @@ impl StepCost {
         let compute = if plan.items.is_empty() {
             0.0
         } else {
-            let read: usize = plan
-                .items
-                .iter()
-                .map(|i| i.start_pos + i.tokens.len())
-                .sum();
-            m.t_fwd(plan.batch_tokens()) + self.kv_read_per_token_s * read as f64
+            let (read, attend) = plan.items.iter().fold((0, 0.0), |(r, a), i| {
+                let len = i.tokens.len();
+                (r + i.start_pos + len, a + m.t_attend(i.start_pos, len))
+            });
+            m.t_fwd(plan.batch_tokens()) + attend + self.kv_read_per_token_s * read as f64
         };
         if self.overlap_copies {
             compute.max(copies)
@@ -420,6 +420,7 @@ mod tests {
         let model = CostModel {
             fwd_base_s: 0.01,
             fwd_per_token_s: 0.001,
+            attn_per_pair_s: 1e-7,
             swap_out_per_token_s: 0.002,
             swap_in_per_token_s: 0.001,
             swap_base_s: 0.0,
@@ -443,8 +444,9 @@ mod tests {
             released: Vec::new(),
         };
         let host = |h: u64| if h == 8 { 40 } else { 0 };
-        // 51 tokens; rows read 1001 + 50 cells; copies 0.2 + 0.04.
-        let compute = 0.01 + 0.051 + 1e-5 * 1051.0;
+        // 51 tokens; rows read 1001 + 50 cells; attention visits 1001 + 50*51/2 pairs;
+        // copies 0.2 + 0.04.
+        let compute = 0.01 + 0.051 + 1e-5 * 1051.0 + 1e-7 * (1001.0 + 1275.0);
         assert!((cost.seconds(&plan, host) - (compute + 0.24)).abs() < 1e-12);
         cost.overlap_copies = true;
         assert!((cost.seconds(&plan, host) - 0.24).abs() < 1e-12);

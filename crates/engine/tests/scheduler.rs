@@ -266,6 +266,27 @@ fn a_copy_that_costs_more_than_prefilling_its_tokens_is_not_made() {
     h.assert_all_free();
 }
 
+#[test]
+fn a_copy_pays_when_the_prefill_it_saves_includes_attention() {
+    // As above, but attention priced at 2 ms a pair: prefilling the 12 shared tokens (78
+    // pairs) costs 48 + 156 ms, more than copying A's sequence out and in (under 100 ms).
+    let (pa, pb) = sharing(12);
+    let mut h = Harness::new(4, 512, 32);
+    h.sched.set_costs(CostModel {
+        swap_out_per_token_s: 1e-3,
+        swap_in_per_token_s: 1e-3,
+        attn_per_pair_s: 2e-3,
+        ..CostModel::default()
+    });
+    h.submit(pa, 6);
+    h.run_to_idle();
+    let b = h.submit(pb, 6);
+    h.run_to_idle();
+    assert_eq!(h.cached_tokens(b), 12);
+    assert_eq!(h.sched.stats().counters.prefix_copies, 1);
+    h.assert_all_free();
+}
+
 /// Four prompts sharing a 40-token head, each with its own 10-token tail.
 fn burst_prompts() -> Vec<Vec<Token>> {
     let head = prompt(40, 5);

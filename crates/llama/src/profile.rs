@@ -1,7 +1,8 @@
 //! Startup cost profile for the interception policy: forward time against batch tokens
-//! (a line fitted to a few prefill sizes), and swap-out/in time and KV bytes per token (a
-//! sequence copied to a host buffer and back). Runs on slot 0, which is empty at startup and
-//! left empty afterwards.
+//! (a line fitted to a few prefill sizes on an empty sequence), attention's price per
+//! (query, key) pair (the same batch run deep in a filled sequence, minus the line), and
+//! swap-out/in time and KV bytes per token (that filled sequence copied to a host buffer and
+//! back). Runs on slot 0, which is empty at startup and left empty afterwards.
 
 use std::time::Instant;
 
@@ -13,18 +14,20 @@ use crate::runner::LlamaRunner;
 const SIZES: [usize; 4] = [1, 16, 64, 256];
 /// Timings per size; the fastest is kept (the machine may be busy).
 const REPEATS: usize = 3;
+/// Tokens in the deep batch that prices attention (one of `SIZES`, so the line has its
+/// shallow time).
+const DEEP_BATCH: usize = 64;
+/// How deep the sequence is filled for the attention and swap timings: deep enough that
+/// attention is a tenth or more of the deep batch's time on a small model, short enough to
+/// fill in about as long as the swap timings took before they used it.
+const DEPTH: usize = 512;
 
 pub(crate) fn measure(r: &mut LlamaRunner) -> Result<CostModel, RunnerError> {
     let limit = r.max_batch_tokens.min(r.cells_per_seq - 1);
     let sizes: Vec<usize> = SIZES.iter().map(|&n| n.min(limit)).collect();
     let mut samples = Vec::new();
     for &n in &sizes {
-        let best = (0..REPEATS)
-            .map(|_| forward(r, n))
-            .collect::<Result<Vec<_>, _>>()?
-            .into_iter()
-            .fold(f64::INFINITY, f64::min);
-        samples.push((n, best));
+        samples.push((n, fastest(|| forward(r, 0, n))?));
     }
     let (mut fwd_base_s, mut fwd_per_token_s) = CostModel::fit_line(&samples);
     if fwd_per_token_s <= 0.0 {
@@ -33,55 +36,94 @@ pub(crate) fn measure(r: &mut LlamaRunner) -> Result<CostModel, RunnerError> {
         let &(n, t) = samples.last().expect("samples");
         (fwd_base_s, fwd_per_token_s) = (0.0, t / n as f64);
     }
-    let n = *sizes.last().expect("sizes");
-    let (mut out, mut inn, mut bytes) = (f64::INFINITY, f64::INFINITY, 0);
-    for _ in 0..REPEATS {
-        // The first copy also pays for touching fresh host pages; the fastest is kept, as
-        // for the forward times, since later swaps mostly reuse freed buffers.
-        let (o, i, b) = swap_round_trip(r, n)?;
-        (out, inn, bytes) = (out.min(o), inn.min(i), b);
-    }
+    let k = DEEP_BATCH.min(limit / 2).max(1);
+    let depth = DEPTH.min(r.cells_per_seq.saturating_sub(k + 1)).max(1);
+    fill(r, depth)?;
+    let shallow = samples.iter().find(|s| s.0 == k).map_or(f64::NAN, |s| s.1);
+    let deep = fastest(|| forward(r, depth, k))?;
+    let attn_per_pair_s = attention_price(deep, shallow, k, depth);
+    let (out, inn, bytes) = swap_round_trips(r)?;
+    r.remove(0, 0)?;
     Ok(CostModel {
         fwd_base_s,
         fwd_per_token_s,
-        swap_out_per_token_s: out / n as f64,
-        swap_in_per_token_s: inn / n as f64,
+        attn_per_pair_s,
+        swap_out_per_token_s: out / depth as f64,
+        swap_in_per_token_s: inn / depth as f64,
         swap_base_s: 0.0,
-        kv_bytes_per_token: bytes.div_ceil(n),
+        kv_bytes_per_token: bytes.div_ceil(depth),
     })
 }
 
-/// Seconds to copy `n` tokens of slot 0's KV out to a host buffer and back in, and the
-/// buffer's size; slot 0 is empty before and after.
-fn swap_round_trip(r: &mut LlamaRunner, n: usize) -> Result<(f64, f64, usize), RunnerError> {
-    fill(r, n)?;
-    let t0 = Instant::now();
-    let state = r.save(0)?;
-    let out = t0.elapsed().as_secs_f64();
-    r.remove(0, 0)?;
-    let t1 = Instant::now();
-    r.restore(&state, 0)?;
-    let inn = t1.elapsed().as_secs_f64();
-    r.remove(0, 0)?;
-    Ok((out, inn, state.byte_len()))
+/// Attention's price per (query, key) pair from the same `k`-token batch timed at `depth`
+/// and at position 0: the deep one visits `k * depth` more pairs. Noise that makes the deep
+/// batch no slower (or a sequence too short to go deep) prices it at zero, as the line alone
+/// did before.
+fn attention_price(deep_s: f64, shallow_s: f64, k: usize, depth: usize) -> f64 {
+    let extra = deep_s - shallow_s;
+    if depth == 0 || k == 0 || !extra.is_finite() || extra <= 0.0 {
+        return 0.0;
+    }
+    extra / (k * depth) as f64
 }
 
-/// Seconds to run `n` tokens as one batch on an empty slot 0 (emptied again afterwards).
-fn forward(r: &mut LlamaRunner, n: usize) -> Result<f64, RunnerError> {
+/// The fastest of `REPEATS` timings.
+fn fastest(mut f: impl FnMut() -> Result<f64, RunnerError>) -> Result<f64, RunnerError> {
+    let mut best = f64::INFINITY;
+    for _ in 0..REPEATS {
+        best = best.min(f()?);
+    }
+    Ok(best)
+}
+
+/// Fastest seconds to copy slot 0's KV out to a host buffer and back in, each
+/// way, and the buffer's size; the KV is in place again afterwards. The first copy also pays
+/// for touching fresh host pages; the fastest is kept, as for the forward times, since later
+/// swaps mostly reuse freed buffers.
+fn swap_round_trips(r: &mut LlamaRunner) -> Result<(f64, f64, usize), RunnerError> {
+    let (mut out, mut inn, mut bytes) = (f64::INFINITY, f64::INFINITY, 0);
+    for _ in 0..REPEATS {
+        let t0 = Instant::now();
+        let state = r.save(0)?;
+        out = out.min(t0.elapsed().as_secs_f64());
+        r.remove(0, 0)?;
+        let t1 = Instant::now();
+        r.restore(&state, 0)?;
+        inn = inn.min(t1.elapsed().as_secs_f64());
+        bytes = state.byte_len();
+    }
+    Ok((out, inn, bytes))
+}
+
+/// Seconds to run `n` tokens as one batch at positions `start..` of slot 0, whose first
+/// `start` positions are filled (they are kept; the batch is removed afterwards).
+fn forward(r: &mut LlamaRunner, start: usize, n: usize) -> Result<f64, RunnerError> {
     let t0 = Instant::now();
-    fill(r, n)?;
+    decode(r, start, n)?;
     let dt = t0.elapsed().as_secs_f64();
-    r.remove(0, 0)?;
+    r.remove(0, start)?;
     Ok(dt)
 }
 
-/// Decodes `n` filler tokens into slot 0 at positions `0..n`.
+/// Fills slot 0's positions `0..n` with filler tokens, in batches the context takes.
 fn fill(r: &mut LlamaRunner, n: usize) -> Result<(), RunnerError> {
+    let step = r.max_batch_tokens.max(1);
+    let mut at = 0;
+    while at < n {
+        let len = step.min(n - at);
+        decode(r, at, len)?;
+        at += len;
+    }
+    Ok(())
+}
+
+/// Decodes `n` filler tokens into slot 0 at positions `start..start + n` as one batch.
+fn decode(r: &mut LlamaRunner, start: usize, n: usize) -> Result<(), RunnerError> {
     let bos = r.model.bos();
     let item = PlanItem {
         request: 0,
         seq: 0,
-        start_pos: 0,
+        start_pos: start,
         tokens: vec![bos; n],
         sample: Some(SamplingParams::default()),
         mask: None,
@@ -91,4 +133,23 @@ fn fill(r: &mut LlamaRunner, n: usize) -> Result<(), RunnerError> {
     r.ctx
         .decode(&mut r.batch)
         .map_err(|e| RunnerError::Decode(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::attention_price;
+
+    #[test]
+    fn attention_is_priced_by_the_extra_pairs_and_never_below_zero() {
+        // 64 tokens 512 deep visit 64 * 512 more pairs than at position 0.
+        let p = attention_price(0.25, 0.2, 64, 512);
+        assert!((p - 0.05 / 32768.0).abs() < 1e-15);
+        assert_eq!(attention_price(0.19, 0.2, 64, 512), 0.0, "noise");
+        assert_eq!(attention_price(0.25, 0.2, 64, 0), 0.0, "no depth");
+        assert_eq!(
+            attention_price(0.25, f64::NAN, 64, 512),
+            0.0,
+            "no shallow time"
+        );
+    }
 }

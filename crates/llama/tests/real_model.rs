@@ -376,6 +376,9 @@ fn profile_measures_plausible_costs_and_leaves_the_cache_empty() {
         c.swap_out_per_token_s > 0.0 && c.swap_in_per_token_s > 0.0,
         "{c:?}"
     );
+    // Attention is priced, and at a CPU's order: well under the 2 x 30 layers x 9 heads x 64
+    // dims x 2 flops (69 kFLOP) of one pair at 1 GFLOP/s. Noise can price it at zero.
+    assert!((0.0..7e-5).contains(&c.attn_per_pair_s), "{c:?}");
     // SmolLM2-135M: 30 layers x 3 KV heads x 64 dims x 2 (K and V) x 2 bytes (f16).
     assert!((20_000..26_000).contains(&c.kv_bytes_per_token), "{c:?}");
     let mut rx = rig.submit(1, chat("What is the capital of France?"), 32);

@@ -16,6 +16,9 @@ use tandem_engine::CostModel;
 pub struct CostFile {
     pub fwd_base_s: f64,
     pub fwd_per_token_s: f64,
+    /// Attention per (batch token, earlier token) pair; 0 when not given (older files).
+    #[serde(default)]
+    pub attn_per_pair_s: f64,
     pub swap_out_per_token_s: f64,
     pub swap_in_per_token_s: f64,
     #[serde(default)]
@@ -33,6 +36,7 @@ impl From<CostFile> for StepCost {
             model: CostModel {
                 fwd_base_s: c.fwd_base_s,
                 fwd_per_token_s: c.fwd_per_token_s,
+                attn_per_pair_s: c.attn_per_pair_s,
                 swap_out_per_token_s: c.swap_out_per_token_s,
                 swap_in_per_token_s: c.swap_in_per_token_s,
                 swap_base_s: c.swap_base_s,
@@ -47,18 +51,22 @@ impl From<CostFile> for StepCost {
 /// Names of the built-in profiles, for `--help` and errors.
 pub const PRESETS: [&str; 2] = ["smollm2-cpu", "gptj6b-a100"];
 
-/// SmolLM2-135M-Instruct Q4_1 on the reference machine (2-core AMD EPYC, no GPU, 2
-/// threads, 16 sequences of 2048 cells): the median of each figure over seven startup
-/// profiles `tandem serve` logged ("costs: ...") on 2026-12-02 (forward base 0-12.6 ms,
-/// per token 3.01-4.20 ms; docs/simulate.md). llama.cpp copies before it decodes, so
-/// copies do not overlap compute.
+/// SmolLM2-135M-Instruct Q4_1 on the reference machine (2-core Intel Xeon, Sapphire Rapids
+/// class, llama.cpp built without AMX, no GPU, 2 threads, 16 sequences of 2048 cells): the
+/// median of each figure over the eight startup profiles `tandem serve` logged during the
+/// runs of bench/results/intercept-xeon on 2026-12-02 (forward base 3.7-7.8 ms, per token
+/// 2.65-2.92 ms, attention 1.17-1.53 us a pair; `bench/cost_profile_median.py`, the same
+/// numbers as bench/costs/smollm2-xeon-2026-12-02.json). llama.cpp copies before it
+/// decodes, so copies do not overlap compute. The earlier AMD EPYC preset, without an
+/// attention price, is bench/costs/smollm2-epyc-2026-12-02.json.
 const SMOLLM2_CPU: CostFile = CostFile {
-    fwd_base_s: 7.74e-3,
-    fwd_per_token_s: 3.157e-3,
-    swap_out_per_token_s: 4.21e-6,
-    swap_in_per_token_s: 1.98e-6,
+    fwd_base_s: 5.615e-3,
+    fwd_per_token_s: 2.704e-3,
+    attn_per_pair_s: 1.269e-6,
+    swap_out_per_token_s: 2.86e-6,
+    swap_in_per_token_s: 1.83e-6,
     swap_base_s: 0.0,
-    kv_bytes_per_token: 23_056,
+    kv_bytes_per_token: 23_054,
     kv_read_per_token_s: 0.0,
     overlap_copies: false,
 };
@@ -66,12 +74,14 @@ const SMOLLM2_CPU: CostFile = CostFile {
 /// GPT-J-6B in fp16 on one A100-80GB (InferCept's first setting), derived from datasheet
 /// figures, not measured: a step reads the 12.1 GB of weights at ~1.6 TB/s (7.6 ms, 10 ms
 /// with launch overheads), each token costs 2 x 6.05 GFLOP at ~50% of 312 TFLOPS (0.078
-/// ms), each row reads its KV (2 x 28 layers x 4096 x 2 bytes = 458,752 bytes a token) at
+/// ms), each (token, earlier token) pair 4 x 4096 x 28 = 458,752 FLOP of attention at the
+/// same rate (2.94 ns), each row reads its KV (2 x 28 layers x 4096 x 2 bytes = 458,752 bytes a token) at
 /// 1.6 TB/s (0.29 us a token), and a copy over PCIe 4.0 x16 moves ~25 GB/s (18.4 us a
 /// token) on the copy engine, beside compute.
 const GPTJ6B_A100: CostFile = CostFile {
     fwd_base_s: 0.010,
     fwd_per_token_s: 0.078e-3,
+    attn_per_pair_s: 2.94e-9,
     swap_out_per_token_s: 18.4e-6,
     swap_in_per_token_s: 18.4e-6,
     swap_base_s: 50e-6,
@@ -101,6 +111,7 @@ fn check(c: &CostFile) -> anyhow::Result<()> {
     let times = [
         c.fwd_base_s,
         c.fwd_per_token_s,
+        c.attn_per_pair_s,
         c.swap_out_per_token_s,
         c.swap_in_per_token_s,
         c.swap_base_s,
@@ -131,6 +142,8 @@ pub fn from_metrics(parsed: &HashMap<String, f64>) -> anyhow::Result<CostFile> {
     let c = CostFile {
         fwd_base_s: get("forward_base_seconds")?,
         fwd_per_token_s: get("forward_per_token_seconds")?,
+        // Servers before the attention price had none; their line stands alone.
+        attn_per_pair_s: get("attention_per_pair_seconds").unwrap_or(0.0),
         swap_out_per_token_s: get("swap_out_per_token_seconds")?,
         swap_in_per_token_s: get("swap_in_per_token_seconds")?,
         swap_base_s: get("swap_base_seconds").unwrap_or(0.0),
@@ -163,6 +176,13 @@ mod tests {
         std::fs::write(&good, r#"{"fwd_base_s": 0.01, "fwd_per_token_s": 0.001, "swap_out_per_token_s": 1e-6, "swap_in_per_token_s": 1e-6, "kv_bytes_per_token": 1000}"#).unwrap();
         let c = load(good.to_str().unwrap()).unwrap();
         assert_eq!((c.kv_bytes_per_token, c.overlap_copies), (1000, false));
+        assert_eq!(c.attn_per_pair_s, 0.0, "optional");
+        let neg = dir.join("neg.json");
+        std::fs::write(&neg, r#"{"fwd_base_s": 0.01, "fwd_per_token_s": 0.001, "attn_per_pair_s": -1e-6, "swap_out_per_token_s": 1e-6, "swap_in_per_token_s": 1e-6, "kv_bytes_per_token": 1000}"#).unwrap();
+        assert!(
+            load(neg.to_str().unwrap()).is_err(),
+            "negative attention price"
+        );
         let bad = dir.join("bad.json");
         std::fs::write(&bad, r#"{"fwd_base_s": -1, "fwd_per_token_s": 0.001, "swap_out_per_token_s": 1e-6, "swap_in_per_token_s": 1e-6, "kv_bytes_per_token": 1000}"#).unwrap();
         let e = format!("{:#}", load(bad.to_str().unwrap()).unwrap_err());
@@ -182,6 +202,13 @@ mod tests {
         let c = from_metrics(&crate::bench::server_metrics::parse(page)).unwrap();
         assert_eq!(c.fwd_base_s, 0.02);
         assert_eq!(c.kv_bytes_per_token, 23055);
+        assert_eq!(
+            c.attn_per_pair_s, 0.0,
+            "a server from before the attention price"
+        );
+        let page = format!("{page}tandem_cost_attention_per_pair_seconds 0.0000012\n");
+        let c = from_metrics(&crate::bench::server_metrics::parse(&page)).unwrap();
+        assert_eq!(c.attn_per_pair_s, 1.2e-6);
         let e = from_metrics(&HashMap::new()).unwrap_err().to_string();
         assert!(e.contains("tandem_cost_forward_base_seconds"), "{e}");
     }
