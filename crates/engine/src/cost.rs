@@ -1,5 +1,5 @@
-//! Measured costs the interception policy weighs: forward time against batch tokens and
-//! against the context attention visits, swap copy time per token in each direction, and KV
+//! Measured costs the interception policy weighs: forward time against batch tokens, against
+//! the context attention visits and against the rows sampled, swap copy time per token in each direction, and KV
 //! bytes per token. A runner measures them at startup (`Runner::profile`); the fake runner
 //! reports its configured numbers.
 
@@ -15,6 +15,10 @@ pub struct CostModel {
     /// or a recompute of a long one pays it quadratically; the batch-token line, measured on
     /// an empty sequence, leaves it out.
     pub attn_per_pair_s: f64,
+    /// Seconds per row that samples (a batch item's last token): its logits (the output
+    /// projection over the vocabulary) and the sampler. A decode step samples every row; the
+    /// batch-token line, fitted to batches that sample once, leaves it out.
+    pub sample_per_row_s: f64,
     /// Copy time device → host: `swap_base_s + swap_out_per_token_s * tokens`.
     pub swap_out_per_token_s: f64,
     /// Copy time host → device.
@@ -33,6 +37,7 @@ impl Default for CostModel {
             fwd_base_s: 0.01,
             fwd_per_token_s: 0.004,
             attn_per_pair_s: 0.0,
+            sample_per_row_s: 0.0,
             swap_out_per_token_s: 13e-6,
             swap_in_per_token_s: 4e-6,
             swap_base_s: 1e-4,

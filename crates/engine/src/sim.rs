@@ -63,7 +63,11 @@ impl StepCost {
                 let len = i.tokens.len();
                 (r + i.start_pos + len, a + m.t_attend(i.start_pos, len))
             });
-            m.t_fwd(plan.batch_tokens()) + attend + self.kv_read_per_token_s * read as f64
+            let sampled = plan.items.iter().filter(|i| i.sample.is_some()).count();
+            m.t_fwd(plan.batch_tokens())
+                + attend
+                + m.sample_per_row_s * sampled as f64
+                + self.kv_read_per_token_s * read as f64
         };
         if self.overlap_copies {
             compute.max(copies)
@@ -421,6 +425,7 @@ mod tests {
             fwd_base_s: 0.01,
             fwd_per_token_s: 0.001,
             attn_per_pair_s: 1e-7,
+            sample_per_row_s: 1e-3,
             swap_out_per_token_s: 0.002,
             swap_in_per_token_s: 0.001,
             swap_base_s: 0.0,
@@ -440,13 +445,19 @@ mod tests {
                 },
                 KvOp::SwapIn { seq: 2, handle: 8 },
             ],
-            items: vec![item(1000, 1), item(0, 50)],
+            items: vec![
+                PlanItem {
+                    sample: Some(SamplingParams::default()),
+                    ..item(1000, 1)
+                },
+                item(0, 50),
+            ],
             released: Vec::new(),
         };
         let host = |h: u64| if h == 8 { 40 } else { 0 };
-        // 51 tokens; rows read 1001 + 50 cells; attention visits 1001 + 50*51/2 pairs;
-        // copies 0.2 + 0.04.
-        let compute = 0.01 + 0.051 + 1e-5 * 1051.0 + 1e-7 * (1001.0 + 1275.0);
+        // 51 tokens; rows read 1001 + 50 cells; attention visits 1001 + 50*51/2 pairs; one
+        // row samples; copies 0.2 + 0.04.
+        let compute = 0.01 + 0.051 + 1e-5 * 1051.0 + 1e-7 * (1001.0 + 1275.0) + 1e-3;
         assert!((cost.seconds(&plan, host) - (compute + 0.24)).abs() < 1e-12);
         cost.overlap_copies = true;
         assert!((cost.seconds(&plan, host) - 0.24).abs() < 1e-12);

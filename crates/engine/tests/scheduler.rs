@@ -247,44 +247,36 @@ fn a_new_request_sharing_most_of_its_prompt_copies_it_rather_than_taking_the_con
     h.follow_up_finds_its_whole_turn(&pa, a);
 }
 
-#[test]
-fn a_copy_that_costs_more_than_prefilling_its_tokens_is_not_made() {
+/// B's prompt shares 12 tokens with A's finished one; copies cost 1 ms a token each way.
+/// Returns B's cached tokens and the prefix copies made, with attention at `attn` a pair.
+fn shared_twelve_with_slow_copies(attn_per_pair_s: f64) -> (usize, u64) {
     let (pa, pb) = sharing(12);
     let mut h = Harness::new(4, 512, 32);
-    // Copying a 36-cell source costs 36 ms each way; prefilling 12 tokens costs 48 ms.
     h.sched.set_costs(CostModel {
         swap_out_per_token_s: 1e-3,
         swap_in_per_token_s: 1e-3,
+        attn_per_pair_s,
         ..CostModel::default()
     });
     h.submit(pa, 6);
     h.run_to_idle();
     let b = h.submit(pb, 6);
     h.run_to_idle();
-    assert_eq!(h.cached_tokens(b), 0);
-    assert_eq!(h.sched.stats().counters.prefix_copies, 0);
     h.assert_all_free();
+    (h.cached_tokens(b), h.sched.stats().counters.prefix_copies)
+}
+
+#[test]
+fn a_copy_that_costs_more_than_prefilling_its_tokens_is_not_made() {
+    // Copying A's sequence out and in costs more than prefilling 12 tokens (48 ms).
+    assert_eq!(shared_twelve_with_slow_copies(0.0), (0, 0));
 }
 
 #[test]
 fn a_copy_pays_when_the_prefill_it_saves_includes_attention() {
-    // As above, but attention priced at 2 ms a pair: prefilling the 12 shared tokens (78
-    // pairs) costs 48 + 156 ms, more than copying A's sequence out and in (under 100 ms).
-    let (pa, pb) = sharing(12);
-    let mut h = Harness::new(4, 512, 32);
-    h.sched.set_costs(CostModel {
-        swap_out_per_token_s: 1e-3,
-        swap_in_per_token_s: 1e-3,
-        attn_per_pair_s: 2e-3,
-        ..CostModel::default()
-    });
-    h.submit(pa, 6);
-    h.run_to_idle();
-    let b = h.submit(pb, 6);
-    h.run_to_idle();
-    assert_eq!(h.cached_tokens(b), 12);
-    assert_eq!(h.sched.stats().counters.prefix_copies, 1);
-    h.assert_all_free();
+    // Attention priced at 2 ms a pair: prefilling the 12 shared tokens (78 pairs) costs
+    // 48 + 156 ms, more than copying A's sequence out and in (under 100 ms).
+    assert_eq!(shared_twelve_with_slow_copies(2e-3), (12, 1));
 }
 
 /// Four prompts sharing a 40-token head, each with its own 10-token tail.

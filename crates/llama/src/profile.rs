@@ -1,12 +1,15 @@
 //! Startup cost profile for the interception policy: forward time against batch tokens
-//! (a line fitted to a few prefill sizes on an empty sequence), attention's price per
-//! (query, key) pair (the same batch run deep in a filled sequence, minus the line), and
-//! swap-out/in time and KV bytes per token (that filled sequence copied to a host buffer and
-//! back). Runs on slot 0, which is empty at startup and left empty afterwards.
+//! (a line fitted to a few prefill sizes on an empty sequence), the price of a sampled row
+//! (a batch whose every token is sampled, as in a decode step, against one sampled once),
+//! attention's price per (query, key) pair (a batch run deep in a filled sequence, minus the
+//! line), and swap-out/in time and KV bytes per token (that filled sequence copied to a host
+//! buffer and back). Runs on slot 0, which is empty at startup and left empty afterwards.
 
 use std::time::Instant;
 
-use tandem_engine::{CostModel, PlanItem, RunnerError, SamplingParams};
+use tandem_engine::{
+    CostModel, PlanItem, RequestId, Runner, RunnerError, SamplingParams, StepPlan,
+};
 
 use crate::runner::LlamaRunner;
 
@@ -17,6 +20,8 @@ const REPEATS: usize = 3;
 /// Tokens in the deep batch that prices attention (one of `SIZES`, so the line has its
 /// shallow time).
 const DEEP_BATCH: usize = 64;
+/// Tokens of the batch that prices a sampled row: sampled once, then each.
+const SAMPLED_ROWS: usize = 16;
 /// How deep the sequence is filled for the attention and swap timings: deep enough that
 /// attention is a tenth or more of the deep batch's time on a small model, short enough to
 /// fill in about as long as the swap timings took before they used it.
@@ -36,6 +41,7 @@ pub(crate) fn measure(r: &mut LlamaRunner) -> Result<CostModel, RunnerError> {
         let &(n, t) = samples.last().expect("samples");
         (fwd_base_s, fwd_per_token_s) = (0.0, t / n as f64);
     }
+    let sample_per_row_s = sampled_row_price(r, SAMPLED_ROWS.min(limit))?;
     let k = DEEP_BATCH.min(limit / 2).max(1);
     let depth = DEPTH.min(r.cells_per_seq.saturating_sub(k + 1)).max(1);
     fill(r, depth)?;
@@ -48,6 +54,7 @@ pub(crate) fn measure(r: &mut LlamaRunner) -> Result<CostModel, RunnerError> {
         fwd_base_s,
         fwd_per_token_s,
         attn_per_pair_s,
+        sample_per_row_s,
         swap_out_per_token_s: out / depth as f64,
         swap_in_per_token_s: inn / depth as f64,
         swap_base_s: 0.0,
@@ -65,6 +72,42 @@ fn attention_price(deep_s: f64, shallow_s: f64, k: usize, depth: usize) -> f64 {
         return 0.0;
     }
     extra / (k * depth) as f64
+}
+
+/// Seconds per sampled row: `n` one-token items of slot 0, each sampled (its logits
+/// computed, then the sampler run over them), against one `n`-token item sampled once; both
+/// run as served steps do (`execute`), at the same positions. The line's batches compute
+/// logits for their last token only, where a decode step does for every row.
+fn sampled_row_price(r: &mut LlamaRunner, n: usize) -> Result<f64, RunnerError> {
+    if n < 2 {
+        return Ok(0.0);
+    }
+    let bos = r.model.bos();
+    let once = fastest(|| served_step(r, vec![filler(bos, 0, 0, n)]))?;
+    let rows = || (0..n).map(|i| filler(bos, i as u64, i, 1)).collect();
+    let each = fastest(|| served_step(r, rows()))?;
+    Ok(((each - once) / (n - 1) as f64).max(0.0))
+}
+
+/// Seconds `execute` takes over `items` on an empty slot 0 (emptied again afterwards, and
+/// the items' samplers dropped).
+fn served_step(r: &mut LlamaRunner, items: Vec<PlanItem>) -> Result<f64, RunnerError> {
+    let released: Vec<RequestId> = items.iter().map(|i| i.request).collect();
+    let plan = StepPlan {
+        kv_ops: Vec::new(),
+        items,
+        released: Vec::new(),
+    };
+    let t0 = Instant::now();
+    r.execute(&plan)?;
+    let dt = t0.elapsed().as_secs_f64();
+    r.execute(&StepPlan {
+        kv_ops: Vec::new(),
+        items: Vec::new(),
+        released,
+    })?;
+    r.remove(0, 0)?;
+    Ok(dt)
 }
 
 /// The fastest of `REPEATS` timings.
@@ -117,18 +160,22 @@ fn fill(r: &mut LlamaRunner, n: usize) -> Result<(), RunnerError> {
     Ok(())
 }
 
-/// Decodes `n` filler tokens into slot 0 at positions `start..start + n` as one batch.
-fn decode(r: &mut LlamaRunner, start: usize, n: usize) -> Result<(), RunnerError> {
-    let bos = r.model.bos();
-    let item = PlanItem {
-        request: 0,
+/// `n` copies of `token` for slot 0 at positions `start..start + n`, sampled after the last.
+fn filler(token: i32, request: RequestId, start: usize, n: usize) -> PlanItem {
+    PlanItem {
+        request,
         seq: 0,
         start_pos: start,
-        tokens: vec![bos; n],
+        tokens: vec![token; n],
         sample: Some(SamplingParams::default()),
         mask: None,
         score: None,
-    };
+    }
+}
+
+/// Decodes `n` filler tokens into slot 0 at positions `start..start + n` as one batch.
+fn decode(r: &mut LlamaRunner, start: usize, n: usize) -> Result<(), RunnerError> {
+    let item = filler(r.model.bos(), 0, start, n);
     r.fill_batch(std::slice::from_ref(&item))?;
     r.ctx
         .decode(&mut r.batch)

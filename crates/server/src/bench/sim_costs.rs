@@ -19,6 +19,9 @@ pub struct CostFile {
     /// Attention per (batch token, earlier token) pair; 0 when not given (older files).
     #[serde(default)]
     pub attn_per_pair_s: f64,
+    /// Output projection and sampler per sampled row; 0 when not given (older files).
+    #[serde(default)]
+    pub sample_per_row_s: f64,
     pub swap_out_per_token_s: f64,
     pub swap_in_per_token_s: f64,
     #[serde(default)]
@@ -37,6 +40,7 @@ impl From<CostFile> for StepCost {
                 fwd_base_s: c.fwd_base_s,
                 fwd_per_token_s: c.fwd_per_token_s,
                 attn_per_pair_s: c.attn_per_pair_s,
+                sample_per_row_s: c.sample_per_row_s,
                 swap_out_per_token_s: c.swap_out_per_token_s,
                 swap_in_per_token_s: c.swap_in_per_token_s,
                 swap_base_s: c.swap_base_s,
@@ -52,19 +56,20 @@ impl From<CostFile> for StepCost {
 pub const PRESETS: [&str; 2] = ["smollm2-cpu", "gptj6b-a100"];
 
 /// SmolLM2-135M-Instruct Q4_1 on the reference machine (2-core Intel Xeon, Sapphire Rapids
-/// class, llama.cpp built without AMX, no GPU, 2 threads, 16 sequences of 2048 cells): the
-/// median of each figure over the eight startup profiles `tandem serve` logged during the
-/// runs of bench/results/intercept-xeon on 2026-12-02 (forward base 3.7-7.8 ms, per token
-/// 2.65-2.92 ms, attention 1.17-1.53 us a pair; `bench/cost_profile_median.py`, the same
-/// numbers as bench/costs/smollm2-xeon-2026-12-02.json). llama.cpp copies before it
-/// decodes, so copies do not overlap compute. The earlier AMD EPYC preset, without an
-/// attention price, is bench/costs/smollm2-epyc-2026-12-02.json.
+/// class, llama.cpp built without AMX, no GPU; `tandem serve --threads 2 --max-seqs 16
+/// --kv-cells 32768`): the median of each figure over seven startup profiles logged on
+/// 2026-12-02 (bench/costs/smollm2-xeon-profiles-2026-12-02.log, through
+/// `bench/cost_profile_median.py`; forward base 4.3-9.8 ms, per token 2.66-2.82 ms,
+/// attention 0.76-1.41 us a pair, a sampled row 0.91-1.10 ms). llama.cpp copies before it
+/// decodes, so copies do not overlap compute. The earlier AMD EPYC preset, which priced
+/// neither attention nor sampled rows, is bench/costs/smollm2-epyc-2026-12-02.json.
 const SMOLLM2_CPU: CostFile = CostFile {
-    fwd_base_s: 5.615e-3,
-    fwd_per_token_s: 2.704e-3,
-    attn_per_pair_s: 1.269e-6,
-    swap_out_per_token_s: 2.86e-6,
-    swap_in_per_token_s: 1.83e-6,
+    fwd_base_s: 5.98e-3,
+    fwd_per_token_s: 2.736e-3,
+    attn_per_pair_s: 1.078e-6,
+    sample_per_row_s: 0.979e-3,
+    swap_out_per_token_s: 2.75e-6,
+    swap_in_per_token_s: 1.91e-6,
     swap_base_s: 0.0,
     kv_bytes_per_token: 23_054,
     kv_read_per_token_s: 0.0,
@@ -75,13 +80,15 @@ const SMOLLM2_CPU: CostFile = CostFile {
 /// figures, not measured: a step reads the 12.1 GB of weights at ~1.6 TB/s (7.6 ms, 10 ms
 /// with launch overheads), each token costs 2 x 6.05 GFLOP at ~50% of 312 TFLOPS (0.078
 /// ms), each (token, earlier token) pair 4 x 4096 x 28 = 458,752 FLOP of attention at the
-/// same rate (2.94 ns), each row reads its KV (2 x 28 layers x 4096 x 2 bytes = 458,752 bytes a token) at
+/// same rate (2.94 ns; the per-token figure counts the output projection for every token, so
+/// a sampled row costs nothing more), each row reads its KV (2 x 28 layers x 4096 x 2 bytes = 458,752 bytes a token) at
 /// 1.6 TB/s (0.29 us a token), and a copy over PCIe 4.0 x16 moves ~25 GB/s (18.4 us a
 /// token) on the copy engine, beside compute.
 const GPTJ6B_A100: CostFile = CostFile {
     fwd_base_s: 0.010,
     fwd_per_token_s: 0.078e-3,
     attn_per_pair_s: 2.94e-9,
+    sample_per_row_s: 0.0,
     swap_out_per_token_s: 18.4e-6,
     swap_in_per_token_s: 18.4e-6,
     swap_base_s: 50e-6,
@@ -112,6 +119,7 @@ fn check(c: &CostFile) -> anyhow::Result<()> {
         c.fwd_base_s,
         c.fwd_per_token_s,
         c.attn_per_pair_s,
+        c.sample_per_row_s,
         c.swap_out_per_token_s,
         c.swap_in_per_token_s,
         c.swap_base_s,
@@ -144,6 +152,7 @@ pub fn from_metrics(parsed: &HashMap<String, f64>) -> anyhow::Result<CostFile> {
         fwd_per_token_s: get("forward_per_token_seconds")?,
         // Servers before the attention price had none; their line stands alone.
         attn_per_pair_s: get("attention_per_pair_seconds").unwrap_or(0.0),
+        sample_per_row_s: get("sample_per_row_seconds").unwrap_or(0.0),
         swap_out_per_token_s: get("swap_out_per_token_seconds")?,
         swap_in_per_token_s: get("swap_in_per_token_seconds")?,
         swap_base_s: get("swap_base_seconds").unwrap_or(0.0),
@@ -207,8 +216,9 @@ mod tests {
             "a server from before the attention price"
         );
         let page = format!("{page}tandem_cost_attention_per_pair_seconds 0.0000012\n");
+        let page = format!("{page}tandem_cost_sample_per_row_seconds 0.0003\n");
         let c = from_metrics(&crate::bench::server_metrics::parse(&page)).unwrap();
-        assert_eq!(c.attn_per_pair_s, 1.2e-6);
+        assert_eq!((c.attn_per_pair_s, c.sample_per_row_s), (1.2e-6, 3e-4));
         let e = from_metrics(&HashMap::new()).unwrap_err().to_string();
         assert!(e.contains("tandem_cost_forward_base_seconds"), "{e}");
     }

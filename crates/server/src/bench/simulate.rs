@@ -50,8 +50,8 @@ pub struct SimArgs {
     /// Cost profile: a preset (`smollm2-cpu`: measured on the reference 2-core machine;
     /// `gptj6b-a100`: GPT-J-6B on an A100, derived from datasheet figures) or a JSON file
     /// with fwd_base_s, fwd_per_token_s, swap_out_per_token_s, swap_in_per_token_s,
-    /// kv_bytes_per_token and optionally attn_per_pair_s, swap_base_s, kv_read_per_token_s,
-    /// overlap_copies
+    /// kv_bytes_per_token and optionally attn_per_pair_s, sample_per_row_s, swap_base_s,
+    /// kv_read_per_token_s, overlap_copies
     /// (docs/simulate.md).
     #[arg(long, default_value = "smollm2-cpu", conflicts_with = "costs_from")]
     pub costs: String,
