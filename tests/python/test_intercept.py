@@ -146,6 +146,7 @@ def test_client_leaving_during_a_pause_frees_everything(scripted):
 def test_costs_are_measured_and_exported(scripted):
     assert scripted.metric("tandem_cost_forward_per_token_seconds") > 0
     assert scripted.metric("tandem_cost_attention_per_pair_seconds") >= 0
+    assert scripted.metric("tandem_cost_attention_row_per_pair_seconds") >= 0
     assert scripted.metric("tandem_cost_sample_per_row_seconds") >= 0
     assert 20000 < scripted.metric("tandem_cost_kv_bytes_per_token") < 26000
     assert scripted.metric("tandem_swap_budget_tokens") >= 1

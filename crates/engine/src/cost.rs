@@ -1,7 +1,12 @@
 //! Measured costs the interception policy weighs: forward time against batch tokens, against
-//! the context attention visits and against the rows sampled, swap copy time per token in each direction, and KV
-//! bytes per token. A runner measures them at startup (`Runner::profile`); the fake runner
-//! reports its configured numbers.
+//! the context attention visits and against the rows sampled, swap copy time per token in
+//! each direction, and KV bytes per token. A runner measures them at startup
+//! (`Runner::profile`); the fake runner reports its configured numbers.
+
+/// Tokens of one sequence in a batch from which llama.cpp's CPU flash attention takes its
+/// tiled kernel (ggml-cpu `ops.cpp`); shorter rows (decode rows, short appends) go through
+/// its row-wise or split-KV kernels, which cost several times more per pair.
+pub const TILED_ATTENTION_ROWS: usize = 64;
 
 /// Cost model fitted to measurements: linear in batch tokens, plus attention's work, which
 /// grows with how deep in its sequence each batch token sits.
@@ -15,6 +20,9 @@ pub struct CostModel {
     /// or a recompute of a long one pays it quadratically; the batch-token line, measured on
     /// an empty sequence, leaves it out.
     pub attn_per_pair_s: f64,
+    /// The same for a row of fewer than [`TILED_ATTENTION_ROWS`] tokens of a sequence: every
+    /// decode row. `attn_per_pair_s` is what a prefill chunk pays.
+    pub attn_row_per_pair_s: f64,
     /// Seconds per row that samples (a batch item's last token): its logits (the output
     /// projection over the vocabulary) and the sampler. A decode step samples every row; the
     /// batch-token line, fitted to batches that sample once, leaves it out.
@@ -37,6 +45,7 @@ impl Default for CostModel {
             fwd_base_s: 0.01,
             fwd_per_token_s: 0.004,
             attn_per_pair_s: 0.0,
+            attn_row_per_pair_s: 0.0,
             sample_per_row_s: 0.0,
             swap_out_per_token_s: 13e-6,
             swap_in_per_token_s: 4e-6,
@@ -52,9 +61,24 @@ impl CostModel {
         self.fwd_base_s + self.fwd_per_token_s * tokens as f64
     }
 
-    /// Attention time of `len` tokens appended at position `start` of a sequence.
+    /// Attention time of `len` tokens appended at position `start` of a sequence in one
+    /// batch, at the price of the kernel a row of that length takes.
     pub fn t_attend(&self, start: usize, len: usize) -> f64 {
-        self.attn_per_pair_s * attention_pairs(start, len)
+        let price = if len >= TILED_ATTENTION_ROWS {
+            self.attn_per_pair_s
+        } else {
+            self.attn_row_per_pair_s
+        };
+        price * attention_pairs(start, len)
+    }
+
+    /// Attention time of `len` tokens appended at `start` in batches of at most `chunk`.
+    pub fn t_attend_chunked(&self, start: usize, len: usize, chunk: usize) -> f64 {
+        let chunk = chunk.max(1);
+        (0..len)
+            .step_by(chunk)
+            .map(|at| self.t_attend(start + at, chunk.min(len - at)))
+            .sum()
     }
 
     pub fn t_swap_out(&self, tokens: usize) -> f64 {
@@ -100,9 +124,16 @@ mod tests {
         );
         let c = CostModel {
             attn_per_pair_s: 1e-6,
+            attn_row_per_pair_s: 1e-5,
             ..CostModel::default()
         };
-        assert!((c.t_attend(100, 10) - 1055e-6).abs() < 1e-12);
+        // Ten tokens are a short row; a hundred are tiled.
+        assert!((c.t_attend(100, 10) - 1055e-5).abs() < 1e-12);
+        assert!((c.t_attend(0, 100) - 5050e-6).abs() < 1e-12);
+        // 130 tokens in chunks of 64: two tiled chunks and a 2-token row at 128.
+        let chunked = c.t_attend(0, 64) + c.t_attend(64, 64) + c.t_attend(128, 2);
+        assert!((c.t_attend_chunked(0, 130, 64) - chunked).abs() < 1e-12);
+        assert!(c.t_attend_chunked(0, 130, 64) > c.t_attend(0, 130));
     }
 
     #[test]

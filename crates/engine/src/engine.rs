@@ -264,10 +264,11 @@ fn export_intercept_stats(s: &SchedulerStats) {
 fn export_costs(sched: &Scheduler) {
     let c = sched.costs();
     tracing::info!(
-        "costs: forward {:.2} ms + {:.3} ms/token + attention {:.3} us per (token, earlier token) pair + {:.3} ms per sampled row; swap out {:.2} us/token, in {:.2} us/token; {} KV bytes/token; swap budget {} tokens/step",
+        "costs: forward {:.2} ms + {:.3} ms/token + attention {:.3} us per (token, earlier token) pair ({:.3} us in rows under 64 tokens) + {:.3} ms per sampled row; swap out {:.2} us/token, in {:.2} us/token; {} KV bytes/token; swap budget {} tokens/step",
         c.fwd_base_s * 1e3,
         c.fwd_per_token_s * 1e3,
         c.attn_per_pair_s * 1e6,
+        c.attn_row_per_pair_s * 1e6,
         c.sample_per_row_s * 1e3,
         c.swap_out_per_token_s * 1e6,
         c.swap_in_per_token_s * 1e6,
@@ -277,6 +278,7 @@ fn export_costs(sched: &Scheduler) {
     metrics::gauge!("tandem_cost_forward_base_seconds").set(c.fwd_base_s);
     metrics::gauge!("tandem_cost_forward_per_token_seconds").set(c.fwd_per_token_s);
     metrics::gauge!("tandem_cost_attention_per_pair_seconds").set(c.attn_per_pair_s);
+    metrics::gauge!("tandem_cost_attention_row_per_pair_seconds").set(c.attn_row_per_pair_s);
     metrics::gauge!("tandem_cost_sample_per_row_seconds").set(c.sample_per_row_s);
     metrics::gauge!("tandem_cost_swap_out_per_token_seconds").set(c.swap_out_per_token_s);
     metrics::gauge!("tandem_cost_swap_in_per_token_seconds").set(c.swap_in_per_token_s);

@@ -128,7 +128,7 @@ fn recompute_waste(start: usize, tokens: usize, x: &WasteInputs, cost: &CostMode
         return 0.0;
     }
     let n = tokens.div_ceil(x.chunk.max(1)).max(1);
-    let attn = cost.t_attend(start, tokens);
+    let attn = cost.t_attend_chunked(start, tokens, x.chunk);
     (cost.t_fwd(tokens) + attn) * tokens as f64 / 2.0
         + (n as f64 * cost.t_fwd(tokens / n) + attn) * x.others as f64
 }

@@ -425,6 +425,7 @@ mod tests {
             fwd_base_s: 0.01,
             fwd_per_token_s: 0.001,
             attn_per_pair_s: 1e-7,
+            attn_row_per_pair_s: 1e-6,
             sample_per_row_s: 1e-3,
             swap_out_per_token_s: 0.002,
             swap_in_per_token_s: 0.001,
@@ -450,14 +451,14 @@ mod tests {
                     sample: Some(SamplingParams::default()),
                     ..item(1000, 1)
                 },
-                item(0, 50),
+                item(0, 64),
             ],
             released: Vec::new(),
         };
         let host = |h: u64| if h == 8 { 40 } else { 0 };
-        // 51 tokens; rows read 1001 + 50 cells; attention visits 1001 + 50*51/2 pairs; one
-        // row samples; copies 0.2 + 0.04.
-        let compute = 0.01 + 0.051 + 1e-5 * 1051.0 + 1e-7 * (1001.0 + 1275.0) + 1e-3;
+        // 65 tokens; rows read 1001 + 64 cells; attention visits 1001 pairs in a one-token
+        // row and 64*65/2 in a tiled one; one row samples; copies 0.2 + 0.04.
+        let compute = 0.01 + 0.065 + 1e-5 * 1065.0 + 1e-6 * 1001.0 + 1e-7 * 2080.0 + 1e-3;
         assert!((cost.seconds(&plan, host) - (compute + 0.24)).abs() < 1e-12);
         cost.overlap_copies = true;
         assert!((cost.seconds(&plan, host) - 0.24).abs() < 1e-12);

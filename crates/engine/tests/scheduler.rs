@@ -256,6 +256,7 @@ fn shared_twelve_with_slow_copies(attn_per_pair_s: f64) -> (usize, u64) {
         swap_out_per_token_s: 1e-3,
         swap_in_per_token_s: 1e-3,
         attn_per_pair_s,
+        attn_row_per_pair_s: attn_per_pair_s,
         ..CostModel::default()
     });
     h.submit(pa, 6);

@@ -2,8 +2,10 @@
 //! (a line fitted to a few prefill sizes on an empty sequence), the price of a sampled row
 //! (a batch whose every token is sampled, as in a decode step, against one sampled once),
 //! attention's price per (query, key) pair (a batch run deep in a filled sequence, minus the
-//! line), and swap-out/in time and KV bytes per token (that filled sequence copied to a host
-//! buffer and back). Runs on slot 0, which is empty at startup and left empty afterwards.
+//! line), swap-out/in time and KV bytes per token (that filled sequence copied to a host
+//! buffer and back), and attention's price in one-token rows (that copy restored into more
+//! slots, each decoding a row deep, against the same rows at position 0). Runs on slots that
+//! are empty at startup and leaves them empty.
 
 use std::time::Instant;
 
@@ -22,6 +24,8 @@ const REPEATS: usize = 3;
 const DEEP_BATCH: usize = 64;
 /// Tokens of the batch that prices a sampled row: sampled once, then each.
 const SAMPLED_ROWS: usize = 16;
+/// Sequences whose one-token rows price attention in short rows (a decode step's).
+const DECODE_ROWS: usize = 8;
 /// How deep the sequence is filled for the attention and swap timings: deep enough that
 /// attention is a tenth or more of the deep batch's time on a small model, short enough to
 /// fill in about as long as the swap timings took before they used it.
@@ -49,11 +53,12 @@ pub(crate) fn measure(r: &mut LlamaRunner) -> Result<CostModel, RunnerError> {
     let deep = fastest(|| forward(r, depth, k))?;
     let attn_per_pair_s = attention_price(deep, shallow, k, depth);
     let (out, inn, bytes) = swap_round_trips(r)?;
-    r.remove(0, 0)?;
+    let attn_row_per_pair_s = row_attention_price(r, depth, DECODE_ROWS.min(r.n_slots))?;
     Ok(CostModel {
         fwd_base_s,
         fwd_per_token_s,
         attn_per_pair_s,
+        attn_row_per_pair_s,
         sample_per_row_s,
         swap_out_per_token_s: out / depth as f64,
         swap_in_per_token_s: inn / depth as f64,
@@ -89,10 +94,40 @@ fn sampled_row_price(r: &mut LlamaRunner, n: usize) -> Result<f64, RunnerError> 
     Ok(((each - once) / (n - 1) as f64).max(0.0))
 }
 
-/// Seconds `execute` takes over `items` on an empty slot 0 (emptied again afterwards, and
-/// the items' samplers dropped).
+/// Attention's price per pair in one-token rows: slot 0 (filled to `depth`) copied into
+/// slots `1..k`, then one row in each decoded at `depth`, against the same rows at position 0
+/// of empty slots (`k * depth` more pairs). Leaves every slot empty.
+fn row_attention_price(r: &mut LlamaRunner, depth: usize, k: usize) -> Result<f64, RunnerError> {
+    let state = r.save(0)?;
+    for q in 1..k {
+        r.restore(&state, q as i32)?;
+    }
+    let bos = r.model.bos();
+    let rows = |at: usize| -> Vec<PlanItem> {
+        (0..k)
+            .map(|q| PlanItem {
+                seq: q as i32,
+                ..filler(bos, q as RequestId, at, 1)
+            })
+            .collect()
+    };
+    let deep = fastest(|| served_step(r, rows(depth)))?;
+    for q in 0..k {
+        r.remove(q as i32, 0)?;
+    }
+    let shallow = fastest(|| served_step(r, rows(0)))?;
+    Ok(attention_price(deep, shallow, k, depth))
+}
+
+/// Seconds `execute` takes over `items` (the slots they write are cut back to where the
+/// items start afterwards, and the items' samplers dropped).
 fn served_step(r: &mut LlamaRunner, items: Vec<PlanItem>) -> Result<f64, RunnerError> {
     let released: Vec<RequestId> = items.iter().map(|i| i.request).collect();
+    let mut starts = std::collections::BTreeMap::new();
+    for i in &items {
+        let at = starts.entry(i.seq).or_insert(i.start_pos);
+        *at = (*at).min(i.start_pos);
+    }
     let plan = StepPlan {
         kv_ops: Vec::new(),
         items,
@@ -106,7 +141,9 @@ fn served_step(r: &mut LlamaRunner, items: Vec<PlanItem>) -> Result<f64, RunnerE
         items: Vec::new(),
         released,
     })?;
-    r.remove(0, 0)?;
+    for (seq, at) in starts {
+        r.remove(seq, at)?;
+    }
     Ok(dt)
 }
 

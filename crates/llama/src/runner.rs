@@ -43,6 +43,7 @@ pub struct LlamaRunner {
     host: HashMap<SwapHandle, SeqState>,
     pub(crate) max_batch_tokens: usize,
     pub(crate) cells_per_seq: usize,
+    pub(crate) n_slots: usize,
 }
 
 /// llama.cpp's "pick a random seed" value.
@@ -125,6 +126,7 @@ impl LlamaRunner {
             host: HashMap::new(),
             max_batch_tokens,
             cells_per_seq: cfg.cells_per_seq,
+            n_slots: cfg.n_slots,
         })
     }
 

@@ -379,6 +379,7 @@ fn profile_measures_plausible_costs_and_leaves_the_cache_empty() {
     // Attention is priced, and at a CPU's order: well under the 2 x 30 layers x 9 heads x 64
     // dims x 2 flops (69 kFLOP) of one pair at 1 GFLOP/s. Noise can price it at zero.
     assert!((0.0..7e-5).contains(&c.attn_per_pair_s), "{c:?}");
+    assert!((0.0..7e-4).contains(&c.attn_row_per_pair_s), "{c:?}");
     // A sampled row: the 576 x 49,152 output projection (57 MFLOP) and a sampler over 49,152
     // logits; well under 60 ms even at 1 GFLOP/s.
     assert!((0.0..0.06).contains(&c.sample_per_row_s), "{c:?}");

@@ -19,6 +19,10 @@ pub struct CostFile {
     /// Attention per (batch token, earlier token) pair; 0 when not given (older files).
     #[serde(default)]
     pub attn_per_pair_s: f64,
+    /// Attention per pair for rows of fewer than 64 tokens (decode rows); when not given,
+    /// `attn_per_pair_s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attn_row_per_pair_s: Option<f64>,
     /// Output projection and sampler per sampled row; 0 when not given (older files).
     #[serde(default)]
     pub sample_per_row_s: f64,
@@ -40,6 +44,7 @@ impl From<CostFile> for StepCost {
                 fwd_base_s: c.fwd_base_s,
                 fwd_per_token_s: c.fwd_per_token_s,
                 attn_per_pair_s: c.attn_per_pair_s,
+                attn_row_per_pair_s: c.attn_row_per_pair_s.unwrap_or(c.attn_per_pair_s),
                 sample_per_row_s: c.sample_per_row_s,
                 swap_out_per_token_s: c.swap_out_per_token_s,
                 swap_in_per_token_s: c.swap_in_per_token_s,
@@ -59,17 +64,19 @@ pub const PRESETS: [&str; 2] = ["smollm2-cpu", "gptj6b-a100"];
 /// class, llama.cpp built without AMX, no GPU; `tandem serve --threads 2 --max-seqs 16
 /// --kv-cells 32768`): the median of each figure over seven startup profiles logged on
 /// 2026-12-02 (bench/costs/smollm2-xeon-profiles-2026-12-02.log, through
-/// `bench/cost_profile_median.py`; forward base 4.3-9.8 ms, per token 2.66-2.82 ms,
-/// attention 0.76-1.41 us a pair, a sampled row 0.91-1.10 ms). llama.cpp copies before it
-/// decodes, so copies do not overlap compute. The earlier AMD EPYC preset, which priced
-/// neither attention nor sampled rows, is bench/costs/smollm2-epyc-2026-12-02.json.
+/// `bench/cost_profile_median.py`; forward base 2.9-6.3 ms, per token 2.61-2.93 ms,
+/// attention 1.06-1.68 us a pair in a 64-token batch and 11.2-12.5 us in one-token rows, a
+/// sampled row 0.93-1.11 ms). llama.cpp copies before it decodes, so copies do not overlap
+/// compute. The earlier AMD EPYC preset, which priced neither attention nor sampled rows,
+/// is bench/costs/smollm2-epyc-2026-12-02.json.
 const SMOLLM2_CPU: CostFile = CostFile {
-    fwd_base_s: 5.98e-3,
-    fwd_per_token_s: 2.736e-3,
-    attn_per_pair_s: 1.078e-6,
-    sample_per_row_s: 0.979e-3,
-    swap_out_per_token_s: 2.75e-6,
-    swap_in_per_token_s: 1.91e-6,
+    fwd_base_s: 3.59e-3,
+    fwd_per_token_s: 2.782e-3,
+    attn_per_pair_s: 1.578e-6,
+    attn_row_per_pair_s: Some(11.34e-6),
+    sample_per_row_s: 0.97e-3,
+    swap_out_per_token_s: 2.58e-6,
+    swap_in_per_token_s: 1.79e-6,
     swap_base_s: 0.0,
     kv_bytes_per_token: 23_054,
     kv_read_per_token_s: 0.0,
@@ -88,6 +95,7 @@ const GPTJ6B_A100: CostFile = CostFile {
     fwd_base_s: 0.010,
     fwd_per_token_s: 0.078e-3,
     attn_per_pair_s: 2.94e-9,
+    attn_row_per_pair_s: None,
     sample_per_row_s: 0.0,
     swap_out_per_token_s: 18.4e-6,
     swap_in_per_token_s: 18.4e-6,
@@ -119,6 +127,7 @@ fn check(c: &CostFile) -> anyhow::Result<()> {
         c.fwd_base_s,
         c.fwd_per_token_s,
         c.attn_per_pair_s,
+        c.attn_row_per_pair_s.unwrap_or(0.0),
         c.sample_per_row_s,
         c.swap_out_per_token_s,
         c.swap_in_per_token_s,
@@ -152,6 +161,7 @@ pub fn from_metrics(parsed: &HashMap<String, f64>) -> anyhow::Result<CostFile> {
         fwd_per_token_s: get("forward_per_token_seconds")?,
         // Servers before the attention price had none; their line stands alone.
         attn_per_pair_s: get("attention_per_pair_seconds").unwrap_or(0.0),
+        attn_row_per_pair_s: get("attention_row_per_pair_seconds").ok(),
         sample_per_row_s: get("sample_per_row_seconds").unwrap_or(0.0),
         swap_out_per_token_s: get("swap_out_per_token_seconds")?,
         swap_in_per_token_s: get("swap_in_per_token_seconds")?,
@@ -219,6 +229,14 @@ mod tests {
         let page = format!("{page}tandem_cost_sample_per_row_seconds 0.0003\n");
         let c = from_metrics(&crate::bench::server_metrics::parse(&page)).unwrap();
         assert_eq!((c.attn_per_pair_s, c.sample_per_row_s), (1.2e-6, 3e-4));
+        assert_eq!(
+            StepCost::from(c).model.attn_row_per_pair_s,
+            1.2e-6,
+            "row price defaults"
+        );
+        let page = format!("{page}tandem_cost_attention_row_per_pair_seconds 0.00001\n");
+        let c = from_metrics(&crate::bench::server_metrics::parse(&page)).unwrap();
+        assert_eq!(StepCost::from(c).model.attn_row_per_pair_s, 1e-5);
         let e = from_metrics(&HashMap::new()).unwrap_err().to_string();
         assert!(e.contains("tandem_cost_forward_base_seconds"), "{e}");
     }
