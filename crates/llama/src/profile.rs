@@ -91,6 +91,7 @@ fn sampled_row_price(r: &mut LlamaRunner, n: usize) -> Result<f64, RunnerError> 
     let once = fastest(|| served_step(r, vec![filler(bos, 0, 0, n)]))?;
     let rows = || (0..n).map(|i| filler(bos, i as u64, i, 1)).collect();
     let each = fastest(|| served_step(r, rows()))?;
+    release_samplers(r, 0..n as RequestId)?;
     Ok(((each - once) / (n - 1) as f64).max(0.0))
 }
 
@@ -116,13 +117,14 @@ fn row_attention_price(r: &mut LlamaRunner, depth: usize, k: usize) -> Result<f6
         r.remove(q as i32, 0)?;
     }
     let shallow = fastest(|| served_step(r, rows(0)))?;
+    release_samplers(r, 0..k as RequestId)?;
     Ok(attention_price(deep, shallow, k, depth))
 }
 
 /// Seconds `execute` takes over `items` (the slots they write are cut back to where the
-/// items start afterwards, and the items' samplers dropped).
+/// items start afterwards). The items' samplers stay, as a request's do between its steps,
+/// so repeats after the first do not time their construction: `release_samplers` after.
 fn served_step(r: &mut LlamaRunner, items: Vec<PlanItem>) -> Result<f64, RunnerError> {
-    let released: Vec<RequestId> = items.iter().map(|i| i.request).collect();
     let mut starts = std::collections::BTreeMap::new();
     for i in &items {
         let at = starts.entry(i.seq).or_insert(i.start_pos);
@@ -136,15 +138,23 @@ fn served_step(r: &mut LlamaRunner, items: Vec<PlanItem>) -> Result<f64, RunnerE
     let t0 = Instant::now();
     r.execute(&plan)?;
     let dt = t0.elapsed().as_secs_f64();
-    r.execute(&StepPlan {
-        kv_ops: Vec::new(),
-        items: Vec::new(),
-        released,
-    })?;
     for (seq, at) in starts {
         r.remove(seq, at)?;
     }
     Ok(dt)
+}
+
+/// Drops the samplers `served_step` left for `requests`.
+fn release_samplers(
+    r: &mut LlamaRunner,
+    requests: impl IntoIterator<Item = RequestId>,
+) -> Result<(), RunnerError> {
+    r.execute(&StepPlan {
+        kv_ops: Vec::new(),
+        items: Vec::new(),
+        released: requests.into_iter().collect(),
+    })?;
+    Ok(())
 }
 
 /// The fastest of `REPEATS` timings.
