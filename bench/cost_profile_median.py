@@ -2,7 +2,8 @@
 """The median of each figure over the startup cost profiles `tandem serve` logged
 ("costs: forward ... ms + ... ms/token + attention ... us per ... pair (... us in rows under
 64 tokens) + ... ms per sampled row; swap out ... us/token, in ... us/token; ... KV
-bytes/token"; older lines without the attention or sampled-row figures count them as 0), printed as a `tandem simulate --costs` JSON file.
+bytes/token"; older lines without the attention or sampled-row figures count them as 0),
+printed as a `tandem simulate --costs` JSON file.
 Usage: bench/cost_profile_median.py LOG... (server logs, e.g. bench/work/intercept/*.log).
 The preset `smollm2-cpu` (crates/server/src/bench/sim_costs.rs) was made this way."""
 import json

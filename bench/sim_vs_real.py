@@ -28,7 +28,7 @@ def main():
     print("|---|---|---|---|---|---|")
     real = loaded[0][0]
     for policy, by_rate in real.items():
-        for rate, r in by_rate.items():
+        for rate in by_rate:
             rows = [l[0].get(policy, {}).get(rate) for l in loaded]
             if any(x is None for x in rows):
                 continue
