@@ -220,14 +220,16 @@ impl Scheduler {
 
     /// Whether copying `keep` tokens out of a `len`-token sequence at `from` is cheaper than
     /// prefilling them (the copy is a swap-out and swap-in of the whole source, or only the
-    /// swap-in when it is in the host pool; the prefill's attention counts too).
+    /// swap-in when it is in the host pool; the prefill's attention counts too, chunked by the
+    /// step budget as the prefill would be, as min-waste prices a recompute).
     pub(crate) fn copy_pays(&self, from: Loc, keep: usize, len: usize) -> bool {
         let c = &self.cost;
         let copy = match from {
             Loc::Device(_) => c.t_swap_out(len) + c.t_swap_in(len),
             Loc::Host(_) => c.t_swap_in(len),
         };
-        keep > 0 && copy < c.fwd_per_token_s * keep as f64 + c.t_attend(0, keep)
+        let attend = c.t_attend_chunked(0, keep, self.cfg.max_batch_tokens);
+        keep > 0 && copy < c.fwd_per_token_s * keep as f64 + attend
     }
 
     /// A free slot, making one by moving the least recently used retained sequence off the

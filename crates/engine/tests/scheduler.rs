@@ -247,16 +247,23 @@ fn a_new_request_sharing_most_of_its_prompt_copies_it_rather_than_taking_the_con
     h.follow_up_finds_its_whole_turn(&pa, a);
 }
 
-/// B's prompt shares 12 tokens with A's finished one; copies cost 1 ms a token each way.
-/// Returns B's cached tokens and the prefix copies made, with attention at `attn` a pair.
-fn shared_twelve_with_slow_copies(attn_per_pair_s: f64) -> (usize, u64) {
-    let (pa, pb) = sharing(12);
-    let mut h = Harness::new(4, 512, 32);
+/// B's prompt shares `shared` tokens with A's finished one, with a step budget of `budget`;
+/// copies cost `copy_s` a token each way, attention `batch` a pair in rows of 64 tokens and
+/// more and `row` below. Returns B's cached tokens and the prefix copies made.
+fn shared_with_slow_copies(
+    shared: usize,
+    budget: usize,
+    copy_s: f64,
+    batch: f64,
+    row: f64,
+) -> (usize, u64) {
+    let (pa, pb) = sharing(shared);
+    let mut h = Harness::new(4, 512, budget);
     h.sched.set_costs(CostModel {
-        swap_out_per_token_s: 1e-3,
-        swap_in_per_token_s: 1e-3,
-        attn_per_pair_s,
-        attn_row_per_pair_s: attn_per_pair_s,
+        swap_out_per_token_s: copy_s,
+        swap_in_per_token_s: copy_s,
+        attn_per_pair_s: batch,
+        attn_row_per_pair_s: row,
         ..CostModel::default()
     });
     h.submit(pa, 6);
@@ -270,14 +277,25 @@ fn shared_twelve_with_slow_copies(attn_per_pair_s: f64) -> (usize, u64) {
 #[test]
 fn a_copy_that_costs_more_than_prefilling_its_tokens_is_not_made() {
     // Copying A's sequence out and in costs more than prefilling 12 tokens (48 ms).
-    assert_eq!(shared_twelve_with_slow_copies(0.0), (0, 0));
+    assert_eq!(shared_with_slow_copies(12, 32, 1e-3, 0.0, 0.0), (0, 0));
 }
 
 #[test]
 fn a_copy_pays_when_the_prefill_it_saves_includes_attention() {
     // Attention priced at 2 ms a pair: prefilling the 12 shared tokens (78 pairs) costs
     // 48 + 156 ms, more than copying A's sequence out and in (under 100 ms).
-    assert_eq!(shared_twelve_with_slow_copies(2e-3), (12, 1));
+    assert_eq!(shared_with_slow_copies(12, 32, 1e-3, 2e-3, 2e-3), (12, 1));
+}
+
+#[test]
+fn a_copy_prices_the_prefill_it_saves_in_chunks_of_the_step_budget() {
+    // 70 shared tokens, budget 64: the prefill would run a 64-token chunk (free attention in
+    // the tiled kernel here) and a 6-token one at 2 ms a pair (over 400 pairs), so copying
+    // A's 106 tokens out and in at 3 ms a token each way (636 ms) pays; priced as one
+    // 70-token row, the prefill would cost only its 280 ms of forward time. Without the
+    // short chunk's price B takes A's slot over instead (its 70 tokens, no copy).
+    assert_eq!(shared_with_slow_copies(70, 64, 3e-3, 0.0, 2e-3), (70, 1));
+    assert_eq!(shared_with_slow_copies(70, 64, 3e-3, 0.0, 0.0), (70, 0));
 }
 
 /// Four prompts sharing a 40-token head, each with its own 10-token tail.
