@@ -19,7 +19,12 @@ fi
 echo "$SHA  $TARBALL" | sha256sum -c --status || { echo "sha256 mismatch for $TARBALL" >&2; exit 1; }
 tar -xzf "$TARBALL" -C "$WORK"
 SRC=$(dirname "$(find "$WORK" -path '*/tools/server/CMakeLists.txt' | head -1)")/../..
+# The same kernels as tandem's llama.cpp: on x86-64 it is built without AMX, whose matmul
+# crashes on some Xeons (.cargo/config.toml, docs/architecture.md "How llama.cpp is built").
+FLAGS=""
+[ "$(uname -m)" = x86_64 ] && FLAGS="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
 cmake -S "$SRC" -B "$WORK/build" -DCMAKE_BUILD_TYPE=Release -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF \
-  -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=ON -DGGML_NATIVE=ON >&2
+  -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=ON -DGGML_NATIVE=ON \
+  -DCMAKE_C_FLAGS="$FLAGS" -DCMAKE_CXX_FLAGS="$FLAGS" >&2
 cmake --build "$WORK/build" --target llama-server -j "$(nproc)" >&2
 echo "$BIN"

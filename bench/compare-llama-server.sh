@@ -4,8 +4,9 @@
 # aggregate throughput at 16 streams, TTFT of a 512-token prompt, the client-side tool-loop
 # workload at two arrival rates, and the same workload as an agent's: every conversation starts
 # with one shared 400-token system prompt.
-# Writes bench/results/llama-server-comparison.{json,md}.
+# Writes $RESULT.{json,md} (default bench/results/llama-server-comparison).
 # Usage: bench/compare-llama-server.sh [MODEL.gguf]
+# Knobs (environment): RATES (tool-loop arrival rates), AGENT_RATE, RESULT.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/lib.sh
@@ -14,6 +15,7 @@ THREADS="${THREADS:-$(nproc)}"
 SEQS=16; CELLS=32768
 RATES="${RATES:-0.3 0.6}"
 AGENT_RATE="${AGENT_RATE:-0.3}"
+RESULT="${RESULT:-bench/results/llama-server-comparison}"
 OUT=bench/work/compare; mkdir -p "$OUT" bench/results
 LLAMA_SERVER=$(bench/build-llama-server.sh)
 cargo build --release --locked --bin tandem >&2
@@ -54,5 +56,6 @@ kill "${PIDS[@]}"; wait 2>/dev/null || true
 # llama.cpp's own --version reports the git commit of the enclosing checkout (tandem's), so the
 # label is the PyPI source release it was built from.
 LS_LABEL="$(basename "${LLAMA_SERVER%/build/bin/llama-server}") (PyPI sdist)"
-python3 bench/compare_table.py "$OUT" "$RATES" "$LS_LABEL" "$AGENT_RATE" > bench/results/llama-server-comparison.md
-cat bench/results/llama-server-comparison.md
+COMMAND="RATES='$RATES' AGENT_RATE=$AGENT_RATE RESULT=$RESULT bench/compare-llama-server.sh"
+python3 bench/compare_table.py "$OUT" "$RATES" "$LS_LABEL" "$AGENT_RATE" "$RESULT" "$COMMAND" > "$RESULT.md"
+cat "$RESULT.md"

@@ -1,4 +1,7 @@
-"""Turns the reports of bench/compare-llama-server.sh into one JSON and a Markdown table."""
+"""Turns the reports of bench/compare-llama-server.sh into one JSON and a Markdown table.
+
+Usage: compare_table.py OUT RATES LLAMA_SERVER_LABEL AGENT_RATE RESULT COMMAND: writes
+RESULT.json, prints the table (COMMAND is the command line it names)."""
 import json
 import platform
 import subprocess
@@ -7,6 +10,7 @@ import time
 from pathlib import Path
 
 out, rates, ls_version, agent_rate = Path(sys.argv[1]), sys.argv[2].split(), sys.argv[3], sys.argv[4]
+result, command = sys.argv[5], sys.argv[6]
 
 
 def load(name):
@@ -39,11 +43,11 @@ t, l = figures("tandem"), figures("llama-server")
 cpu = subprocess.run(["sh", "-c", "lscpu | sed -n 's/Model name: *//p'"], capture_output=True, text=True).stdout.strip()
 machine = f"{cpu}, {subprocess.run(['nproc'], capture_output=True, text=True).stdout.strip()} cores, {platform.system()}"
 date = time.strftime("%Y-%m-%d")
-(Path("bench/results/llama-server-comparison.json")).write_text(json.dumps(
+Path(f"{result}.json").write_text(json.dumps(
     {"date": date, "machine": machine, "llama_server": ls_version, "tandem": t, "llama-server": l}, indent=2))
 print(f"# tandem vs llama-server ({date})\n")
 print(f"Machine: {machine}. llama-server: {ls_version}. Model: SmolLM2-135M-Instruct Q4_1.")
-print("Command: `bench/compare-llama-server.sh` (both servers: same GGUF, threads, 16 sequences, 32768 KV cells).\n")
+print(f"Command: `{command}` (both servers: same GGUF, threads, 16 sequences, 32768 KV cells).\n")
 print("| figure | tandem | llama-server | tandem / llama-server |")
 print("|---|---|---|---|")
 for k in t:
