@@ -5,10 +5,12 @@ Reads RUN_DIR/NAME-RATE.json bench reports (or `tandem simulate` reports, which 
 shape); writes OUT_PREFIX.{json,md,svg}. COMMAND is the command line the Markdown names
 (default: bench/intercept-policies.sh), SETUP the model and server sizes it states.
 """
+import glob
 import json
 import os
 import platform
 import random
+import re
 import sys
 import time
 
@@ -163,6 +165,29 @@ def svg(runs, rates):
     return "\n".join(out)
 
 
+def cpu_name():
+    """The CPU's model name from /proc/cpuinfo (platform.processor() is often just the arch)."""
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_speed(run_dir):
+    """The range of tandem's startup-profiled forward time per batch token over the runs'
+    servers (their `costs:` log lines), or None without logs: this shared machine's speed
+    drifts, so a table says how fast it was while it ran."""
+    per_token = []
+    for log in sorted(glob.glob(os.path.join(run_dir, "tandem-*.log"))):
+        per_token += [float(m) for m in re.findall(r"costs: forward [\d.]+ ms \+ ([\d.]+) ms/token", open(log).read())]
+    if not per_token:
+        return None
+    return f"tandem's startup profiles: {min(per_token):.2f}–{max(per_token):.2f} ms a batch token over {len(per_token)} servers"
+
+
 def main():
     run_dir, rates, scale, limit, prefix = sys.argv[1], sys.argv[2].split(), sys.argv[3], float(sys.argv[4]), sys.argv[5]
     command = sys.argv[6] if len(sys.argv) > 6 else "bench/intercept-policies.sh"
@@ -170,7 +195,10 @@ def main():
     simulated = "simulate" in command
     runs, latencies = load(run_dir, rates)
     t = targets(runs, latencies, rates, limit)
-    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}"
+    machine = f"{cpu_name()}, {os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}"
+    speed = None if simulated else machine_speed(run_dir)
+    if speed:
+        machine += f" ({speed})"
     json.dump({"machine": machine, "scale": scale, "saturated_above_s_per_token": limit,
                "targets": t, "runs": runs}, open(prefix + ".json", "w"), indent=1)
     open(prefix + ".svg", "w").write(svg(runs, rates))

@@ -115,3 +115,14 @@ def test_bench_rejects_bad_workload(tmp_path):
     wl.write_text(json.dumps({"segments": [{"decode_tokens": 3, "tool": {"name": "t", "duration_s": 0, "result_tokens": 1}}], "prompt_tokens": 4}) + "\n")
     r = subprocess.run([str(BIN), "bench", "--workload", str(wl)], capture_output=True, text=True)
     assert r.returncode != 0 and "last segment" in r.stderr
+
+
+def test_machine_speed_reads_the_servers_cost_lines(tmp_path):
+    machine_speed = intercept_table().machine_speed
+    assert machine_speed(tmp_path) is None  # no server logs (a simulated sweep): nothing said
+    line = "\x1b[2m2026-12-02T16:06:31Z\x1b[0m INFO costs: forward {} ms + {} ms/token + attention 1 us\n"
+    (tmp_path / "tandem-min-waste.log").write_text(line.format("0.00", "5.467") + "other line\n"
+                                                     + line.format("20.15", "4.282"))
+    (tmp_path / "tandem-discard.log").write_text(line.format("1.00", "6.408"))
+    (tmp_path / "llama-server.log").write_text(line.format("0", "99.0"))  # not tandem's
+    assert machine_speed(tmp_path) == "tandem's startup profiles: 4.28–6.41 ms a batch token over 3 servers"
