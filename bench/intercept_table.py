@@ -10,9 +10,11 @@ import json
 import os
 import platform
 import random
-import re
 import sys
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from cost_profile_median import profiles  # noqa: E402  (the parser of the `costs:` line)
 
 NAMES = ["min-waste", "preserve", "swap", "discard", "llama-server"]
 COLORS = {"min-waste": "#d62728", "preserve": "#1f77b4", "swap": "#2ca02c",
@@ -180,9 +182,8 @@ def machine_speed(run_dir):
     """The range of tandem's startup-profiled forward time per batch token over the runs'
     servers (their `costs:` log lines), or None without logs: this shared machine's speed
     drifts, so a table says how fast it was while it ran."""
-    per_token = []
-    for log in sorted(glob.glob(os.path.join(run_dir, "tandem-*.log"))):
-        per_token += [float(m) for m in re.findall(r"costs: forward [\d.]+ ms \+ ([\d.]+) ms/token", open(log).read())]
+    logs = sorted(glob.glob(os.path.join(run_dir, "tandem-*.log")))
+    per_token = [float(p[1]) for p in profiles(logs)]
     if not per_token:
         return None
     return f"tandem's startup profiles: {min(per_token):.2f}–{max(per_token):.2f} ms a batch token over {len(per_token)} servers"

@@ -120,7 +120,10 @@ def test_bench_rejects_bad_workload(tmp_path):
 def test_machine_speed_reads_the_servers_cost_lines(tmp_path):
     machine_speed = intercept_table().machine_speed
     assert machine_speed(tmp_path) is None  # no server logs (a simulated sweep): nothing said
-    line = "\x1b[2m2026-12-02T16:06:31Z\x1b[0m INFO costs: forward {} ms + {} ms/token + attention 1 us\n"
+    line = ("\x1b[2m2026-12-02T16:06:31Z\x1b[0m INFO costs: forward {} ms + {} ms/token + attention"
+            " 1.966 us per (token, earlier token) pair (19.931 us in rows under 64 tokens) + 1.408 ms"
+            " per sampled row; swap out 4.14 us/token, in 2.43 us/token; 23054 KV bytes/token;"
+            " swap budget 512 tokens/step\n")
     (tmp_path / "tandem-min-waste.log").write_text(line.format("0.00", "5.467") + "other line\n"
                                                      + line.format("20.15", "4.282"))
     (tmp_path / "tandem-discard.log").write_text(line.format("1.00", "6.408"))
