@@ -70,8 +70,8 @@ pub const PRESETS: [&str; 2] = ["smollm2-cpu", "gptj6b-a100"];
 /// timing also built a sampler per row each repeat (about 0.1-0.2 ms of it; later profiles
 /// gave 0.76-0.98 ms on the same machine at other times, when its per-token time had moved
 /// by up to 12%, so they were not swapped in for the calibration's). llama.cpp copies
-/// before it decodes, so copies do not overlap compute. The earlier AMD EPYC preset, which priced neither attention nor sampled rows,
-/// is bench/costs/smollm2-epyc-2026-12-02.json.
+/// before it decodes, so copies do not overlap compute. The earlier AMD EPYC preset, which
+/// priced neither attention nor sampled rows, is bench/costs/smollm2-epyc-2026-12-02.json.
 const SMOLLM2_CPU: CostFile = CostFile {
     fwd_base_s: 3.59e-3,
     fwd_per_token_s: 2.782e-3,
