@@ -67,6 +67,12 @@ impl Runs {
         .push(m);
     }
 
+    /// Every request's marks, lazy and partial, in the order they ran (for the report's JSON:
+    /// a mean's outliers can be looked at).
+    fn marks(&self) -> Value {
+        json!({"lazy": self.lazy, "partial": self.partial})
+    }
+
     fn summarize(&self, group: usize) -> Summary {
         let mut s = summary::summarize(&self.lazy, &self.partial, group);
         s.set_engine_busy(&self.busy[0], &self.busy[1]);
@@ -151,14 +157,17 @@ pub async fn run(args: &BenchArgs, client: &Client, ws: Vec<Workload>) -> anyhow
             )
         })?;
     }
-    let (mut results, mut examples) = (BTreeMap::new(), Vec::new());
+    let (mut results, mut examples, mut marks) = (BTreeMap::new(), Vec::new(), BTreeMap::new());
     for w in &ws {
         let one = alone(client, w, args.reps, &bar).await?;
         let mut pair = vec![("alone".to_string(), one.summarize(1))];
+        let mut raw = vec![("alone".to_string(), one.marks())];
         if args.rounds > 0 {
             let many = loaded(client, w, args.rounds, n, &bar).await?;
             pair.push((format!("x{n}"), many.summarize(n)));
+            raw.push((format!("x{n}"), many.marks()));
         }
+        marks.insert(w.name, raw);
         let line = format!("{}: {}", w.name, serde_json::to_string(&pair)?);
         if bar.is_hidden() {
             eprintln!("{line}"); // progress to a log (no terminal)
@@ -172,7 +181,7 @@ pub async fn run(args: &BenchArgs, client: &Client, ws: Vec<Workload>) -> anyhow
         results.insert(w.name, pair);
     }
     bar.finish_and_clear();
-    report(args, &ws, &results, &examples)
+    report(args, &ws, &results, &examples, &marks)
 }
 
 fn report(
@@ -180,6 +189,7 @@ fn report(
     ws: &[Workload],
     results: &BTreeMap<&str, Vec<(String, Summary)>>,
     examples: &[(String, bool, Marks)],
+    marks: &BTreeMap<&str, Vec<(String, Value)>>,
 ) -> anyhow::Result<()> {
     let meta = meta(args);
     let mut md = vec![
@@ -215,7 +225,7 @@ fn report(
         .iter()
         .map(|(l, _, m)| json!({"label": l, "marks": m}))
         .collect();
-    let report = json!({"meta": meta, "results": results, "timeline_examples": ex});
+    let report = json!({"meta": meta, "results": results, "timeline_examples": ex, "marks": marks});
     if let Some(prefix) = &args.out {
         let path = |ext: &str| PathBuf::from(format!("{}{ext}", prefix.display()));
         std::fs::write(path(".json"), serde_json::to_string_pretty(&report)?)?;
@@ -261,5 +271,24 @@ mod tests {
     fn modes_alternate_which_goes_first() {
         assert_eq!(order(0), [false, true]);
         assert_eq!(order(1), [true, false]);
+    }
+
+    #[test]
+    fn the_report_keeps_every_request_in_the_order_it_ran() {
+        let mut runs = Runs::default();
+        for (partial, total) in [(false, 3.0), (true, 2.0), (false, 4.0)] {
+            let m = Marks {
+                total,
+                ..Marks::default()
+            };
+            runs.push(partial, m);
+        }
+        let v = runs.marks();
+        let totals = |mode: &str| -> Vec<f64> {
+            let rows = v[mode].as_array().unwrap();
+            rows.iter().map(|m| m["total"].as_f64().unwrap()).collect()
+        };
+        assert_eq!(totals("lazy"), [3.0, 4.0]);
+        assert_eq!(totals("partial"), [2.0]);
     }
 }
