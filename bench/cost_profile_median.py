@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The median of each figure over the startup cost profiles `tandem serve` logged
 ("costs: forward ... ms + ... ms/token + attention ... us per ... pair (... us in rows under
-64 tokens) + ... ms per sampled row; swap out ... us/token, in ... us/token; ... KV
+N tokens) + ... ms per sampled row; swap out ... us/token, in ... us/token; ... KV
 bytes/token"; older lines without the attention or sampled-row figures count them as 0),
 printed as a `tandem simulate --costs` JSON file.
 Usage: bench/cost_profile_median.py LOG... (server logs, e.g. bench/work/intercept/*.log).
@@ -14,7 +14,7 @@ import sys
 LINE = re.compile(
     r"costs: forward ([\d.]+) ms \+ ([\d.]+) ms/token"
     r"(?: \+ attention ([\d.]+) us per \(token, earlier token\) pair"
-    r"(?: \(([\d.]+) us in rows under 64 tokens\))?)?"
+    r"(?: \(([\d.]+) us in rows under \d+ tokens\))?)?"
     r"(?: \+ ([\d.]+) ms per sampled row)?; "
     r"swap out ([\d.]+) us/token, in ([\d.]+) us/token; (\d+) KV bytes/token"
 )

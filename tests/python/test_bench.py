@@ -129,3 +129,17 @@ def test_machine_speed_reads_the_servers_cost_lines(tmp_path):
     (tmp_path / "tandem-discard.log").write_text(line.format("1.00", "6.408"))
     (tmp_path / "llama-server.log").write_text(line.format("0", "99.0"))  # not tandem's
     assert machine_speed(tmp_path) == "tandem's startup profiles: 4.28–6.41 ms a batch token over 3 servers"
+
+
+def test_cost_profile_parser_reads_the_short_row_price_whatever_the_tile(tmp_path):
+    spec = importlib.util.spec_from_file_location("cpm", ROOT / "bench" / "cost_profile_median.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    line = ("costs: forward 3.00 ms + 2.500 ms/token + attention 1.500 us per (token, earlier token)"
+            " pair (12.000 us in rows under {} tokens) + 1.000 ms per sampled row; swap out 2.50"
+            " us/token, in 1.80 us/token; 23054 KV bytes/token; swap budget 512 tokens/step\n")
+    for tile in (64, 32):
+        path = tmp_path / f"tandem-{tile}.log"
+        path.write_text(line.format(tile))
+        (found,) = list(mod.profiles([str(path)]))
+        assert found[3] == "12.000" and found[4] == "1.000", (tile, found)

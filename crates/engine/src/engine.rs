@@ -264,11 +264,12 @@ fn export_intercept_stats(s: &SchedulerStats) {
 fn export_costs(sched: &Scheduler) {
     let c = sched.costs();
     tracing::info!(
-        "costs: forward {:.2} ms + {:.3} ms/token + attention {:.3} us per (token, earlier token) pair ({:.3} us in rows under 64 tokens) + {:.3} ms per sampled row; swap out {:.2} us/token, in {:.2} us/token; {} KV bytes/token; swap budget {} tokens/step",
+        "costs: forward {:.2} ms + {:.3} ms/token + attention {:.3} us per (token, earlier token) pair ({:.3} us in rows under {} tokens) + {:.3} ms per sampled row; swap out {:.2} us/token, in {:.2} us/token; {} KV bytes/token; swap budget {} tokens/step",
         c.fwd_base_s * 1e3,
         c.fwd_per_token_s * 1e3,
         c.attn_per_pair_s * 1e6,
         c.attn_row_per_pair_s * 1e6,
+        crate::cost::TILED_ATTENTION_ROWS,
         c.sample_per_row_s * 1e3,
         c.swap_out_per_token_s * 1e6,
         c.swap_in_per_token_s * 1e6,
