@@ -56,11 +56,15 @@ def test_bench_system_prompt_is_refused_for_the_conveyor_workload():
     assert r.returncode != 0 and "--system-prompt-tokens does not apply" in r.stderr, r.stderr
 
 
-def intercept_table():
-    spec = importlib.util.spec_from_file_location("intercept_table", ROOT / "bench" / "intercept_table.py")
+def bench_module(name):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "bench" / f"{name}.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
+
+
+def intercept_table():
+    return bench_module("intercept_table")
 
 
 def test_paired_ratio_interval():
@@ -132,14 +136,12 @@ def test_machine_speed_reads_the_servers_cost_lines(tmp_path):
 
 
 def test_cost_profile_parser_reads_the_short_row_price_whatever_the_tile(tmp_path):
-    spec = importlib.util.spec_from_file_location("cpm", ROOT / "bench" / "cost_profile_median.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    profiles = bench_module("cost_profile_median").profiles
     line = ("costs: forward 3.00 ms + 2.500 ms/token + attention 1.500 us per (token, earlier token)"
             " pair (12.000 us in rows under {} tokens) + 1.000 ms per sampled row; swap out 2.50"
             " us/token, in 1.80 us/token; 23054 KV bytes/token; swap budget 512 tokens/step\n")
     for tile in (64, 32):
         path = tmp_path / f"tandem-{tile}.log"
         path.write_text(line.format(tile))
-        (found,) = list(mod.profiles([str(path)]))
+        (found,) = list(profiles([str(path)]))
         assert found[3] == "12.000" and found[4] == "1.000", (tile, found)
