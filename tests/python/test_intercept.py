@@ -82,6 +82,11 @@ def test_scripted_request_pauses_and_resumes(scripted):
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["usage"]["completion_tokens"] == 15  # the script decides, not max_tokens
+    # The tools' 20 + 3 tokens are input: counted in prompt_tokens and named apart.
+    prompt = chat(scripted.url, max_tokens=1).json()["usage"]["prompt_tokens"]
+    assert body["usage"]["prompt_tokens_details"]["appended_tokens"] == 23
+    assert body["usage"]["prompt_tokens"] == prompt + 23
+    assert body["usage"]["total_tokens"] == prompt + 23 + 15
     assert body["choices"][0]["finish_reason"] == "length"
     assert took >= 0.4  # the tool time passed inside the request
     assert scripted.metric("tandem_interceptions_total") == before + 2

@@ -85,7 +85,8 @@ def test_three_calls_two_parallel_same_results_with_partial_on_and_off(tc, tool_
     assert strip(outs[True]) == strip(outs[False])
 
 
-def test_non_streamed_response_lists_the_turns_and_results(tc):
+def test_non_streamed_response_lists_the_turns_and_results(tc, tool_server):
+    appended0 = tool_server.metric("tandem_appended_tokens_total") or 0
     r = tc.chat.completions.create(
         model="", messages=USER, max_tokens=600,
         extra_body={"server_tools": ["python", "calc", "search"], "replay": TURNS})
@@ -100,6 +101,26 @@ def test_non_streamed_response_lists_the_turns_and_results(tc):
     follow = tc.chat.completions.create(model="", messages=USER + msgs + [{"role": "user", "content": "Thanks."}],
                                         max_tokens=8)
     assert follow.choices[0].finish_reason in ("stop", "length")
+    # usage counts the results and template text appended on the two resumes as prompt tokens.
+    appended = r.usage.prompt_tokens_details.model_extra["appended_tokens"]
+    assert appended == tool_server.metric("tandem_appended_tokens_total") - appended0 > 30
+    first = tc.chat.completions.create(model="", messages=USER, max_tokens=1, extra_body={
+        "server_tools": ["python", "calc", "search"], "replay": TURNS})
+    assert first.usage.prompt_tokens_details.model_extra["appended_tokens"] == 0
+    assert r.usage.prompt_tokens == first.usage.prompt_tokens + appended
+    assert r.usage.total_tokens == r.usage.prompt_tokens + r.usage.completion_tokens
+
+
+def test_a_stop_string_after_a_resume_keeps_the_appended_tokens_in_usage(tc):
+    body = {"server_tools": ["python", "calc", "search"], "replay": TURNS}
+    whole = tc.chat.completions.create(model="", messages=USER, max_tokens=600, extra_body=body)
+    cut = tc.chat.completions.create(model="", messages=USER, max_tokens=600, stop=["lighthouses"],
+                                     extra_body=body)
+    assert cut.choices[0].message.content == "The answer is 42, the sum is 20 and "
+    appended = whole.usage.prompt_tokens_details.model_extra["appended_tokens"]
+    assert cut.usage.prompt_tokens_details.model_extra["appended_tokens"] == appended > 0
+    assert cut.usage.prompt_tokens == whole.usage.prompt_tokens
+    assert cut.usage.completion_tokens < whole.usage.completion_tokens
 
 
 def test_validate_aborts_early_and_ends_the_turn(tc):

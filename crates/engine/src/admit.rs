@@ -342,6 +342,7 @@ fn activate(w: Waiting, seq: SeqId, reused: usize, cells_per_seq: usize) -> Acti
         prompt_len,
         reused,
         generated: 0,
+        appended: 0,
         max_tokens: w.req.max_tokens.min(cells_per_seq - prompt_len).max(1),
         ignore_eos: w.req.ignore_eos,
         sampling: w.req.sampling,

@@ -67,6 +67,8 @@ impl Scheduler {
         };
         let mut p = self.paused.remove(i);
         self.estimator.record(&p.tool, now - p.since);
+        let n = appended.len();
+        p.r.appended += n;
         p.r.tokens.extend(appended);
         p.r.segment_generated = 0;
         if let Some(c) = p.r.constraint.as_mut() {
@@ -82,6 +84,7 @@ impl Scheduler {
             let _ = p.r.events.send(Event::Failed(msg));
             return self.drop_paused(p);
         }
+        metrics::counter!("tandem_appended_tokens_total").increment(n as u64);
         p.r.max_tokens = p.r.max_tokens.min(p.r.generated + cells - p.r.tokens.len());
         match p.place {
             Place::Device => {

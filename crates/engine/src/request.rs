@@ -27,6 +27,8 @@ pub struct Active {
     /// Prompt tokens taken from a retained sequence.
     pub reused: usize,
     pub generated: usize,
+    /// Tokens appended by resumes, over all pauses.
+    pub appended: usize,
     /// Already clipped to the slot's capacity.
     pub max_tokens: usize,
     pub ignore_eos: bool,
@@ -123,6 +125,7 @@ impl Active {
             prompt_tokens: self.prompt_len,
             completion_tokens: self.generated,
             cached_tokens: self.reused,
+            appended_tokens: self.appended,
         }
     }
 

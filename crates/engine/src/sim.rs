@@ -99,6 +99,8 @@ pub struct SimOutcome {
     pub first_token_s: Option<f64>,
     pub finish_s: f64,
     pub output_tokens: usize,
+    /// The prompt, and once finished what the request's resumes appended to it (as a
+    /// server's `usage.prompt_tokens` counts them).
     pub prompt_tokens: usize,
     pub cached_tokens: usize,
     /// Time spent in tools (excluded from normalized latency).
@@ -389,6 +391,7 @@ fn on_event(
         }
         Event::Finished { usage, .. } => {
             l.out.ok = true;
+            l.out.prompt_tokens = usage.input_tokens();
             l.out.cached_tokens = usage.cached_tokens;
             l.out.finish_s = now;
             l.done = true;

@@ -176,10 +176,20 @@ pub enum FinishReason {
 /// Token counts of a finished request.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Usage {
+    /// The prompt the request was submitted with.
     pub prompt_tokens: usize,
     pub completion_tokens: usize,
     /// Prompt tokens whose KV was reused from a retained sequence instead of prefilled.
     pub cached_tokens: usize,
+    /// Tokens appended by resumes (tool results and the text around them), over all pauses.
+    pub appended_tokens: usize,
+}
+
+impl Usage {
+    /// Every token the request took as input: its prompt and what its resumes appended.
+    pub fn input_tokens(&self) -> usize {
+        self.prompt_tokens + self.appended_tokens
+    }
 }
 
 /// What the engine tells a request's owner.

@@ -409,6 +409,14 @@ fn a_request_intercepted_thirty_times() {
             let got = drive(&mut h, &[id], 0.05).remove(&id).unwrap();
             assert_eq!(got, want, "{policy:?} {reuse:?}");
             assert_eq!(h.interceptions(id), 30);
+            let u = h.usage(id);
+            let appended: usize = (0..30).map(|k| result(k).len()).sum();
+            assert_eq!(
+                (u.prompt_tokens, u.completion_tokens, u.appended_tokens),
+                (16, 64, appended),
+                "every resume's tokens are counted once, whatever the placement"
+            );
+            assert_eq!(u.input_tokens(), 16 + appended);
             h.assert_all_free();
         }
     }

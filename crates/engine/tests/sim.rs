@@ -111,6 +111,11 @@ fn a_tool_call_adds_its_time_and_the_prefill_of_its_result() {
     assert!(close(o.tool_time_s, 2.0));
     assert_eq!(o.output_tokens, 5);
     assert_eq!(
+        o.prompt_tokens,
+        10 + 6,
+        "the result is input, as a server's usage counts it"
+    );
+    assert_eq!(
         o.itl_s.len(),
         3,
         "no gap across the tool call: {:?}",

@@ -74,6 +74,10 @@ fn describe() {
         "tandem_prefix_reused_tokens_total",
         "Prompt tokens served from retained KV"
     );
+    describe_counter!(
+        "tandem_appended_tokens_total",
+        "Tokens appended to paused requests on resume (tool results and the template text around them)"
+    );
     describe_counter!("tandem_generation_tokens_total", "Generated tokens");
     describe_counter!(
         "tandem_forward_microseconds_total",

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use tandem_engine::fake::FakeRunner;
 use tandem_engine::{
     Constraint, Event, InterceptConfig, InterceptSpec, NewRequest, PrefixReuse, Runner,
-    SamplingParams, Scheduler, SchedulerConfig, Token,
+    SamplingParams, Scheduler, SchedulerConfig, Token, Usage,
 };
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 
@@ -184,10 +184,15 @@ impl Harness {
 
     /// The finish event's cached-token count; panics if `id` has not finished.
     pub fn cached_tokens(&self, id: u64) -> usize {
+        self.usage(id).cached_tokens
+    }
+
+    /// The finish event's usage; panics if `id` has not finished.
+    pub fn usage(&self, id: u64) -> Usage {
         let Some(Event::Finished { usage, .. }) = self.finish(id) else {
             panic!("{id} did not finish")
         };
-        usage.cached_tokens
+        usage
     }
 
     /// Sends a follow-up to the finished conversation `a` (prompt `pa`) and checks it reuses

@@ -64,6 +64,8 @@ pub struct Generation {
     /// Prompt tokens the engine reused (`Event::Admitted`), for a usage the generation makes
     /// itself when a stop string ends it.
     cached_tokens: usize,
+    /// Tokens this generation has had the engine append on resume, for the same usage.
+    appended_tokens: usize,
     ended: bool,
     /// Scripted tool calls still to come: how long each takes and the tokens it returns.
     tools: VecDeque<(f64, Vec<Token>)>,
@@ -139,6 +141,7 @@ impl Generation {
             prompt_tokens,
             completion_tokens: 0,
             cached_tokens: 0,
+            appended_tokens: 0,
             ended: false,
             tools: script.map_or_else(VecDeque::new, |s| s.tools),
             server: None,
@@ -274,6 +277,7 @@ impl Generation {
     /// resume is ignored by the engine.
     fn run_tool(&mut self) {
         let (seconds, tokens) = self.tools.pop_front().unwrap_or_default();
+        self.appended_tokens += tokens.len();
         let (engine, id) = (self.st.engine.clone(), self.id);
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
@@ -318,6 +322,7 @@ impl Generation {
             tokens = tokens.len(),
             "resumed with tool results"
         );
+        self.appended_tokens += tokens.len();
         self.st.engine.resume(self.id, tokens);
         Ok(())
     }
@@ -351,6 +356,7 @@ impl Generation {
                     prompt_tokens: self.prompt_tokens,
                     completion_tokens: self.completion_tokens,
                     cached_tokens: self.cached_tokens,
+                    appended_tokens: self.appended_tokens,
                 };
                 self.end_with("stop", usage, Some(stop));
             }
@@ -390,22 +396,31 @@ impl Drop for Generation {
     }
 }
 
+/// OpenAI's usage object. `prompt_tokens` counts every input token: the prompt and what
+/// resumes appended (server-side tools' results, scripted tools' tokens), as OpenAI counts a
+/// hosted tool's output as input; `appended_tokens` (an extension) says how many of them
+/// resumes appended. `total_tokens` is then the length of the whole conversation.
 pub fn usage_json(u: &Usage) -> serde_json::Value {
     serde_json::json!({
-        "prompt_tokens": u.prompt_tokens,
+        "prompt_tokens": u.input_tokens(),
         "completion_tokens": u.completion_tokens,
-        "total_tokens": u.prompt_tokens + u.completion_tokens,
-        "prompt_tokens_details": {"cached_tokens": u.cached_tokens},
+        "total_tokens": u.input_tokens() + u.completion_tokens,
+        "prompt_tokens_details": {
+            "cached_tokens": u.cached_tokens,
+            "appended_tokens": u.appended_tokens,
+        },
     })
 }
 
 /// The usage of a request with several choices (`n`), in choice order: the prompt counted
 /// once, as the first choice saw it (its cached tokens are the ones reused from earlier
-/// requests; the other choices copy the prompt from it), and every choice's completion.
+/// requests; the other choices copy the prompt from it), and every choice's completion and
+/// appended tokens.
 pub fn combined_usage(choices: &[Usage]) -> Usage {
     let first = choices.first().copied().unwrap_or_default();
     Usage {
         completion_tokens: choices.iter().map(|u| u.completion_tokens).sum(),
+        appended_tokens: choices.iter().map(|u| u.appended_tokens).sum(),
         ..first
     }
 }
@@ -416,19 +431,36 @@ mod usage_tests {
 
     #[test]
     fn choices_share_the_prompt_and_add_their_completions() {
-        let u = |completion, cached| Usage {
+        let u = |completion, cached, appended| Usage {
             prompt_tokens: 30,
             completion_tokens: completion,
             cached_tokens: cached,
+            appended_tokens: appended,
         };
-        let total = combined_usage(&[u(5, 10), u(7, 28), u(1, 28)]);
+        let total = combined_usage(&[u(5, 10, 0), u(7, 28, 4), u(1, 28, 2)]);
         assert_eq!(
             (
                 total.prompt_tokens,
                 total.completion_tokens,
-                total.cached_tokens
+                total.cached_tokens,
+                total.appended_tokens
             ),
-            (30, 13, 10)
+            (30, 13, 10, 6)
         );
+    }
+
+    #[test]
+    fn appended_tokens_are_prompt_tokens_and_part_of_the_total() {
+        let u = Usage {
+            prompt_tokens: 30,
+            completion_tokens: 12,
+            cached_tokens: 20,
+            appended_tokens: 8,
+        };
+        let j = usage_json(&u);
+        assert_eq!(j["prompt_tokens"], 38);
+        assert_eq!(j["total_tokens"], 50);
+        assert_eq!(j["prompt_tokens_details"]["appended_tokens"], 8);
+        assert_eq!(j["prompt_tokens_details"]["cached_tokens"], 20);
     }
 }

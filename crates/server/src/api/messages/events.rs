@@ -153,6 +153,7 @@ mod tests {
             prompt_tokens: 40,
             completion_tokens: 12,
             cached_tokens: 0,
+            appended_tokens: 0,
         };
         ev.extend(s.complete(&usage, None));
         // The newline goes on in the open text block, as the non-streamed text keeps it.

@@ -52,7 +52,7 @@ pub fn stop_reason(finish: &str, stop: Option<&str>) -> &'static str {
 /// Anthropic counts input tokens served from the cache apart from `input_tokens`.
 pub fn usage_json(u: &Usage) -> Value {
     json!({
-        "input_tokens": u.prompt_tokens - u.cached_tokens,
+        "input_tokens": u.input_tokens() - u.cached_tokens,
         "output_tokens": u.completion_tokens,
         "cache_read_input_tokens": u.cached_tokens,
         "cache_creation_input_tokens": 0,
@@ -141,6 +141,7 @@ mod tests {
             prompt_tokens: 30,
             completion_tokens: 5,
             cached_tokens: 20,
+            appended_tokens: 0,
         };
         assert_eq!(usage_json(&u)["input_tokens"], 10);
         assert_eq!(usage_json(&u)["cache_read_input_tokens"], 20);

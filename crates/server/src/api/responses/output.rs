@@ -61,11 +61,11 @@ pub fn history_messages(items: &[Value]) -> Vec<Value> {
 
 pub fn usage_json(u: &Usage) -> Value {
     json!({
-        "input_tokens": u.prompt_tokens,
+        "input_tokens": u.input_tokens(),
         "input_tokens_details": {"cached_tokens": u.cached_tokens},
         "output_tokens": u.completion_tokens,
         "output_tokens_details": {"reasoning_tokens": 0},
-        "total_tokens": u.prompt_tokens + u.completion_tokens,
+        "total_tokens": u.input_tokens() + u.completion_tokens,
     })
 }
 
