@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Fuzzes the tool-call parsers and the JSON scanner (crates/tools/fuzz) for SECONDS (default
+# Fuzzes the tool-call parsers and the JSON scanner (crates/calls/fuzz) for SECONDS (default
 # 30) with cargo-fuzz. Needs a nightly toolchain; installs cargo-fuzz from crates.io if missing.
 # Without nightly, or if cargo-fuzz cannot be installed, it says so and exits 0 (the stable
-# property tests in crates/tools/tests/parsers.rs cover the same invariants); a crash fails.
+# property tests in crates/calls/tests/parsers.rs cover the same invariants); a crash fails.
 set -euo pipefail
-cd "$(dirname "$0")/../crates/tools"
+cd "$(dirname "$0")/../crates/calls"
 SECONDS_TO_RUN="${1:-30}"
 if ! rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
   echo "fuzz: no nightly toolchain; skipped" >&2; exit 0

@@ -4,9 +4,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tandem_tools::arg_events::ArgStream;
-use tandem_tools::json_scan::JsonScanner;
-use tandem_tools::{ParseEvent, ParserKind};
+use tandem_calls::arg_events::ArgStream;
+use tandem_calls::json_scan::JsonScanner;
+use tandem_calls::{ParseEvent, ParserKind};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&cuts, rest)) = data.split_first() else {

@@ -4,7 +4,7 @@
 
 use proptest::prelude::*;
 use serde_json::Value;
-use tandem_tools::{ParseEvent, ParserKind};
+use tandem_calls::{ParseEvent, ParserKind};
 
 /// Model outputs as decoded text: well-formed, mixed with prose, malformed, cut off.
 const RECORDED: &[(ParserKind, &str)] = &[

@@ -4,7 +4,7 @@
 
 use proptest::prelude::*;
 use serde_json::Value;
-use tandem_tools::arg_events::{ArgEvent, ArgStream};
+use tandem_calls::arg_events::{ArgEvent, ArgStream};
 
 const ARGS: &[&str] = &[
     r#"{"code": "import math\nx = [i * i for i in range(5)]\nprint(\"é€😀\", x)\n", "timeout": 2.5}"#,
