@@ -5,6 +5,7 @@ and bad tool definitions get a 400 naming the problem."""
 import json
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import jsonschema
@@ -48,22 +49,30 @@ def ask(client, tools, **kw):
 
 
 def test_twenty_schemas_required_and_named(client):
-    for i, schema in enumerate(SCHEMAS):
-        tools = [tool(f"f{i}", schema), tool("other", {"type": "object", "properties": {"z": {"type": "integer"}}, "required": ["z"]})]
-        named = {"type": "function", "function": {"name": f"f{i}"}}
-        for choice in ["required", named]:
-            r = ask(client, tools, tool_choice=choice, parallel_tool_calls=False)
-            ch = r.choices[0]
-            assert ch.finish_reason == "tool_calls", (i, ch)
-            calls = ch.message.tool_calls
-            assert len(calls) == 1
-            call = calls[0]
-            assert call.id.startswith("call_") and call.type == "function"
-            args = json.loads(call.function.arguments)
-            by_name = {t["function"]["name"]: t["function"]["parameters"] for t in tools}
-            jsonschema.validate(args, by_name[call.function.name])
-            if choice is named:
-                assert call.function.name == f"f{i}"
+    """40 requests (each schema forced by `required` and by name), 8 at a time: the server
+    batches them, which also checks that concurrent requests keep their own grammars."""
+    def check(job):
+        i, choice = job
+        tools = [tool(f"f{i}", SCHEMAS[i]), tool("other", {"type": "object", "properties": {"z": {"type": "integer"}}, "required": ["z"]})]
+        r = ask(client, tools, tool_choice=choice, parallel_tool_calls=False)
+        ch = r.choices[0]
+        assert ch.finish_reason == "tool_calls", (i, ch)
+        calls = ch.message.tool_calls
+        assert len(calls) == 1
+        call = calls[0]
+        assert call.id.startswith("call_") and call.type == "function"
+        args = json.loads(call.function.arguments)
+        by_name = {t["function"]["name"]: t["function"]["parameters"] for t in tools}
+        jsonschema.validate(args, by_name[call.function.name])
+        if choice != "required":
+            assert call.function.name == f"f{i}"
+        return call.function.name
+
+    jobs = [(i, c) for i in range(len(SCHEMAS))
+            for c in ["required", {"type": "function", "function": {"name": f"f{i}"}}]]
+    with ThreadPoolExecutor(8) as pool:
+        names = list(pool.map(check, jobs))
+    assert names[1::2] == [f"f{i}" for i in range(len(SCHEMAS))]
 
 
 def test_none_produces_no_call(client):
@@ -198,14 +207,16 @@ def test_jump_forward_appends_the_fixed_text_of_calls(server):
     small model's greedy output can differ: 3 of these 20 did on 2026-11-23.)"""
     from conftest import EXACT, Server
 
-    on = Server("--max-seqs", "2", "--kv-cells", "4096", "--jump-forward", "on", *EXACT)
+    on = Server("--max-seqs", "4", "--kv-cells", "4096", "--jump-forward", "on", *EXACT)
     try:
         assert server.metric("tandem_forced_tokens_total") in (None, 0.0)
         masks0 = on.metric("tandem_constraint_masks_total") or 0
+        # Both servers batch their requests (greedy output does not depend on the batch).
+        with ThreadPoolExecutor(4) as pool:
+            ons = list(pool.map(lambda i: named_call(on.url, i), range(len(SCHEMAS))))
+            offs = list(pool.map(lambda i: named_call(server.url, i)[0], range(len(SCHEMAS))))
         same, done, tokens = 0, 0, 0
-        for i in range(len(SCHEMAS)):
-            on_call, n = named_call(on.url, i)
-            off_call, _ = named_call(server.url, i)
+        for i, ((on_call, n), off_call) in enumerate(zip(ons, offs)):
             tokens += n
             if on_call is not None:
                 jsonschema.validate(json.loads(on_call["arguments"]), SCHEMAS[i])
@@ -213,7 +224,7 @@ def test_jump_forward_appends_the_fixed_text_of_calls(server):
             same += on_call == off_call
         forced = on.metric("tandem_forced_tokens_total")
         masks = on.metric("tandem_constraint_masks_total") - masks0
-        # Shown with `pytest -s` (docs/tool-calling.md quotes it).
+        # Shown with `pytest -s` (docs/tool-calling.md quotes its counts).
         print(f"jump-forward: {done} of {len(SCHEMAS)} calls complete, {same} the same as sampled, "
               f"{forced:.0f} of {tokens} tokens forced")
         assert forced > 0.3 * tokens, (forced, tokens)
