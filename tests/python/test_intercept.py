@@ -3,13 +3,14 @@ the server and resume it with the tool's tokens, under each policy; bad scripts 
 client that leaves during a pause frees everything; the bench's server-side mode and its
 augmentation workload run end to end and report the server's interception counters."""
 import json
+import os
 import subprocess
 import time
 
 import pytest
 import requests
 
-from conftest import BIN, EXACT, Server
+from conftest import BIN, COSTS, EXACT, Server
 
 SEGMENTS = [
     {"decode_tokens": 6, "tool": {"name": "search", "duration_s": 0.4, "result_tokens": 20}},
@@ -155,6 +156,44 @@ def test_costs_are_measured_and_exported(scripted):
     assert scripted.metric("tandem_cost_sample_per_row_seconds") >= 0
     assert 20000 < scripted.metric("tandem_cost_kv_bytes_per_token") < 26000
     assert scripted.metric("tandem_swap_budget_tokens") >= 1
+
+
+GAUGES = {"fwd_base_s": "forward_base_seconds", "fwd_per_token_s": "forward_per_token_seconds",
+          "attn_per_pair_s": "attention_per_pair_seconds",
+          "attn_row_per_pair_s": "attention_row_per_pair_seconds",
+          "sample_per_row_s": "sample_per_row_seconds", "swap_out_per_token_s": "swap_out_per_token_seconds",
+          "swap_in_per_token_s": "swap_in_per_token_seconds", "kv_bytes_per_token": "kv_bytes_per_token"}
+
+
+def test_saved_costs_are_taken_at_the_next_start(server, tmp_path):
+    """The session's first server profiled the model and saved its costs (--save-costs); a
+    server started with them (--costs) serves with those figures, and saves them back."""
+    saved = json.loads(COSTS.read_text())
+    again = tmp_path / "again.json"
+    s = Server("--max-seqs", "2", "--kv-cells", "2048", "--costs", str(COSTS), "--save-costs", str(again))
+    try:
+        for field, gauge in GAUGES.items():
+            assert s.metric("tandem_cost_" + gauge) == pytest.approx(saved[field], rel=1e-9), field
+        r = chat(s.url, max_tokens=4)
+        assert r.status_code == 200, r.text
+    finally:
+        s.stop()
+    # Equal to the last bit or so (serde_json's fast float parsing may round the last one).
+    assert json.loads(again.read_text()) == pytest.approx(saved, rel=1e-12)
+    assert "costs from --costs" in open(s.log.name).read()
+
+
+@pytest.mark.parametrize("change, words", [
+    ({"kv_bytes_per_token": 40000}, "another model"),
+    ({"fwd_per_token_s": -1}, "finite number of seconds"),
+    ({"swap_budget": 3}, "unknown field"),
+])
+def test_costs_of_another_model_or_malformed_stop_the_start(server, tmp_path, change, words):
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({**json.loads(COSTS.read_text()), **change}))
+    p = subprocess.run([str(BIN), "serve", "--port", "0", "--costs", str(bad)], capture_output=True,
+                       text=True, timeout=120, env={**os.environ, "RUST_BACKTRACE": "0"})
+    assert p.returncode != 0 and words in p.stderr, p.stderr
 
 
 def test_bench_server_side_augment(scripted, tmp_path):

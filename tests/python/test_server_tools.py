@@ -46,10 +46,14 @@ USER = [{"role": "user", "content": "Use the tools."}]
 
 def streamed(tc, partial):
     stream = tc.chat.completions.create(
-        model="", messages=USER, stream=True, max_tokens=600,
+        model="", messages=USER, stream=True, max_tokens=600, stream_options={"include_usage": True},
         extra_body={"server_tools": ["python", "calc", "search"], "replay": TURNS, "partial_exec": partial})
-    calls, results, text, finish = {}, [], "", None
+    calls, results, text, finish, usage = {}, [], "", None, None
     for chunk in stream:
+        if chunk.usage:
+            usage = chunk.usage
+        if not chunk.choices:
+            continue
         choice = chunk.choices[0]
         d = choice.delta
         for tcall in d.tool_calls or []:
@@ -61,7 +65,7 @@ def streamed(tc, partial):
         if results and d.content:
             text += d.content
         finish = choice.finish_reason or finish
-    return calls, results, text, finish
+    return calls, results, text, finish, usage
 
 
 def test_three_calls_two_parallel_same_results_with_partial_on_and_off(tc, tool_server):
@@ -69,7 +73,7 @@ def test_three_calls_two_parallel_same_results_with_partial_on_and_off(tc, tool_
     outs = {p: streamed(tc, p) for p in (True, False)}
     # The call grammar forced each call's markup and keys (jump-forward through the replay).
     assert tool_server.metric("tandem_forced_tokens_total") - forced0 >= 2 * 3 * 8
-    for partial, (calls, results, text, finish) in outs.items():
+    for partial, (calls, results, text, finish, _) in outs.items():
         assert [calls[i]["name"] for i in sorted(calls)] == ["python", "calc", "search"], partial
         assert json.loads(calls[0]["args"]) == {"code": CODE}
         by_id = {r["tool_call_id"]: r for r in results}
@@ -83,6 +87,9 @@ def test_three_calls_two_parallel_same_results_with_partial_on_and_off(tc, tool_
         assert text == TURNS[-1] and finish == "stop", (partial, text)
     strip = lambda o: ([r["content"] for r in o[1]], o[2])
     assert strip(outs[True]) == strip(outs[False])
+    # The stream's usage counts the same appended results in both modes.
+    appended = {p: o[4].prompt_tokens_details.model_extra["appended_tokens"] for p, o in outs.items()}
+    assert appended[True] == appended[False] > 30, appended
 
 
 def test_non_streamed_response_lists_the_turns_and_results(tc, tool_server):

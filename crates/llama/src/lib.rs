@@ -15,4 +15,4 @@ mod runner;
 
 pub use embed::{EmbedConfig, EmbedError, Embedder, Pooling};
 pub use model::{Model, ModelError};
-pub use runner::{LlamaRunner, RunnerConfig};
+pub use runner::{CostsError, LlamaRunner, RunnerConfig};

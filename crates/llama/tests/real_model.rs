@@ -1,17 +1,18 @@
 //! The llama.cpp runner under the real scheduler, against the default model (SmolLM2-135M):
 //! a known greedy answer, batched = sequential, prefix reuse = cold prefill, a request paused
 //! and resumed under every interception policy (and a partial swap) = the uninterrupted run,
-//! a follow-up resumed from swapped-out KV = cold, and a plausible startup cost profile.
+//! a follow-up resumed from swapped-out KV = cold, a plausible startup cost profile, and
+//! given costs checked against the model.
 //! The model comes from `scripts/fetch-model.sh` (or `TANDEM_TEST_MODEL`).
 
 mod common;
 
 use common::model;
 use tandem_engine::{
-    Event, InterceptConfig, InterceptCounters, InterceptPolicy, InterceptSpec, NewRequest,
-    PrefixReuse, Runner, SamplingParams, Scheduler, SchedulerConfig, Token, Usage,
+    CostModel, Event, InterceptConfig, InterceptCounters, InterceptPolicy, InterceptSpec,
+    NewRequest, PrefixReuse, Runner, SamplingParams, Scheduler, SchedulerConfig, Token, Usage,
 };
-use tandem_llama::{LlamaRunner, RunnerConfig};
+use tandem_llama::{CostsError, LlamaRunner, RunnerConfig};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 
 const SLOTS: usize = 4;
@@ -385,6 +386,32 @@ fn profile_measures_plausible_costs_and_leaves_the_cache_empty() {
     assert!((0.0..0.06).contains(&c.sample_per_row_s), "{c:?}");
     // SmolLM2-135M: 30 layers x 3 KV heads x 64 dims x 2 (K and V) x 2 bytes (f16).
     assert!((20_000..26_000).contains(&c.kv_bytes_per_token), "{c:?}");
+    let mut rx = rig.submit(1, chat("What is the capital of France?"), 32);
+    rig.run();
+    assert!(text(&drain(&mut rx).0).contains("Paris"));
+}
+
+#[test]
+fn given_costs_replace_the_profile_when_they_fit_the_model() {
+    let given = CostModel {
+        fwd_base_s: 0.004,
+        fwd_per_token_s: 0.003,
+        kv_bytes_per_token: 23_054, // the 512-deep profile's figure for this model
+        ..CostModel::default()
+    };
+    let mut rig = Rig::new(512);
+    let other = CostModel {
+        kv_bytes_per_token: 40_000,
+        ..given
+    };
+    let err = rig.runner.use_costs(other).unwrap_err();
+    assert!(
+        matches!(err, CostsError::OtherModel { given: 40_000, measured } if (23_000..23_200).contains(&measured)),
+        "{err}"
+    );
+    rig.runner.use_costs(given).expect("this model's costs");
+    assert_eq!(rig.runner.profile().unwrap(), given, "no profile ran");
+    // The check's probe left the cache empty: a request runs as usual.
     let mut rx = rig.submit(1, chat("What is the capital of France?"), 32);
     rig.run();
     assert!(text(&drain(&mut rx).0).contains("Paris"));

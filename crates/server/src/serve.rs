@@ -6,11 +6,15 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use clap::Args;
+use tandem_engine::sim::StepCost;
+use tandem_engine::Runner;
 use tandem_engine::{
     spawn_engine, InterceptConfig, InterceptPolicy, PrefixReuse, ResumeOrder, Scheduler,
     SchedulerConfig, SystemClock,
 };
 use tandem_llama::{EmbedConfig, Embedder, LlamaRunner, Model, Pooling, RunnerConfig};
+
+use crate::bench::sim_costs;
 
 use crate::api::responses::store::ResponseStore;
 use crate::state::AppState;
@@ -106,6 +110,18 @@ pub struct ServeArgs {
     /// in original arrival order) or `tail` (behind them, like a new request).
     #[arg(long, value_enum, default_value_t = OrderArg::Arrival)]
     pub resume_order: OrderArg,
+    /// Take the interception policy's costs (forward time, attention, sampled rows, swap
+    /// speed) from a cost file (`--save-costs` writes one; the JSON that `tandem simulate
+    /// --costs` reads) or a built-in profile (`smollm2-cpu`) instead of profiling the model
+    /// at startup: the same policy decisions at every start, and a start seconds faster. The
+    /// file's KV bytes per token must be this model's (checked at startup). Default: profile
+    /// at startup (docs/intercept.md).
+    #[arg(long, value_name = "FILE|PRESET")]
+    pub costs: Option<String>,
+    /// Write the costs the server uses (its startup profile, or --costs) to this JSON file,
+    /// for later starts with --costs FILE or for `tandem simulate --costs FILE`.
+    #[arg(long, value_name = "FILE")]
+    pub save_costs: Option<PathBuf>,
     /// Accept the `segments` extension (scripted tool calls the server pauses for; used by
     /// `tandem bench --server-side-tools`). Off by default: it lets a client hold a slot for
     /// the scripted tool time.
@@ -232,6 +248,45 @@ impl From<ReuseArg> for PrefixReuse {
     }
 }
 
+/// Where the runner's costs come from (`--costs`) and where they go (`--save-costs`).
+struct CostChoice {
+    /// The `--costs` argument and what it loaded.
+    given: Option<(String, sim_costs::CostFile)>,
+    save: Option<PathBuf>,
+}
+
+impl CostChoice {
+    /// Loads `--costs` (a bad file or preset name fails here, before the model's context).
+    fn new(args: &ServeArgs) -> anyhow::Result<Self> {
+        let given = match &args.costs {
+            Some(spec) => Some((spec.clone(), sim_costs::load(spec)?)),
+            None => None,
+        };
+        Ok(Self {
+            given,
+            save: args.save_costs.clone(),
+        })
+    }
+
+    /// Builds the runner (on the engine thread) with its costs given or profiled, and saves
+    /// them when asked. The engine's own `profile` call then returns the same costs.
+    fn runner(self, model: Model, rc: &RunnerConfig) -> anyhow::Result<LlamaRunner> {
+        let mut r = LlamaRunner::new(model, rc)?;
+        if let Some((spec, file)) = self.given {
+            r.use_costs(StepCost::from(file).model)
+                .with_context(|| format!("--costs {spec}"))?;
+            tracing::info!("costs from --costs {spec}, not profiled");
+        }
+        if let Some(path) = self.save {
+            let c = r.profile().context("cost profile for --save-costs")?;
+            let json = serde_json::to_string_pretty(&sim_costs::CostFile::from(c))?;
+            std::fs::write(&path, json + "\n")
+                .with_context(|| format!("--save-costs {}", path.display()))?;
+        }
+        Ok(r)
+    }
+}
+
 /// Where scripts/fetch-model.sh puts the default model, given the cache directory.
 pub fn default_model_path(cache_dir: PathBuf) -> PathBuf {
     cache_dir.join("tandem/models/SmolLM2-135M-Instruct.Q4_1.gguf")
@@ -258,6 +313,7 @@ pub async fn run(args: ServeArgs, default_model: PathBuf) -> anyhow::Result<()> 
         bail!("--max-batch-tokens must be at least --max-seqs + 3 ({min_batch}): each step must fit a decode token per sequence and a prefill chunk");
     }
     let registry = Arc::new(args.tool_args.registry()?);
+    let costs = CostChoice::new(&args)?;
     let model = Model::load(&path, args.gpu_layers)?;
     let mut cells_per_seq = args.kv_cells / args.max_seqs;
     if cells_per_seq > model.n_ctx_train() {
@@ -301,7 +357,7 @@ pub async fn run(args: ServeArgs, default_model: PathBuf) -> anyhow::Result<()> 
         sched,
         args.max_queue,
         Box::new(SystemClock::new()),
-        move || LlamaRunner::new(model, &rc),
+        move || costs.runner(model, &rc),
     )?;
     let bos = model.special_text(model.bos());
     let eos = model.special_text(model.eos());

@@ -57,6 +57,26 @@ impl From<CostFile> for StepCost {
     }
 }
 
+/// A server's costs as a file: a CPU server's copies do not overlap compute, and the
+/// simulator's KV-read term is not measured (0).
+impl From<CostModel> for CostFile {
+    fn from(m: CostModel) -> Self {
+        CostFile {
+            fwd_base_s: m.fwd_base_s,
+            fwd_per_token_s: m.fwd_per_token_s,
+            attn_per_pair_s: m.attn_per_pair_s,
+            attn_row_per_pair_s: Some(m.attn_row_per_pair_s),
+            sample_per_row_s: m.sample_per_row_s,
+            swap_out_per_token_s: m.swap_out_per_token_s,
+            swap_in_per_token_s: m.swap_in_per_token_s,
+            swap_base_s: m.swap_base_s,
+            kv_bytes_per_token: m.kv_bytes_per_token,
+            kv_read_per_token_s: 0.0,
+            overlap_copies: false,
+        }
+    }
+}
+
 /// Names of the built-in profiles, for `--help` and errors.
 pub const PRESETS: [&str; 2] = ["smollm2-cpu", "gptj6b-a100"];
 
@@ -180,6 +200,15 @@ pub fn from_metrics(parsed: &HashMap<String, f64>) -> anyhow::Result<CostFile> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_server_profile_round_trips_through_a_file() {
+        let m = StepCost::from(load("smollm2-cpu").unwrap()).model;
+        let text = serde_json::to_string(&CostFile::from(m)).unwrap();
+        let back: CostFile = serde_json::from_str(&text).unwrap();
+        assert_eq!(StepCost::from(back).model, m);
+        assert!(!back.overlap_copies && back.kv_read_per_token_s == 0.0);
+    }
 
     #[test]
     fn presets_load_and_are_valid() {
