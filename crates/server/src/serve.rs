@@ -1,4 +1,5 @@
-//! `tandem serve`: loads the model, starts the engine thread and the HTTP server.
+//! `tandem serve`: loads the model, starts the engine thread (its runner's costs profiled at
+//! startup or taken from `--costs`) and the HTTP server.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -7,16 +8,14 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 use clap::Args;
 use tandem_engine::sim::StepCost;
-use tandem_engine::Runner;
 use tandem_engine::{
-    spawn_engine, InterceptConfig, InterceptPolicy, PrefixReuse, ResumeOrder, Scheduler,
+    spawn_engine, InterceptConfig, InterceptPolicy, PrefixReuse, ResumeOrder, Runner, Scheduler,
     SchedulerConfig, SystemClock,
 };
 use tandem_llama::{EmbedConfig, Embedder, LlamaRunner, Model, Pooling, RunnerConfig};
 
-use crate::bench::sim_costs;
-
 use crate::api::responses::store::ResponseStore;
+use crate::bench::sim_costs;
 use crate::state::AppState;
 use crate::state::ToolSetup;
 use crate::template::ChatTemplate;

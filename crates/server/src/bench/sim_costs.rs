@@ -1,6 +1,7 @@
 //! Cost profiles for `tandem simulate`: built-in presets (one measured on this project's
 //! reference machine, one derived for a GPU from datasheet figures), a JSON file, or the
-//! costs a running tandem server measured at startup (its `tandem_cost_*` gauges).
+//! costs a running tandem server measured at startup (its `tandem_cost_*` gauges). The same
+//! files and presets are what `tandem serve --costs` starts from and `--save-costs` writes.
 
 use std::collections::HashMap;
 use std::path::Path;
