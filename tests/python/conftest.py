@@ -11,7 +11,8 @@ import requests
 ROOT = Path(__file__).resolve().parents[2]
 BIN = ROOT / "target" / "release" / "tandem"
 # The first server of a test session profiles the model and saves its costs here; the others
-# start from them (`--costs`), which spares each about 8 s of profiling on 2 cores.
+# start from them (`--costs`), which spares each the profile's forward passes (about 1,900
+# tokens run through the model).
 COSTS = ROOT / "target" / f"test-costs-{os.getpid()}.json"
 
 

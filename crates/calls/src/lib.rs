@@ -13,8 +13,9 @@
 //! argument fragments ─► arg_events (json_scan) ─► ArgEvent ─► a running tool
 //! ```
 //!
-//! A crate of its own so that the fuzz target (`fuzz/`) builds it alone: with sanitizers,
-//! tandem-tools' dependencies took about 8 minutes of every test run to build.
+//! A crate of its own so that the fuzz target (`fuzz/`) builds it alone: built with
+//! tandem-tools' dependencies under sanitizers, `scripts/fuzz.sh 30` took 8m47s on a clean
+//! fuzz target directory, 1m18s without them (2-core Intel Xeon, 2026-12-03).
 
 pub mod arg_events;
 pub mod call_object;

@@ -31,8 +31,8 @@ const DECODE_ROWS: usize = 8;
 /// fill in about as long as the swap timings took before they used it.
 const DEPTH: usize = 512;
 /// Tokens filled to check a cost file's KV bytes per token against this model (`tandem
-/// serve --costs`): about a quarter of a second of prefill on 2 cores, against the whole
-/// profile's eight or so.
+/// serve --costs`): one 64-token batch, against the about 1,900 tokens the whole profile
+/// runs through the model.
 const KV_PROBE: usize = 64;
 
 pub(crate) fn measure(r: &mut LlamaRunner) -> Result<CostModel, RunnerError> {
