@@ -211,6 +211,21 @@ mod tests {
         assert!(!back.overlap_copies && back.kv_read_per_token_s == 0.0);
     }
 
+    /// serde_json's default float parser rounds about one in ten such figures 1 ULP off;
+    /// the workspace turns on `float_roundtrip` so a saved profile reads back bit for bit.
+    #[test]
+    fn figures_read_back_to_the_bit() {
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        for _ in 0..1000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let secs = (x >> 11) as f64 / (1u64 << 53) as f64 * 1e-3;
+            let text = serde_json::to_string(&secs).unwrap();
+            assert_eq!(serde_json::from_str::<f64>(&text).unwrap(), secs, "{text}");
+        }
+    }
+
     #[test]
     fn presets_load_and_are_valid() {
         for p in PRESETS {
