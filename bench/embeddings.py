@@ -1,10 +1,13 @@
 #!/usr/bin/env python3
 """/v1/embeddings against tandem and llama-server on the same GGUF: throughput (inputs and
 tokens per second, requests of BATCH inputs sent one after another, and the same with 4 at a
-time) and agreement (the cosine between the two servers' vectors for the same input; both mean
-pooling, both L2-normalized). Inputs are generated sentences of 10 to 60 words.
+time; the median of ROUNDS rounds, servers taking turns within a round so drift in the
+machine's speed reaches all alike), each server's throughput as a ratio to the first one's, and
+agreement (the cosine between the first server's vectors and each other's for the same input;
+all mean pooling, L2-normalized). Inputs are generated sentences of 10 to 60 words.
 
-Usage: bench/embeddings.py NAME=URL [NAME=URL ...] [--inputs N] [--batch N] [--out PREFIX]
+Usage: bench/embeddings.py NAME=URL [NAME=URL ...] [--inputs N] [--batch N] [--rounds N]
+       [--out PREFIX]
 Writes PREFIX.json and PREFIX.md (default bench/results/embeddings)."""
 import argparse
 import json
@@ -12,6 +15,7 @@ import math
 import os
 import platform
 import random
+import statistics
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
@@ -59,6 +63,7 @@ def main():
     ap.add_argument("servers", nargs="+", help="NAME=URL")
     ap.add_argument("--inputs", type=int, default=128)
     ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--command", default="bench/embeddings.sh")
     ap.add_argument("--out", default="bench/results/embeddings")
     a = ap.parse_args()
@@ -66,37 +71,68 @@ def main():
     texts = sentences(a.inputs)
     for url in servers.values():
         embed(url, texts[:2])  # warm-up
-    rows, vectors = [], {}
-    for conc in (1, 4):
-        for n, url in servers.items():
-            m, vs = throughput(url, texts, a.batch, conc)
-            vectors[n] = vs
-            rows.append({"server": n, "concurrency": conc, **m})
-            print(f"{n:>14} x{conc}: {m['inputs_s']:6.1f} inputs/s, {m['tokens_s']:7.1f} tokens/s",
-                  flush=True)
+    rows, vectors = measure(servers, texts, a.batch, a.rounds)
     names = list(servers)
-    agree = None
-    if len(names) == 2:
-        cs = [cosine(x, y) for x, y in zip(vectors[names[0]], vectors[names[1]])]
-        agree = {"min": min(cs), "mean": sum(cs) / len(cs)}
-        print(f"cosine {names[0]} vs {names[1]}: min {agree['min']:.6f}, mean {agree['mean']:.6f}")
+    agree = {n: agreement(vectors[names[0]], vectors[n]) for n in names[1:]}
+    for n, c in agree.items():
+        print(f"cosine {names[0]} vs {n}: min {c['min']:.6f}, mean {c['mean']:.6f}")
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     meta = {"date": when, "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-            "inputs": a.inputs, "batch": a.batch, "command": a.command, "servers": names}
+            "inputs": a.inputs, "batch": a.batch, "rounds": a.rounds, "command": a.command,
+            "servers": names}
     with open(a.out + ".json", "w") as f:
         json.dump({"meta": meta, "rows": rows, "agreement": agree}, f, indent=2)
     with open(a.out + ".md", "w") as f:
-        f.write(f"# Embeddings, tandem and llama-server ({when}, {meta['machine']})\n\n")
-        f.write(f"Command: `{a.command}`. {a.inputs} generated sentences of 10-60 words, "
-                f"{a.batch} per request, requests one at a time (x1) or 4 at a time (x4); mean "
-                "pooling, unit-length vectors.\n\n")
-        f.write("| server | requests at once | inputs/s | tokens/s |\n|---|---|---|---|\n")
-        for r in rows:
-            f.write(f"| {r['server']} | {r['concurrency']} | {r['inputs_s']:.1f} | "
-                    f"{r['tokens_s']:.0f} |\n")
-        if agree:
-            f.write(f"\nCosine between the two servers' vectors for the same input: min "
-                    f"{agree['min']:.6f}, mean {agree['mean']:.6f}.\n")
+        f.write(report(meta, rows, agree))
+
+
+def measure(servers, texts, batch, rounds):
+    """The median of `rounds` rounds per server and concurrency, with each server's tokens/s
+    over the first server's in the same rounds."""
+    runs, vectors = {}, {}
+    for _ in range(rounds):
+        for conc in (1, 4):
+            for n, url in servers.items():
+                m, vectors[n] = throughput(url, texts, batch, conc)
+                runs.setdefault((n, conc), []).append(m)
+    first = next(iter(servers))
+    rows = []
+    for (n, conc), ms in runs.items():
+        row = {"server": n, "concurrency": conc,
+               "inputs_s": statistics.median(m["inputs_s"] for m in ms),
+               "tokens_s": statistics.median(m["tokens_s"] for m in ms),
+               "tokens": ms[0]["tokens"], "rounds_tokens_s": [m["tokens_s"] for m in ms]}
+        rows.append(row)
+    for row in rows:
+        base = next(r for r in rows if r["server"] == first and r["concurrency"] == row["concurrency"])
+        row["first_over_this"] = base["tokens_s"] / row["tokens_s"]
+        print(f"{row['server']:>14} x{row['concurrency']}: {row['inputs_s']:6.1f} inputs/s, "
+              f"{row['tokens_s']:7.1f} tokens/s; {first} ÷ this {row['first_over_this']:.2f}",
+              flush=True)
+    return sorted(rows, key=lambda r: r["concurrency"]), vectors
+
+
+def agreement(xs, ys):
+    cs = [cosine(x, y) for x, y in zip(xs, ys)]
+    return {"min": min(cs), "mean": sum(cs) / len(cs)}
+
+
+def report(meta, rows, agree):
+    first = meta["servers"][0]
+    out = [f"# Embeddings, tandem and llama-server ({meta['date']}, {meta['machine']})\n",
+           f"Command: `{meta['command']}`. {meta['inputs']} generated sentences of 10-60 words, "
+           f"{meta['batch']} per request, requests one at a time (x1) or 4 at a time (x4); mean "
+           f"pooling, unit-length vectors. Each figure is the median of {meta['rounds']} rounds, "
+           "the servers taking turns.\n",
+           f"| server | requests at once | inputs/s | tokens/s | {first} ÷ this |",
+           "|---|---|---|---|---|"]
+    out += [f"| {r['server']} | {r['concurrency']} | {r['inputs_s']:.1f} | {r['tokens_s']:.0f} | "
+            f"{r['first_over_this']:.2f} |" for r in rows]
+    if agree:
+        out.append("\nCosine between the vectors of the same input:\n")
+        out += [f"- {first} and {n}: min {c['min']:.6f}, mean {c['mean']:.6f}"
+                for n, c in agree.items()]
+    return "\n".join(out) + "\n"
 
 
 if __name__ == "__main__":

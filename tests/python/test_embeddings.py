@@ -31,11 +31,11 @@ def test_vectors_from_the_openai_client(client, server):
     floats = client.embeddings.create(model=MODEL, input=TEXTS, encoding_format="float")
     assert all(cos(a.embedding, b) > 0.99999 for a, b in zip(floats.data, vs))
     one = client.embeddings.create(model=MODEL, input=TEXTS[1]).data[0].embedding
-    assert cos(one, vs[1]) > 0.9999
+    assert cos(one, vs[1]) > 0.9995  # packed with another input: other kernels, close rounding
     assert cos(vs[0], vs[1]) < 0.999
     ids = requests.post(server.url + "/tokenize", json={"content": TEXTS[0], "add_special": True}).json()["tokens"]
     by_ids = client.embeddings.create(model=MODEL, input=[ids]).data[0].embedding
-    assert cos(by_ids, vs[0]) > 0.9999
+    assert cos(by_ids, vs[0]) > 0.9995
     assert r.usage.prompt_tokens == r.usage.total_tokens >= len(ids) + 2
 
 

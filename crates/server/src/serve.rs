@@ -146,7 +146,8 @@ pub struct ServeArgs {
     pub jump_forward: OnOff,
     /// Serve `POST /v1/embeddings` (as llama-server's `--embeddings`): a second llama.cpp
     /// context over the same model computes pooled, unit-length vectors of the model's hidden
-    /// size, one input at a time on its own thread (beside the engine's, not in its batches).
+    /// size on its own thread (beside the engine's, not in its batches), packing inputs (of
+    /// one request or of several waiting ones) into shared decodes (--embeddings-pack).
     /// Off by default: a causal chat model is not an embedding model, and its vectors are only
     /// as good as that.
     #[arg(long)]
@@ -155,6 +156,11 @@ pub struct ServeArgs {
     /// or `cls` (the first token's).
     #[arg(long, value_enum, default_value_t = PoolingArg::Mean)]
     pub pooling: PoolingArg,
+    /// The most /v1/embeddings inputs packed into one decode; their tokens together are also
+    /// at most a sequence's context (--kv-cells / --max-seqs). Short inputs then make one
+    /// large matrix product instead of many small ones. 1: one input per decode.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub embeddings_pack: u16,
     #[command(flatten)]
     pub tool_args: crate::tool_args::ToolArgs,
     /// Model layers to offload to a GPU (only with a `cuda` build).
@@ -375,6 +381,7 @@ pub async fn run(args: ServeArgs, default_model: PathBuf) -> anyhow::Result<()> 
             let cfg = EmbedConfig {
                 pooling: args.pooling.into(),
                 max_tokens: cells_per_seq,
+                max_seqs: args.embeddings_pack.into(),
                 threads,
             };
             Embedder::start(model, cfg)
