@@ -44,6 +44,22 @@ def test_bad_input_gets_openai_error(server, name, body, status):
     still_serving(server)
 
 
+@pytest.mark.parametrize("part,words", [
+    ({"type": "image_url", "image_url": {"url": "http://x/y.png"}}, "type 'image_url' are not supported"),
+    ({"type": "text"}, "needs a string `text`"),
+    ({"text": "hi"}, "needs a string `type`"),
+])
+def test_content_parts_other_than_text_are_refused_by_name(server, part, words):
+    r = requests.post(server.url + CHAT, json={"messages": [
+        {"role": "user", "content": [{"type": "text", "text": "Look:"}, part]}]})
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert words in err["message"] and err["param"] == "messages[0]", err
+    ok = requests.post(server.url + CHAT, json={"max_tokens": 2, "messages": [
+        {"role": "user", "content": [{"type": "text", "text": "Look"}, {"type": "text", "text": "!"}]}]})
+    assert ok.status_code == 200, ok.text
+
+
 def test_context_error_code(server):
     r = requests.post(server.url + CHAT, json={"messages": [{"role": "user", "content": "word " * 5000}]})
     assert r.json()["error"]["code"] == "context_length_exceeded"

@@ -301,11 +301,13 @@ fn join_text_parts(parts: &[Value]) -> Result<String, String> {
             p.get("text").and_then(Value::as_str),
         ) {
             (Some("text"), Some(t)) => text.push_str(t),
-            (kind, _) => {
+            (Some("text"), None) => return Err("a text part needs a string `text`".into()),
+            (Some(kind), _) => {
                 return Err(format!(
-                    "unsupported content part {kind:?}; only text parts"
+                    "content parts of type '{kind}' are not supported; this server takes text parts only"
                 ))
             }
+            (None, _) => return Err("a content part needs a string `type`".into()),
         }
     }
     Ok(text)
