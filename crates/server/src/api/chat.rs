@@ -77,6 +77,7 @@ struct Prepared {
 
 fn prepare(st: &AppState, req: &ChatRequest) -> Result<Prepared, ApiError> {
     st.check_model(req.common.model.as_deref())?;
+    req.refuse_legacy_functions()?;
     let mut params = req.common.validate(st.model.n_vocab())?;
     params.sampling.logprobs = logprobs::chat_request(req.logprobs, req.top_logprobs)?;
     let plan = ToolPlan::parse(req, &st.registry, params.output.clone())?;
