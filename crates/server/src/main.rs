@@ -6,6 +6,7 @@ mod api;
 mod app;
 mod auth;
 mod bench;
+mod costs;
 mod error;
 mod metrics_setup;
 mod script;

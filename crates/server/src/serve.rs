@@ -15,7 +15,7 @@ use tandem_engine::{
 use tandem_llama::{EmbedConfig, Embedder, LlamaRunner, Model, Pooling, RunnerConfig};
 
 use crate::api::responses::store::ResponseStore;
-use crate::bench::sim_costs;
+use crate::costs;
 use crate::state::AppState;
 use crate::state::ToolSetup;
 use crate::template::ChatTemplate;
@@ -256,7 +256,7 @@ impl From<ReuseArg> for PrefixReuse {
 /// Where the runner's costs come from (`--costs`) and where they go (`--save-costs`).
 struct CostChoice {
     /// The `--costs` argument and what it loaded.
-    given: Option<(String, sim_costs::CostFile)>,
+    given: Option<(String, costs::CostFile)>,
     save: Option<PathBuf>,
 }
 
@@ -264,7 +264,7 @@ impl CostChoice {
     /// Loads `--costs` (a bad file or preset name fails here, before the model's context).
     fn new(args: &ServeArgs) -> anyhow::Result<Self> {
         let given = match &args.costs {
-            Some(spec) => Some((spec.clone(), sim_costs::load(spec)?)),
+            Some(spec) => Some((spec.clone(), costs::load(spec)?)),
             None => None,
         };
         Ok(Self {
@@ -284,7 +284,7 @@ impl CostChoice {
         }
         if let Some(path) = self.save {
             let c = r.profile().context("cost profile for --save-costs")?;
-            let json = serde_json::to_string_pretty(&sim_costs::CostFile::from(c))?;
+            let json = serde_json::to_string_pretty(&costs::CostFile::from(c))?;
             std::fs::write(&path, json + "\n")
                 .with_context(|| format!("--save-costs {}", path.display()))?;
         }

@@ -7,7 +7,6 @@ pub mod client;
 pub mod conveyor;
 pub mod report;
 pub mod server_metrics;
-pub mod sim_costs;
 pub mod simulate;
 pub mod workload;
 

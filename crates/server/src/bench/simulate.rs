@@ -14,9 +14,10 @@ use tandem_engine::sim::{self, SimConfig, SimOutcome, SimRequest, SimTotals, Ste
 use tandem_engine::{InterceptConfig, SchedulerConfig, Token};
 
 use crate::bench::client::Outcome;
+use crate::bench::report;
 use crate::bench::server_metrics::ServerFigures;
 use crate::bench::workload::WorkItem;
-use crate::bench::{report, sim_costs};
+use crate::costs;
 use crate::script;
 use crate::serve::{OrderArg, PolicyArg, ReuseArg};
 
@@ -93,7 +94,7 @@ pub struct SimArgs {
 pub async fn run(args: SimArgs) -> anyhow::Result<()> {
     let costs = match &args.costs_from {
         Some(url) => scrape_costs(url).await?,
-        None => sim_costs::load(&args.costs)?,
+        None => costs::load(&args.costs)?,
     };
     let cfg = config(&args, costs.into())?;
     let items = items(&args)?;
@@ -121,7 +122,7 @@ pub async fn run(args: SimArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn scrape_costs(url: &str) -> anyhow::Result<sim_costs::CostFile> {
+async fn scrape_costs(url: &str) -> anyhow::Result<costs::CostFile> {
     let url = url.trim_end_matches('/');
     let page = reqwest::get(format!("{url}/metrics"))
         .await
@@ -129,7 +130,7 @@ async fn scrape_costs(url: &str) -> anyhow::Result<sim_costs::CostFile> {
         .with_context(|| format!("GET {url}/metrics"))?
         .text()
         .await?;
-    sim_costs::from_metrics(&crate::bench::server_metrics::parse(&page))
+    costs::from_metrics(&crate::bench::server_metrics::parse(&page))
 }
 
 fn config(args: &SimArgs, cost: StepCost) -> anyhow::Result<SimConfig> {
@@ -255,7 +256,7 @@ fn figures(t: &SimTotals) -> ServerFigures {
     }
 }
 
-fn config_json(args: &SimArgs, costs: &sim_costs::CostFile, cfg: &SimConfig) -> serde_json::Value {
+fn config_json(args: &SimArgs, costs: &costs::CostFile, cfg: &SimConfig) -> serde_json::Value {
     let s = &cfg.scheduler;
     json!({"label": args.label, "simulated": true, "costs": args.costs_from.as_deref().unwrap_or(&args.costs),
         "cost_profile": costs, "rate": args.rate, "requests": args.requests, "workload": args.workload,
@@ -283,7 +284,7 @@ mod tests {
     }
 
     fn simulate(a: &SimArgs) -> (Vec<SimOutcome>, SimTotals) {
-        let cfg = config(a, sim_costs::load(&a.costs).unwrap().into()).unwrap();
+        let cfg = config(a, costs::load(&a.costs).unwrap().into()).unwrap();
         let items = items(a).unwrap();
         let reqs = requests(&items, &arrivals(a, items.len()), a).unwrap();
         sim::simulate(&cfg, reqs).unwrap()
@@ -377,7 +378,7 @@ mod tests {
 
     #[test]
     fn bad_settings_are_refused() {
-        let cost = || sim_costs::load("gptj6b-a100").unwrap().into();
+        let cost = || costs::load("gptj6b-a100").unwrap().into();
         let e = config(
             &args(&["--max-seqs", "8", "--max-batch-tokens", "4"]),
             cost(),

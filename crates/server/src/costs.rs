@@ -1,7 +1,7 @@
-//! Cost profiles for `tandem simulate`: built-in presets (one measured on this project's
+//! Cost profiles, shared by `tandem serve` (`--costs` starts from one, `--save-costs` writes
+//! the one it uses) and `tandem simulate`: built-in presets (one measured on this project's
 //! reference machine, one derived for a GPU from datasheet figures), a JSON file, or the
-//! costs a running tandem server measured at startup (its `tandem_cost_*` gauges). The same
-//! files and presets are what `tandem serve --costs` starts from and `--save-costs` writes.
+//! costs a running tandem server measured at startup (its `tandem_cost_*` gauges).
 
 use std::collections::HashMap;
 use std::path::Path;
