@@ -51,6 +51,12 @@ pub struct ServeArgs {
     /// without .gguf).
     #[arg(long)]
     pub served_model_name: Option<String>,
+    /// A Jinja chat template (Hugging Face conventions) to use instead of the model's own, as
+    /// llama-server's --chat-template-file and vLLM's --chat-template. Without it: the GGUF's
+    /// template; a model with none gets Gemma's turn format if its vocabulary has Gemma's turn
+    /// tokens, else ChatML.
+    #[arg(long, value_name = "PATH")]
+    pub chat_template_file: Option<PathBuf>,
     /// Most requests waiting for admission; beyond it requests get 503 (overloaded).
     #[arg(long, default_value_t = 256)]
     pub max_queue: usize,
@@ -297,6 +303,25 @@ pub fn default_model_path(cache_dir: PathBuf) -> PathBuf {
     cache_dir.join("tandem/models/SmolLM2-135M-Instruct.Q4_1.gguf")
 }
 
+/// The chat template's Jinja source, and whether it was given (by --chat-template-file or
+/// the GGUF) rather than a built-in fallback.
+fn chat_template_source(args: &ServeArgs, model: &Model) -> anyhow::Result<(String, bool)> {
+    if let Some(path) = &args.chat_template_file {
+        let src = std::fs::read_to_string(path)
+            .with_context(|| format!("--chat-template-file {}", path.display()))?;
+        tracing::info!("chat template from {}", path.display());
+        return Ok((src, true));
+    }
+    if let Some(src) = model.chat_template() {
+        return Ok((src, true));
+    }
+    let one_token = |t: &str| model.tokenize(t, false, true).len() == 1;
+    let (src, name) =
+        crate::template::fallback(one_token("<start_of_turn>") && one_token("<end_of_turn>"));
+    tracing::warn!("the model has no chat template; using {name} (--chat-template-file gives one)");
+    Ok((src.to_string(), false))
+}
+
 fn served_name(args: &ServeArgs, path: &std::path::Path) -> String {
     args.served_model_name.clone().unwrap_or_else(|| {
         path.file_name().map_or("model".into(), |n| {
@@ -320,6 +345,11 @@ pub async fn run(args: ServeArgs, default_model: PathBuf) -> anyhow::Result<()> 
     let registry = Arc::new(args.tool_args.registry()?);
     let costs = CostChoice::new(&args)?;
     let model = Model::load(&path, args.gpu_layers)?;
+    // Before the engine starts (and profiles): a bad template file stops the start at once.
+    let (source, given) = chat_template_source(&args, &model)?;
+    let bos = model.special_text(model.bos());
+    let eos = model.special_text(model.eos());
+    let template = ChatTemplate::new(Some(source.clone()), bos, eos).context("chat template")?;
     let mut cells_per_seq = args.kv_cells / args.max_seqs;
     if cells_per_seq > model.n_ctx_train() {
         tracing::warn!(
@@ -364,17 +394,13 @@ pub async fn run(args: ServeArgs, default_model: PathBuf) -> anyhow::Result<()> 
         Box::new(SystemClock::new()),
         move || costs.runner(model, &rc),
     )?;
-    let bos = model.special_text(model.bos());
-    let eos = model.special_text(model.eos());
-    let source = model.chat_template();
     let jump_forward = args.jump_forward == OnOff::On;
     let tools = ToolSetup::new(
         &model,
-        source.as_deref(),
+        given.then_some(source.as_str()),
         args.tool_call_parser,
         jump_forward,
     )?;
-    let template = ChatTemplate::new(source, bos, eos).context("chat template")?;
     let embedder = args
         .embeddings
         .then(|| {
@@ -388,9 +414,6 @@ pub async fn run(args: ServeArgs, default_model: PathBuf) -> anyhow::Result<()> 
         })
         .transpose()
         .context("embeddings context")?;
-    if !template.from_model {
-        tracing::warn!("the model has no chat template; using ChatML");
-    }
     let st = Arc::new(AppState {
         engine,
         model,

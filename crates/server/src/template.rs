@@ -1,7 +1,8 @@
 //! Chat prompts from the GGUF's own Jinja chat template, rendered with minijinja under
 //! Hugging Face conventions: `messages`, `add_generation_prompt`, `tools`, `bos_token`,
 //! `eos_token`, `raise_exception(...)`, the `tojson` filter and Python string methods.
-//! Models without a template get ChatML.
+//! A model without a template gets a built-in one its vocabulary suits (`fallback`): Gemma's
+//! turns when it has Gemma's turn tokens, else ChatML (llama-server's fallback).
 
 use minijinja::{Environment, Error, ErrorKind, Value};
 use serde_json::Value as Json;
@@ -10,12 +11,27 @@ use crate::error::ApiError;
 
 const CHATML: &str = "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}";
 
+/// Gemma's turn format, for Gemma models whose GGUF has no template (base models): a system
+/// message opens the next user turn, the assistant's role is `model`, and a tool result is a
+/// user turn (Gemma has no tool role). Written for tandem; Gemma's own templates refuse
+/// system and tool roles instead.
+const GEMMA_TURNS: &str = "{% set ns = namespace(system='') %}{% for m in messages %}{% if m.role == 'system' %}{% set ns.system = ns.system + m.content + '\n\n' %}{% else %}<start_of_turn>{{ 'model' if m.role == 'assistant' else 'user' }}\n{% if m.role != 'assistant' %}{{ ns.system }}{% set ns.system = '' %}{% endif %}{{ m.content }}<end_of_turn>\n{% endif %}{% endfor %}{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}";
+
+/// The built-in template for a model without one, and its name: Gemma's turns when the
+/// vocabulary has Gemma's turn tokens (ChatML's markers would be plain text to it), else
+/// ChatML.
+pub fn fallback(has_gemma_turns: bool) -> (&'static str, &'static str) {
+    if has_gemma_turns {
+        (GEMMA_TURNS, "Gemma's turn format")
+    } else {
+        (CHATML, "ChatML")
+    }
+}
+
 pub struct ChatTemplate {
     env: Environment<'static>,
     bos: String,
     eos: String,
-    /// Whether the template came from the model (false: ChatML fallback).
-    pub from_model: bool,
 }
 
 fn raise_exception(msg: String) -> Result<Value, Error> {
@@ -24,18 +40,12 @@ fn raise_exception(msg: String) -> Result<Value, Error> {
 
 impl ChatTemplate {
     pub fn new(source: Option<String>, bos: String, eos: String) -> Result<Self, Error> {
-        let from_model = source.is_some();
         let mut env = Environment::new();
         minijinja_contrib::add_to_environment(&mut env);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_function("raise_exception", raise_exception);
         env.add_template_owned("chat", source.unwrap_or_else(|| CHATML.to_string()))?;
-        Ok(Self {
-            env,
-            bos,
-            eos,
-            from_model,
-        })
+        Ok(Self { env, bos, eos })
     }
 
     /// Renders a conversation for the assistant's next turn; a template that raises (e.g.
@@ -87,6 +97,23 @@ mod tests {
             .render(&[json!({"role": "bad", "content": ""})], None)
             .unwrap_err();
         assert!(err.to_string().contains("no bad"), "{err}");
+    }
+
+    #[test]
+    fn gemma_fallback_folds_system_into_the_next_user_turn() {
+        let (src, _) = fallback(true);
+        let t = ChatTemplate::new(Some(src.into()), String::new(), String::new()).unwrap();
+        let msgs = [
+            json!({"role": "system", "content": "Be brief."}),
+            json!({"role": "user", "content": "Hi"}),
+            json!({"role": "assistant", "content": "Hello"}),
+            json!({"role": "tool", "content": "42"}),
+        ];
+        assert_eq!(
+            t.render(&msgs, None).unwrap(),
+            "<start_of_turn>user\nBe brief.\n\nHi<end_of_turn>\n<start_of_turn>model\nHello<end_of_turn>\n<start_of_turn>user\n42<end_of_turn>\n<start_of_turn>model\n"
+        );
+        assert_eq!(fallback(false).0, CHATML);
     }
 
     #[test]
