@@ -2,7 +2,8 @@
 attention, a 262k-token vocabulary), fetched by `scripts/fetch-model.sh gemma3-270m` (`.ci/run`
 does). Its GGUF has no chat template, so chat is rendered in Gemma's turns; a stream gives the
 text a whole response gives; a follow-up turn reuses the conversation's KV and gives the tokens
-of a cold request; and a request paused twice by scripted tool calls gives the same tokens
+of a cold request; embeddings are unit vectors of its hidden size (640) from packed
+decodes; and a request paused twice by scripted tool calls gives the same tokens
 whether its KV stayed, went to the host pool or was dropped and recomputed."""
 import json
 import os
@@ -40,7 +41,7 @@ def gemma():
                                      "--allow-scripted", "--intercept-policy", policy, *costs,
                                      *EXACT)
         servers["cold"] = Server("--model", str(GEMMA), "--max-seqs", "4", "--kv-cells", "8192",
-                                 "--costs", str(COSTS), *COLD)
+                                 "--costs", str(COSTS), "--embeddings", *COLD)
         yield servers
     finally:
         for s in servers.values():
@@ -111,3 +112,15 @@ def test_a_follow_up_reuses_the_conversation_and_matches_a_cold_request(gemma):
     assert warm["usage"]["prompt_tokens_details"]["cached_tokens"] == r1["usage"]["prompt_tokens"]
     assert cold["usage"]["prompt_tokens_details"]["cached_tokens"] == 0
     assert warm["choices"][0]["message"]["content"] == cold["choices"][0]["message"]["content"]
+
+
+def test_embeddings_on_its_architecture(gemma):
+    s = gemma["cold"]
+    texts = ["a cat", "stock market news", "a kitten"]
+    data = post(s, "/v1/embeddings", input=texts, encoding_format="float")["data"]
+    vs = [d["embedding"] for d in data]
+    dot = lambda a, b: sum(x * y for x, y in zip(a, b))
+    assert all(len(v) == 640 and abs(dot(v, v) - 1) < 1e-4 for v in vs)
+    assert dot(vs[0], vs[2]) > dot(vs[0], vs[1]) + 0.2  # 0.96 against 0.43 on 2026-12-03
+    alone = post(s, "/v1/embeddings", input=texts[1], encoding_format="float")["data"][0]
+    assert dot(alone["embedding"], vs[1]) > 0.9995
