@@ -99,12 +99,7 @@ impl Embedder {
                     }
                     Err(e) => return drop(ready_tx.send(Err(e))),
                 };
-                let limits = (thread_cfg.ctx_tokens(), thread_cfg.max_seqs);
-                while let Ok(first) = rx.recv() {
-                    let mut waiting = vec![first];
-                    waiting.extend(rx.try_iter());
-                    serve(&mut ctx, limits, waiting);
-                }
+                serve_until_closed(&mut ctx, &rx, &thread_cfg);
             })
             .map_err(|e| ModelError::Context(e.to_string()))?;
         ready_rx
@@ -173,6 +168,21 @@ fn context(model: Model, cfg: &EmbedConfig) -> Result<LlamaContext<'static>, Mod
         .inner
         .new_context(backend()?, params)
         .map_err(|e| ModelError::Context(e.to_string()))
+}
+
+/// The thread's loop: takes the next request with every other one waiting by then, and
+/// answers them together, until every `Embedder` handle is gone.
+fn serve_until_closed(
+    ctx: &mut LlamaContext<'static>,
+    rx: &mpsc::Receiver<Job>,
+    cfg: &EmbedConfig,
+) {
+    let limits = (cfg.ctx_tokens(), cfg.max_seqs);
+    while let Ok(first) = rx.recv() {
+        let mut waiting = vec![first];
+        waiting.extend(rx.try_iter());
+        serve(ctx, limits, waiting);
+    }
 }
 
 /// Answers every waiting request, their inputs packed together.
