@@ -56,6 +56,7 @@ kill "${PIDS[@]}"; wait 2>/dev/null || true
 # llama.cpp's own --version reports the git commit of the enclosing checkout (tandem's), so the
 # label is the PyPI source release it was built from.
 LS_LABEL="$(basename "${LLAMA_SERVER%/build/bin/llama-server}") (PyPI sdist)"
-COMMAND="RATES='$RATES' AGENT_RATE=$AGENT_RATE RESULT=$RESULT bench/compare-llama-server.sh"
-python3 bench/compare_table.py "$OUT" "$RATES" "$LS_LABEL" "$AGENT_RATE" "$RESULT" "$COMMAND" > "$RESULT.md"
+COMMAND="RATES='$RATES' AGENT_RATE=$AGENT_RATE RESULT=$RESULT bench/compare-llama-server.sh${1:+ $1}"
+python3 bench/compare_table.py "$OUT" "$RATES" "$LS_LABEL" "$AGENT_RATE" "$RESULT" "$COMMAND" \
+  "$(basename "$MODEL")" > "$RESULT.md"
 cat "$RESULT.md"

@@ -1,7 +1,8 @@
 """Turns the reports of bench/compare-llama-server.sh into one JSON and a Markdown table.
 
-Usage: compare_table.py OUT RATES LLAMA_SERVER_LABEL AGENT_RATE RESULT COMMAND: writes
-RESULT.json, prints the table (COMMAND is the command line it names)."""
+Usage: compare_table.py OUT RATES LLAMA_SERVER_LABEL AGENT_RATE RESULT COMMAND MODEL: writes
+RESULT.json, prints the table (COMMAND is the command line it names, MODEL the GGUF's file
+name)."""
 import json
 import platform
 import subprocess
@@ -10,7 +11,7 @@ import time
 from pathlib import Path
 
 out, rates, ls_version, agent_rate = Path(sys.argv[1]), sys.argv[2].split(), sys.argv[3], sys.argv[4]
-result, command = sys.argv[5], sys.argv[6]
+result, command, model = sys.argv[5], sys.argv[6], sys.argv[7]
 
 
 def load(name):
@@ -44,9 +45,10 @@ cpu = subprocess.run(["sh", "-c", "lscpu | sed -n 's/Model name: *//p'"], captur
 machine = f"{cpu}, {subprocess.run(['nproc'], capture_output=True, text=True).stdout.strip()} cores, {platform.system()}"
 date = time.strftime("%Y-%m-%d")
 Path(f"{result}.json").write_text(json.dumps(
-    {"date": date, "machine": machine, "llama_server": ls_version, "tandem": t, "llama-server": l}, indent=2))
+    {"date": date, "machine": machine, "llama_server": ls_version, "model": model, "tandem": t,
+     "llama-server": l}, indent=2))
 print(f"# tandem vs llama-server ({date})\n")
-print(f"Machine: {machine}. llama-server: {ls_version}. Model: SmolLM2-135M-Instruct Q4_1.")
+print(f"Machine: {machine}. llama-server: {ls_version}. Model: {model}.")
 print(f"Command: `{command}` (both servers: same GGUF, threads, 16 sequences, 32768 KV cells).\n")
 print("| figure | tandem | llama-server | tandem / llama-server |")
 print("|---|---|---|---|")
