@@ -6,7 +6,9 @@
 # with one shared 400-token system prompt.
 # Writes $RESULT.{json,md} (default bench/results/llama-server-comparison).
 # Usage: bench/compare-llama-server.sh [MODEL.gguf]
-# Knobs (environment): RATES (tool-loop arrival rates), AGENT_RATE, RESULT.
+# Knobs (environment): RATES (tool-loop arrival rates), AGENT_RATE, RESULT, TEMPLATE (a Jinja
+# chat template file both servers use instead of the model's: for a GGUF without one, where
+# llama-server would fall back to ChatML, e.g. crates/server/templates/gemma-turns.jinja).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/lib.sh
@@ -20,6 +22,10 @@ OUT=bench/work/compare; mkdir -p "$OUT" bench/results
 LLAMA_SERVER=$(bench/build-llama-server.sh)
 cargo build --release --locked --bin tandem >&2
 TANDEM=target/release/tandem
+T_TEMPLATE=(); L_TEMPLATE=()
+if [ -n "${TEMPLATE:-}" ]; then
+  T_TEMPLATE=(--chat-template-file "$TEMPLATE"); L_TEMPLATE=(--jinja --chat-template-file "$TEMPLATE")
+fi
 
 # step NAME BENCH-ARGS...: the same step against tandem, then against llama-server. Both servers
 # stay up and the steps alternate, so load from other tenants of this shared machine falls on
@@ -35,9 +41,9 @@ declare -A URLS=([tandem]=http://127.0.0.1:18080 [llama-server]=http://127.0.0.1
 PIDS=()
 trap 'kill "${PIDS[@]}" 2>/dev/null || true' EXIT
 # One server at a time while starting: tandem measures its cost profile at startup.
-$TANDEM serve --model "$MODEL" --port 18080 --threads "$THREADS" --max-seqs $SEQS --kv-cells $CELLS 2>"$OUT/tandem.log" &
+$TANDEM serve --model "$MODEL" --port 18080 --threads "$THREADS" --max-seqs $SEQS --kv-cells $CELLS "${T_TEMPLATE[@]}" 2>"$OUT/tandem.log" &
 PIDS+=($!); wait_up "${URLS[tandem]}"
-"$LLAMA_SERVER" -m "$MODEL" --port 18081 -t "$THREADS" -tb "$THREADS" -np $SEQS -c $CELLS -b 512 -ub 512 2>"$OUT/llama-server.log" &
+"$LLAMA_SERVER" -m "$MODEL" --port 18081 -t "$THREADS" -tb "$THREADS" -np $SEQS -c $CELLS -b 512 -ub 512 "${L_TEMPLATE[@]}" 2>"$OUT/llama-server.log" &
 PIDS+=($!); wait_up "${URLS[llama-server]}"
 
 # Every step uses its own seed, so no step's prompts repeat an earlier step's (a server's prompt
@@ -56,7 +62,7 @@ kill "${PIDS[@]}"; wait 2>/dev/null || true
 # llama.cpp's own --version reports the git commit of the enclosing checkout (tandem's), so the
 # label is the PyPI source release it was built from.
 LS_LABEL="$(basename "${LLAMA_SERVER%/build/bin/llama-server}") (PyPI sdist)"
-COMMAND="RATES='$RATES' AGENT_RATE=$AGENT_RATE RESULT=$RESULT bench/compare-llama-server.sh${1:+ $1}"
+COMMAND="RATES='$RATES' AGENT_RATE=$AGENT_RATE RESULT=$RESULT${TEMPLATE:+ TEMPLATE=$TEMPLATE} bench/compare-llama-server.sh${1:+ $1}"
 python3 bench/compare_table.py "$OUT" "$RATES" "$LS_LABEL" "$AGENT_RATE" "$RESULT" "$COMMAND" \
   "$(basename "$MODEL")" > "$RESULT.md"
 cat "$RESULT.md"

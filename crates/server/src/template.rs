@@ -14,8 +14,9 @@ const CHATML: &str = "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.cont
 /// Gemma's turn format, for Gemma models whose GGUF has no template (base models): a system
 /// message opens the next user turn, the assistant's role is `model`, and a tool result is a
 /// user turn (Gemma has no tool role). Written for tandem; Gemma's own templates refuse
-/// system and tool roles instead.
-const GEMMA_TURNS: &str = "{% set ns = namespace(system='') %}{% for m in messages %}{% if m.role == 'system' %}{% set ns.system = ns.system + m.content + '\n\n' %}{% else %}<start_of_turn>{{ 'model' if m.role == 'assistant' else 'user' }}\n{% if m.role != 'assistant' %}{{ ns.system }}{% set ns.system = '' %}{% endif %}{{ m.content }}<end_of_turn>\n{% endif %}{% endfor %}{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}";
+/// system and tool roles instead. A file of its own, so benchmarks can give llama-server the
+/// same template.
+const GEMMA_TURNS: &str = include_str!("../templates/gemma-turns.jinja");
 
 /// The built-in template for a model without one, and its name: Gemma's turns when the
 /// vocabulary has Gemma's turn tokens (ChatML's markers would be plain text to it), else
