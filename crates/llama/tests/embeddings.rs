@@ -12,16 +12,21 @@ fn cosine(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
+/// An embedder with mean pooling on the default model, 2 threads.
+fn mean_embedder(max_tokens: usize, max_seqs: usize) -> Embedder {
+    let cfg = EmbedConfig {
+        pooling: Pooling::Mean,
+        max_tokens,
+        max_seqs,
+        threads: 2,
+    };
+    Embedder::start(model(), cfg).unwrap()
+}
+
 #[test]
 fn embeddings_are_unit_vectors_the_same_alone_or_with_others() {
     let m = model();
-    let cfg = EmbedConfig {
-        pooling: Pooling::Mean,
-        max_tokens: 64,
-        max_seqs: 4,
-        threads: 2,
-    };
-    let e = Embedder::start(m, cfg).unwrap();
+    let e = mean_embedder(64, 4);
     assert_eq!(e.dims(), m.n_embd());
     let texts = [
         "The cat sat on the mat.",
@@ -69,13 +74,7 @@ fn embeddings_are_unit_vectors_the_same_alone_or_with_others() {
 #[test]
 fn concurrent_requests_each_get_their_own_vectors() {
     let m = model();
-    let cfg = EmbedConfig {
-        pooling: Pooling::Mean,
-        max_tokens: 128,
-        max_seqs: 16,
-        threads: 2,
-    };
-    let e = Embedder::start(m, cfg).unwrap();
+    let e = mean_embedder(128, 16);
     let words = [
         "river", "stock", "kitten", "compiler", "volcano", "opera", "tax", "moon",
     ];

@@ -349,7 +349,7 @@ pub async fn run(args: ServeArgs, default_model: PathBuf) -> anyhow::Result<()> 
     let (source, given) = chat_template_source(&args, &model)?;
     let bos = model.special_text(model.bos());
     let eos = model.special_text(model.eos());
-    let template = ChatTemplate::new(Some(source.clone()), bos, eos).context("chat template")?;
+    let template = ChatTemplate::new(source.clone(), bos, eos).context("chat template")?;
     let mut cells_per_seq = args.kv_cells / args.max_seqs;
     if cells_per_seq > model.n_ctx_train() {
         tracing::warn!(

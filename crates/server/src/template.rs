@@ -40,12 +40,13 @@ fn raise_exception(msg: String) -> Result<Value, Error> {
 }
 
 impl ChatTemplate {
-    pub fn new(source: Option<String>, bos: String, eos: String) -> Result<Self, Error> {
+    /// Compiles `source` (the model's template, `--chat-template-file`'s, or a `fallback`).
+    pub fn new(source: String, bos: String, eos: String) -> Result<Self, Error> {
         let mut env = Environment::new();
         minijinja_contrib::add_to_environment(&mut env);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_function("raise_exception", raise_exception);
-        env.add_template_owned("chat", source.unwrap_or_else(|| CHATML.to_string()))?;
+        env.add_template_owned("chat", source)?;
         Ok(Self { env, bos, eos })
     }
 
@@ -86,7 +87,7 @@ mod tests {
     #[test]
     fn hf_conventions() {
         let src = "{{ bos_token }}{% for m in messages %}{% if m.role == 'bad' %}{{ raise_exception('no ' + m.role) }}{% endif %}[{{ m.role }}]{{ m.content.strip() }}{% endfor %}{% if tools %}{{ tools | tojson }}{% endif %}{% if add_generation_prompt %}[assistant]{% endif %}";
-        let t = ChatTemplate::new(Some(src.into()), "<s>".into(), "</s>".into()).unwrap();
+        let t = ChatTemplate::new(src.into(), "<s>".into(), "</s>".into()).unwrap();
         let msgs = vec![json!({"role": "user", "content": "  hi "})];
         assert_eq!(t.render(&msgs, None).unwrap(), "<s>[user]hi[assistant]");
         let tools = vec![json!({"type": "function"})];
@@ -103,7 +104,7 @@ mod tests {
     #[test]
     fn gemma_fallback_folds_system_into_the_next_user_turn() {
         let (src, _) = fallback(true);
-        let t = ChatTemplate::new(Some(src.into()), String::new(), String::new()).unwrap();
+        let t = ChatTemplate::new(src.into(), String::new(), String::new()).unwrap();
         let msgs = [
             json!({"role": "system", "content": "Be brief."}),
             json!({"role": "user", "content": "Hi"}),
@@ -119,7 +120,7 @@ mod tests {
 
     #[test]
     fn chatml_fallback() {
-        let t = ChatTemplate::new(None, String::new(), String::new()).unwrap();
+        let t = ChatTemplate::new(fallback(false).0.into(), String::new(), String::new()).unwrap();
         let out = t
             .render(&[json!({"role": "user", "content": "x"})], None)
             .unwrap();

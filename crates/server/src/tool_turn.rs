@@ -64,7 +64,7 @@ mod tests {
     const GEMMA: &str = "{% for m in messages %}{% set role = 'model' if m.role == 'assistant' else 'user' %}<start_of_turn>{{ role }}\n{{ m.content }}<end_of_turn>\n{% endfor %}{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}";
 
     fn appended(src: &str, eot: &str) -> String {
-        let t = ChatTemplate::new(Some(src.into()), "<s>".into(), String::new()).unwrap();
+        let t = ChatTemplate::new(src.into(), "<s>".into(), String::new()).unwrap();
         let render = |m: &[Value], g: bool| t.render_with(m, None, g);
         let conv = vec![
             json!({"role": "user", "content": "2+2?"}),
@@ -110,7 +110,7 @@ mod tests {
             (LLAMA3, "<|eot_id|>"),
             (GEMMA, "<end_of_turn>"),
         ] {
-            let t = ChatTemplate::new(Some(src.into()), "<s>".into(), String::new()).unwrap();
+            let t = ChatTemplate::new(src.into(), "<s>".into(), String::new()).unwrap();
             let conv = vec![
                 json!({"role": "user", "content": "hi"}),
                 json!({"role": "assistant", "content": "call"}),
