@@ -1,5 +1,7 @@
 """`n` > 1: several choices for one prompt, non-streamed and streamed, chat and text
-completions; seeded choices are reproducible, the prompt is counted once and prefilled once."""
+completions; seeded choices are reproducible, the prompt is counted once and prefilled once.
+A text completion's list of prompts (OpenAI's batch form): `n` choices for each, in prompt
+order, each as that prompt alone would get it."""
 import openai
 import pytest
 import requests
@@ -77,3 +79,60 @@ def test_bad_n_is_400(client, n):
         client.chat.completions.create(model=MODEL, messages=ASK, max_tokens=2, n=n)
     assert e.value.body["param"] == "n"
     assert "between 1 and 128" in e.value.body["message"]
+
+
+PROMPTS = ["The capital of France is", "1, 2, 3, 4,", "Roses are red,"]
+
+
+def alone(client, prompt, **kw):
+    return client.completions.create(model=MODEL, prompt=prompt, **kw)
+
+
+def test_a_list_of_prompts_gives_each_its_choices_in_order(client):
+    kw = dict(max_tokens=6, temperature=0, extra_body={"ignore_eos": True})
+    r = client.completions.create(model=MODEL, prompt=PROMPTS, n=2, **kw)
+    assert [c.index for c in r.choices] == list(range(6))
+    singles = [alone(client, p, **kw) for p in PROMPTS]
+    assert [c.text for c in r.choices] == [s.choices[0].text for s in singles for _ in range(2)]
+    assert r.usage.prompt_tokens == sum(s.usage.prompt_tokens for s in singles)
+    assert r.usage.completion_tokens == 36
+
+
+def test_token_id_prompts_and_a_streamed_list(server, client):
+    ids = [requests.post(server.url + "/tokenize", json={"content": p}).json()["tokens"]
+           for p in PROMPTS[:2]]
+    kw = dict(max_tokens=5, temperature=0, extra_body={"ignore_eos": True})
+    by_ids = client.completions.create(model=MODEL, prompt=ids, **kw)
+    by_text = client.completions.create(model=MODEL, prompt=PROMPTS[:2], **kw)
+    assert [c.text for c in by_ids.choices] == [c.text for c in by_text.choices]
+    streamed, usage = {0: "", 1: ""}, []
+    for chunk in client.completions.create(model=MODEL, prompt=PROMPTS[:2], stream=True,
+                                           stream_options={"include_usage": True}, **kw):
+        if chunk.usage:
+            usage.append(chunk.usage)
+        for c in chunk.choices:
+            streamed[c.index] += c.text
+    assert [streamed[0], streamed[1]] == [c.text for c in by_text.choices]
+    assert len(usage) == 1 and usage[0].prompt_tokens == by_text.usage.prompt_tokens
+
+
+def test_each_prompt_echoes_and_scores_itself(client):
+    r = client.completions.create(model=MODEL, prompt=PROMPTS[:2], max_tokens=2, temperature=0,
+                                  echo=True, logprobs=1)
+    for prompt, c in zip(PROMPTS[:2], r.choices):
+        assert c.text.startswith(prompt)
+        assert "".join(c.logprobs.tokens).startswith(prompt)
+        assert c.logprobs.token_logprobs[0] is None
+
+
+@pytest.mark.parametrize("prompt,n,param,says", [
+    ([], 1, "prompt", "empty list"),
+    (["a", ""], 1, "prompt[1]", "must not be empty"),
+    ([[1, 2], [3, 10**7]], 1, "prompt[1]", "token ids must be in"),
+    (["a"] * 1025, 2, "prompt", "at most 2048 completions"),
+])
+def test_bad_prompt_lists_are_400(client, prompt, n, param, says):
+    with pytest.raises(openai.BadRequestError) as e:
+        client.completions.create(model=MODEL, prompt=prompt, n=n, max_tokens=2)
+    assert e.value.body["param"] == param
+    assert says in e.value.body["message"]

@@ -165,7 +165,7 @@ pub async fn handler(
             let spec = stream_spec(&id, &model, created, &run);
             (run.gen, spec)
         });
-        return Ok(sse_choices(streams.collect()));
+        return Ok(sse_choices(streams.collect(), params.n));
     }
     let choices = runs
         .into_iter()
@@ -175,7 +175,7 @@ pub async fn handler(
         try_join_all(choices).await?.into_iter().unzip();
     let body = json!({
         "id": id, "object": "chat.completion", "created": created, "model": model,
-        "choices": choices, "usage": usage_json(&combined_usage(&usages)),
+        "choices": choices, "usage": usage_json(&combined_usage(&usages, usages.len())),
     });
     Ok(Json(body).into_response())
 }

@@ -10,53 +10,107 @@ use axum::Json;
 use futures::future::try_join_all;
 use serde_json::{json, Value};
 
-use tandem_engine::Constraint;
+use tandem_engine::{Constraint, Usage};
 use tandem_tools::grammar::for_output_rule;
 use tandem_tools::structured::Structured;
 
 use crate::api::body::parse_json;
 use crate::api::chat::{random_id, unix_now};
-use crate::api::generate::{combined_usage, usage_json, Generation};
+use crate::api::generate::{combined_usage, usage_json, Collected, Generation};
 use crate::api::logprobs;
 use crate::api::stream::{sse_choices, stop_reason, ChunkFn, ChunkOf, LogprobsFn, StreamSpec};
 use crate::api::tokenize::checked_ids;
-use crate::api::types::{CompletionRequest, PromptSpec};
+use crate::api::types::{CompletionRequest, GenParams, PromptSpec};
 use crate::error::ApiError;
 use crate::state::AppState;
 
-/// The prompt's text (for `echo`) and tokens.
-fn prompt(st: &AppState, spec: &PromptSpec) -> Result<(String, Vec<i32>), ApiError> {
-    let text = match spec {
-        PromptSpec::Text(t) => t.clone(),
-        PromptSpec::Texts(v) if v.len() == 1 => v[0].clone(),
-        PromptSpec::Texts(_) => {
-            return Err(ApiError::invalid(
-                "only one prompt per request is supported",
-                "prompt",
-            ))
-        }
-        PromptSpec::Tokens(ids) => return token_prompt(st, ids),
-        PromptSpec::TokenLists(v) if v.len() == 1 => return token_prompt(st, &v[0]),
-        PromptSpec::TokenLists(_) => {
-            return Err(ApiError::invalid(
-                "only one prompt per request is supported",
-                "prompt",
-            ))
-        }
-    };
-    if text.is_empty() {
-        return Err(ApiError::invalid("prompt must not be empty", "prompt"));
-    }
-    let tokens = st.model.tokenize(&text, st.model.add_bos(), false);
-    Ok((text, tokens))
+/// Most completions one request may ask for: prompts times `n`.
+const MAX_COMPLETIONS: usize = 2048;
+
+/// One prompt: its text (for `echo`), tokens, and its first token's bytes (the unscored
+/// head of echoed log-probabilities).
+struct Prompt {
+    text: String,
+    tokens: Vec<i32>,
+    first_piece: Vec<u8>,
 }
 
-fn token_prompt(st: &AppState, ids: &[i64]) -> Result<(String, Vec<i32>), ApiError> {
-    if ids.is_empty() {
-        return Err(ApiError::invalid("prompt must not be empty", "prompt"));
+impl Prompt {
+    fn new(st: &AppState, text: String, tokens: Vec<i32>) -> Self {
+        let first_piece = st.model.piece(tokens[0]);
+        Self {
+            text,
+            tokens,
+            first_piece,
+        }
     }
-    let tokens = checked_ids(ids, st.model.n_vocab(), "prompt")?;
-    Ok((st.model.detokenize(&tokens, false), tokens))
+}
+
+/// The request's prompts: one, or each of a list (OpenAI's batch form). Their choices come
+/// prompt by prompt, `n` each, so choice `p * n + i` is the `i`-th of prompt `p`.
+fn prompts(st: &AppState, spec: &PromptSpec, n: usize) -> Result<Vec<Prompt>, ApiError> {
+    let list = match spec {
+        PromptSpec::Text(t) => return Ok(vec![text_prompt(st, t, "prompt".into())?]),
+        PromptSpec::Tokens(ids) => return Ok(vec![token_prompt(st, ids, "prompt".into())?]),
+        PromptSpec::Texts(v) => v.len(),
+        PromptSpec::TokenLists(v) => v.len(),
+    };
+    if list == 0 {
+        return Err(ApiError::invalid(
+            "prompt must not be an empty list",
+            "prompt",
+        ));
+    }
+    if list * n > MAX_COMPLETIONS {
+        let msg = format!(
+            "at most {MAX_COMPLETIONS} completions per request (prompts times n), got {list} prompts with n = {n}"
+        );
+        return Err(ApiError::invalid(msg, "prompt"));
+    }
+    let field = |i| format!("prompt[{i}]");
+    match spec {
+        PromptSpec::Texts(v) => (v.iter().enumerate())
+            .map(|(i, t)| text_prompt(st, t, field(i)))
+            .collect(),
+        PromptSpec::TokenLists(v) => (v.iter().enumerate())
+            .map(|(i, ids)| token_prompt(st, ids, field(i)))
+            .collect(),
+        PromptSpec::Text(_) | PromptSpec::Tokens(_) => {
+            unreachable!("single prompts returned above")
+        }
+    }
+}
+
+fn text_prompt(st: &AppState, text: &str, field: String) -> Result<Prompt, ApiError> {
+    if text.is_empty() {
+        return Err(ApiError::invalid_at(
+            format!("{field} must not be empty"),
+            field,
+        ));
+    }
+    let tokens = st.model.tokenize(text, st.model.add_bos(), false);
+    Ok(Prompt::new(st, text.to_string(), tokens))
+}
+
+fn token_prompt(st: &AppState, ids: &[i64], field: String) -> Result<Prompt, ApiError> {
+    if ids.is_empty() {
+        return Err(ApiError::invalid_at(
+            format!("{field} must not be empty"),
+            field,
+        ));
+    }
+    let tokens = checked_ids(ids, st.model.n_vocab(), &field)?;
+    let text = st.model.detokenize(&tokens, false);
+    Ok(Prompt::new(st, text, tokens))
+}
+
+/// What every choice's JSON shares.
+struct Reply {
+    id: String,
+    model: String,
+    created: u64,
+    echo: bool,
+    logprobs: bool,
 }
 
 /// The route handler; errors become OpenAI error responses through `ApiError`.
@@ -71,60 +125,91 @@ pub async fn handler(
     let asked = logprobs::completion_request(req.logprobs, req.echo, params.stream)?;
     params.sampling.logprobs = asked.map(|a| a.k);
     params.sampling.prompt_logprobs = asked.filter(|a| a.prompt).map(|a| a.k);
-    let want_logprobs = asked.is_some();
-    let (prompt_text, tokens) = prompt(&st, &req.prompt)?;
-    let id = format!("cmpl-{}", random_id());
-    let (model, created) = (st.served_name.clone(), unix_now());
-    let first_piece = st.model.piece(tokens[0]);
-    let echo = req.echo.then_some(prompt_text);
-    let gens = (0..params.n).map(|i| {
-        let constraint = constraint(&st, params.output.as_ref())?;
-        Generation::start(st.clone(), tokens.clone(), &params.choice(i), constraint)
-    });
-    let gens = gens.collect::<Result<Vec<_>, _>>()?;
+    let prompts = prompts(&st, &req.prompt, params.n)?;
+    let reply = Reply {
+        id: format!("cmpl-{}", random_id()),
+        model: st.served_name.clone(),
+        created: unix_now(),
+        echo: req.echo,
+        logprobs: asked.is_some(),
+    };
+    let gens = start_all(&st, &prompts, &params)?;
     if params.stream {
-        let streams = gens.into_iter().map(|gen| {
-            let first = echo
-                .as_ref()
-                .map(|t| chunk_json(&id, &model, created, t, None));
-            let mut offset = 0;
-            let chunk = chunk_fn(id.clone(), model.clone(), created);
-            let spec = StreamSpec {
-                logprobs: want_logprobs.then(|| -> LogprobsFn {
-                    Box::new(move |e| logprobs::completion_json(e, &mut offset))
-                }),
-                ..StreamSpec::completions(first, chunk, params.include_usage)
-            };
-            (gen, spec)
-        });
-        return Ok(sse_choices(streams.collect()));
+        return Ok(stream_reply(&reply, &prompts, gens, &params));
     }
     let collected = try_join_all(gens.into_iter().map(Generation::collect_turns)).await?;
-    let mut choices = Vec::with_capacity(collected.len());
-    let mut usages = Vec::with_capacity(collected.len());
-    for (i, c) in collected.into_iter().enumerate() {
-        let lps = match (want_logprobs, echo.is_some()) {
-            (false, _) => None,
-            (true, false) => Some(logprobs::completion_json(&c.logprobs, &mut 0)),
-            (true, true) => Some(logprobs::echo_completion_json(
-                first_piece.clone(),
-                &c.prompt_logprobs,
-                &c.logprobs,
-            )),
+    Ok(Json(whole_reply(&reply, &prompts, collected, params.n)).into_response())
+}
+
+/// Starts every choice of every prompt, prompt by prompt.
+fn start_all(
+    st: &Arc<AppState>,
+    prompts: &[Prompt],
+    params: &GenParams,
+) -> Result<Vec<Generation>, ApiError> {
+    let choices = prompts
+        .iter()
+        .flat_map(|p| (0..params.n).map(move |i| (p, i)));
+    choices
+        .map(|(p, i)| {
+            let constraint = constraint(st, params.output.as_ref())?;
+            Generation::start(st.clone(), p.tokens.clone(), &params.choice(i), constraint)
+        })
+        .collect()
+}
+
+fn stream_reply(
+    reply: &Reply,
+    prompts: &[Prompt],
+    gens: Vec<Generation>,
+    params: &GenParams,
+) -> Response {
+    let of_prompt = prompts
+        .iter()
+        .flat_map(|p| std::iter::repeat_n(p, params.n));
+    let streams = gens.into_iter().zip(of_prompt).map(|(gen, p)| {
+        let first = (reply.echo).then(|| chunk_json(reply, &p.text, None));
+        let mut offset = 0;
+        let spec = StreamSpec {
+            logprobs: reply.logprobs.then(|| -> LogprobsFn {
+                Box::new(move |e| logprobs::completion_json(e, &mut offset))
+            }),
+            ..StreamSpec::completions(first, chunk_fn(reply), params.include_usage)
         };
-        let text: String = c.turns.into_iter().map(|t| t.0).collect();
-        let text = echo.clone().unwrap_or_default() + &text;
-        choices.push(json!({
-            "index": i, "text": text, "logprobs": lps, "finish_reason": c.finish,
-            "stop_reason": c.stop,
-        }));
-        usages.push(c.usage);
-    }
-    Ok(Json(json!({
-        "id": id, "object": "text_completion", "created": created, "model": model,
-        "choices": choices, "usage": usage_json(&combined_usage(&usages)),
-    }))
-    .into_response())
+        (gen, spec)
+    });
+    sse_choices(streams.collect(), params.n)
+}
+
+fn whole_reply(reply: &Reply, prompts: &[Prompt], collected: Vec<Collected>, n: usize) -> Value {
+    let usages: Vec<Usage> = collected.iter().map(|c| c.usage).collect();
+    let choices = collected.into_iter().enumerate().map(|(i, c)| {
+        let prompt = &prompts[i / n];
+        choice_json(reply, prompt, c, i)
+    });
+    json!({
+        "id": reply.id, "object": "text_completion", "created": reply.created,
+        "model": reply.model, "choices": choices.collect::<Vec<_>>(),
+        "usage": usage_json(&combined_usage(&usages, n)),
+    })
+}
+
+fn choice_json(reply: &Reply, prompt: &Prompt, c: Collected, index: usize) -> Value {
+    let lps = match (reply.logprobs, reply.echo) {
+        (false, _) => None,
+        (true, false) => Some(logprobs::completion_json(&c.logprobs, &mut 0)),
+        (true, true) => Some(logprobs::echo_completion_json(
+            prompt.first_piece.clone(),
+            &c.prompt_logprobs,
+            &c.logprobs,
+        )),
+    };
+    let text: String = c.turns.into_iter().map(|t| t.0).collect();
+    let echoed = if reply.echo { prompt.text.as_str() } else { "" };
+    json!({
+        "index": index, "text": format!("{echoed}{text}"), "logprobs": lps,
+        "finish_reason": c.finish, "stop_reason": c.stop,
+    })
 }
 
 /// A choice's constraint from the structured-output extensions (each choice its own).
@@ -134,16 +219,22 @@ fn constraint(st: &AppState, output: Option<&Structured>) -> Result<Option<Const
     Ok(Some(Constraint(Box::new(guided))))
 }
 
-fn chunk_json(id: &str, model: &str, created: u64, text: &str, finish: Option<&str>) -> Value {
+fn chunk_json(reply: &Reply, text: &str, finish: Option<&str>) -> Value {
     json!({
-        "id": id, "object": "text_completion", "created": created, "model": model,
+        "id": reply.id, "object": "text_completion", "created": reply.created,
+        "model": reply.model,
         "choices": [{"index": 0, "text": text, "logprobs": null, "finish_reason": finish}],
     })
 }
 
-fn chunk_fn(id: String, model: String, created: u64) -> ChunkFn {
+fn chunk_fn(reply: &Reply) -> ChunkFn {
+    let reply = Reply {
+        id: reply.id.clone(),
+        model: reply.model.clone(),
+        ..*reply
+    };
     Box::new(move |of| {
-        let chunk = |text, finish| chunk_json(&id, &model, created, text, finish);
+        let chunk = |text, finish| chunk_json(&reply, text, finish);
         match of {
             ChunkOf::Text(t) => vec![chunk(t, None)],
             ChunkOf::Finish(f, _, stop) => vec![stop_reason(chunk("", Some(f)), stop)],

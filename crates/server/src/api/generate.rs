@@ -412,17 +412,21 @@ pub fn usage_json(u: &Usage) -> serde_json::Value {
     })
 }
 
-/// The usage of a request with several choices (`n`), in choice order: the prompt counted
-/// once, as the first choice saw it (its cached tokens are the ones reused from earlier
-/// requests; the other choices copy the prompt from it), and every choice's completion and
+/// The usage of a request with several choices, in choice order, `per_prompt` (`n`) to each
+/// of its prompts (a text completion may have several): each prompt counted once, as its
+/// first choice saw it (its cached tokens are the ones reused from earlier requests; the
+/// prompt's other choices copy the prompt from it), and every choice's completion and
 /// appended tokens.
-pub fn combined_usage(choices: &[Usage]) -> Usage {
-    let first = choices.first().copied().unwrap_or_default();
-    Usage {
-        completion_tokens: choices.iter().map(|u| u.completion_tokens).sum(),
-        appended_tokens: choices.iter().map(|u| u.appended_tokens).sum(),
-        ..first
+pub fn combined_usage(choices: &[Usage], per_prompt: usize) -> Usage {
+    let mut total = Usage::default();
+    for group in choices.chunks(per_prompt.max(1)) {
+        let first = group[0];
+        total.prompt_tokens += first.prompt_tokens;
+        total.cached_tokens += first.cached_tokens;
+        total.completion_tokens += group.iter().map(|u| u.completion_tokens).sum::<usize>();
+        total.appended_tokens += group.iter().map(|u| u.appended_tokens).sum::<usize>();
     }
+    total
 }
 
 #[cfg(test)]
@@ -437,7 +441,7 @@ mod usage_tests {
             cached_tokens: cached,
             appended_tokens: appended,
         };
-        let total = combined_usage(&[u(5, 10, 0), u(7, 28, 4), u(1, 28, 2)]);
+        let total = combined_usage(&[u(5, 10, 0), u(7, 28, 4), u(1, 28, 2)], 3);
         assert_eq!(
             (
                 total.prompt_tokens,
@@ -446,6 +450,27 @@ mod usage_tests {
                 total.appended_tokens
             ),
             (30, 13, 10, 6)
+        );
+    }
+
+    #[test]
+    fn each_prompt_counts_once_with_its_own_choices() {
+        let u = |prompt, completion, cached| Usage {
+            prompt_tokens: prompt,
+            completion_tokens: completion,
+            cached_tokens: cached,
+            appended_tokens: 0,
+        };
+        // Two prompts (30 and 12 tokens), two choices each.
+        let choices = [u(30, 5, 8), u(30, 6, 30), u(12, 7, 0), u(12, 9, 12)];
+        let total = combined_usage(&choices, 2);
+        assert_eq!(
+            (
+                total.prompt_tokens,
+                total.completion_tokens,
+                total.cached_tokens
+            ),
+            (42, 27, 8)
         );
     }
 

@@ -222,14 +222,15 @@ fn set_in_choice(v: &mut Value, key: &str, value: Value) {
 
 /// The SSE response for a generation.
 pub fn sse_response(gen: Generation, spec: StreamSpec) -> Response {
-    sse_choices(vec![(gen, spec)])
+    sse_choices(vec![(gen, spec)], 1)
 }
 
-/// The SSE response for the choices of one request (`n`; one for most), each with its own
+/// The SSE response for the choices of one request (`n` to each of its prompts, in prompt
+/// order; one for most), each with its own
 /// spec (the first one's says whether events are named, usage is sent and `[DONE]` ends the
 /// stream): their chunks as they come, each carrying its choice's `index`, then one usage
 /// chunk for them all (`combined_usage`) when asked for, then `[DONE]`.
-pub fn sse_choices(choices: Vec<(Generation, StreamSpec)>) -> Response {
+pub fn sse_choices(choices: Vec<(Generation, StreamSpec)>, per_prompt: usize) -> Response {
     let n = choices.len();
     let first = choices.first().map(|(_, s)| s);
     let (named, done, include_usage) = first.map_or((false, true, false), |s| {
@@ -258,7 +259,7 @@ pub fn sse_choices(choices: Vec<(Generation, StreamSpec)>) -> Response {
     });
     // Made once every choice has ended (the merged stream is drained first).
     let usage = stream::once(async move {
-        let total = combined_usage(&usages.lock().expect("usage lock"));
+        let total = combined_usage(&usages.lock().expect("usage lock"), per_prompt);
         usage_event(skeleton.as_ref(), &total)
     });
     let usage = usage.filter(move |_| std::future::ready(include_usage));

@@ -69,11 +69,11 @@ pub async fn detokenize(
 }
 
 /// Token ids from a request, each checked to be in the vocabulary (a 400 naming `field`).
-pub fn checked_ids(ids: &[i64], n_vocab: usize, field: &'static str) -> Result<Vec<i32>, ApiError> {
+pub fn checked_ids(ids: &[i64], n_vocab: usize, field: &str) -> Result<Vec<i32>, ApiError> {
     let n = n_vocab as i64;
     if let Some(bad) = ids.iter().find(|&&t| t < 0 || t >= n) {
         let msg = format!("{field}: token ids must be in 0..{n}, got {bad}");
-        return Err(ApiError::invalid(msg, field));
+        return Err(ApiError::invalid_at(msg, field));
     }
     Ok(ids.iter().map(|&t| t as i32).collect())
 }

@@ -141,8 +141,8 @@ impl ChatRequest {
     }
 }
 
-/// `prompt` of a text completion: a string, token ids, or a one-element list of either (as
-/// batch clients such as lm-evaluation-harness send one prompt).
+/// `prompt` of a text completion: a string, token ids, or a list of either (OpenAI's batch
+/// form; lm-evaluation-harness sends one with `batch_size` > 1).
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
 pub enum PromptSpec {
