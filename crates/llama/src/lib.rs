@@ -1,6 +1,7 @@
 //! llama.cpp for tandem: loading a GGUF model (tokenizer, chat template, metadata), the
 //! runner that executes the engine's step plans on one llama.cpp context, and the embedder
-//! (`/v1/embeddings`) on a second context of its own.
+//! (`/v1/embeddings`) on a second context of its own; `exactness` checks whether a model's
+//! logits depend on how a prompt is cut into batches.
 //!
 //! ```text
 //!  Model::load ──► &'static LlamaModel ─┬─► tokenize / token pieces / template (any thread)
@@ -9,6 +10,7 @@
 //! The KV cache uses one stream per sequence slot (`kv_unified = false`); see docs/kv-layout.md.
 
 mod embed;
+pub mod exactness;
 mod model;
 mod profile;
 mod runner;

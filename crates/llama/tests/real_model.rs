@@ -1,8 +1,9 @@
 //! The llama.cpp runner under the real scheduler, against the default model (SmolLM2-135M):
 //! a known greedy answer, batched = sequential, prefix reuse = cold prefill, a request paused
 //! and resumed under every interception policy (and a partial swap) = the uninterrupted run,
-//! a follow-up resumed from swapped-out KV = cold, a plausible startup cost profile, and
-//! given costs checked against the model.
+//! a follow-up resumed from swapped-out KV = cold, a plausible startup cost profile, given
+//! costs checked against the model, and the premise of bit-exact mode: every cut of a prompt
+//! into two decodes gives the logits of the whole.
 //! The model comes from `scripts/fetch-model.sh` (or `TANDEM_TEST_MODEL`).
 
 mod common;
@@ -12,7 +13,7 @@ use tandem_engine::{
     CostModel, Event, InterceptConfig, InterceptCounters, InterceptPolicy, InterceptSpec,
     NewRequest, PrefixReuse, Runner, SamplingParams, Scheduler, SchedulerConfig, Token, Usage,
 };
-use tandem_llama::{CostsError, LlamaRunner, RunnerConfig};
+use tandem_llama::{exactness, CostsError, LlamaRunner, RunnerConfig};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 
 const SLOTS: usize = 4;
@@ -147,6 +148,25 @@ fn known_prompt_greedy_output() {
     let (toks, usage) = drain(&mut rx);
     assert!(text(&toks).contains("Paris"), "got {:?}", text(&toks));
     assert_eq!(usage.completion_tokens, toks.len() + 1, "stopped on EOG");
+}
+
+/// Bit-exact mode's premise on this model (docs/architecture.md): however a prompt is cut
+/// into two multi-row decodes, every position's logits are bit for bit those of the whole
+/// prompt in one. (A one-row decode runs other kernels; the scheduler never prefills one row
+/// alone.) Models whose weights llama.cpp repacks (Q4_0, Q4_K) break it.
+#[test]
+fn every_cut_of_a_prompt_gives_the_logits_of_the_whole() {
+    let tokens = chat("Name three rivers and say which one is the longest.");
+    let n = tokens.len();
+    let diffs = exactness::first_differences(model(), &tokens, 2).expect("decode");
+    assert_eq!(diffs.len(), n - 3, "a result for each cut 2..n-1");
+    let inexact: Vec<(usize, usize)> = (diffs.iter())
+        .filter_map(|&(a, d)| d.map(|p| (a, p)))
+        .collect();
+    assert!(
+        inexact.is_empty(),
+        "(first chunk's rows, first differing position) of {n}: {inexact:?}"
+    );
 }
 
 #[test]

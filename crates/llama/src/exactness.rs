@@ -1,0 +1,91 @@
+//! Whether a model's logits depend on how its prompt is cut into batches, on this build of
+//! llama.cpp and this CPU. Bit-exact prefix reuse (`--prefix-reuse exact`) relies on them not
+//! depending on it: a reused prefix is a cut. Some llama.cpp kernels choose their code path
+//! by a row's index in the batch (the repacked Q4_K matmul runs blocks of 16 rows, blocks of
+//! 4 and single rows differently), so a model using them is not exact
+//! (docs/architecture.md, "Prefix reuse and exactness").
+
+use std::num::NonZeroU32;
+
+use llama_cpp_2::context::params::LlamaContextParams;
+use llama_cpp_2::llama_batch::LlamaBatch;
+use llama_cpp_2::token::LlamaToken;
+use tandem_engine::Token;
+
+use crate::model::{backend, Model, ModelError};
+
+/// For each cut `a` in `2..tokens.len() - 1` (the first `a` tokens in one decode, the rest
+/// in a second; never a one-row decode, which runs llama.cpp's decode kernels and which the
+/// scheduler never uses for a prompt), `(a, p)`: `p` is the first position whose logits
+/// differ in any bit from those of the whole prompt in one decode, `None` where all match.
+/// Flash attention is off, as in bit-exact mode; each run has a fresh context.
+pub fn first_differences(
+    model: Model,
+    tokens: &[Token],
+    threads: usize,
+) -> Result<Vec<(usize, Option<usize>)>, ModelError> {
+    let n = tokens.len();
+    let whole = logits_by_position(model, tokens, &[n], threads)?;
+    (2..n.saturating_sub(1))
+        .map(|a| {
+            let cut = logits_by_position(model, tokens, &[a, n - a], threads)?;
+            Ok((a, first_difference(&whole, &cut)))
+        })
+        .collect()
+}
+
+/// Every position's logits with `tokens` run in chunks of the given sizes.
+fn logits_by_position(
+    model: Model,
+    tokens: &[Token],
+    chunks: &[usize],
+    threads: usize,
+) -> Result<Vec<Vec<f32>>, ModelError> {
+    let n_ctx = tokens.len().next_multiple_of(256) as u32;
+    let params = LlamaContextParams::default()
+        .with_n_ctx(NonZeroU32::new(n_ctx))
+        .with_n_batch(n_ctx)
+        .with_n_ubatch(n_ctx)
+        .with_n_seq_max(1)
+        .with_flash_attention_policy(llama_cpp_sys_2::LLAMA_FLASH_ATTN_TYPE_DISABLED)
+        .with_n_threads(threads as i32)
+        .with_n_threads_batch(threads as i32);
+    let err = |e: &dyn std::fmt::Display| ModelError::Context(e.to_string());
+    let mut ctx = (model.inner.new_context(backend()?, params)).map_err(|e| err(&e))?;
+    let mut batch = LlamaBatch::new(tokens.len(), 1);
+    let (mut pos, mut out) = (0, Vec::with_capacity(tokens.len()));
+    for &size in chunks {
+        batch.clear();
+        for (i, &t) in tokens.iter().enumerate().skip(pos).take(size) {
+            batch
+                .add(LlamaToken(t), i as i32, &[0], true)
+                .map_err(|e| err(&e))?;
+        }
+        ctx.decode(&mut batch).map_err(|e| err(&e))?;
+        out.extend((0..size).map(|i| ctx.get_logits_ith(i as i32).to_vec()));
+        pos += size;
+    }
+    Ok(out)
+}
+
+fn first_difference(a: &[Vec<f32>], b: &[Vec<f32>]) -> Option<usize> {
+    let same = |x: &[f32], y: &[f32]| x.iter().zip(y).all(|(p, q)| p.to_bits() == q.to_bits());
+    (0..a.len()).find(|&p| !same(&a[p], &b[p]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::first_difference;
+
+    #[test]
+    fn the_first_position_with_any_bit_changed() {
+        let a = vec![vec![1.0, 2.0], vec![3.0, 4.0], vec![5.0, 6.0]];
+        let mut b = a.clone();
+        assert_eq!(first_difference(&a, &b), None);
+        b[1][1] = f32::from_bits(4.0f32.to_bits() + 1);
+        b[2][0] = 0.0;
+        assert_eq!(first_difference(&a, &b), Some(1));
+        b[1][1] = 4.0;
+        assert_eq!(first_difference(&a, &b), Some(2));
+    }
+}
