@@ -125,11 +125,19 @@ def test_each_prompt_echoes_and_scores_itself(client):
         assert c.logprobs.token_logprobs[0] is None
 
 
+def test_many_prompts_in_one_request(client):
+    prompts = [f"{i} + {i} =" for i in range(40)]
+    r = client.completions.create(model=MODEL, prompt=prompts, max_tokens=2, temperature=0)
+    assert [c.index for c in r.choices] == list(range(40))
+    for i in (0, 17, 39):
+        assert r.choices[i].text == alone(client, prompts[i], max_tokens=2, temperature=0).choices[0].text
+
+
 @pytest.mark.parametrize("prompt,n,param,says", [
     ([], 1, "prompt", "empty list"),
     (["a", ""], 1, "prompt[1]", "must not be empty"),
     ([[1, 2], [3, 10**7]], 1, "prompt[1]", "token ids must be in"),
-    (["a"] * 1025, 2, "prompt", "at most 2048 completions"),
+    (["a"] * 129, 2, "prompt", "at most 256 completions (prompts times n) fit the server's queue"),
 ])
 def test_bad_prompt_lists_are_400(client, prompt, n, param, says):
     with pytest.raises(openai.BadRequestError) as e:

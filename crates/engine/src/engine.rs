@@ -52,6 +52,11 @@ impl Load {
 }
 
 impl EngineHandle {
+    /// Most requests that may wait for admission at once (beyond it `submit` refuses).
+    pub fn max_queue(&self) -> usize {
+        self.max_queue
+    }
+
     /// Queues a request; its events arrive on the request's own channel.
     pub fn submit(&self, req: NewRequest) -> Result<RequestId, SubmitError> {
         let queued = self.load.queued();

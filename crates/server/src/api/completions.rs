@@ -61,12 +61,11 @@ fn prompts(st: &AppState, spec: &PromptSpec, n: usize) -> Result<Vec<Prompt>, Ap
             "prompt",
         ));
     }
-    if list * n > MAX_COMPLETIONS {
-        let msg = format!(
-            "at most {MAX_COMPLETIONS} completions per request (prompts times n), got {list} prompts with n = {n}"
-        );
-        return Err(ApiError::invalid(msg, "prompt"));
-    }
+    check_count(
+        list * n,
+        st.engine.max_queue(),
+        format_args!("{list} prompts with n = {n}"),
+    )?;
     let field = |i| format!("prompt[{i}]");
     match spec {
         PromptSpec::Texts(v) => (v.iter().enumerate())
@@ -79,6 +78,23 @@ fn prompts(st: &AppState, spec: &PromptSpec, n: usize) -> Result<Vec<Prompt>, Ap
             unreachable!("single prompts returned above")
         }
     }
+}
+
+/// A request's completions all queue at once, so they must fit the queue (`--max-queue`) as
+/// well as the per-request limit.
+fn check_count(count: usize, max_queue: usize, got: std::fmt::Arguments) -> Result<(), ApiError> {
+    let (limit, why) = if max_queue < MAX_COMPLETIONS {
+        (max_queue, "the server's queue (--max-queue)")
+    } else {
+        (MAX_COMPLETIONS, "a request")
+    };
+    if count <= limit {
+        return Ok(());
+    }
+    let msg = format!(
+        "at most {limit} completions (prompts times n) fit {why}, got {got}; send the prompts in smaller requests"
+    );
+    Err(ApiError::invalid(msg, "prompt"))
 }
 
 fn text_prompt(st: &AppState, text: &str, field: String) -> Result<Prompt, ApiError> {
@@ -242,4 +258,27 @@ fn chunk_fn(reply: &Reply) -> ChunkFn {
             ChunkOf::ToolResults(..) | ChunkOf::Skeleton => vec![chunk("", None)],
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn completions_must_fit_the_queue_and_the_request_limit() {
+        let got = |c| check_count(c, 256, format_args!("{c}")).map_err(|e| e.to_string());
+        assert!(got(256).is_ok());
+        let err = got(257).unwrap_err();
+        assert!(
+            err.contains("at most 256") && err.contains("--max-queue"),
+            "{err}"
+        );
+        let big = |c| check_count(c, 10_000, format_args!("{c}")).map_err(|e| e.to_string());
+        assert!(big(2048).is_ok());
+        let err = big(2049).unwrap_err();
+        assert!(
+            err.contains("at most 2048") && err.contains("a request"),
+            "{err}"
+        );
+    }
 }
