@@ -73,9 +73,20 @@ def test_deprecated_function_calling_points_to_tools(server, field, value):
     assert ok.status_code == 200, ok.text
 
 
-def test_context_error_code(server):
-    r = requests.post(server.url + CHAT, json={"messages": [{"role": "user", "content": "word " * 5000}]})
-    assert r.json()["error"]["code"] == "context_length_exceeded"
+LONG = "word " * 5000
+
+
+@pytest.mark.parametrize("path,body,param", [
+    (CHAT, {"messages": [{"role": "user", "content": LONG}], "max_tokens": 2}, "messages"),
+    ("/v1/completions", {"prompt": LONG, "max_tokens": 2}, "prompt"),
+    ("/v1/completions", {"prompt": ["hi", LONG], "max_tokens": 2}, "prompt[1]"),
+    ("/v1/responses", {"input": LONG, "max_output_tokens": 2}, "input"),
+])
+def test_context_error_names_the_prompt_field(server, path, body, param):
+    r = requests.post(server.url + path, json=body)
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert err["code"] == "context_length_exceeded" and err["param"] == param, err
 
 
 def test_unknown_route_is_404_json(server):

@@ -19,9 +19,13 @@ pub enum ApiError {
     /// Well-formed JSON whose fields do not match the schema (422).
     #[error("{0}")]
     Unprocessable(String),
-    /// The prompt does not fit a sequence's context (400, `context_length_exceeded`).
-    #[error("{0}")]
-    ContextLength(String),
+    /// The prompt does not fit a sequence's context (400, `context_length_exceeded`). `param`
+    /// names the field holding the prompt; `None`: `messages`.
+    #[error("{message}")]
+    ContextLength {
+        message: String,
+        param: Option<String>,
+    },
     #[error("The model `{0}` does not exist")]
     ModelNotFound(String),
     #[error("{0}")]
@@ -53,6 +57,25 @@ impl ApiError {
         }
     }
 
+    /// A prompt that does not fit a sequence's context.
+    pub fn context_length(message: String) -> Self {
+        Self::ContextLength {
+            message,
+            param: None,
+        }
+    }
+
+    /// The same error, naming `param` as the prompt's field if it is a context-length error.
+    pub fn about_prompt(self, param: &str) -> Self {
+        match self {
+            Self::ContextLength { message, .. } => Self::ContextLength {
+                message,
+                param: Some(param.to_string()),
+            },
+            other => other,
+        }
+    }
+
     /// A 400 whose field is named at run time (`messages[3]`, `structured_outputs.regex`).
     pub fn invalid_at(message: impl Into<String>, param: impl Into<String>) -> Self {
         Self::Invalid {
@@ -63,9 +86,9 @@ impl ApiError {
 
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::Invalid { .. } | Self::ContextLength(_) | Self::PreviousResponseNotFound(_) => {
-                StatusCode::BAD_REQUEST
-            }
+            Self::Invalid { .. }
+            | Self::ContextLength { .. }
+            | Self::PreviousResponseNotFound(_) => StatusCode::BAD_REQUEST,
             Self::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::ModelNotFound(_) | Self::NotFound(_) => StatusCode::NOT_FOUND,
@@ -79,7 +102,9 @@ impl ApiError {
     fn kind_and_code(&self) -> (&'static str, Option<&'static str>) {
         match self {
             Self::Invalid { .. } | Self::Unprocessable(_) => ("invalid_request_error", None),
-            Self::ContextLength(_) => ("invalid_request_error", Some("context_length_exceeded")),
+            Self::ContextLength { .. } => {
+                ("invalid_request_error", Some("context_length_exceeded"))
+            }
             Self::ModelNotFound(_) => ("invalid_request_error", Some("model_not_found")),
             Self::NotFound(_) => ("invalid_request_error", Some("not_found")),
             Self::PreviousResponseNotFound(_) => {
@@ -97,7 +122,7 @@ impl ApiError {
         match self {
             Self::Invalid { param, .. } => param.as_deref(),
             Self::ModelNotFound(_) => Some("model"),
-            Self::ContextLength(_) => Some("messages"),
+            Self::ContextLength { param, .. } => Some(param.as_deref().unwrap_or("messages")),
             Self::PreviousResponseNotFound(_) => Some("previous_response_id"),
             _ => None,
         }

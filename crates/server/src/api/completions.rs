@@ -33,15 +33,18 @@ struct Prompt {
     text: String,
     tokens: Vec<i32>,
     first_piece: Vec<u8>,
+    /// Where the request gave it: `prompt`, or `prompt[i]` in a list.
+    field: String,
 }
 
 impl Prompt {
-    fn new(st: &AppState, text: String, tokens: Vec<i32>) -> Self {
+    fn new(st: &AppState, text: String, tokens: Vec<i32>, field: String) -> Self {
         let first_piece = st.model.piece(tokens[0]);
         Self {
             text,
             tokens,
             first_piece,
+            field,
         }
     }
 }
@@ -105,7 +108,7 @@ fn text_prompt(st: &AppState, text: &str, field: String) -> Result<Prompt, ApiEr
         ));
     }
     let tokens = st.model.tokenize(text, st.model.add_bos(), false);
-    Ok(Prompt::new(st, text.to_string(), tokens))
+    Ok(Prompt::new(st, text.to_string(), tokens, field))
 }
 
 fn token_prompt(st: &AppState, ids: &[i64], field: String) -> Result<Prompt, ApiError> {
@@ -117,7 +120,7 @@ fn token_prompt(st: &AppState, ids: &[i64], field: String) -> Result<Prompt, Api
     }
     let tokens = checked_ids(ids, st.model.n_vocab(), &field)?;
     let text = st.model.detokenize(&tokens, false);
-    Ok(Prompt::new(st, text, tokens))
+    Ok(Prompt::new(st, text, tokens, field))
 }
 
 /// What every choice's JSON shares.
@@ -170,6 +173,7 @@ fn start_all(
         .map(|(p, i)| {
             let constraint = constraint(st, params.output.as_ref())?;
             Generation::start(st.clone(), p.tokens.clone(), &params.choice(i), constraint)
+                .map_err(|e| e.about_prompt(&p.field))
         })
         .collect()
 }

@@ -103,7 +103,7 @@ impl Generation {
     ) -> Result<Self, ApiError> {
         let cap = st.cells_per_seq;
         if prompt.len() >= cap {
-            return Err(ApiError::ContextLength(format!(
+            return Err(ApiError::context_length(format!(
                 "This model's maximum context length is {cap} tokens per sequence; your prompt has {} tokens (at least one must remain to generate).",
                 prompt.len()
             )));

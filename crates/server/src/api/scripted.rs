@@ -31,7 +31,7 @@ pub fn scripted(
     script::check(segments).map_err(|m| ApiError::invalid(m, "segments"))?;
     let need = prompt_len + script::total_decode(segments) + script::total_results(segments);
     if need >= st.cells_per_seq {
-        return Err(ApiError::ContextLength(format!(
+        return Err(ApiError::context_length(format!(
             "the prompt, scripted output and tool results take {need} tokens; a sequence holds {}",
             st.cells_per_seq
         )));

@@ -43,7 +43,7 @@ pub async fn create(
         },
     };
     let p = input::prepare(req, previous)?;
-    let run = chat::start(st.clone(), &p.chat)?;
+    let run = chat::start(st.clone(), &p.chat).map_err(|e| e.about_prompt("input"))?;
     let shell = Shell {
         id: item_id("resp"),
         created_at: unix_now(),
