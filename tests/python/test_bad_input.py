@@ -60,19 +60,6 @@ def test_content_parts_other_than_text_are_refused_by_name(server, part, words):
     assert ok.status_code == 200, ok.text
 
 
-@pytest.mark.parametrize("field,value", [
-    ("functions", [{"name": "f", "parameters": {"type": "object"}}]),
-    ("function_call", "auto"),
-])
-def test_deprecated_function_calling_points_to_tools(server, field, value):
-    r = requests.post(server.url + CHAT, json={"messages": OK_MSG, field: value})
-    assert r.status_code == 400, r.text
-    err = r.json()["error"]
-    assert err["param"] == field and "`tools`" in err["message"], err
-    ok = requests.post(server.url + CHAT, json={"messages": OK_MSG, "max_tokens": 2, field: None})
-    assert ok.status_code == 200, ok.text
-
-
 LONG = "word " * 5000
 
 

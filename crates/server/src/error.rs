@@ -118,7 +118,7 @@ impl ApiError {
         }
     }
 
-    fn param(&self) -> Option<&str> {
+    pub fn param(&self) -> Option<&str> {
         match self {
             Self::Invalid { param, .. } => param.as_deref(),
             Self::ModelNotFound(_) => Some("model"),

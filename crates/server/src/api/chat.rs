@@ -15,6 +15,7 @@ use tandem_tools::ParserKind;
 
 use crate::api::body::parse_json;
 use crate::api::generate::{combined_usage, usage_json, Collected, Generation};
+use crate::api::legacy_functions;
 use crate::api::logprobs;
 use crate::api::replay::Replay;
 use crate::api::server_calls::{ServerCalls, ToolResult};
@@ -77,7 +78,6 @@ struct Prepared {
 
 fn prepare(st: &AppState, req: &ChatRequest) -> Result<Prepared, ApiError> {
     st.check_model(req.common.model.as_deref())?;
-    req.refuse_legacy_functions()?;
     let mut params = req.common.validate(st.model.n_vocab())?;
     params.sampling.logprobs = logprobs::chat_request(req.logprobs, req.top_logprobs)?;
     let plan = ToolPlan::parse(req, &st.registry, params.output.clone())?;
@@ -155,14 +155,18 @@ pub async fn handler(
     State(st): State<Arc<AppState>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let req: ChatRequest = parse_json(body, st.body_limit)?;
+    let mut req: ChatRequest = parse_json(body, st.body_limit)?;
+    let legacy = legacy_functions::translate(&mut req)?;
     let runs = start_choices(st.clone(), &req)?;
     let id = format!("chatcmpl-{}", random_id());
     let (model, created) = (st.served_name.clone(), unix_now());
     let params = runs[0].params.clone();
     if params.stream {
         let streams = runs.into_iter().map(|run| {
-            let spec = stream_spec(&id, &model, created, &run);
+            let mut spec = stream_spec(&id, &model, created, &run);
+            if legacy {
+                spec.chunk = legacy_functions::chunks(spec.chunk);
+            }
             (run.gen, spec)
         });
         return Ok(sse_choices(streams.collect(), params.n));
@@ -171,8 +175,11 @@ pub async fn handler(
         .into_iter()
         .enumerate()
         .map(|(i, r)| collect_choice(i, r));
-    let (choices, usages): (Vec<Value>, Vec<Usage>) =
+    let (mut choices, usages): (Vec<Value>, Vec<Usage>) =
         try_join_all(choices).await?.into_iter().unzip();
+    if legacy {
+        choices.iter_mut().for_each(legacy_functions::reply);
+    }
     let body = json!({
         "id": id, "object": "chat.completion", "created": created, "model": model,
         "choices": choices, "usage": usage_json(&combined_usage(&usages, usages.len())),

@@ -6,6 +6,7 @@ pub mod chat;
 pub mod completions;
 pub mod embeddings;
 pub mod generate;
+pub mod legacy_functions;
 pub mod logprobs;
 pub mod messages;
 pub mod misc;

@@ -117,28 +117,12 @@ pub struct ChatRequest {
     /// continues it (Anthropic's prefill) instead of opening a new assistant turn.
     #[serde(default)]
     pub continue_final_message: bool,
-    /// OpenAI's deprecated function calling: refused with a pointer to `tools` rather than
-    /// ignored like other unknown fields, since a request relying on it would silently get
-    /// no calls.
+    /// OpenAI's deprecated function calling, translated to `tools` and `tool_choice` before
+    /// anything else reads the request (`legacy_functions`).
     pub functions: Option<Value>,
     pub function_call: Option<Value>,
     #[serde(flatten)]
     pub common: CommonParams,
-}
-
-impl ChatRequest {
-    /// A 400 for the deprecated `functions` / `function_call` fields.
-    pub fn refuse_legacy_functions(&self) -> Result<(), ApiError> {
-        let field = match (&self.functions, &self.function_call) {
-            (Some(_), _) => "functions",
-            (None, Some(_)) => "function_call",
-            (None, None) => return Ok(()),
-        };
-        let msg = format!(
-            "`{field}` (OpenAI's deprecated function calling) is not supported: send each function as a tool, {{\"type\": \"function\", \"function\": {{...}}}} in `tools`, and `function_call` as `tool_choice`"
-        );
-        Err(ApiError::invalid(msg, field))
-    }
 }
 
 /// `prompt` of a text completion: a string, token ids, or a list of either (OpenAI's batch
