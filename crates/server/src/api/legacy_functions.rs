@@ -140,14 +140,7 @@ fn function_result(
 
 /// A non-streamed choice in the function-calling shape.
 pub fn reply(choice: &mut Value) {
-    let message = &mut choice["message"];
-    let first = message
-        .as_object_mut()
-        .and_then(|m| m.remove("tool_calls"))
-        .and_then(|calls| calls.get(0).cloned());
-    if let Some(call) = first {
-        message["function_call"] = call["function"].clone();
-    }
+    call_as_function(&mut choice["message"]);
     rename_finish(choice);
 }
 
@@ -167,15 +160,20 @@ pub fn chunks(mut inner: ChunkFn) -> ChunkFn {
 }
 
 fn delta(choice: &mut Value) {
-    let delta = &mut choice["delta"];
-    let first = delta
+    call_as_function(&mut choice["delta"]);
+    rename_finish(choice);
+}
+
+/// A message's (or delta's) `tool_calls` replaced by its first call's `function`, as
+/// `function_call` (the request allowed one call).
+fn call_as_function(message: &mut Value) {
+    let first = message
         .as_object_mut()
-        .and_then(|d| d.remove("tool_calls"))
+        .and_then(|m| m.remove("tool_calls"))
         .and_then(|calls| calls.get(0).cloned());
     if let Some(call) = first {
-        delta["function_call"] = call["function"].clone();
+        message["function_call"] = call["function"].clone();
     }
-    rename_finish(choice);
 }
 
 fn rename_finish(choice: &mut Value) {
