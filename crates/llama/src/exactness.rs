@@ -1,8 +1,8 @@
 //! Whether a model's logits depend on how its prompt is cut into batches, on this build of
 //! llama.cpp and this CPU. Bit-exact prefix reuse (`--prefix-reuse exact`) relies on them not
 //! depending on it: a reused prefix is a cut. Some llama.cpp kernels choose their code path
-//! by a row's index in the batch (the repacked Q4_K matmul runs blocks of 16 rows, blocks of
-//! 4 and single rows differently), so a model using them is not exact
+//! by the batch's rows (the repacked Q4_K matmul runs its last `rows % 4` rows one by one;
+//! ggml's tiled K-quant matmul runs only from 8 rows), so a model using them is not exact
 //! (docs/architecture.md, "Prefix reuse and exactness").
 
 use std::num::NonZeroU32;

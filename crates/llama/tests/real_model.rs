@@ -153,7 +153,7 @@ fn known_prompt_greedy_output() {
 /// Bit-exact mode's premise on this model (docs/architecture.md): however a prompt is cut
 /// into two multi-row decodes, every position's logits are bit for bit those of the whole
 /// prompt in one. (A one-row decode runs other kernels; the scheduler never prefills one row
-/// alone.) Gemma 3's repacked Q4_K weights break it.
+/// alone.) Gemma 3 Q4_K_M's K-quant kernels break it.
 #[test]
 fn every_cut_of_a_prompt_gives_the_logits_of_the_whole() {
     let tokens = chat("Name three rivers and say which one is the longest.");

@@ -90,8 +90,8 @@ pub struct ServeArgs {
     /// prefill; like llama-server's cache, output can differ in the last bits from a cold
     /// request). `exact`: only KV written by prefill; with --flash-attn off a reused request's
     /// output is then identical to a cold one when it runs alone, on a model whose llama.cpp
-    /// kernels do not depend on how a prompt is cut (SmolLM2's do not; Gemma 3's repacked
-    /// Q4_K weights do; the split_exactness example checks a model, docs/architecture.md).
+    /// kernels do not depend on how a prompt is cut (SmolLM2's do not; Gemma 3 Q4_K_M's
+    /// K-quant kernels do; the split_exactness example checks a model, docs/architecture.md).
     /// `off`: no reuse.
     #[arg(long, value_enum, default_value_t = ReuseArg::All)]
     pub prefix_reuse: ReuseArg,
