@@ -14,6 +14,17 @@ use tandem_engine::Token;
 
 use crate::model::{backend, Model, ModelError};
 
+/// Makes ggml pick its matmul kernels regardless of a batch's rows where a run-time switch
+/// allows it: ggml's tiled K-quant matmul, which it takes only for batches of 8 rows or more,
+/// is turned off through `GGML_CPU_TILED_MM`, the only way ggml reads that setting. ggml reads
+/// it once, at its first K-quant matmul, so this must run before any model computes: `main`
+/// calls it, before it starts threads, for `--prefix-reuse exact`. (Repacked Q4_K weights
+/// still depend on the batch: turning repack off takes a model parameter llama-cpp-2 does not
+/// expose.)
+pub fn prefer_batch_invariant_kernels() {
+    std::env::set_var("GGML_CPU_TILED_MM", "0");
+}
+
 /// For each cut `a` in `2..tokens.len() - 1` (the first `a` tokens in one decode, the rest
 /// in a second; never a one-row decode, which runs llama.cpp's decode kernels and which the
 /// scheduler never uses for a prompt), `(a, p)`: `p` is the first position whose logits

@@ -55,6 +55,14 @@ fn main() -> anyhow::Result<()> {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
+    if let Command::Serve(args) = &cli.command {
+        if matches!(args.prefix_reuse, serve::ReuseArg::Exact) {
+            // Bit-exact reuse needs KV that does not depend on how a prompt is cut; ggml takes
+            // this switch only from the environment, and reads it once: set it before any
+            // thread starts.
+            tandem_llama::exactness::prefer_batch_invariant_kernels();
+        }
+    }
     let rt = tokio::runtime::Runtime::new()?;
     match cli.command {
         Command::Serve(args) => {

@@ -90,8 +90,10 @@ pub struct ServeArgs {
     /// prefill; like llama-server's cache, output can differ in the last bits from a cold
     /// request). `exact`: only KV written by prefill; with --flash-attn off a reused request's
     /// output is then identical to a cold one when it runs alone, on a model whose llama.cpp
-    /// kernels do not depend on how a prompt is cut (SmolLM2's do not; Gemma 3 Q4_K_M's
-    /// K-quant kernels do; the split_exactness example checks a model, docs/architecture.md).
+    /// kernels do not depend on how a prompt is cut: this mode turns ggml's tiled K-quant
+    /// matmul off (GGML_CPU_TILED_MM=0), which leaves repacked Q4_K weights (Q4_K_M models
+    /// such as Gemma 3's are not exact). The split_exactness example checks a model
+    /// (docs/architecture.md).
     /// `off`: no reuse.
     #[arg(long, value_enum, default_value_t = ReuseArg::All)]
     pub prefix_reuse: ReuseArg,
@@ -347,6 +349,9 @@ pub async fn run(args: ServeArgs, default_model: PathBuf) -> anyhow::Result<()> 
     let registry = Arc::new(args.tool_args.registry()?);
     let costs = CostChoice::new(&args)?;
     let model = Model::load(&path, args.gpu_layers)?;
+    if matches!(args.prefix_reuse, ReuseArg::Exact) {
+        tracing::info!("--prefix-reuse exact: ggml's tiled K-quant matmul is off (main set GGML_CPU_TILED_MM=0), so KV does not depend on how a prompt is cut, except with repacked Q4_K weights (docs/architecture.md)");
+    }
     // Before the engine starts (and profiles): a bad template file stops the start at once.
     let (source, given) = chat_template_source(&args, &model)?;
     let bos = model.special_text(model.bos());
