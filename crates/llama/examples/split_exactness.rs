@@ -8,7 +8,9 @@
 //! cargo run --release -p tandem-llama --example split_exactness -- MODEL.gguf [PROMPT] [THREADS]
 //!
 //! Prints one line per cut: `=` when every position matched, else the first position whose
-//! logits differ.
+//! logits differ. It runs the kernels `--prefix-reuse exact` runs
+//! (`exactness::prefer_batch_invariant_kernels`) unless `GGML_CPU_TILED_MM` is set: `=1`
+//! gives those of the default mode.
 
 use std::path::Path;
 
@@ -18,6 +20,9 @@ const DEFAULT_PROMPT: &str = "Once upon a time, in a small village at the edge o
 forest, there lived an old woman who knew every story the river had ever told.";
 
 fn main() {
+    if std::env::var_os("GGML_CPU_TILED_MM").is_none() {
+        exactness::prefer_batch_invariant_kernels();
+    }
     let mut args = std::env::args().skip(1);
     let usage = "usage: split_exactness MODEL.gguf [PROMPT] [THREADS]";
     let path = args.next().expect(usage);
