@@ -28,11 +28,7 @@ fn a_q6_k_model_is_cut_invariant_with_batch_invariant_kernels() {
     std::fs::remove_file(&path).expect("remove the temp model");
     let prompt = "<|im_start|>user\nName three rivers and say which one is the longest.<|im_end|>\n<|im_start|>assistant\n";
     let tokens = model.tokenize(prompt, false, true);
-    let diffs = exactness::first_differences(model, &tokens, 2).expect("decode");
-    let inexact: Vec<(usize, usize)> = (diffs.iter())
-        .filter_map(|&(a, d)| d.map(|p| (a, p)))
-        .collect();
-    assert_eq!(diffs.len(), tokens.len() - 3);
+    let inexact = common::inexact_cuts(model, &tokens);
     assert!(
         inexact.is_empty(),
         "(first chunk's rows, first differing position) of {}: {inexact:?}",

@@ -13,7 +13,7 @@ use tandem_engine::{
     CostModel, Event, InterceptConfig, InterceptCounters, InterceptPolicy, InterceptSpec,
     NewRequest, PrefixReuse, Runner, SamplingParams, Scheduler, SchedulerConfig, Token, Usage,
 };
-use tandem_llama::{exactness, CostsError, LlamaRunner, RunnerConfig};
+use tandem_llama::{CostsError, LlamaRunner, RunnerConfig};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 
 const SLOTS: usize = 4;
@@ -158,11 +158,7 @@ fn known_prompt_greedy_output() {
 fn every_cut_of_a_prompt_gives_the_logits_of_the_whole() {
     let tokens = chat("Name three rivers and say which one is the longest.");
     let n = tokens.len();
-    let diffs = exactness::first_differences(model(), &tokens, 2).expect("decode");
-    assert_eq!(diffs.len(), n - 3, "a result for each cut 2..n-1");
-    let inexact: Vec<(usize, usize)> = (diffs.iter())
-        .filter_map(|&(a, d)| d.map(|p| (a, p)))
-        .collect();
+    let inexact = common::inexact_cuts(model(), &tokens);
     assert!(
         inexact.is_empty(),
         "(first chunk's rows, first differing position) of {n}: {inexact:?}"

@@ -349,9 +349,6 @@ pub async fn run(args: ServeArgs, default_model: PathBuf) -> anyhow::Result<()> 
     let registry = Arc::new(args.tool_args.registry()?);
     let costs = CostChoice::new(&args)?;
     let model = Model::load(&path, args.gpu_layers)?;
-    if matches!(args.prefix_reuse, ReuseArg::Exact) {
-        tracing::info!("--prefix-reuse exact: ggml's tiled K-quant matmul is off (main set GGML_CPU_TILED_MM=0), so KV does not depend on how a prompt is cut, except with repacked Q4_K weights (docs/architecture.md)");
-    }
     // Before the engine starts (and profiles): a bad template file stops the start at once.
     let (source, given) = chat_template_source(&args, &model)?;
     let bos = model.special_text(model.bos());

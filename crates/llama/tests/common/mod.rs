@@ -4,7 +4,8 @@
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-use tandem_llama::Model;
+use tandem_engine::Token;
+use tandem_llama::{exactness, Model};
 
 pub fn model_path() -> PathBuf {
     std::env::var_os("TANDEM_TEST_MODEL")
@@ -19,4 +20,19 @@ pub fn model_path() -> PathBuf {
 pub fn model() -> Model {
     static M: OnceLock<Model> = OnceLock::new();
     *M.get_or_init(|| Model::load(&model_path(), 0).expect("run scripts/fetch-model.sh first"))
+}
+
+/// The cuts of `tokens` into two multi-row decodes whose logits differ from the whole
+/// prompt's, as (first chunk's rows, first differing position); every cut is checked.
+#[allow(dead_code)] // not every test binary checks cuts
+pub fn inexact_cuts(model: Model, tokens: &[Token]) -> Vec<(usize, usize)> {
+    let diffs = exactness::first_differences(model, tokens, 2).expect("decode");
+    assert_eq!(
+        diffs.len(),
+        tokens.len() - 3,
+        "a result for each cut 2..n-1"
+    );
+    (diffs.iter())
+        .filter_map(|&(a, d)| d.map(|p| (a, p)))
+        .collect()
 }

@@ -52,35 +52,36 @@ impl Prompt {
 /// The request's prompts: one, or each of a list (OpenAI's batch form). Their choices come
 /// prompt by prompt, `n` each, so choice `p * n + i` is the `i`-th of prompt `p`.
 fn prompts(st: &AppState, spec: &PromptSpec, n: usize) -> Result<Vec<Prompt>, ApiError> {
-    let list = match spec {
-        PromptSpec::Text(t) => return Ok(vec![text_prompt(st, t, "prompt".into())?]),
-        PromptSpec::Tokens(ids) => return Ok(vec![token_prompt(st, ids, "prompt".into())?]),
-        PromptSpec::Texts(v) => v.len(),
-        PromptSpec::TokenLists(v) => v.len(),
-    };
-    if list == 0 {
+    match spec {
+        PromptSpec::Text(t) => Ok(vec![text_prompt(st, t, "prompt".into())?]),
+        PromptSpec::Tokens(ids) => Ok(vec![token_prompt(st, ids, "prompt".into())?]),
+        PromptSpec::Texts(v) => listed(st, v, n, |t, field| text_prompt(st, t, field)),
+        PromptSpec::TokenLists(v) => listed(st, v, n, |ids, field| token_prompt(st, ids, field)),
+    }
+}
+
+/// A list of prompts, each read by `one` under its field name `prompt[i]`.
+fn listed<T>(
+    st: &AppState,
+    list: &[T],
+    n: usize,
+    one: impl Fn(&T, String) -> Result<Prompt, ApiError>,
+) -> Result<Vec<Prompt>, ApiError> {
+    if list.is_empty() {
         return Err(ApiError::invalid(
             "prompt must not be an empty list",
             "prompt",
         ));
     }
+    let count = list.len();
     check_count(
-        list * n,
+        count * n,
         st.engine.max_queue(),
-        format_args!("{list} prompts with n = {n}"),
+        format_args!("{count} prompts with n = {n}"),
     )?;
-    let field = |i| format!("prompt[{i}]");
-    match spec {
-        PromptSpec::Texts(v) => (v.iter().enumerate())
-            .map(|(i, t)| text_prompt(st, t, field(i)))
-            .collect(),
-        PromptSpec::TokenLists(v) => (v.iter().enumerate())
-            .map(|(i, ids)| token_prompt(st, ids, field(i)))
-            .collect(),
-        PromptSpec::Text(_) | PromptSpec::Tokens(_) => {
-            unreachable!("single prompts returned above")
-        }
-    }
+    (list.iter().enumerate())
+        .map(|(i, p)| one(p, format!("prompt[{i}]")))
+        .collect()
 }
 
 /// A request's completions all queue at once, so they must fit the queue (`--max-queue`) as
@@ -124,6 +125,7 @@ fn token_prompt(st: &AppState, ids: &[i64], field: String) -> Result<Prompt, Api
 }
 
 /// What every choice's JSON shares.
+#[derive(Clone)]
 struct Reply {
     id: String,
     model: String,
@@ -184,10 +186,8 @@ fn stream_reply(
     gens: Vec<Generation>,
     params: &GenParams,
 ) -> Response {
-    let of_prompt = prompts
-        .iter()
-        .flat_map(|p| std::iter::repeat_n(p, params.n));
-    let streams = gens.into_iter().zip(of_prompt).map(|(gen, p)| {
+    let streams = gens.into_iter().enumerate().map(|(i, gen)| {
+        let p = &prompts[i / params.n];
         let first = (reply.echo).then(|| chunk_json(reply, &p.text, None));
         let mut offset = 0;
         let spec = StreamSpec {
@@ -248,11 +248,7 @@ fn chunk_json(reply: &Reply, text: &str, finish: Option<&str>) -> Value {
 }
 
 fn chunk_fn(reply: &Reply) -> ChunkFn {
-    let reply = Reply {
-        id: reply.id.clone(),
-        model: reply.model.clone(),
-        ..*reply
-    };
+    let reply = reply.clone();
     Box::new(move |of| {
         let chunk = |text, finish| chunk_json(&reply, text, finish);
         match of {
@@ -270,16 +266,17 @@ mod tests {
 
     #[test]
     fn completions_must_fit_the_queue_and_the_request_limit() {
-        let got = |c| check_count(c, 256, format_args!("{c}")).map_err(|e| e.to_string());
-        assert!(got(256).is_ok());
-        let err = got(257).unwrap_err();
+        let check = |count, queue| {
+            check_count(count, queue, format_args!("{count}")).map_err(|e| e.to_string())
+        };
+        assert!(check(256, 256).is_ok());
+        let err = check(257, 256).unwrap_err();
         assert!(
             err.contains("at most 256") && err.contains("--max-queue"),
             "{err}"
         );
-        let big = |c| check_count(c, 10_000, format_args!("{c}")).map_err(|e| e.to_string());
-        assert!(big(2048).is_ok());
-        let err = big(2049).unwrap_err();
+        assert!(check(2048, 10_000).is_ok());
+        let err = check(2049, 10_000).unwrap_err();
         assert!(
             err.contains("at most 2048") && err.contains("a request"),
             "{err}"
