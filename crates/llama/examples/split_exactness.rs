@@ -5,30 +5,35 @@
 //! Bit-exact prefix reuse (`--prefix-reuse exact`) relies on them matching. See
 //! docs/architecture.md, "Prefix reuse and exactness".
 //!
-//! cargo run --release -p tandem-llama --example split_exactness -- MODEL.gguf [PROMPT] [THREADS]
+//! cargo run --release -p tandem-llama --example split_exactness -- [--default-mode] MODEL.gguf [PROMPT] [THREADS]
 //!
 //! Prints one line per cut: `=` when every position matched, else the first position whose
-//! logits differ. It runs the kernels `--prefix-reuse exact` runs
-//! (`exactness::prefer_batch_invariant_kernels`) unless `GGML_CPU_TILED_MM` is set: `=1`
-//! gives those of the default mode.
+//! logits differ. It runs what `--prefix-reuse exact` runs: ggml's tiled K-quant matmul off
+//! (`exactness::prefer_batch_invariant_kernels`) and the weights as stored
+//! (`Weights::AsStored`). `--default-mode` runs the default mode's instead: tiled matmul as
+//! ggml chooses (or as `GGML_CPU_TILED_MM` says) and repacked weights.
 
 use std::path::Path;
 
-use tandem_llama::{exactness, Model};
+use tandem_llama::{exactness, Model, Weights};
 
 const DEFAULT_PROMPT: &str = "Once upon a time, in a small village at the edge of a great \
 forest, there lived an old woman who knew every story the river had ever told.";
 
 fn main() {
-    if std::env::var_os("GGML_CPU_TILED_MM").is_none() {
+    let mut args = std::env::args().skip(1).peekable();
+    let default_mode = args.next_if(|a| a == "--default-mode").is_some();
+    let weights = if default_mode {
+        Weights::Repacked
+    } else {
         exactness::prefer_batch_invariant_kernels();
-    }
-    let mut args = std::env::args().skip(1);
-    let usage = "usage: split_exactness MODEL.gguf [PROMPT] [THREADS]";
+        Weights::AsStored
+    };
+    let usage = "usage: split_exactness [--default-mode] MODEL.gguf [PROMPT] [THREADS]";
     let path = args.next().expect(usage);
     let prompt = args.next().unwrap_or_else(|| DEFAULT_PROMPT.to_string());
     let threads = args.next().map_or(2, |t| t.parse().expect("threads"));
-    let model = Model::load(Path::new(&path), 0).expect("model");
+    let model = Model::load_with(Path::new(&path), 0, weights).expect("model");
     let tokens = model.tokenize(&prompt, true, false);
     let n = tokens.len();
     let cuts = exactness::first_differences(model, &tokens, threads).expect("decode");

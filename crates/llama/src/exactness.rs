@@ -1,9 +1,11 @@
 //! Whether a model's logits depend on how its prompt is cut into batches, on this build of
 //! llama.cpp and this CPU. Bit-exact prefix reuse (`--prefix-reuse exact`) relies on them not
-//! depending on it: a reused prefix is a cut. Some llama.cpp kernels choose their code path
-//! by the batch's rows (the repacked Q4_K matmul runs its last `rows % 4` rows one by one;
-//! ggml's tiled K-quant matmul runs only from 8 rows), so a model using them is not exact
-//! (docs/architecture.md, "Prefix reuse and exactness").
+//! depending on it: a reused prefix is a cut. Two llama.cpp kernels choose their code path
+//! by the batch's rows: the repacked Q4_K matmul runs its last `rows % 4` rows one by one
+//! (avoided by loading with [`crate::Weights::AsStored`]), and ggml's tiled K-quant matmul
+//! runs only from 8 rows (turned off by [`prefer_batch_invariant_kernels`]). With both
+//! avoided, every model tried here is exact (docs/architecture.md, "Prefix reuse and
+//! exactness").
 
 use std::num::NonZeroU32;
 
@@ -18,9 +20,8 @@ use crate::model::{backend, Model, ModelError};
 /// allows it: ggml's tiled K-quant matmul, which it takes only for batches of 8 rows or more,
 /// is turned off through `GGML_CPU_TILED_MM`, the only way ggml reads that setting. ggml reads
 /// it once, at its first K-quant matmul, so this must run before any model computes: `main`
-/// calls it, before it starts threads, for `--prefix-reuse exact`. (Repacked Q4_K weights
-/// still depend on the batch: turning repack off takes a model parameter llama-cpp-2 does not
-/// expose.)
+/// calls it, before it starts threads, for `--prefix-reuse exact`. (Repacked weights are the
+/// other half: load the model with [`crate::Weights::AsStored`].)
 pub fn prefer_batch_invariant_kernels() {
     std::env::set_var("GGML_CPU_TILED_MM", "0");
 }
@@ -36,13 +37,23 @@ pub fn first_differences(
     threads: usize,
 ) -> Result<Vec<(usize, Option<usize>)>, ModelError> {
     let n = tokens.len();
-    let whole = logits_by_position(model, tokens, &[n], threads)?;
+    let whole = prompt_logits(model, tokens, threads)?;
     (2..n.saturating_sub(1))
         .map(|a| {
             let cut = logits_by_position(model, tokens, &[a, n - a], threads)?;
             Ok((a, first_difference(&whole, &cut)))
         })
         .collect()
+}
+
+/// Every position's logits with the whole prompt in one decode (fresh context, flash
+/// attention off): the reference [`first_differences`] compares cuts with.
+pub fn prompt_logits(
+    model: Model,
+    tokens: &[Token],
+    threads: usize,
+) -> Result<Vec<Vec<f32>>, ModelError> {
+    logits_by_position(model, tokens, &[tokens.len()], threads)
 }
 
 /// Every position's logits with `tokens` run in chunks of the given sizes.

@@ -33,24 +33,74 @@ pub(crate) fn backend() -> Result<&'static LlamaBackend, ModelError> {
     b.as_ref().map_err(|e| ModelError::Backend(e.clone()))
 }
 
+/// How llama.cpp lays out a model's weights in CPU memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Weights {
+    /// llama.cpp's default: weights of some types (Q4_0, Q4_K, IQ4_NL, ...) are repacked into
+    /// interleaved rows for faster matmuls. The repacked Q4_K matmul runs a batch's last
+    /// `rows % 4` rows one by one, so its results depend on how a prompt is cut into batches.
+    Repacked,
+    /// Weights stay as the file stores them, computed by ggml's plain kernels: what bit-exact
+    /// mode (`--prefix-reuse exact`) needs, at some prefill speed on repackable types.
+    AsStored,
+}
+
+/// Loads a model without llama.cpp's extra CPU buffer types (`use_extra_bufts = false`),
+/// so no weight is repacked. llama-cpp-2 (=0.1.160, pinned in the workspace) exposes no
+/// setter for that parameter, and a tensor override to the CPU buffer does not help (the
+/// loader picks among the extra buffer types again for such overrides), so this calls
+/// llama.cpp directly and hands the model to llama-cpp-2's owner type, which frees it.
+fn load_as_stored(path: &Path, gpu_layers: u32) -> Result<LlamaModel, String> {
+    backend().map_err(|e| e.to_string())?;
+    let c_path = path
+        .to_str()
+        .and_then(|p| std::ffi::CString::new(p).ok())
+        .ok_or("the path is not valid UTF-8 without NUL bytes")?;
+    // SAFETY: plain C calls; the params struct is llama.cpp's own default, two fields set.
+    let raw = unsafe {
+        let mut params = llama_cpp_sys_2::llama_model_default_params();
+        params.n_gpu_layers = i32::try_from(gpu_layers).unwrap_or(i32::MAX);
+        params.use_extra_bufts = false;
+        llama_cpp_sys_2::llama_model_load_from_file(c_path.as_ptr(), params)
+    };
+    let raw = std::ptr::NonNull::new(raw).ok_or("llama.cpp returned no model")?;
+    // SAFETY: `LlamaModel` is `#[repr(transparent)]` over `Ptr<llama_model>`, itself
+    // `#[repr(transparent)]` over `NonNull<llama_model>` (the pinned version's source), and
+    // `transmute` checks the sizes; the model is ours, as from `LlamaModel::load_from_file`.
+    Ok(unsafe {
+        std::mem::transmute::<std::ptr::NonNull<llama_cpp_sys_2::llama_model>, LlamaModel>(raw)
+    })
+}
+
 #[derive(Clone, Copy)]
 pub struct Model {
     pub(crate) inner: &'static LlamaModel,
 }
 
 impl Model {
-    /// Loads a GGUF file (CPU; `gpu_layers` > 0 offloads layers when built with `cuda`).
+    /// Loads a GGUF file (CPU; `gpu_layers` > 0 offloads layers when built with `cuda`), with
+    /// llama.cpp free to repack weights for its faster CPU kernels.
     pub fn load(path: &Path, gpu_layers: u32) -> Result<Self, ModelError> {
+        Self::load_with(path, gpu_layers, Weights::Repacked)
+    }
+
+    /// Loads a GGUF file with the weight layout given: see [`Weights`].
+    pub fn load_with(path: &Path, gpu_layers: u32, weights: Weights) -> Result<Self, ModelError> {
         if !path.is_file() {
             return Err(ModelError::NotFound(path.display().to_string()));
         }
-        let params = LlamaModelParams::default().with_n_gpu_layers(gpu_layers);
-        let model = LlamaModel::load_from_file(backend()?, path, &params).map_err(|e| {
-            ModelError::Load {
-                path: path.display().to_string(),
-                msg: e.to_string(),
+        let load_error = |msg: String| ModelError::Load {
+            path: path.display().to_string(),
+            msg,
+        };
+        let model = match weights {
+            Weights::Repacked => {
+                let params = LlamaModelParams::default().with_n_gpu_layers(gpu_layers);
+                LlamaModel::load_from_file(backend()?, path, &params)
+                    .map_err(|e| load_error(e.to_string()))?
             }
-        })?;
+            Weights::AsStored => load_as_stored(path, gpu_layers).map_err(load_error)?,
+        };
         Ok(Self {
             inner: Box::leak(Box::new(model)),
         })

@@ -1,37 +1,96 @@
-//! Bit-exact mode on a model whose K-quant weights llama.cpp does not repack: SmolLM2
-//! requantized to Q6_K. ggml's tiled K-quant matmul runs only for batches of 8 rows or more,
-//! so with it on, some cuts of a prompt change the logits (19 of 29 cuts matched here);
-//! `prefer_batch_invariant_kernels`, which `tandem serve --prefix-reuse exact` calls, turns
-//! it off and every cut matches. A test binary of its own: ggml reads that switch once per
-//! process.
+//! Bit-exact mode on K-quant weights: SmolLM2 requantized to Q4_K_M, the quantization of
+//! Gemma 3's GGUF and many others. Two llama.cpp kernels round differently for different
+//! batch sizes there: ggml's tiled K-quant matmul (only from 8 rows) and the matmul on
+//! repacked Q4_K weights (a batch's last `rows % 4` rows one by one); with both, 10 of 29
+//! cuts matched here. `tandem serve --prefix-reuse exact` turns the first off
+//! (`prefer_batch_invariant_kernels`) and loads the weights unrepacked (`Weights::AsStored`),
+//! and every cut matches. A test binary of its own: ggml reads the switch once per process.
 
 mod common;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use common::model_path;
 use tandem_llama::quantize::{requantize, WeightType};
-use tandem_llama::{exactness, Model};
+use tandem_llama::{exactness, Model, Weights};
 
-/// The default model requantized to Q6_K, in the temp folder.
-fn requantized_q6_k() -> PathBuf {
-    let out = std::env::temp_dir().join(format!("tandem-test-q6k-{}.gguf", std::process::id()));
-    requantize(&model_path(), &out, WeightType::Q6K, 2).expect("requantize");
-    out
+const PROMPT: &str = "<|im_start|>user\nName three rivers and say which one is the longest.<|im_end|>\n<|im_start|>assistant\n";
+
+/// The default model requantized to Q4_K_M, in the temp folder, loaded with `weights`.
+fn q4_k_m(weights: Weights) -> Model {
+    static LOADS: AtomicUsize = AtomicUsize::new(0);
+    let n = LOADS.fetch_add(1, Ordering::Relaxed);
+    let name = format!("tandem-test-q4km-{}-{n}.gguf", std::process::id());
+    let out: PathBuf = std::env::temp_dir().join(name);
+    requantize(&model_path(), &out, WeightType::Q4KM, 2).expect("requantize");
+    let model = Model::load_with(Path::new(&out), 0, weights).expect("the Q4_K_M model");
+    std::fs::remove_file(&out).expect("remove the temp model");
+    model
 }
 
 #[test]
-fn a_q6_k_model_is_cut_invariant_with_batch_invariant_kernels() {
+fn a_q4_k_m_model_is_cut_invariant_in_bit_exact_mode() {
     exactness::prefer_batch_invariant_kernels();
-    let path = requantized_q6_k();
-    let model = Model::load(&path, 0).expect("the Q6_K model");
-    std::fs::remove_file(&path).expect("remove the temp model");
-    let prompt = "<|im_start|>user\nName three rivers and say which one is the longest.<|im_end|>\n<|im_start|>assistant\n";
-    let tokens = model.tokenize(prompt, false, true);
+    let model = q4_k_m(Weights::AsStored);
+    let tokens = model.tokenize(PROMPT, false, true);
     let inexact = common::inexact_cuts(model, &tokens);
     assert!(
         inexact.is_empty(),
         "(first chunk's rows, first differing position) of {}: {inexact:?}",
         tokens.len()
     );
+}
+
+/// The test model itself (`TANDEM_TEST_MODEL`: `.ci/run` runs this on Gemma 3 270M Q4_K_M,
+/// which matched 12 of 30 cuts with llama.cpp's defaults).
+#[test]
+fn the_test_model_is_cut_invariant_in_bit_exact_mode() {
+    exactness::prefer_batch_invariant_kernels();
+    let model = Model::load_with(&model_path(), 0, Weights::AsStored).expect("the test model");
+    let prompt = "Once upon a time, in a small village at the edge of a great forest, there lived \
+                  an old woman who knew every story the river had ever told.";
+    let tokens = model.tokenize(prompt, true, false);
+    let inexact = common::inexact_cuts(model, &tokens);
+    assert!(
+        inexact.is_empty(),
+        "(first chunk's rows, first differing position) of {}: {inexact:?}",
+        tokens.len()
+    );
+}
+
+/// The unrepacked load is the same model: at every position it predicts the repacked one's
+/// top token, and its logits differ by rounding only (here up to about 1 in a spread of 30
+/// to 60: the two layouts quantize activations and sum in different orders).
+#[test]
+fn weights_as_stored_give_the_repacked_models_predictions() {
+    exactness::prefer_batch_invariant_kernels();
+    let (stored, repacked) = (q4_k_m(Weights::AsStored), q4_k_m(Weights::Repacked));
+    let tokens = stored.tokenize(PROMPT, false, true);
+    let a = exactness::prompt_logits(stored, &tokens, 2).expect("decode");
+    let b = exactness::prompt_logits(repacked, &tokens, 2).expect("decode");
+    assert_eq!(a.len(), tokens.len());
+    for (pos, (x, y)) in a.iter().zip(&b).enumerate() {
+        assert_eq!(
+            top(x),
+            top(y),
+            "position {pos}: the predicted tokens differ"
+        );
+        let worst = x
+            .iter()
+            .zip(y)
+            .map(|(p, q)| (p - q).abs())
+            .fold(0f32, f32::max);
+        let spread =
+            x.iter().fold(f32::MIN, |m, &v| m.max(v)) - x.iter().fold(f32::MAX, |m, &v| m.min(v));
+        assert!(
+            worst < 0.05 * spread,
+            "position {pos}: logits differ by {worst} (spread {spread})"
+        );
+    }
+}
+
+fn top(logits: &[f32]) -> usize {
+    let best = logits.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1));
+    best.expect("logits").0
 }

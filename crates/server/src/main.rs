@@ -61,7 +61,7 @@ fn main() -> anyhow::Result<()> {
             // this switch only from the environment, and reads it once: set it before any
             // thread starts.
             tandem_llama::exactness::prefer_batch_invariant_kernels();
-            tracing::info!("--prefix-reuse exact: ggml's tiled K-quant matmul is off (GGML_CPU_TILED_MM=0), so KV does not depend on how a prompt is cut, except with repacked Q4_K weights (docs/architecture.md)");
+            tracing::info!("--prefix-reuse exact: ggml's tiled K-quant matmul is off (GGML_CPU_TILED_MM=0) and weights are not repacked, so KV does not depend on how a prompt is cut (docs/architecture.md)");
         }
     }
     let rt = tokio::runtime::Runtime::new()?;

@@ -12,7 +12,7 @@ use tandem_engine::{
     spawn_engine, InterceptConfig, InterceptPolicy, PrefixReuse, ResumeOrder, Runner, Scheduler,
     SchedulerConfig, SystemClock,
 };
-use tandem_llama::{EmbedConfig, Embedder, LlamaRunner, Model, Pooling, RunnerConfig};
+use tandem_llama::{EmbedConfig, Embedder, LlamaRunner, Model, Pooling, RunnerConfig, Weights};
 
 use crate::api::responses::store::ResponseStore;
 use crate::costs;
@@ -89,11 +89,11 @@ pub struct ServeArgs {
     /// cheaper than prefilling it). `all`: the whole previous turn, reply included (least
     /// prefill; like llama-server's cache, output can differ in the last bits from a cold
     /// request). `exact`: only KV written by prefill; with --flash-attn off a reused request's
-    /// output is then identical to a cold one when it runs alone, on a model whose llama.cpp
-    /// kernels do not depend on how a prompt is cut: this mode turns ggml's tiled K-quant
-    /// matmul off (GGML_CPU_TILED_MM=0), which leaves repacked Q4_K weights (Q4_K_M models
-    /// such as Gemma 3's are not exact). The split_exactness example checks a model
-    /// (docs/architecture.md).
+    /// output is then identical to a cold one when it runs alone. For that, llama.cpp's
+    /// kernels must not depend on how a prompt is cut: this mode turns ggml's tiled K-quant
+    /// matmul off (GGML_CPU_TILED_MM=0) and loads weights unrepacked, which slows prefill on
+    /// K-quant and Q4_0 models (docs/architecture.md). The split_exactness example checks a
+    /// model.
     /// `off`: no reuse.
     #[arg(long, value_enum, default_value_t = ReuseArg::All)]
     pub prefix_reuse: ReuseArg,
@@ -263,6 +263,17 @@ impl From<ReuseArg> for PrefixReuse {
     }
 }
 
+impl ReuseArg {
+    /// Bit-exact reuse needs KV that does not depend on how a prompt is cut, so its weights
+    /// stay as stored (no repacked kernels); the other modes take llama.cpp's faster layout.
+    fn weights(self) -> Weights {
+        match self {
+            ReuseArg::Exact => Weights::AsStored,
+            ReuseArg::All | ReuseArg::Off => Weights::Repacked,
+        }
+    }
+}
+
 /// Where the runner's costs come from (`--costs`) and where they go (`--save-costs`).
 struct CostChoice {
     /// The `--costs` argument and what it loaded.
@@ -348,7 +359,7 @@ pub async fn run(args: ServeArgs, default_model: PathBuf) -> anyhow::Result<()> 
     }
     let registry = Arc::new(args.tool_args.registry()?);
     let costs = CostChoice::new(&args)?;
-    let model = Model::load(&path, args.gpu_layers)?;
+    let model = Model::load_with(&path, args.gpu_layers, args.prefix_reuse.weights())?;
     // Before the engine starts (and profiles): a bad template file stops the start at once.
     let (source, given) = chat_template_source(&args, &model)?;
     let bos = model.special_text(model.bos());
