@@ -24,10 +24,10 @@ SEGMENTS = [
     {"decode_tokens": 4},
 ]
 POLICIES = ("preserve", "swap", "discard")
-# On this model greedy text depends on how a prompt was batched: a reused prefix, or other
-# sequences' cells in the step, change the rounding (docs/architecture.md). So requests whose
-# text is compared run on servers with the same history, or on `cold`, which reuses nothing.
-COLD = ("--flash-attn", "off", "--prefix-reuse", "off")
+# Every server runs bit-exact mode: on this model's Q4_K_M weights its kernels (tiled K-quant
+# matmul off, weights unrepacked) make a reused prefix give the logits of a cold prompt, and
+# text compared across servers must come from the same kernels (docs/architecture.md).
+# `cold` serves the requests that the others' are compared with, and none of their history.
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +41,7 @@ def gemma():
                                      "--allow-scripted", "--intercept-policy", policy, *costs,
                                      *EXACT)
         servers["cold"] = Server("--model", str(GEMMA), "--max-seqs", "4", "--kv-cells", "8192",
-                                 "--costs", str(COSTS), "--embeddings", *COLD)
+                                 "--costs", str(COSTS), "--embeddings", *EXACT)
         yield servers
     finally:
         for s in servers.values():
@@ -110,7 +110,8 @@ def test_a_follow_up_reuses_the_conversation_and_matches_a_cold_request(gemma):
     warm = post(warm_server, "/v1/chat/completions", messages=second, temperature=0, max_tokens=20)
     cold = post(cold_server, "/v1/chat/completions", messages=second, temperature=0, max_tokens=20)
     assert warm["usage"]["prompt_tokens_details"]["cached_tokens"] == r1["usage"]["prompt_tokens"]
-    assert cold["usage"]["prompt_tokens_details"]["cached_tokens"] == 0
+    # Of the conversation, nothing: at most the BOS token an earlier request there began with.
+    assert cold["usage"]["prompt_tokens_details"]["cached_tokens"] <= 1
     assert warm["choices"][0]["message"]["content"] == cold["choices"][0]["message"]["content"]
 
 
