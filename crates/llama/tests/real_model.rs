@@ -393,10 +393,14 @@ fn profile_measures_plausible_costs_and_leaves_the_cache_empty() {
         c.swap_out_per_token_s > 0.0 && c.swap_in_per_token_s > 0.0,
         "{c:?}"
     );
-    // Attention is priced, and at a CPU's order: well under the 2 x 30 layers x 9 heads x 64
-    // dims x 2 flops (69 kFLOP) of one pair at 1 GFLOP/s. Noise can price it at zero.
-    assert!((0.0..7e-5).contains(&c.attn_per_pair_s), "{c:?}");
-    assert!((0.0..7e-4).contains(&c.attn_row_per_pair_s), "{c:?}");
+    // Attention is priced, and in proportion to the rest: a pair is 2 x 30 layers x 9 heads x
+    // 64 dims x 2 flops (69 kFLOP), a token's forward pass about 2 x 135M (270 MFLOP), so a
+    // pair costs ~1/4000 of a token (measured ~1/1600; ~1/280 in rows under 64 tokens, which
+    // take slower kernels). Bounds relative to the forward price hold on a busy machine,
+    // where both slow down; noise can price attention at zero.
+    let fwd = c.fwd_per_token_s;
+    assert!((0.0..fwd / 100.0).contains(&c.attn_per_pair_s), "{c:?}");
+    assert!((0.0..fwd / 20.0).contains(&c.attn_row_per_pair_s), "{c:?}");
     // A sampled row: the 576 x 49,152 output projection (57 MFLOP) and a sampler over 49,152
     // logits; well under 60 ms even at 1 GFLOP/s.
     assert!((0.0..0.06).contains(&c.sample_per_row_s), "{c:?}");
