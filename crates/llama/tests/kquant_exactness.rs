@@ -29,17 +29,21 @@ fn q4_k_m(weights: Weights) -> Model {
     model
 }
 
-#[test]
-fn a_q4_k_m_model_is_cut_invariant_in_bit_exact_mode() {
-    exactness::prefer_batch_invariant_kernels();
-    let model = q4_k_m(Weights::AsStored);
-    let tokens = model.tokenize(PROMPT, false, true);
-    let inexact = common::inexact_cuts(model, &tokens);
+/// Asserts every cut of `tokens` gives the whole prompt's logits.
+fn assert_cut_invariant(model: Model, tokens: &[tandem_engine::Token]) {
+    let inexact = common::inexact_cuts(model, tokens);
     assert!(
         inexact.is_empty(),
         "(first chunk's rows, first differing position) of {}: {inexact:?}",
         tokens.len()
     );
+}
+
+#[test]
+fn a_q4_k_m_model_is_cut_invariant_in_bit_exact_mode() {
+    exactness::prefer_batch_invariant_kernels();
+    let model = q4_k_m(Weights::AsStored);
+    assert_cut_invariant(model, &model.tokenize(PROMPT, false, true));
 }
 
 /// The test model itself (`TANDEM_TEST_MODEL`: `.ci/run` runs this on Gemma 3 270M Q4_K_M,
@@ -50,13 +54,7 @@ fn the_test_model_is_cut_invariant_in_bit_exact_mode() {
     let model = Model::load_with(&model_path(), 0, Weights::AsStored).expect("the test model");
     let prompt = "Once upon a time, in a small village at the edge of a great forest, there lived \
                   an old woman who knew every story the river had ever told.";
-    let tokens = model.tokenize(prompt, true, false);
-    let inexact = common::inexact_cuts(model, &tokens);
-    assert!(
-        inexact.is_empty(),
-        "(first chunk's rows, first differing position) of {}: {inexact:?}",
-        tokens.len()
-    );
+    assert_cut_invariant(model, &model.tokenize(prompt, true, false));
 }
 
 /// The unrepacked load is the same model: at every position it predicts the repacked one's
