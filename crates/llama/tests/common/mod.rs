@@ -1,11 +1,12 @@
 //! The default model for the real-model tests: `scripts/fetch-model.sh` puts it in the model
-//! cache (`TANDEM_TEST_MODEL` names another), loaded once per test binary.
+//! cache (`TANDEM_TEST_MODEL` names another), loaded once per test binary, as bit-exact mode
+//! loads it.
 
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use tandem_engine::Token;
-use tandem_llama::{exactness, Model};
+use tandem_llama::{exactness, Model, Weights};
 
 pub fn model_path() -> PathBuf {
     std::env::var_os("TANDEM_TEST_MODEL")
@@ -16,10 +17,19 @@ pub fn model_path() -> PathBuf {
         })
 }
 
+/// The test model, loaded as `tandem serve --prefix-reuse exact` loads it (ggml's tiled
+/// K-quant matmul off, weights unrepacked): the tests assert the equalities that mode
+/// promises (batched = sequential, reused = cold, every cut = the whole prompt), which on a
+/// Q4_K_M model such as Gemma 3's hold only with its kernels. (On the default Q4_1 model the
+/// kernels are the same either way.)
 #[allow(dead_code)] // each test binary compiles this module; not every one loads the model
 pub fn model() -> Model {
     static M: OnceLock<Model> = OnceLock::new();
-    *M.get_or_init(|| Model::load(&model_path(), 0).expect("run scripts/fetch-model.sh first"))
+    *M.get_or_init(|| {
+        exactness::prefer_batch_invariant_kernels(); // before any model computes
+        Model::load_with(&model_path(), 0, Weights::AsStored)
+            .expect("run scripts/fetch-model.sh first")
+    })
 }
 
 /// The cuts of `tokens` into two multi-row decodes whose logits differ from the whole
