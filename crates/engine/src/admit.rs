@@ -9,6 +9,7 @@
 use crate::inflight::reusable;
 use crate::plan::KvOp;
 use crate::policy::{InterceptPolicy, Placement, Waste, WasteInputs};
+use crate::predict::Prediction;
 use crate::prefix::{Loc, Retained};
 use crate::request::Active;
 use crate::scheduler::{Queued, Scheduler, Waiting};
@@ -333,6 +334,11 @@ pub const CLIENT_TURN: &str = "client";
 
 fn activate(w: Waiting, seq: SeqId, reused: usize, cells_per_seq: usize) -> Active {
     let prompt_len = w.req.prompt.len();
+    // A constrained request takes its tokens from a grammar's masks, which drafts skip.
+    let prediction = match w.req.constraint {
+        None => Prediction::new(w.req.prediction),
+        Some(_) => None,
+    };
     Active {
         id: w.id,
         seq,
@@ -355,5 +361,8 @@ fn activate(w: Waiting, seq: SeqId, reused: usize, cells_per_seq: usize) -> Acti
         tokens: w.req.prompt,
         arrival: w.arrival,
         last_token_at: None,
+        prediction,
+        accepted_predicted: 0,
+        rejected_predicted: 0,
     }
 }

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use crate::clock::ManualClock;
 use crate::cost::CostModel;
-use crate::plan::{KvOp, Sampled, Scored, StepPlan, StepResult};
+use crate::plan::{KvOp, PlanItem, Sampled, Scored, StepPlan, StepResult};
 use crate::prefix::Loc;
 use crate::swap::SwapHandle;
 use crate::types::{SeqId, Token, TokenLogprobs};
@@ -72,6 +72,31 @@ impl FakeRunner {
             h = (h ^ (*t as u64)).wrapping_mul(0x100000001b3);
         }
         (h % self.vocab as u64) as Token
+    }
+
+    /// The item's sampled tokens: one from its last row, or for a drafted item one per row
+    /// from the row before the draft, up to the first that differs from the drafted token.
+    fn sample_rows(&self, item: &PlanItem) -> Vec<Sampled> {
+        let seq = self.seq(item.seq);
+        let first = seq.len() - item.draft;
+        let mut out = Vec::new();
+        for row in first..=seq.len() {
+            let mut token = self.next_token(&seq[..row]);
+            if let Some(mask) = &item.mask {
+                token = first_allowed(mask, token);
+            }
+            let logprobs = item.sample.as_ref().and_then(|p| p.logprobs);
+            out.push(Sampled {
+                request: item.request,
+                token,
+                eog: token == self.eog,
+                logprobs: logprobs.map(|k| fake_logprobs(token, k)),
+            });
+            if seq.get(row) != Some(&token) {
+                break;
+            }
+        }
+        out
     }
 
     fn apply(&mut self, op: &KvOp) -> Result<(), RunnerError> {
@@ -168,17 +193,7 @@ impl Runner for FakeRunner {
                 item.seq
             );
             if item.sample.is_some() {
-                let mut token = self.next_token(self.seq(item.seq));
-                if let Some(mask) = &item.mask {
-                    token = first_allowed(mask, token);
-                }
-                let logprobs = item.sample.as_ref().and_then(|p| p.logprobs);
-                sampled.push(Sampled {
-                    request: item.request,
-                    token,
-                    eog: token == self.eog,
-                    logprobs: logprobs.map(|k| fake_logprobs(token, k)),
-                });
+                sampled.extend(self.sample_rows(item));
             }
         }
         self.steps += 1;

@@ -32,6 +32,7 @@ mod intercept;
 pub mod kv;
 pub mod plan;
 pub mod policy;
+pub mod predict;
 pub mod prefix;
 pub mod request;
 pub mod scheduler;

@@ -43,6 +43,10 @@ pub struct PlanItem {
     /// Prompt rows to score (a request with `SamplingParams::prompt_logprobs`); `None` for
     /// nearly every item.
     pub score: Option<ScoreRows>,
+    /// The last `draft` tokens are predicted, not yet output (`predict`): the runner samples
+    /// from the row before them on, one `Sampled` per row, and stops after the first sampled
+    /// token that differs from the drafted one (or after the last row). 0 for most items.
+    pub draft: usize,
 }
 
 /// Score the first `targets.len()` rows of an item: row `i`'s logits give the

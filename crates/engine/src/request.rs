@@ -4,6 +4,7 @@
 
 use tokio::sync::mpsc::UnboundedSender;
 
+use crate::predict::Prediction;
 use crate::types::{
     Constraint, Event, InterceptSpec, RequestId, SamplingParams, SeqId, Token, Usage,
 };
@@ -45,6 +46,11 @@ pub struct Active {
     pub prompt_scored: usize,
     pub arrival: f64,
     pub last_token_at: Option<f64>,
+    /// The predicted output, followed as tokens are generated (`predict`).
+    pub prediction: Option<Prediction>,
+    /// Predicted tokens accepted and rejected so far.
+    pub accepted_predicted: usize,
+    pub rejected_predicted: usize,
 }
 
 /// The largest cut at or below `k` (cells kept) from which recomputing the rest repeats how
@@ -109,13 +115,14 @@ impl Active {
         exact_cut(&self.single_row, k)
     }
 
-    /// Records that positions `start..start+n` now hold KV.
-    pub fn wrote(&mut self, start: usize, n: usize) {
+    /// Records that positions `start..start+n` now hold KV, written by an item of one row
+    /// when `one_row` (a verified draft's rows may be kept down to one of several).
+    pub fn wrote(&mut self, start: usize, n: usize, one_row: bool) {
         let end = start + n;
         if self.single_row.len() < end {
             self.single_row.resize(end, false);
         }
-        self.single_row[start..end].fill(n == 1);
+        self.single_row[start..end].fill(one_row);
         self.n_cached = end;
         self.high_water = self.high_water.max(end);
     }
@@ -126,6 +133,8 @@ impl Active {
             completion_tokens: self.generated,
             cached_tokens: self.reused,
             appended_tokens: self.appended,
+            accepted_prediction_tokens: self.accepted_predicted,
+            rejected_prediction_tokens: self.rejected_predicted,
         }
     }
 

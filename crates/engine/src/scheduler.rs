@@ -64,6 +64,9 @@ impl Default for InterceptConfig {
 /// prompt token's KV is computed by the same multi-row kernels however the budget splits it.
 pub(crate) const MIN_PREFILL_CHUNK: usize = 2;
 
+/// Most predicted tokens drafted for a request in one step (`predict`).
+pub(crate) const MAX_DRAFT: usize = 8;
+
 pub(crate) struct Waiting {
     pub id: RequestId,
     pub req: NewRequest,
@@ -363,6 +366,7 @@ impl Scheduler {
                 }
             }
         }
+        self.add_drafts(&mut items, budget);
         // Rows in sequence order: llama.cpp splits a batch over per-sequence KV streams into
         // ubatches, and an unordered one can cost extra ubatches (docs/architecture.md).
         items.sort_by_key(|i| i.seq);
@@ -371,6 +375,32 @@ impl Scheduler {
             kv_ops: std::mem::take(&mut self.ops),
             items,
             released: std::mem::take(&mut self.released),
+        }
+    }
+
+    /// Appends predicted tokens to decoding requests' items, within the budget the step has
+    /// left after every decode and prefill chunk (a draft never delays a prompt), at most
+    /// `MAX_DRAFT` each, and never past the request's `max_tokens` or KV capacity.
+    fn add_drafts(&self, items: &mut [PlanItem], mut budget: usize) {
+        for item in items.iter_mut() {
+            if budget == 0 {
+                return;
+            }
+            if item.sample.is_none() || item.tokens.len() != 1 {
+                continue;
+            }
+            let Some(r) = self.running.iter().find(|r| r.id == item.request) else {
+                continue;
+            };
+            let Some(p) = &r.prediction else {
+                continue;
+            };
+            let room = (r.max_tokens.saturating_sub(r.generated + 1))
+                .min(self.cfg.cells_per_seq.saturating_sub(r.n_cached + 1));
+            let draft = p.draft(budget.min(MAX_DRAFT).min(room));
+            item.tokens.extend_from_slice(draft);
+            item.draft = draft.len();
+            budget -= draft.len();
         }
     }
 
@@ -387,8 +417,16 @@ impl Scheduler {
             if let Some(r) = self.running.iter_mut().find(|r| r.id == item.request) {
                 let end = item.start_pos + item.tokens.len();
                 recomputed += r.high_water.min(end).saturating_sub(item.start_pos);
-                r.wrote(item.start_pos, item.tokens.len());
+                let kept = kept_rows(r, item, result);
+                r.wrote(item.start_pos, kept, item.tokens.len() == 1);
                 self.kv.set_used(r.seq, r.n_cached);
+                if kept < item.tokens.len() {
+                    // The rejected draft rows' KV goes before anything else runs.
+                    self.ops.push(KvOp::Truncate {
+                        seq: r.seq,
+                        keep: r.n_cached,
+                    });
+                }
             }
         }
         self.counters.recomputed_tokens += recomputed as u64;
@@ -527,6 +565,9 @@ impl Scheduler {
         } else {
             r.tokens.push(token);
             r.segment_generated += 1;
+            if let Some(p) = r.prediction.as_mut() {
+                p.observe(&r.tokens[r.prompt_len..]);
+            }
             metrics::counter!("tandem_generation_tokens_total").increment(1);
             let sent = r.events.send(Event::Token(token)).is_ok();
             (!sent || r.generated >= r.max_tokens).then_some(FinishReason::Length)
@@ -609,6 +650,24 @@ impl Scheduler {
     }
 }
 
+/// An item's rows whose KV stays: all, or for a drafted item its tokens up to the last
+/// accepted draft token (the runner sampled one row per accepted token, plus the first that
+/// differed or the one after the draft); counts the request's accepted and rejected tokens.
+fn kept_rows(r: &mut Active, item: &PlanItem, result: &StepResult) -> usize {
+    if item.draft == 0 {
+        return item.tokens.len();
+    }
+    let sampled = result.sampled.iter().filter(|s| s.request == item.request);
+    let accepted = sampled.count().saturating_sub(1).min(item.draft);
+    r.accepted_predicted += accepted;
+    r.rejected_predicted += item.draft - accepted;
+    metrics::counter!("tandem_prediction_accepted_tokens_total").increment(accepted as u64);
+    let rejected = item.draft - accepted;
+    metrics::counter!("tandem_prediction_rejected_tokens_total").increment(rejected as u64);
+    let _ = r.events.send(Event::Predicted { accepted, rejected });
+    item.tokens.len() - item.draft + accepted
+}
+
 /// How many of `pending` (> 1) prompt tokens to prefill within `budget`: at least
 /// `MIN_PREFILL_CHUNK`, and never leaving exactly one behind (it would run as a one-row batch).
 fn prefill_chunk(pending: usize, budget: usize) -> Option<usize> {
@@ -641,6 +700,7 @@ fn chunk(r: &Active, n: usize) -> PlanItem {
         sample: (start + n == r.tokens.len()).then(|| r.sampling.clone()),
         mask: None,
         score: score_targets(r, start, n),
+        draft: 0,
     }
 }
 

@@ -285,6 +285,7 @@ impl<'a> Sim<'a> {
             events: tx,
             intercept: r.intercept,
             constraint: None,
+            prediction: Vec::new(),
         };
         self.sched.add(i as u64 + 1, req, r.arrival_s);
         self.live[i] = Some(Live {
@@ -401,7 +402,7 @@ fn on_event(
             l.out.finish_s = now;
             l.done = true;
         }
-        Event::Logprobs(_) | Event::PromptLogprobs(_) => {}
+        Event::Logprobs(_) | Event::PromptLogprobs(_) | Event::Predicted { .. } => {}
     }
 }
 
@@ -419,6 +420,7 @@ mod tests {
             sample: None,
             mask: None,
             score: None,
+            draft: 0,
         }
     }
 

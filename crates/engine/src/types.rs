@@ -94,6 +94,9 @@ pub struct NewRequest {
     pub intercept: InterceptSpec,
     /// Constrained decoding (a grammar over the generated tokens); none costs nothing.
     pub constraint: Option<Constraint>,
+    /// Predicted output (OpenAI's `prediction`): tokens the output is expected to repeat,
+    /// verified as a speculative draft (`predict`). Empty: none. Not used with a constraint.
+    pub prediction: Vec<Token>,
 }
 
 /// The tokens a constrained request may sample next: token `t` is allowed when bit `t % 32`
@@ -183,6 +186,10 @@ pub struct Usage {
     pub cached_tokens: usize,
     /// Tokens appended by resumes (tool results and the text around them), over all pauses.
     pub appended_tokens: usize,
+    /// Predicted tokens drafted and taken as output (`NewRequest::prediction`).
+    pub accepted_prediction_tokens: usize,
+    /// Predicted tokens drafted and rejected (their rows were computed for nothing).
+    pub rejected_prediction_tokens: usize,
 }
 
 impl Usage {
@@ -223,4 +230,10 @@ pub enum Event {
     },
     /// The request failed inside the engine (e.g. a decode error); its KV was freed.
     Failed(String),
+    /// A step verified predicted tokens (`NewRequest::prediction`): how many were taken as
+    /// output and how many rejected, for an owner that ends the request itself.
+    Predicted {
+        accepted: usize,
+        rejected: usize,
+    },
 }

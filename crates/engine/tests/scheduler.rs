@@ -109,6 +109,7 @@ fn eog_stops_unless_ignored() {
         events: tx,
         intercept: InterceptSpec::default(),
         constraint: None,
+        prediction: Vec::new(),
     };
     h.prompt_len.insert(99, 3);
     h.sched.add(99, req, 0.0);
@@ -624,6 +625,7 @@ fn add_constrained(
         events: tx,
         intercept: InterceptSpec::default(),
         constraint: Some(tandem_engine::Constraint(c)),
+        prediction: Vec::new(),
     };
     h.prompt_len.insert(id, 6);
     h.sched.add(id, req, 0.0);

@@ -54,6 +54,7 @@ fn measure(model: Model, n: usize, unified: bool, threads: usize) -> f64 {
                 events: tx,
                 intercept: Default::default(),
                 constraint: None,
+                prediction: Vec::new(),
             },
             0.0,
         );

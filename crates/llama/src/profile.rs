@@ -231,6 +231,7 @@ fn filler(token: i32, request: RequestId, start: usize, n: usize) -> PlanItem {
         sample: Some(SamplingParams::default()),
         mask: None,
         score: None,
+        draft: 0,
     }
 }
 

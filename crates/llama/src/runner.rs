@@ -231,7 +231,8 @@ impl LlamaRunner {
     }
 
     /// Fills the batch; returns each item's first row index in the batch. Rows get logits
-    /// where they sample (an item's last) or score (`PlanItem::score`, its first ones).
+    /// where they sample (an item's last, or from the row before a draft on) or score
+    /// (`PlanItem::score`, its first ones).
     pub(crate) fn fill_batch(&mut self, items: &[PlanItem]) -> Result<Vec<i32>, RunnerError> {
         self.batch.clear();
         let mut firsts = Vec::with_capacity(items.len());
@@ -240,7 +241,7 @@ impl LlamaRunner {
             let last = item.tokens.len() - 1;
             let scored = item.score.as_ref().map_or(0, |s| s.targets.len());
             for (i, &t) in item.tokens.iter().enumerate() {
-                let logits = (i == last && item.sample.is_some()) || i < scored;
+                let logits = (i + item.draft >= last && item.sample.is_some()) || i < scored;
                 let pos = (item.start_pos + i) as i32;
                 self.batch
                     .add(LlamaToken(t), pos, &[item.seq], logits)
@@ -261,6 +262,24 @@ impl LlamaRunner {
             start_pos: item.start_pos,
             logprobs: lps.map(|(i, &t)| logprobs(row(i), t, k)).collect(),
         })
+    }
+
+    /// The item's sampled tokens: from its last row, or for a drafted item from each row
+    /// from the one before the draft, in order, up to the first token that differs from the
+    /// drafted one. Each is sampled as without a draft (the sampler sees every kept token).
+    fn sample_rows(&mut self, item: &PlanItem, first: i32) -> Vec<Sampled> {
+        let n = item.tokens.len();
+        let mut out = Vec::with_capacity(item.draft + 1);
+        for i in n - 1 - item.draft..n {
+            let s = self.sample(item, first + i as i32);
+            let drafted = item.tokens.get(i + 1).copied();
+            let go_on = i + 1 < n && drafted == Some(s.token);
+            out.push(s);
+            if !go_on {
+                break;
+            }
+        }
+        out
     }
 
     fn sample(&mut self, item: &PlanItem, row: i32) -> Sampled {
@@ -368,7 +387,7 @@ impl Runner for LlamaRunner {
             .collect();
         let sampled = items()
             .filter(|(item, _)| item.sample.is_some())
-            .map(|(item, first)| self.sample(item, first + item.tokens.len() as i32 - 1))
+            .flat_map(|(item, first)| self.sample_rows(item, first))
             .collect();
         Ok(StepResult { sampled, scored })
     }

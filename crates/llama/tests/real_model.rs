@@ -90,6 +90,7 @@ impl Rig {
             events: tx,
             intercept,
             constraint: None,
+            prediction: Vec::new(),
         };
         self.sched.add(id, req, self.now);
         rx
@@ -119,6 +120,7 @@ fn drain(rx: &mut UnboundedReceiver<Event>) -> (Vec<Token>, Usage) {
             Event::Intercepted { .. }
             | Event::Logprobs(_)
             | Event::PromptLogprobs(_)
+            | Event::Predicted { .. }
             | Event::Admitted { .. } => {}
         }
     }

@@ -24,6 +24,8 @@ pub struct Harness {
     pub budget: usize,
     /// Ids in the order their final event was collected.
     pub finished: Vec<u64>,
+    /// The predicted output given to the requests submitted from now on.
+    pub prediction: Vec<Token>,
 }
 
 impl Harness {
@@ -70,6 +72,7 @@ impl Harness {
             now: 0.0,
             budget,
             finished: Vec::new(),
+            prediction: Vec::new(),
         }
     }
 
@@ -117,6 +120,7 @@ impl Harness {
             events: tx,
             intercept,
             constraint,
+            prediction: self.prediction.clone(),
         };
         self.sched.add(id, req, self.now);
         self.rxs.insert(id, rx);

@@ -66,6 +66,8 @@ pub struct Generation {
     cached_tokens: usize,
     /// Tokens this generation has had the engine append on resume, for the same usage.
     appended_tokens: usize,
+    /// Predicted tokens accepted and rejected so far (`Event::Predicted`), for the same.
+    predicted: (usize, usize),
     ended: bool,
     /// Scripted tool calls still to come: how long each takes and the tokens it returns.
     tools: VecDeque<(f64, Vec<Token>)>,
@@ -129,6 +131,7 @@ impl Generation {
                 .as_ref()
                 .map_or_else(InterceptSpec::default, |s| s.intercept.clone()),
             constraint,
+            prediction: Vec::new(),
         };
         let id = st.engine.submit(req)?;
         Ok(Self {
@@ -142,6 +145,7 @@ impl Generation {
             completion_tokens: 0,
             cached_tokens: 0,
             appended_tokens: 0,
+            predicted: (0, 0),
             ended: false,
             tools: script.map_or_else(VecDeque::new, |s| s.tools),
             server: None,
@@ -236,6 +240,10 @@ impl Generation {
         match event {
             Some(Event::Token(t)) => self.on_token(t),
             Some(Event::Admitted { cached_tokens }) => self.cached_tokens = cached_tokens,
+            Some(Event::Predicted { accepted, rejected }) => {
+                self.predicted.0 += accepted;
+                self.predicted.1 += rejected;
+            }
             Some(Event::Logprobs(lp)) => self.next_logprobs = Some(lp),
             Some(Event::PromptLogprobs(entries)) => {
                 let model = &self.st.model;
@@ -357,6 +365,8 @@ impl Generation {
                     completion_tokens: self.completion_tokens,
                     cached_tokens: self.cached_tokens,
                     appended_tokens: self.appended_tokens,
+                    accepted_prediction_tokens: self.predicted.0,
+                    rejected_prediction_tokens: self.predicted.1,
                 };
                 self.end_with("stop", usage, Some(stop));
             }
@@ -409,6 +419,10 @@ pub fn usage_json(u: &Usage) -> serde_json::Value {
             "cached_tokens": u.cached_tokens,
             "appended_tokens": u.appended_tokens,
         },
+        "completion_tokens_details": {
+            "accepted_prediction_tokens": u.accepted_prediction_tokens,
+            "rejected_prediction_tokens": u.rejected_prediction_tokens,
+        },
     })
 }
 
@@ -425,6 +439,10 @@ pub fn combined_usage(choices: &[Usage], per_prompt: usize) -> Usage {
         total.cached_tokens += first.cached_tokens;
         total.completion_tokens += group.iter().map(|u| u.completion_tokens).sum::<usize>();
         total.appended_tokens += group.iter().map(|u| u.appended_tokens).sum::<usize>();
+        for u in group {
+            total.accepted_prediction_tokens += u.accepted_prediction_tokens;
+            total.rejected_prediction_tokens += u.rejected_prediction_tokens;
+        }
     }
     total
 }
@@ -440,6 +458,7 @@ mod usage_tests {
             completion_tokens: completion,
             cached_tokens: cached,
             appended_tokens: appended,
+            ..Usage::default()
         };
         let total = combined_usage(&[u(5, 10, 0), u(7, 28, 4), u(1, 28, 2)], 3);
         assert_eq!(
@@ -460,6 +479,7 @@ mod usage_tests {
             completion_tokens: completion,
             cached_tokens: cached,
             appended_tokens: 0,
+            ..Usage::default()
         };
         // Two prompts (30 and 12 tokens), two choices each.
         let choices = [u(30, 5, 8), u(30, 6, 30), u(12, 7, 0), u(12, 9, 12)];
@@ -481,6 +501,7 @@ mod usage_tests {
             completion_tokens: 12,
             cached_tokens: 20,
             appended_tokens: 8,
+            ..Usage::default()
         };
         let j = usage_json(&u);
         assert_eq!(j["prompt_tokens"], 38);

@@ -154,6 +154,7 @@ mod tests {
             completion_tokens: 12,
             cached_tokens: 0,
             appended_tokens: 0,
+            ..Usage::default()
         };
         ev.extend(s.complete(&usage, None));
         // The newline goes on in the open text block, as the non-streamed text keeps it.

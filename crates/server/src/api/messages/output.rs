@@ -142,6 +142,7 @@ mod tests {
             completion_tokens: 5,
             cached_tokens: 20,
             appended_tokens: 0,
+            ..Usage::default()
         };
         assert_eq!(usage_json(&u)["input_tokens"], 10);
         assert_eq!(usage_json(&u)["cache_read_input_tokens"], 20);

@@ -1,0 +1,128 @@
+//! Predicted outputs (OpenAI's `prediction`): text the client expects most of the output to
+//! repeat (a file being edited, a document being revised). The prediction is a free draft for
+//! speculative decoding: each step the scheduler appends its next tokens to a decoding
+//! request's item, the runner samples every row in turn and keeps the drafted tokens while
+//! they equal what it samples, and the rejected rows' KV is cut. Sampling each row as usual
+//! and accepting a drafted token only when it is the one sampled gives exactly the
+//! distribution of decoding without a draft (a draft that puts all its mass on one token).
+//!
+//! tandem's own part is following the prediction: a cursor marks the predicted token the
+//! next output token should equal. It moves on while the output matches; after an edit (the
+//! output leaves the prediction) it re-aligns where the last `ALIGN` output tokens occur in
+//! the prediction, nearest after the cursor, the way prompt-lookup decoding finds a draft.
+
+use crate::types::Token;
+
+/// Output tokens that must match the prediction before drafting resumes after an edit.
+const ALIGN: usize = 3;
+
+#[derive(Clone, Debug)]
+pub struct Prediction {
+    tokens: Vec<Token>,
+    /// Index of the predicted token the next output token should equal; `None` while the
+    /// output is off the prediction.
+    cursor: Option<usize>,
+    /// Where the cursor last was: re-alignment searches from here first.
+    last: usize,
+}
+
+impl Prediction {
+    /// `None` for an empty prediction.
+    pub fn new(tokens: Vec<Token>) -> Option<Self> {
+        (!tokens.is_empty()).then_some(Self {
+            tokens,
+            cursor: Some(0),
+            last: 0,
+        })
+    }
+
+    /// The next at most `max` predicted tokens (none while off the prediction).
+    pub fn draft(&self, max: usize) -> &[Token] {
+        match self.cursor {
+            Some(c) => &self.tokens[c..(c + max).min(self.tokens.len())],
+            None => &[],
+        }
+    }
+
+    /// Follows one more output token; `output` is every output token so far, that one last.
+    pub fn observe(&mut self, output: &[Token]) {
+        let Some(&token) = output.last() else {
+            return;
+        };
+        if let Some(c) = self.cursor {
+            if self.tokens.get(c) == Some(&token) {
+                self.cursor = Some(c + 1);
+                self.last = c + 1;
+                return;
+            }
+        }
+        self.cursor = self.realign(output);
+        if let Some(c) = self.cursor {
+            self.last = c;
+        }
+    }
+
+    /// Just after the first occurrence of the output's last `ALIGN` tokens in the
+    /// prediction at or after the last cursor, else anywhere before it.
+    fn realign(&self, output: &[Token]) -> Option<usize> {
+        let tail = output.get(output.len().checked_sub(ALIGN)?..)?;
+        let at = |from: usize, to: usize| {
+            let found = self
+                .tokens
+                .get(from..to)?
+                .windows(ALIGN)
+                .position(|w| w == tail);
+            found.map(|i| from + i + ALIGN)
+        };
+        let n = self.tokens.len();
+        let start = self.last.saturating_sub(ALIGN - 1);
+        at(start, n).or_else(|| at(0, (start + ALIGN - 1).min(n)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Prediction;
+
+    fn follow(p: &mut Prediction, output: &[i32]) {
+        for i in 1..=output.len() {
+            p.observe(&output[..i]);
+        }
+    }
+
+    #[test]
+    fn the_draft_follows_a_matching_output() {
+        let mut p = Prediction::new(vec![1, 2, 3, 4, 5]).unwrap();
+        assert_eq!(p.draft(3), &[1, 2, 3]);
+        follow(&mut p, &[1, 2]);
+        assert_eq!(p.draft(8), &[3, 4, 5]);
+        follow(&mut p, &[1, 2, 3, 4, 5]);
+        assert!(p.draft(8).is_empty(), "the prediction is used up");
+        assert!(Prediction::new(vec![]).is_none());
+    }
+
+    #[test]
+    fn an_edit_stops_the_draft_until_the_output_rejoins_the_prediction() {
+        // Predicted: 10 11 12 13 14 15 16 17; the output replaces 12 by 99 98, then goes on.
+        let mut p = Prediction::new((10..18).collect()).unwrap();
+        follow(&mut p, &[10, 11, 99]);
+        assert!(p.draft(4).is_empty(), "off the prediction");
+        follow(&mut p, &[10, 11, 99, 98, 13]);
+        assert!(p.draft(4).is_empty(), "one token back on it is not enough");
+        follow(&mut p, &[10, 11, 99, 98, 13, 14, 15]);
+        assert_eq!(p.draft(4), &[16, 17], "13 14 15 found: drafting resumes");
+    }
+
+    #[test]
+    fn realignment_prefers_the_occurrence_after_the_cursor() {
+        // The phrase 5 6 7 occurs twice; the output is past the first.
+        let pred = vec![5, 6, 7, 1, 2, 3, 5, 6, 7, 8, 9];
+        let mut p = Prediction::new(pred).unwrap();
+        follow(&mut p, &[5, 6, 7, 1, 2, 3, 0, 5, 6, 7]);
+        assert_eq!(p.draft(2), &[8, 9]);
+        // Off the prediction from the start, it is found anywhere.
+        let mut q = Prediction::new(vec![1, 2, 3, 4]).unwrap();
+        follow(&mut q, &[9, 9, 1, 2, 3]);
+        assert_eq!(q.draft(2), &[4]);
+    }
+}
