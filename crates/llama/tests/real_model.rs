@@ -22,6 +22,8 @@ struct Rig {
     sched: Scheduler,
     runner: LlamaRunner,
     now: f64,
+    /// The predicted output given to requests submitted from now on.
+    prediction: Vec<Token>,
 }
 
 impl Rig {
@@ -58,6 +60,7 @@ impl Rig {
             sched: Scheduler::new(cfg),
             runner: LlamaRunner::new(model(), &rc).unwrap(),
             now: 0.0,
+            prediction: Vec::new(),
         }
     }
 
@@ -90,7 +93,7 @@ impl Rig {
             events: tx,
             intercept,
             constraint: None,
-            prediction: Vec::new(),
+            prediction: self.prediction.clone(),
         };
         self.sched.add(id, req, self.now);
         rx
@@ -191,6 +194,65 @@ fn batched_requests_match_sequential_ones() {
     rig.run();
     for (i, rx) in rxs.iter_mut().enumerate() {
         assert_eq!(drain(rx).0, solo[i], "prompt {i}: {:?}", prompts[i]);
+    }
+}
+
+/// How far an output token's logit falls below the best one's at most, when the prompt and
+/// output run through the model in one prefill: 0 for a greedy output, up to the rounding
+/// between batch shapes (a verified draft runs several rows where plain decoding runs one, so
+/// a near-tie can go the other way: here the two outputs part after 12 tokens).
+fn greedy_shortfall(prompt: &[Token], out: &[Token]) -> f32 {
+    let all: Vec<Token> = prompt.iter().chain(out).copied().collect();
+    let logits = tandem_llama::exactness::prompt_logits(model(), &all, 2).expect("decode");
+    let shortfall = |i: usize| {
+        let row = &logits[i - 1];
+        row.iter().fold(f32::MIN, |m, &v| m.max(v)) - row[all[i] as usize]
+    };
+    (prompt.len()..all.len()).map(shortfall).fold(0.0, f32::max)
+}
+
+/// A predicted output is verified in multi-row steps and the output stays greedy: with the
+/// plain output as the prediction (nearly every token accepted), an edited one (the edit
+/// rejected, the rest accepted after it) and an unrelated one (nothing accepted).
+#[test]
+fn a_prediction_keeps_greedy_decoding_greedy() {
+    let prompt = chat("Write a short poem about the sea.");
+    let mut rig = Rig::new(64);
+    let mut rx = rig.submit(1, prompt.clone(), 48);
+    rig.run();
+    let (plain, _) = drain(&mut rx);
+    assert_eq!(plain.len(), 48, "{}", text(&plain));
+    let mut edited = plain.clone();
+    edited.splice(20..22, model().tokenize(" a gull, a stone,", false, false));
+    let unrelated = model().tokenize(
+        " Prices rose by four percent in the third quarter.",
+        false,
+        false,
+    );
+    let plain_shortfall = greedy_shortfall(&prompt, &plain);
+    for (i, prediction) in [plain.clone(), edited, unrelated].into_iter().enumerate() {
+        let mut rig = Rig::new(64);
+        rig.prediction = prediction;
+        let mut rx = rig.submit(2, prompt.clone(), 48);
+        rig.run();
+        let (out, usage) = drain(&mut rx);
+        let shortfall = greedy_shortfall(&prompt, &out);
+        // Measured 2026-12-03: 0.02 with the draft's rows, 0.20 for plain decoding's one-row
+        // steps; a wrong row or a stale KV cell gives several units.
+        assert!(
+            shortfall < 0.5,
+            "prediction {i}: {shortfall} (plain: {plain_shortfall}); {}",
+            text(&out)
+        );
+        let (accepted, rejected) = (
+            usage.accepted_prediction_tokens,
+            usage.rejected_prediction_tokens,
+        );
+        match i {
+            0 => assert!(accepted >= 8 && out[..12] == plain[..12], "{usage:?}"),
+            1 => assert!(accepted >= 8 && rejected > 0, "{usage:?}"),
+            _ => assert_eq!(accepted, 0, "{usage:?}"),
+        }
     }
 }
 
