@@ -85,6 +85,7 @@ fn prepare(st: &AppState, req: &ChatRequest) -> Result<Prepared, ApiError> {
         let msg = "n > 1 cannot be combined with server_tools or replay";
         return Err(ApiError::invalid(msg, "n"));
     }
+    check_prediction(req, &params)?;
     let messages = normalize_messages(&req.messages)?;
     let prompt = prompt_tokens(st, &messages, &plan, req.continue_final_message)?;
     let replay = req
@@ -99,6 +100,36 @@ fn prepare(st: &AppState, req: &ChatRequest) -> Result<Prepared, ApiError> {
         prompt,
         replay,
     })
+}
+
+/// A predicted output drafts free text only: as with OpenAI, it cannot be combined with
+/// tools (whose calls a grammar decodes) or a replayed text.
+fn check_prediction(req: &ChatRequest, params: &GenParams) -> Result<(), ApiError> {
+    params.check_prediction()?;
+    let has_tools = req
+        .tools
+        .as_ref()
+        .is_some_and(|t| t.as_array().is_none_or(|a| !a.is_empty()));
+    let format = req
+        .response_format
+        .as_ref()
+        .and_then(|f| f.get("type")?.as_str());
+    let conflict = if has_tools || req.server_tools.is_some() {
+        Some("tools")
+    } else if format.is_some_and(|t| t != "text") {
+        Some("response_format")
+    } else if req.replay.is_some() {
+        Some("replay")
+    } else {
+        None
+    };
+    match (&params.prediction, conflict) {
+        (Some(_), Some(field)) => {
+            let msg = format!("prediction cannot be combined with {field}");
+            Err(ApiError::invalid(msg, "prediction"))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Queues choice `i` of a prepared request.

@@ -131,7 +131,11 @@ impl Generation {
                 .as_ref()
                 .map_or_else(InterceptSpec::default, |s| s.intercept.clone()),
             constraint,
-            prediction: Vec::new(),
+            prediction: p.prediction.as_deref().map_or_else(Vec::new, |text| {
+                let mut tokens = st.model.tokenize(text, false, false);
+                tokens.truncate(cap); // no output is longer
+                tokens
+            }),
         };
         let id = st.engine.submit(req)?;
         Ok(Self {

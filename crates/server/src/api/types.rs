@@ -91,6 +91,8 @@ pub struct CommonParams {
     /// Extensions: the output follows a regex, a choice, a grammar or a JSON schema.
     #[serde(flatten)]
     pub structured: StructuredFields,
+    /// OpenAI's predicted output: `{"type": "content", "content": text or text parts}`.
+    pub prediction: Option<Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -172,9 +174,21 @@ pub struct GenParams {
     pub segments: Option<Vec<Segment>>,
     /// What the output must match (the structured-output extensions), if anything.
     pub output: Option<Structured>,
+    /// Text the output is expected to repeat (`prediction`), verified as a speculative draft.
+    pub prediction: Option<String>,
 }
 
 impl GenParams {
+    /// A predicted output drafts free text: with an output rule (a grammar masks each
+    /// token) it is a 400, as OpenAI refuses it with structured outputs.
+    pub fn check_prediction(&self) -> Result<(), ApiError> {
+        if self.prediction.is_some() && self.output.is_some() {
+            let msg = "prediction cannot be combined with structured output";
+            return Err(ApiError::invalid(msg, "prediction"));
+        }
+        Ok(())
+    }
+
     /// The parameters of choice `i`: a seeded request's choices sample with `seed + i`, so
     /// they differ from each other and each is reproducible.
     pub fn choice(&self, i: usize) -> GenParams {
@@ -217,6 +231,7 @@ impl CommonParams {
                 .is_some_and(|o| o.include_usage),
             segments: self.segments.clone(),
             output: self.structured.rule()?,
+            prediction: self.prediction.as_ref().map(prediction_text).transpose()?,
         })
     }
 
@@ -231,6 +246,31 @@ impl CommonParams {
             return Err(ApiError::invalid(msg, "stop"));
         }
         Ok(stops)
+    }
+}
+
+/// The text of OpenAI's `prediction` object: `content` is a string or an array of text
+/// parts, joined.
+fn prediction_text(p: &Value) -> Result<String, ApiError> {
+    let bad = || {
+        let msg = "prediction must be {\"type\": \"content\", \"content\": a string or an array of {\"type\": \"text\", \"text\": ...} parts}";
+        ApiError::invalid(msg, "prediction")
+    };
+    if p.get("type").and_then(Value::as_str) != Some("content") {
+        return Err(bad());
+    }
+    match p.get("content") {
+        Some(Value::String(s)) => Ok(s.clone()),
+        Some(Value::Array(parts)) => parts
+            .iter()
+            .map(
+                |part| match (part.get("type").and_then(Value::as_str), part.get("text")) {
+                    (Some("text"), Some(Value::String(t))) => Ok(t.as_str()),
+                    _ => Err(bad()),
+                },
+            )
+            .collect::<Result<String, _>>(),
+        _ => Err(bad()),
     }
 }
 

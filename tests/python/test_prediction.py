@@ -1,0 +1,76 @@
+"""OpenAI's predicted outputs (`prediction`) through the `openai` client: the predicted text is
+verified as a speculative draft, and usage says how many of its tokens were accepted and
+rejected (`completion_tokens_details`), streamed or not, on chat and text completions; a bad
+prediction, or one combined with tools or structured output, is a 400."""
+import pytest
+import requests
+
+MODEL = "SmolLM2-135M-Instruct.Q4_1"
+ASK = [{"role": "user", "content": "Write a Python function that returns the square of a number."}]
+
+
+def chat(client, **kw):
+    return client.chat.completions.create(model=MODEL, messages=ASK, max_tokens=48,
+                                          temperature=0, **kw)
+
+
+def test_a_right_prediction_is_accepted(client):
+    plain = chat(client)
+    text = plain.choices[0].message.content
+    assert plain.usage.completion_tokens_details.accepted_prediction_tokens == 0
+    r = chat(client, prediction={"type": "content", "content": text})
+    details = r.usage.completion_tokens_details
+    # Drafted rows round differently from one-row decoding, so a near-tie may part the two
+    # outputs; up to there the prediction is the output.
+    assert details.accepted_prediction_tokens >= 8, r.usage
+    assert r.usage.completion_tokens == plain.usage.completion_tokens
+    assert r.choices[0].message.content[:20] == text[:20]
+
+
+def test_an_unrelated_prediction_changes_nothing(client):
+    plain = chat(client)
+    r = chat(client, prediction={"type": "content", "content": [
+        {"type": "text", "text": "Prices rose by four percent "}, {"type": "text", "text": "in May."}]})
+    assert r.choices[0].message.content == plain.choices[0].message.content
+    assert r.usage.completion_tokens_details.accepted_prediction_tokens == 0
+
+
+def test_a_stream_reports_the_counts(client):
+    text = chat(client).choices[0].message.content
+    stream = chat(client, prediction={"type": "content", "content": text}, stream=True,
+                  stream_options={"include_usage": True})
+    chunks = list(stream)
+    usage = chunks[-1].usage
+    assert usage.completion_tokens_details.accepted_prediction_tokens >= 8, usage
+    streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert streamed[:20] == text[:20]
+
+
+def test_text_completions_take_a_prediction(client):
+    prompt = "def square(x):\n    "
+    plain = client.completions.create(model=MODEL, prompt=prompt, max_tokens=24, temperature=0)
+    r = client.completions.create(model=MODEL, prompt=prompt, max_tokens=24, temperature=0,
+                                  extra_body={"prediction": {"type": "content",
+                                                             "content": plain.choices[0].text}})
+    assert r.usage.completion_tokens_details.accepted_prediction_tokens >= 8, r.usage
+
+
+TOOLS = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
+
+
+@pytest.mark.parametrize("extra, says", [
+    ({"prediction": {"type": "content"}}, "prediction must be"),
+    ({"prediction": {"type": "text", "content": "x"}}, "prediction must be"),
+    ({"prediction": {"type": "content", "content": [{"type": "image_url"}]}}, "prediction must be"),
+    ({"prediction": {"type": "content", "content": "x"}, "tools": TOOLS}, "tools"),
+    ({"prediction": {"type": "content", "content": "x"},
+      "response_format": {"type": "json_object"}}, "response_format"),
+    ({"prediction": {"type": "content", "content": "x"}, "guided_regex": "[a-z]+"},
+     "structured output"),
+])
+def test_bad_predictions_are_400(server, extra, says):
+    body = {"model": MODEL, "messages": ASK, "max_tokens": 4, **extra}
+    r = requests.post(server.url + "/v1/chat/completions", json=body, timeout=30)
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert err["param"] == "prediction" and says in err["message"], err
