@@ -15,6 +15,12 @@ use crate::types::Token;
 
 /// Output tokens that must match the prediction before drafting resumes after an edit.
 const ALIGN: usize = 3;
+/// Draft length: a step drafts `len` tokens, doubled after a step that accepted all of its
+/// draft and cut to what was accepted after one that did not, so text copied verbatim goes
+/// fast and a drifting output wastes few rows. A draft rejected at its first token stops
+/// drafting (`len` 0) until an output token equals the predicted one without a draft.
+const START_DRAFT: usize = 4;
+pub const MAX_DRAFT: usize = 16;
 
 #[derive(Clone, Debug)]
 pub struct Prediction {
@@ -24,6 +30,8 @@ pub struct Prediction {
     cursor: Option<usize>,
     /// Where the cursor last was: re-alignment searches from here first.
     last: usize,
+    /// Tokens to draft next step (see `MAX_DRAFT`).
+    len: usize,
 }
 
 impl Prediction {
@@ -33,15 +41,25 @@ impl Prediction {
             tokens,
             cursor: Some(0),
             last: 0,
+            len: START_DRAFT,
         })
     }
 
-    /// The next at most `max` predicted tokens (none while off the prediction).
+    /// The next predicted tokens to draft, at most `max` (none while off the prediction).
     pub fn draft(&self, max: usize) -> &[Token] {
         match self.cursor {
-            Some(c) => &self.tokens[c..(c + max).min(self.tokens.len())],
+            Some(c) => &self.tokens[c..(c + max.min(self.len)).min(self.tokens.len())],
             None => &[],
         }
+    }
+
+    /// Adapts the draft length to a verified draft of `drafted` tokens.
+    pub fn verified(&mut self, drafted: usize, accepted: usize) {
+        self.len = if accepted == drafted {
+            (2 * self.len).min(MAX_DRAFT)
+        } else {
+            accepted
+        };
     }
 
     /// Follows one more output token; `output` is every output token so far, that one last.
@@ -53,6 +71,7 @@ impl Prediction {
             if self.tokens.get(c) == Some(&token) {
                 self.cursor = Some(c + 1);
                 self.last = c + 1;
+                self.len = self.len.max(1);
                 return;
             }
         }
@@ -94,11 +113,28 @@ mod tests {
     fn the_draft_follows_a_matching_output() {
         let mut p = Prediction::new(vec![1, 2, 3, 4, 5]).unwrap();
         assert_eq!(p.draft(3), &[1, 2, 3]);
+        assert_eq!(p.draft(8), &[1, 2, 3, 4], "four to start with");
         follow(&mut p, &[1, 2]);
         assert_eq!(p.draft(8), &[3, 4, 5]);
         follow(&mut p, &[1, 2, 3, 4, 5]);
         assert!(p.draft(8).is_empty(), "the prediction is used up");
         assert!(Prediction::new(vec![]).is_none());
+    }
+
+    #[test]
+    fn the_draft_grows_while_accepted_and_shrinks_to_what_was() {
+        let mut p = Prediction::new((0..100).collect()).unwrap();
+        p.verified(4, 4);
+        assert_eq!(p.draft(99).len(), 8);
+        p.verified(8, 8);
+        p.verified(16, 16);
+        assert_eq!(p.draft(99).len(), 16, "at most MAX_DRAFT");
+        p.verified(16, 5);
+        assert_eq!(p.draft(99).len(), 5);
+        p.verified(5, 0);
+        assert!(p.draft(99).is_empty(), "rejected at once: no draft");
+        p.observe(&[0]);
+        assert_eq!(p.draft(99).len(), 1, "the output met the prediction again");
     }
 
     #[test]

@@ -64,9 +64,6 @@ impl Default for InterceptConfig {
 /// prompt token's KV is computed by the same multi-row kernels however the budget splits it.
 pub(crate) const MIN_PREFILL_CHUNK: usize = 2;
 
-/// Most predicted tokens drafted for a request in one step (`predict`).
-pub(crate) const MAX_DRAFT: usize = 8;
-
 pub(crate) struct Waiting {
     pub id: RequestId,
     pub req: NewRequest,
@@ -379,8 +376,9 @@ impl Scheduler {
     }
 
     /// Appends predicted tokens to decoding requests' items, within the budget the step has
-    /// left after every decode and prefill chunk (a draft never delays a prompt), at most
-    /// `MAX_DRAFT` each, and never past the request's `max_tokens` or KV capacity.
+    /// left after every decode and prefill chunk (a draft never delays a prompt), as many as
+    /// the prediction's adaptive length allows, and never past the request's `max_tokens` or
+    /// KV capacity.
     fn add_drafts(&self, items: &mut [PlanItem], mut budget: usize) {
         for item in items.iter_mut() {
             if budget == 0 {
@@ -397,7 +395,7 @@ impl Scheduler {
             };
             let room = (r.max_tokens.saturating_sub(r.generated + 1))
                 .min(self.cfg.cells_per_seq.saturating_sub(r.n_cached + 1));
-            let draft = p.draft(budget.min(MAX_DRAFT).min(room));
+            let draft = p.draft(budget.min(room));
             item.tokens.extend_from_slice(draft);
             item.draft = draft.len();
             budget -= draft.len();
@@ -661,6 +659,9 @@ fn kept_rows(r: &mut Active, item: &PlanItem, result: &StepResult) -> usize {
     let accepted = sampled.count().saturating_sub(1).min(item.draft);
     r.accepted_predicted += accepted;
     r.rejected_predicted += item.draft - accepted;
+    if let Some(p) = r.prediction.as_mut() {
+        p.verified(item.draft, accepted);
+    }
     metrics::counter!("tandem_prediction_accepted_tokens_total").increment(accepted as u64);
     let rejected = item.draft - accepted;
     metrics::counter!("tandem_prediction_rejected_tokens_total").increment(rejected as u64);
