@@ -571,6 +571,7 @@ impl Scheduler {
             (!sent || r.generated >= r.max_tokens).then_some(FinishReason::Length)
         };
         if let Some(reason) = finish {
+            self.settle_draft(pos);
             let r = self.running.remove(pos);
             let _ = r.events.send(Event::Finished {
                 reason,
@@ -579,11 +580,26 @@ impl Scheduler {
             self.retire(r, now);
             false
         } else if let Some(tool) = constraint_pause.or_else(|| self.running[pos].pause_for()) {
+            self.settle_draft(pos);
             let r = self.running.remove(pos);
             self.pause(r, tool, now);
             false
         } else {
             true
+        }
+    }
+
+    /// A request that finishes or pauses at a drafted token its step accepted had KV written
+    /// for accepted tokens after it, which it never took: that KV goes.
+    fn settle_draft(&mut self, pos: usize) {
+        let r = &mut self.running[pos];
+        if r.n_cached > r.tokens.len() {
+            r.n_cached = r.tokens.len();
+            self.ops.push(KvOp::Truncate {
+                seq: r.seq,
+                keep: r.n_cached,
+            });
+            self.kv.set_used(r.seq, r.n_cached);
         }
     }
 

@@ -8,6 +8,27 @@ mod common;
 use common::{prompt, Harness};
 use tandem_engine::{Event, InterceptSpec, Token};
 
+/// Pauses after `at` generated tokens for tool "t".
+fn pause_at(at: usize) -> InterceptSpec {
+    InterceptSpec {
+        triggers: Vec::new(),
+        after_tokens: vec![(at, "t".to_string())],
+    }
+}
+
+/// A request pausing after `at` tokens, resumed at once with 3 tool tokens: its output, and
+/// the harness.
+fn paused_run(prediction: Vec<Token>, at: usize) -> (Vec<Token>, Harness) {
+    let mut h = Harness::new(2, 512, 64);
+    h.prediction = prediction;
+    let id = h.submit_with(prompt(6, 1), N, pause_at(at));
+    h.step_until_paused(id, 1);
+    h.sched.resume(id, vec![700, 701, 702], h.now);
+    h.run_to_idle();
+    h.assert_all_free();
+    (h.tokens(id), h)
+}
+
 const N: usize = 40;
 
 /// The output of a request with `prediction`, the steps it took, and the harness.
@@ -83,6 +104,20 @@ fn drafts_use_only_the_budget_left_and_stop_at_max_tokens() {
     longer.extend(prompt(20, 9));
     let (out, _, _) = run(longer, 64);
     assert_eq!(out, base);
+}
+
+/// The prediction is the output without the pause, so the pause comes at a drafted token
+/// with accepted drafted tokens after it: their KV goes, and the resumed request continues
+/// from the paused token as without a prediction.
+#[test]
+fn a_pause_inside_an_accepted_draft_keeps_only_the_tokens_taken() {
+    let base = plain();
+    for at in [5, 7, 9] {
+        let (plain, _) = paused_run(Vec::new(), at);
+        let (out, h) = paused_run(base.clone(), at);
+        assert_eq!(out, plain, "pause after {at}");
+        assert!(h.usage(1).accepted_prediction_tokens > 0);
+    }
 }
 
 #[test]
