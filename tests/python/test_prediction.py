@@ -14,12 +14,16 @@ def chat(client, **kw):
                                           temperature=0, **kw)
 
 
-def test_a_right_prediction_is_accepted(client):
+def test_a_right_prediction_is_accepted(client, server):
     plain = chat(client)
     text = plain.choices[0].message.content
     assert plain.usage.completion_tokens_details.accepted_prediction_tokens == 0
+    metric = lambda name: server.metric(f"tandem_prediction_{name}_tokens_total") or 0
+    before = metric("accepted"), metric("rejected")
     r = chat(client, prediction={"type": "content", "content": text})
     details = r.usage.completion_tokens_details
+    assert (metric("accepted") - before[0], metric("rejected") - before[1]) == (
+        details.accepted_prediction_tokens, details.rejected_prediction_tokens)
     # Drafted rows round differently from one-row decoding, so a near-tie may part the two
     # outputs; up to there the prediction is the output.
     assert details.accepted_prediction_tokens >= 8, r.usage

@@ -80,6 +80,14 @@ fn describe() {
     );
     describe_counter!("tandem_generation_tokens_total", "Generated tokens");
     describe_counter!(
+        "tandem_prediction_accepted_tokens_total",
+        "Predicted tokens (the prediction field) drafted and taken as output"
+    );
+    describe_counter!(
+        "tandem_prediction_rejected_tokens_total",
+        "Predicted tokens drafted and rejected (rows computed for nothing)"
+    );
+    describe_counter!(
         "tandem_forward_microseconds_total",
         "Engine time in forward passes (steps with at least one row)"
     );
