@@ -2,8 +2,9 @@
 //! a known greedy answer, batched = sequential, prefix reuse = cold prefill, a request paused
 //! and resumed under every interception policy (and a partial swap) = the uninterrupted run,
 //! a follow-up resumed from swapped-out KV = cold, a plausible startup cost profile, given
-//! costs checked against the model, and the premise of bit-exact mode: every cut of a prompt
-//! into two decodes gives the logits of the whole.
+//! costs checked against the model, the premise of bit-exact mode (every cut of a prompt
+//! into two decodes gives the logits of the whole), and predicted outputs verified as drafts
+//! keeping greedy decoding greedy.
 //! The model comes from `scripts/fetch-model.sh` (or `TANDEM_TEST_MODEL`).
 
 mod common;
