@@ -380,6 +380,9 @@ impl Scheduler {
     /// the prediction's adaptive length allows, and never past the request's `max_tokens` or
     /// KV capacity.
     fn add_drafts(&self, items: &mut [PlanItem], mut budget: usize) {
+        if self.running.iter().all(|r| r.prediction.is_none()) {
+            return; // the usual step: no lookups per item
+        }
         for item in items.iter_mut() {
             if budget == 0 {
                 return;
