@@ -64,21 +64,24 @@ def ask(url, task, predict, max_tokens):
             chunk = json.loads(line[6:])
             if chunk.get("usage"):
                 usage = chunk["usage"]
-            if chunk.get("choices"):
-                last = time.perf_counter()
+            if any(c.get("text") or (c.get("delta") or {}).get("content") for c in chunk.get("choices", [])):
+                last = time.perf_counter()  # a chunk with text (chat's first is the role alone)
                 first = first or last
-    d = usage["completion_tokens_details"]
+    d = usage.get("completion_tokens_details") or {}  # llama-server has none
     n = usage["completion_tokens"]
     return {"s": time.perf_counter() - t0, "decode_s": (last - first) if first else 0.0,
-            "tokens": n, "accepted": d["accepted_prediction_tokens"],
-            "rejected": d["rejected_prediction_tokens"]}
+            "tokens": n, "accepted": d.get("accepted_prediction_tokens", 0),
+            "rejected": d.get("rejected_prediction_tokens", 0)}
 
 
-def run_task(url, task, rounds, concurrency, max_tokens):
+def run_task(url, task, rounds, concurrency, max_tokens, others):
     runs = {"plain": [], "predicted": [], "plain_x": [], "predicted_x": []}
+    runs.update({name: [] for name in others})
     for _ in range(rounds):
         for predict in (False, True):
             runs["predicted" if predict else "plain"].append(ask(url, task, predict, max_tokens))
+        for name, other in others.items():  # other servers, without a prediction
+            runs[name].append(ask(other, task, False, max_tokens))
     with cf.ThreadPoolExecutor(concurrency) as pool:
         for predict in (False, True):
             t = time.perf_counter()
@@ -90,12 +93,14 @@ def run_task(url, task, rounds, concurrency, max_tokens):
     return {"task": f"{task[0]}: {task[1]}", "runs": runs}
 
 
-def summarize(t, concurrency):
+def summarize(t, concurrency, others):
     r, c = t["runs"], concurrency
     med = lambda k, f: statistics.median(x[f] for x in r[k])
     decode_rate = lambda k: statistics.median((x["tokens"] - 1) / x["decode_s"] for x in r[k])
     x_rate = lambda k: r[k][0]["tokens"] / r[k][0]["wall_s"]
-    return {"task": t["task"], "plain_s": med("plain", "s"), "predicted_s": med("predicted", "s"),
+    other = {f"{n}_decode_tokens_per_s": decode_rate(n) for n in others}
+    other.update({f"{n}_tokens": med(n, "tokens") for n in others})
+    return {**other, "task": t["task"], "plain_s": med("plain", "s"), "predicted_s": med("predicted", "s"),
             "latency_ratio": med("predicted", "s") / med("plain", "s"),
             "plain_tokens": med("plain", "tokens"), "predicted_tokens": med("predicted", "tokens"),
             "plain_decode_tokens_per_s": decode_rate("plain"),
@@ -120,9 +125,12 @@ def main():
     ap.add_argument("--concurrency", type=int, default=4)
     ap.add_argument("--max-tokens", type=int, default=256)
     ap.add_argument("--command", default="bench/prediction.sh")
+    ap.add_argument("--other", action="append", default=[], metavar="NAME=URL",
+                    help="another server, sent each request without a prediction")
     a = ap.parse_args()
-    tasks = [run_task(a.url, t, a.rounds, a.concurrency, a.max_tokens) for t in TASKS]
-    rows = [summarize(t, a.concurrency) for t in tasks]
+    others = dict(o.split("=", 1) for o in a.other)
+    tasks = [run_task(a.url, t, a.rounds, a.concurrency, a.max_tokens, others) for t in TASKS]
+    rows = [summarize(t, a.concurrency, others) for t in tasks]
     c = a.concurrency
     result = {"date": str(datetime.datetime.now(datetime.timezone.utc))[:16] + " UTC",
               "machine": machine(), "command": a.command, "rounds": a.rounds,
@@ -144,6 +152,15 @@ def main():
                   f"{r['predicted_decode_tokens_per_s']:.1f} | {r['decode_speedup']:.2f}x | "
                   f"{r['accepted']:.0f} | {r['rejected']:.0f} | {r[f'x{c}_plain_tokens_per_s']:.1f} | "
                   f"{r[f'x{c}_predicted_tokens_per_s']:.1f} | {r[f'x{c}_speedup']:.2f}x |")
+    if others:
+        md += ["", "The same requests, without a prediction, one at a time, on the other servers "
+               "(decode tokens/s, median; tandem's columns repeated):", "",
+               "| task | tandem | tandem with prediction | " + " | ".join(others) + " |",
+               "|---|---|---|" + "---|" * len(others)]
+        for r in rows:
+            cells = [f"{r[f'{n}_decode_tokens_per_s']:.1f} ({r[f'{n}_tokens']:.0f} tokens)" for n in others]
+            md.append(f"| {r['task']} | {r['plain_decode_tokens_per_s']:.1f} | "
+                      f"{r['predicted_decode_tokens_per_s']:.1f} | " + " | ".join(cells) + " |")
     (out / "prediction.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
 

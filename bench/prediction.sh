@@ -1,16 +1,38 @@
 #!/usr/bin/env bash
 # Predicted outputs (OpenAI's `prediction`) on edit tasks (bench/prediction.py): the same
 # requests without and with the edited file as the prediction, on one tandem server with
-# prefix reuse off (so the two see the same prefill). Writes bench/results/prediction.{json,md}.
+# prefix reuse off (so the two see the same prefill). Then the same requests, without a
+# prediction (llama-server does not read the field), on llama.cpp's llama-server as it is and
+# with its n-gram speculative decoding (`--spec-type ngram-simple`, drafts found in the
+# context, which holds the file); SKIP_LLAMA=1 leaves llama-server out.
+# Writes bench/results/prediction.{json,md}.
 # Usage: bench/prediction.sh [MODEL.gguf]   Knobs (environment): ROUNDS (3), CONCURRENCY (4),
 # MAX_TOKENS (256).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/lib.sh
 MODEL="${1:-$DEFAULT_MODEL}"
+THREADS="${THREADS:-$(nproc)}"
 OUT=bench/work/prediction; mkdir -p "$OUT" bench/results
 cargo build --release --locked --bin tandem >&2
 start_tandem "$OUT/tandem.log" --model "$MODEL" --prefix-reuse off
+TANDEM_PID=$PID
+OTHERS=()
+if [ "${SKIP_LLAMA:-0}" != 1 ]; then
+  LLAMA_SERVER=$(bench/build-llama-server.sh)
+  LPIDS=()
+  trap 'kill $TANDEM_PID "${LPIDS[@]}" 2>/dev/null || true' EXIT
+  # --cache-reuse 0 and no slot prompt cache between tasks would still reuse the slot's
+  # prompt; --cache-prompt is per request, so every request sets nothing and llama-server
+  # reuses the slot's common prefix, as its users get it.
+  "$LLAMA_SERVER" -m "$MODEL" --port 18111 -t "$THREADS" -tb "$THREADS" -np 1 -c 8192 \
+    2>"$OUT/llama-server.log" & LPIDS+=($!)
+  "$LLAMA_SERVER" -m "$MODEL" --port 18112 -t "$THREADS" -tb "$THREADS" -np 1 -c 8192 \
+    --spec-type ngram-simple 2>"$OUT/llama-server-ngram.log" & LPIDS+=($!)
+  wait_up http://127.0.0.1:18111 && wait_up http://127.0.0.1:18112
+  OTHERS=(--other llama-server=http://127.0.0.1:18111
+          --other "llama-server ngram-simple=http://127.0.0.1:18112")
+fi
 CMD="ROUNDS=${ROUNDS:-3} CONCURRENCY=${CONCURRENCY:-4} MAX_TOKENS=${MAX_TOKENS:-256} bench/prediction.sh"
 "$BENCH_PY" bench/prediction.py "$URL" --rounds "${ROUNDS:-3}" --concurrency "${CONCURRENCY:-4}" \
-  --max-tokens "${MAX_TOKENS:-256}" --command "$CMD"
+  --max-tokens "${MAX_TOKENS:-256}" --command "$CMD" "${OTHERS[@]}"
