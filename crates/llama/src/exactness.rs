@@ -36,14 +36,42 @@ pub fn first_differences(
     tokens: &[Token],
     threads: usize,
 ) -> Result<Vec<(usize, Option<usize>)>, ModelError> {
+    first_differences_with_singles(model, tokens, threads, 0)
+}
+
+/// As [`first_differences`], with `singles` one-row decodes (decode steps) after the first
+/// `a` tokens and the rest in one more decode: `a` runs over `2..=n - singles`, the rest may
+/// be empty. With `singles` 0, the cuts of [`first_differences`].
+pub fn first_differences_with_singles(
+    model: Model,
+    tokens: &[Token],
+    threads: usize,
+    singles: usize,
+) -> Result<Vec<(usize, Option<usize>)>, ModelError> {
     let n = tokens.len();
     let whole = prompt_logits(model, tokens, threads)?;
-    (2..n.saturating_sub(1))
+    let last = if singles == 0 {
+        n.saturating_sub(2)
+    } else {
+        n.saturating_sub(singles)
+    };
+    (2..=last)
         .map(|a| {
-            let cut = logits_by_position(model, tokens, &[a, n - a], threads)?;
+            let cut = logits_by_position(model, tokens, &chunks(n, a, singles), threads)?;
             Ok((a, first_difference(&whole, &cut)))
         })
         .collect()
+}
+
+/// The decode sizes of a cut: `a` rows, `singles` one-row decodes, then the rest if any.
+fn chunks(n: usize, a: usize, singles: usize) -> Vec<usize> {
+    let mut sizes = vec![a];
+    sizes.extend(std::iter::repeat_n(1, singles));
+    let rest = n - a - singles;
+    if rest > 0 {
+        sizes.push(rest);
+    }
+    sizes
 }
 
 /// Every position's logits with the whole prompt in one decode (fresh context, flash
@@ -97,7 +125,18 @@ fn first_difference(a: &[Vec<f32>], b: &[Vec<f32>]) -> Option<usize> {
 
 #[cfg(test)]
 mod tests {
-    use super::first_difference;
+    use super::{chunks, first_difference};
+
+    #[test]
+    fn a_cut_is_a_prefix_then_one_row_decodes_then_the_rest() {
+        assert_eq!(chunks(10, 4, 0), vec![4, 6]);
+        assert_eq!(chunks(10, 4, 3), vec![4, 1, 1, 1, 3]);
+        assert_eq!(
+            chunks(10, 9, 1),
+            vec![9, 1],
+            "the last row alone, nothing after"
+        );
+    }
 
     #[test]
     fn the_first_position_with_any_bit_changed() {
