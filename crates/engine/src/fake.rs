@@ -79,13 +79,13 @@ impl FakeRunner {
     fn sample_rows(&self, item: &PlanItem) -> Vec<Sampled> {
         let seq = self.seq(item.seq);
         let first = seq.len() - item.draft;
+        let logprobs = item.sample.as_ref().and_then(|p| p.logprobs);
         let mut out = Vec::new();
         for row in first..=seq.len() {
             let mut token = self.next_token(&seq[..row]);
             if let Some(mask) = &item.mask {
                 token = first_allowed(mask, token);
             }
-            let logprobs = item.sample.as_ref().and_then(|p| p.logprobs);
             out.push(Sampled {
                 request: item.request,
                 token,

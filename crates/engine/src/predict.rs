@@ -20,7 +20,7 @@ const ALIGN: usize = 3;
 /// fast and a drifting output wastes few rows. A draft rejected at its first token stops
 /// drafting (`len` 0) until an output token equals the predicted one without a draft.
 const START_DRAFT: usize = 4;
-pub const MAX_DRAFT: usize = 16;
+const MAX_DRAFT: usize = 16;
 
 #[derive(Clone, Debug)]
 pub struct Prediction {

@@ -127,6 +127,20 @@ impl Active {
         self.high_water = self.high_water.max(end);
     }
 
+    /// Records a verified draft of `drafted` predicted tokens, `accepted` of them taken:
+    /// usage counts, the prediction's next draft length, `/metrics`, and `Event::Predicted`.
+    pub fn verified_draft(&mut self, drafted: usize, accepted: usize) {
+        let rejected = drafted - accepted;
+        self.accepted_predicted += accepted;
+        self.rejected_predicted += rejected;
+        if let Some(p) = self.prediction.as_mut() {
+            p.verified(drafted, accepted);
+        }
+        metrics::counter!("tandem_prediction_accepted_tokens_total").increment(accepted as u64);
+        metrics::counter!("tandem_prediction_rejected_tokens_total").increment(rejected as u64);
+        let _ = self.events.send(Event::Predicted { accepted, rejected });
+    }
+
     pub fn usage(&self) -> Usage {
         Usage {
             prompt_tokens: self.prompt_len,

@@ -669,22 +669,14 @@ impl Scheduler {
 
 /// An item's rows whose KV stays: all, or for a drafted item its tokens up to the last
 /// accepted draft token (the runner sampled one row per accepted token, plus the first that
-/// differed or the one after the draft); counts the request's accepted and rejected tokens.
+/// differed or the one after the draft); the request records the verified draft.
 fn kept_rows(r: &mut Active, item: &PlanItem, result: &StepResult) -> usize {
     if item.draft == 0 {
         return item.tokens.len();
     }
     let sampled = result.sampled.iter().filter(|s| s.request == item.request);
     let accepted = sampled.count().saturating_sub(1).min(item.draft);
-    r.accepted_predicted += accepted;
-    r.rejected_predicted += item.draft - accepted;
-    if let Some(p) = r.prediction.as_mut() {
-        p.verified(item.draft, accepted);
-    }
-    metrics::counter!("tandem_prediction_accepted_tokens_total").increment(accepted as u64);
-    let rejected = item.draft - accepted;
-    metrics::counter!("tandem_prediction_rejected_tokens_total").increment(rejected as u64);
-    let _ = r.events.send(Event::Predicted { accepted, rejected });
+    r.verified_draft(item.draft, accepted);
     item.tokens.len() - item.draft + accepted
 }
 

@@ -54,7 +54,8 @@ fn a_right_prediction_gives_the_same_output_in_fewer_steps() {
     let (base, base_steps, _) = run(Vec::new(), 64);
     let (out, steps, h) = run(base.clone(), 64);
     assert_eq!(out, base);
-    // One prefill step, then up to 1 + 8 tokens a step.
+    // One prefill step, then drafts of 4, 8 and 16 tokens: no more steps than 1 + 8 tokens
+    // a step would take.
     assert!(
         steps <= 1 + N.div_ceil(9) + 1,
         "{steps} steps against {base_steps}"

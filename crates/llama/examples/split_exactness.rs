@@ -8,11 +8,12 @@
 //! cargo run --release -p tandem-llama --example split_exactness -- [--default-mode] [--singles K] MODEL.gguf [PROMPT] [THREADS]
 //!
 //! Prints one line per cut: `=` when every position matched, else the first position whose
-//! logits differ. `--singles K` puts K one-row decodes (decode steps) after each cut's first
-//! part, as a reply's tokens are written (`exactness::first_differences_with_singles`). It runs what `--prefix-reuse exact` runs: ggml's tiled K-quant matmul off
+//! logits differ. It runs what `--prefix-reuse exact` runs: ggml's tiled K-quant matmul off
 //! (`exactness::prefer_batch_invariant_kernels`) and the weights as stored
 //! (`Weights::AsStored`). `--default-mode` runs the default mode's instead: tiled matmul as
-//! ggml chooses (or as `GGML_CPU_TILED_MM` says) and repacked weights.
+//! ggml chooses (or as `GGML_CPU_TILED_MM` says) and repacked weights. `--singles K` puts K
+//! one-row decodes (decode steps) after each cut's first part, as a reply's tokens are
+//! written (`exactness::first_differences_with_singles`).
 
 use std::path::Path;
 

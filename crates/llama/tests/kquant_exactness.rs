@@ -8,8 +8,8 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::path::PathBuf;
+use std::sync::OnceLock;
 
 use common::model_path;
 use tandem_llama::quantize::{requantize, WeightType};
@@ -17,16 +17,19 @@ use tandem_llama::{exactness, Model, Weights};
 
 const PROMPT: &str = "<|im_start|>user\nName three rivers and say which one is the longest.<|im_end|>\n<|im_start|>assistant\n";
 
-/// The default model requantized to Q4_K_M, in the temp folder, loaded with `weights`.
-fn q4_k_m(weights: Weights) -> Model {
-    static LOADS: AtomicUsize = AtomicUsize::new(0);
-    let n = LOADS.fetch_add(1, Ordering::Relaxed);
-    let name = format!("tandem-test-q4km-{}-{n}.gguf", std::process::id());
-    let out: PathBuf = std::env::temp_dir().join(name);
-    requantize(&model_path(), &out, WeightType::Q4KM, 2).expect("requantize");
-    let model = Model::load_with(Path::new(&out), 0, weights).expect("the Q4_K_M model");
-    std::fs::remove_file(&out).expect("remove the temp model");
-    model
+/// The default model requantized to Q4_K_M once (in the temp folder, removed once loaded),
+/// loaded as stored and repacked.
+fn q4_k_m() -> (Model, Model) {
+    static MODELS: OnceLock<(Model, Model)> = OnceLock::new();
+    *MODELS.get_or_init(|| {
+        let name = format!("tandem-test-q4km-{}.gguf", std::process::id());
+        let out: PathBuf = std::env::temp_dir().join(name);
+        requantize(&model_path(), &out, WeightType::Q4KM, 2).expect("requantize");
+        let load = |w| Model::load_with(&out, 0, w).expect("the Q4_K_M model");
+        let models = (load(Weights::AsStored), load(Weights::Repacked));
+        std::fs::remove_file(&out).expect("remove the temp model");
+        models
+    })
 }
 
 /// Asserts every cut of `tokens` gives the whole prompt's logits.
@@ -42,7 +45,7 @@ fn assert_cut_invariant(model: Model, tokens: &[tandem_engine::Token]) {
 #[test]
 fn a_q4_k_m_model_is_cut_invariant_in_bit_exact_mode() {
     exactness::prefer_batch_invariant_kernels();
-    let model = q4_k_m(Weights::AsStored);
+    let (model, _) = q4_k_m();
     assert_cut_invariant(model, &model.tokenize(PROMPT, false, true));
 }
 
@@ -52,7 +55,7 @@ fn a_q4_k_m_model_is_cut_invariant_in_bit_exact_mode() {
 #[test]
 fn weights_as_stored_give_the_repacked_models_predictions() {
     exactness::prefer_batch_invariant_kernels();
-    let (stored, repacked) = (q4_k_m(Weights::AsStored), q4_k_m(Weights::Repacked));
+    let (stored, repacked) = q4_k_m();
     let tokens = stored.tokenize(PROMPT, false, true);
     let a = exactness::prompt_logits(stored, &tokens, 2).expect("decode");
     let b = exactness::prompt_logits(repacked, &tokens, 2).expect("decode");

@@ -78,7 +78,7 @@ struct Prepared {
 
 fn prepare(st: &AppState, req: &ChatRequest) -> Result<Prepared, ApiError> {
     st.check_model(req.common.model.as_deref())?;
-    let mut params = req.common.validate(st.model.n_vocab())?;
+    let mut params = req.common.validate(&st.model)?;
     params.sampling.logprobs = logprobs::chat_request(req.logprobs, req.top_logprobs)?;
     let plan = ToolPlan::parse(req, &st.registry, params.output.clone())?;
     if params.n > 1 && (plan.serves_tools() || req.replay.is_some()) {
@@ -105,6 +105,9 @@ fn prepare(st: &AppState, req: &ChatRequest) -> Result<Prepared, ApiError> {
 /// A predicted output drafts free text only: as with OpenAI, it cannot be combined with
 /// tools (whose calls a grammar decodes) or a replayed text.
 fn check_prediction(req: &ChatRequest, params: &GenParams) -> Result<(), ApiError> {
+    if params.prediction.is_none() {
+        return Ok(());
+    }
     params.check_prediction()?;
     let has_tools = req
         .tools
@@ -123,12 +126,12 @@ fn check_prediction(req: &ChatRequest, params: &GenParams) -> Result<(), ApiErro
     } else {
         None
     };
-    match (&params.prediction, conflict) {
-        (Some(_), Some(field)) => {
+    match conflict {
+        Some(field) => {
             let msg = format!("prediction cannot be combined with {field}");
             Err(ApiError::invalid(msg, "prediction"))
         }
-        _ => Ok(()),
+        None => Ok(()),
     }
 }
 

@@ -141,7 +141,7 @@ pub async fn handler(
 ) -> Result<Response, ApiError> {
     let req: CompletionRequest = parse_json(body, st.body_limit)?;
     st.check_model(req.common.model.as_deref())?;
-    let mut params = req.common.validate(st.model.n_vocab())?;
+    let mut params = req.common.validate(&st.model)?;
     params.output = req.output(params.output.take())?;
     params.check_prediction()?;
     let asked = logprobs::completion_request(req.logprobs, req.echo, params.stream)?;

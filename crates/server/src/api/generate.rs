@@ -131,11 +131,9 @@ impl Generation {
                 .as_ref()
                 .map_or_else(InterceptSpec::default, |s| s.intercept.clone()),
             constraint,
-            prediction: p.prediction.as_deref().map_or_else(Vec::new, |text| {
-                let mut tokens = st.model.tokenize(text, false, false);
-                tokens.truncate(cap); // no output is longer
-                tokens
-            }),
+            // No output is longer than the context.
+            prediction: (p.prediction.as_deref())
+                .map_or_else(Vec::new, |t| t[..t.len().min(cap)].to_vec()),
         };
         let id = st.engine.submit(req)?;
         Ok(Self {

@@ -3,7 +3,10 @@
 use serde::Deserialize;
 use serde_json::Value;
 
-use tandem_engine::SamplingParams;
+use std::sync::Arc;
+
+use tandem_engine::{SamplingParams, Token};
+use tandem_llama::Model;
 use tandem_tools::defs::ResponseFormat;
 use tandem_tools::grammar::{check_lark, check_schema};
 use tandem_tools::structured::{self, Checks, Structured};
@@ -174,8 +177,9 @@ pub struct GenParams {
     pub segments: Option<Vec<Segment>>,
     /// What the output must match (the structured-output extensions), if anything.
     pub output: Option<Structured>,
-    /// Text the output is expected to repeat (`prediction`), verified as a speculative draft.
-    pub prediction: Option<String>,
+    /// The tokens of the text the output is expected to repeat (`prediction`), verified as a
+    /// speculative draft; tokenized once per request, shared by its choices.
+    pub prediction: Option<Arc<[Token]>>,
 }
 
 impl GenParams {
@@ -203,8 +207,8 @@ const MAX_STOPS: usize = 16;
 const MAX_CHOICES: usize = 128;
 
 impl CommonParams {
-    /// `n_vocab`: the model's vocabulary size (bounds `logit_bias`).
-    pub fn validate(&self, n_vocab: usize) -> Result<GenParams, ApiError> {
+    /// `model` bounds `logit_bias` (its vocabulary) and tokenizes `prediction`.
+    pub fn validate(&self, model: &Model) -> Result<GenParams, ApiError> {
         let n = match self.n {
             None => 1,
             Some(n) if (1..=MAX_CHOICES as i64).contains(&n) => n as usize,
@@ -221,7 +225,7 @@ impl CommonParams {
         Ok(GenParams {
             n,
             max_tokens,
-            sampling: self.sampling.validate(n_vocab)?,
+            sampling: self.sampling.validate(model.n_vocab())?,
             stop: self.stops()?,
             ignore_eos: self.ignore_eos,
             stream: self.stream.unwrap_or(false),
@@ -231,7 +235,10 @@ impl CommonParams {
                 .is_some_and(|o| o.include_usage),
             segments: self.segments.clone(),
             output: self.structured.rule()?,
-            prediction: self.prediction.as_ref().map(prediction_text).transpose()?,
+            prediction: match &self.prediction {
+                Some(p) => Some(model.tokenize(&prediction_text(p)?, false, false).into()),
+                None => None,
+            },
         })
     }
 
