@@ -11,11 +11,13 @@ import json
 import os
 import random
 import statistics
-import subprocess
 import sys
 import time
 
 import requests
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from intercept_table import cpu_name  # noqa: E402  (the CPU's model name)
 
 
 def timed(url, prompt, max_tokens):
@@ -38,9 +40,7 @@ def time_requests(url, tokens, decode, n, seed):
 
 
 def machine():
-    cpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-    name = next((l.split(":", 1)[1].strip() for l in cpu.splitlines() if l.startswith("Model name")), "?")
-    return f"{name}, {os.cpu_count()} cores"
+    return f"{cpu_name()}, {os.cpu_count()} cores"
 
 
 def summary(out, name, rounds, tokens, decode):

@@ -12,11 +12,14 @@ import datetime
 import json
 import os
 import statistics
-import subprocess
+import sys
 import time
 from pathlib import Path
 
 import requests
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from intercept_table import cpu_name  # noqa: E402  (the CPU's model name)
 
 EDITS = Path(__file__).parent / "workloads" / "edits"
 # (file, what, how the request asks for it): "copy" and "rename" are text completions that
@@ -113,9 +116,7 @@ def summarize(t, concurrency, others):
 
 
 def machine():
-    cpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-    name = next((l.split(":", 1)[1].strip() for l in cpu.splitlines() if l.startswith("Model name")), "?")
-    return f"{name}, {os.cpu_count()} cores"
+    return f"{cpu_name()}, {os.cpu_count()} cores"
 
 
 def main():
