@@ -24,16 +24,19 @@ from intercept_table import cpu_name  # noqa: E402  (the CPU's model name)
 EDITS = Path(__file__).parent / "workloads" / "edits"
 # (file, what, how the request asks for it): "copy" and "rename" are text completions that
 # open a second copy of the file (what a 135M model does reliably); "chat" asks in a chat
-# message, which this small model mostly does not follow (the prediction then helps little).
+# message, which this small model mostly does not follow (the prediction then helps little);
+# "json" is a copy under the file's JSON schema (`json_schema`, a grammar every server here
+# reads), where drafted rows are sampled under the grammar's masks.
 TASKS = [
     ("users.py", "copy", "The same file, unchanged:"),
     ("users.py", "rename", "The same file, with load_users renamed to read_users:"),
     ("inventory.js", "copy", "The same file, unchanged:"),
     ("notes.md", "copy", "The same file, unchanged:"),
+    ("service.json", "json", "The same file, unchanged:"),
     ("users.py", "chat", "Rename the function load_users to read_users in this code and output "
                          "the whole code."),
 ]
-LANG = {".py": "python", ".js": "javascript", ".md": "markdown"}
+LANG = {".py": "python", ".js": "javascript", ".md": "markdown", ".json": "json"}
 
 
 def request(name, kind, ask, max_tokens):
@@ -46,6 +49,9 @@ def request(name, kind, ask, max_tokens):
         body = {"prompt": f"Original file:\n```{lang}\n{text}```\n\n{ask}\n```{lang}\n",
                 "stop": ["```"]}
         path = "/v1/completions"
+    if kind == "json":
+        schema = EDITS / name.replace(".json", ".schema.json")
+        body["json_schema"] = json.loads(schema.read_text())
     body.update(max_tokens=max_tokens, temperature=0, stream=True,
                 stream_options={"include_usage": True})
     return path, body, text

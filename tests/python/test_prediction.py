@@ -1,7 +1,11 @@
 """OpenAI's predicted outputs (`prediction`) through the `openai` client: the predicted text is
 verified as a speculative draft, and usage says how many of its tokens were accepted and
-rejected (`completion_tokens_details`), streamed or not, on chat and text completions; a bad
-prediction, or one combined with tools or structured output, is a 400."""
+rejected (`completion_tokens_details`), streamed or not, on chat and text completions, also
+under a grammar (`response_format`, structured outputs); a bad prediction, or one combined
+with tools, is a 400."""
+import json
+import re
+
 import pytest
 import requests
 
@@ -59,6 +63,62 @@ def test_text_completions_take_a_prediction(client):
     assert r.usage.completion_tokens_details.accepted_prediction_tokens >= 8, r.usage
 
 
+PERSON = {"type": "json_schema", "json_schema": {"name": "person", "strict": True, "schema": {
+    "type": "object", "required": ["name", "city", "hobbies"], "additionalProperties": False,
+    "properties": {"name": {"type": "string"}, "city": {"type": "string"},
+                   "hobbies": {"type": "array", "items": {"type": "string"}}}}}}
+DESCRIBE = [{"role": "user", "content": "Describe a person who lives in Paris and likes "
+                                        "painting, cycling and old films, as JSON."}]
+
+
+def test_a_prediction_is_drafted_under_a_json_schema(client):
+    """Each drafted row is sampled under the grammar's mask after the drafted tokens before
+    it; forced text (the schema's keys) is drafted too. The output still follows the schema."""
+    ask = dict(model=MODEL, messages=DESCRIBE, max_tokens=80, temperature=0,
+               response_format=PERSON)
+    plain = client.chat.completions.create(**ask)
+    text = plain.choices[0].message.content
+    json.loads(text)
+    assert plain.usage.completion_tokens_details.accepted_prediction_tokens == 0
+    r = client.chat.completions.create(**ask, prediction={"type": "content", "content": text})
+    out = json.loads(r.choices[0].message.content)
+    assert set(out) == {"name", "city", "hobbies"}, out
+    assert r.usage.completion_tokens_details.accepted_prediction_tokens >= 8, r.usage
+    assert r.choices[0].message.content[:20] == text[:20]
+    # A prediction the grammar refuses from its first token (not JSON) drafts nothing: the
+    # scheduler cuts the draft before the runner sees it.
+    r = client.chat.completions.create(**ask, prediction={"type": "content", "content": "Paris"})
+    details = r.usage.completion_tokens_details
+    assert details.accepted_prediction_tokens + details.rejected_prediction_tokens == 0, details
+    assert r.choices[0].message.content == text
+
+
+def test_a_prediction_never_breaks_the_rule(client):
+    """The prompt pulls toward digits, which the rule forbids. Whether the prediction is the
+    output, leaves the rule partway (digits: the draft is cut there) or is text the model
+    does not write, the output keeps the rule and is the output without a prediction."""
+    ask = dict(model=MODEL, prompt="1, 2, 3, 4, 5, 6, 7, 8,", max_tokens=24, temperature=0)
+    rule = {"guided_regex": "[a-z ,]{1,60}"}
+    plain = client.completions.create(**ask, extra_body=rule).choices[0].text
+    assert re.fullmatch(rule["guided_regex"], plain), plain
+    for prediction in [plain, plain[: len(plain) // 2] + " 9, 10, 11, 12", "a b c d e f g h i j"]:
+        r = client.completions.create(**ask, extra_body={
+            **rule, "prediction": {"type": "content", "content": prediction}})
+        assert re.fullmatch(rule["guided_regex"], r.choices[0].text), (prediction, r.choices[0].text)
+        assert r.choices[0].text == plain
+
+
+def test_a_prediction_is_drafted_under_a_structured_output_rule(client):
+    ask = dict(model=MODEL, prompt="Three colours: ", max_tokens=24, temperature=0)
+    rule = {"guided_regex": "(red|green|blue|yellow)(, (red|green|blue|yellow)){2}"}
+    plain = client.completions.create(**ask, extra_body=rule)
+    text = plain.choices[0].text
+    r = client.completions.create(**ask, extra_body={
+        **rule, "prediction": {"type": "content", "content": text}})
+    assert r.choices[0].text == text
+    assert r.usage.completion_tokens_details.accepted_prediction_tokens >= 3, r.usage
+
+
 TOOLS = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
 
 
@@ -67,10 +127,8 @@ TOOLS = [{"type": "function", "function": {"name": "f", "parameters": {"type": "
     ({"prediction": {"type": "text", "content": "x"}}, "prediction must be"),
     ({"prediction": {"type": "content", "content": [{"type": "image_url"}]}}, "prediction must be"),
     ({"prediction": {"type": "content", "content": "x"}, "tools": TOOLS}, "tools"),
-    ({"prediction": {"type": "content", "content": "x"},
-      "response_format": {"type": "json_object"}}, "response_format"),
-    ({"prediction": {"type": "content", "content": "x"}, "guided_regex": "[a-z]+"},
-     "structured output"),
+    ({"prediction": {"type": "content", "content": "x"}, "tools": TOOLS, "tool_choice": "none",
+      "response_format": {"type": "json_object"}}, "tools"),
 ])
 def test_bad_predictions_are_400(server, extra, says):
     body = {"model": MODEL, "messages": ASK, "max_tokens": 4, **extra}

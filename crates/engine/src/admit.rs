@@ -334,10 +334,11 @@ pub const CLIENT_TURN: &str = "client";
 
 fn activate(w: Waiting, seq: SeqId, reused: usize, cells_per_seq: usize) -> Active {
     let prompt_len = w.req.prompt.len();
-    // A constrained request takes its tokens from a grammar's masks, which drafts skip.
-    let prediction = match w.req.constraint {
-        None => Prediction::new(w.req.prediction),
-        Some(_) => None,
+    // A constrained request's drafts need a mask per drafted row, which only a constraint
+    // that can roll back its commits gives.
+    let prediction = match &w.req.constraint {
+        Some(c) if !c.0.can_rollback() => None,
+        _ => Prediction::new(w.req.prediction),
     };
     Active {
         id: w.id,

@@ -81,9 +81,9 @@ impl FakeRunner {
         let first = seq.len() - item.draft;
         let logprobs = item.sample.as_ref().and_then(|p| p.logprobs);
         let mut out = Vec::new();
-        for row in first..=seq.len() {
+        for (k, row) in (first..=seq.len()).enumerate() {
             let mut token = self.next_token(&seq[..row]);
-            if let Some(mask) = &item.mask {
+            if let Some(mask) = item.row_mask(k) {
                 token = first_allowed(mask, token);
             }
             out.push(Sampled {

@@ -47,6 +47,20 @@ pub struct PlanItem {
     /// from the row before them on, one `Sampled` per row, and stops after the first sampled
     /// token that differs from the drafted one (or after the last row). 0 for most items.
     pub draft: usize,
+    /// A constrained drafted item's masks for the rows after each drafted token (`mask` is
+    /// the first row's): one per drafted token; empty for every other item.
+    pub draft_masks: Vec<Option<TokenMask>>,
+}
+
+impl PlanItem {
+    /// The mask of the item's `k`-th sampled row: 0 is the row before the draft (the only
+    /// one of an item without a draft), `k` the row after the `k`-th drafted token.
+    pub fn row_mask(&self, k: usize) -> Option<&TokenMask> {
+        match k {
+            0 => self.mask.as_ref(),
+            _ => self.draft_masks.get(k - 1)?.as_ref(),
+        }
+    }
 }
 
 /// Score the first `targets.len()` rows of an item: row `i`'s logits give the

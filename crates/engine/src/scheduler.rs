@@ -12,7 +12,10 @@ use crate::policy::{Estimator, InterceptPolicy, ResumeOrder, Waste};
 use crate::prefix::{Loc, Retained, RetainedSet};
 use crate::request::{Active, Run};
 use crate::swap::{SwapHandle, SwapPool};
-use crate::types::{Event, FinishReason, NewRequest, RequestId, SeqId, Token, TokenLogprobs};
+use crate::types::{
+    mask_allows, Event, FinishReason, NewRequest, RequestId, SeqId, Token, TokenConstraint,
+    TokenLogprobs, TokenMask,
+};
 
 /// Which retained KV a new request may reuse.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -375,8 +378,9 @@ impl Scheduler {
         }
     }
 
-    /// Appends predicted tokens to decoding requests' items, within the budget the step has
-    /// left after every decode and prefill chunk (a draft never delays a prompt), as many as
+    /// Appends predicted tokens to the items that sample (a decode, a prompt's or a resume's
+    /// last chunk, a jump-forward run), within the budget the step has left after every
+    /// decode and prefill chunk (a draft never delays a prompt), as many as
     /// the prediction's adaptive length allows, and never past the request's `max_tokens` or
     /// KV capacity.
     fn add_drafts(&self, items: &mut [PlanItem], mut budget: usize) {
@@ -387,7 +391,7 @@ impl Scheduler {
             if budget == 0 {
                 return;
             }
-            if item.sample.is_none() || item.tokens.len() != 1 {
+            if item.sample.is_none() {
                 continue;
             }
             let Some(r) = self.running.iter().find(|r| r.id == item.request) else {
@@ -434,8 +438,11 @@ impl Scheduler {
         for s in &result.scored {
             self.report_scores(s);
         }
-        for s in &result.sampled {
-            self.accept(s, now);
+        for (i, s) in result.sampled.iter().enumerate() {
+            // Of a drafted item's tokens, only the last may be followed by forced ones.
+            let next = result.sampled.get(i + 1);
+            let last = next.is_none_or(|n| n.request != s.request);
+            self.accept(s, last, now);
         }
         recomputed
     }
@@ -460,10 +467,15 @@ impl Scheduler {
             let Some(c) = r.constraint.as_mut() else {
                 continue;
             };
-            match c.0.allowed() {
-                Ok(mask) => {
-                    masks += u64::from(mask.is_some());
-                    item.mask = mask;
+            let jump_forward = r.sampling.logprobs.is_none();
+            let masked = c.0.allowed().and_then(|mask| {
+                item.mask = mask;
+                mask_draft(c.0.as_mut(), item, jump_forward)
+            });
+            match masked {
+                Ok(()) => {
+                    let rows = std::iter::once(&item.mask).chain(&item.draft_masks);
+                    masks += rows.filter(|m| m.is_some()).count() as u64;
                 }
                 Err(e) => failed.push((item.request, e)),
             }
@@ -505,7 +517,9 @@ impl Scheduler {
         }
     }
 
-    fn accept(&mut self, s: &Sampled, now: f64) {
+    /// Takes a sampled token; after the last one an item sampled this step, appends the
+    /// tokens the request's constraint forces (jump-forward).
+    fn accept(&mut self, s: &Sampled, last: bool, now: f64) {
         let Some(pos) = self.running.iter().position(|r| r.id == s.request) else {
             return;
         };
@@ -513,6 +527,7 @@ impl Scheduler {
             let _ = self.running[pos].events.send(Event::Logprobs(lp.clone()));
         }
         if self.take_token(pos, s.token, s.eog, now)
+            && last
             && self.running[pos].sampling.logprobs.is_none()
         {
             self.jump_forward(pos, now);
@@ -667,6 +682,45 @@ impl Scheduler {
     }
 }
 
+/// Gives a constrained item's drafted rows their masks: the constraint commits the drafted
+/// tokens one by one, each allowed by the mask before it, and gives the mask after each;
+/// then it rolls them all back (the step's accepted tokens are committed as sampled ones).
+/// The draft is cut before the first token the grammar refuses. Where the grammar forces
+/// text (jump-forward on), the row's mask allows only the first forced token, so a draft
+/// that goes on through forced text keeps the tokens jump-forward would have appended.
+fn mask_draft(c: &mut dyn TokenConstraint, item: &mut PlanItem, jump: bool) -> Result<(), String> {
+    if item.draft == 0 {
+        return Ok(());
+    }
+    let first = item.tokens.len() - item.draft;
+    let mut masks: Vec<Option<TokenMask>> = Vec::with_capacity(item.draft);
+    for &token in &item.tokens[first..] {
+        let before = masks.last().unwrap_or(&item.mask);
+        if before.as_ref().is_some_and(|m| !mask_allows(m, token)) || c.complete() {
+            break;
+        }
+        c.commit(token)?;
+        let forced = if jump { c.forced() } else { Vec::new() };
+        masks.push(match forced.first() {
+            Some(&f) => Some(only(f)),
+            None => c.allowed()?,
+        });
+    }
+    c.rollback(masks.len())?;
+    item.tokens.truncate(first + masks.len());
+    item.draft = masks.len();
+    item.draft_masks = masks;
+    Ok(())
+}
+
+/// A mask allowing `token` alone.
+fn only(token: Token) -> TokenMask {
+    let t = token as usize;
+    let mut words = vec![0u32; t / 32 + 1];
+    words[t / 32] = 1 << (t % 32);
+    words.into()
+}
+
 /// An item's rows whose KV stays: all, or for a drafted item its tokens up to the last
 /// accepted draft token (the runner sampled one row per accepted token, plus the first that
 /// differed or the one after the draft); the request records the verified draft.
@@ -713,6 +767,7 @@ fn chunk(r: &Active, n: usize) -> PlanItem {
         mask: None,
         score: score_targets(r, start, n),
         draft: 0,
+        draft_masks: Vec::new(),
     }
 }
 

@@ -421,6 +421,7 @@ mod tests {
             mask: None,
             score: None,
             draft: 0,
+            draft_masks: Vec::new(),
         }
     }
 

@@ -95,7 +95,8 @@ pub struct NewRequest {
     /// Constrained decoding (a grammar over the generated tokens); none costs nothing.
     pub constraint: Option<Constraint>,
     /// Predicted output (OpenAI's `prediction`): tokens the output is expected to repeat,
-    /// verified as a speculative draft (`predict`). Empty: none. Not used with a constraint.
+    /// verified as a speculative draft (`predict`). Empty: none. Used with a constraint only
+    /// when it can roll back (`TokenConstraint::can_rollback`).
     pub prediction: Vec<Token>,
 }
 
@@ -137,6 +138,20 @@ pub trait TokenConstraint: Send {
     /// past a complete grammar there is nothing left but more end tokens.
     fn complete(&self) -> bool {
         false
+    }
+    /// Whether `rollback` can undo commits. Only such a constraint gets speculative drafts
+    /// (a request's `prediction`): the scheduler commits a draft's tokens to learn the mask
+    /// of each row after them, asks `forced` after each, rolls them all back, and commits
+    /// again those the step accepts. So `forced` must then only query, never change state.
+    fn can_rollback(&self) -> bool {
+        false
+    }
+    /// Undoes the last `n` commits.
+    fn rollback(&mut self, n: usize) -> Result<(), String> {
+        match n {
+            0 => Ok(()),
+            _ => Err("this constraint cannot roll back".into()),
+        }
     }
 }
 

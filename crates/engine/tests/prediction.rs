@@ -139,31 +139,3 @@ fn a_stream_of_predicted_events_sums_to_the_usage() {
         (u.accepted_prediction_tokens, u.rejected_prediction_tokens)
     );
 }
-
-#[test]
-fn a_constrained_request_ignores_its_prediction() {
-    let base = plain();
-    let mut h = Harness::new(2, 512, 64);
-    h.prediction = base;
-    let c = tandem_engine::Constraint(Box::new(AnyToken));
-    let id = h.submit_full(prompt(6, 1), N, InterceptSpec::default(), Some(c));
-    h.run_to_idle();
-    assert_eq!(
-        h.usage(id).accepted_prediction_tokens + h.usage(id).rejected_prediction_tokens,
-        0
-    );
-    assert!(h.runner.batch_sizes.iter().skip(1).all(|&b| b <= 1));
-}
-
-/// A constraint that allows every token.
-struct AnyToken;
-
-impl tandem_engine::TokenConstraint for AnyToken {
-    fn allowed(&mut self) -> Result<Option<tandem_engine::TokenMask>, String> {
-        Ok(None)
-    }
-
-    fn commit(&mut self, _: Token) -> Result<(), String> {
-        Ok(())
-    }
-}

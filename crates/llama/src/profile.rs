@@ -232,6 +232,7 @@ fn filler(token: i32, request: RequestId, start: usize, n: usize) -> PlanItem {
         mask: None,
         score: None,
         draft: 0,
+        draft_masks: Vec::new(),
     }
 }
 

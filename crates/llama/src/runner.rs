@@ -17,7 +17,7 @@ use llama_cpp_2::token::logit_bias::LlamaLogitBias;
 use llama_cpp_2::token::LlamaToken;
 use tandem_engine::{
     CostModel, KvOp, Loc, PlanItem, RequestId, Runner, RunnerError, Sampled, SamplingParams,
-    Scored, StepPlan, StepResult, SwapHandle, TokenLogprobs,
+    Scored, StepPlan, StepResult, SwapHandle, TokenLogprobs, TokenMask,
 };
 
 use crate::model::{backend, Model, ModelError};
@@ -270,8 +270,8 @@ impl LlamaRunner {
     fn sample_rows(&mut self, item: &PlanItem, first: i32) -> Vec<Sampled> {
         let n = item.tokens.len();
         let mut out = Vec::with_capacity(item.draft + 1);
-        for i in n - 1 - item.draft..n {
-            let s = self.sample(item, first + i as i32);
+        for (k, i) in (n - 1 - item.draft..n).enumerate() {
+            let s = self.sample(item, first + i as i32, item.row_mask(k));
             let drafted = item.tokens.get(i + 1).copied();
             let go_on = i + 1 < n && drafted == Some(s.token);
             out.push(s);
@@ -282,14 +282,14 @@ impl LlamaRunner {
         out
     }
 
-    fn sample(&mut self, item: &PlanItem, row: i32) -> Sampled {
+    fn sample(&mut self, item: &PlanItem, row: i32, mask: Option<&TokenMask>) -> Sampled {
         let params = item.sample.as_ref().expect("sampling item");
         let (n_vocab, history) = (self.model.n_vocab() as i32, self.cells_per_seq as i32);
         let sampler = self
             .samplers
             .entry(item.request)
             .or_insert_with(|| make_sampler(params, n_vocab, history));
-        let token = match &item.mask {
+        let token = match mask {
             None => sampler.sample(&self.ctx, row).0,
             Some(mask) => sample_masked(&self.ctx, row, sampler, mask),
         };

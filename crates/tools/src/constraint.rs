@@ -253,6 +253,25 @@ impl TokenConstraint for Guided {
         }
     }
 
+    /// A forced grammar (structured output) keeps one matcher, which llguidance rolls back by
+    /// tokens; a lazy one switches modes at its trigger, which cannot be undone.
+    fn can_rollback(&self) -> bool {
+        self.trigger.is_empty()
+    }
+
+    /// The scheduler never commits past a stopped matcher's end (an end-of-generation token
+    /// a stopped matcher takes without consuming), so every commit here is one token.
+    fn rollback(&mut self, n: usize) -> Result<(), String> {
+        match &mut self.mode {
+            _ if n == 0 => Ok(()),
+            _ if !self.trigger.is_empty() => Err("a lazy grammar cannot roll back".into()),
+            Mode::Active(m) => m.rollback(n).map_err(|e| e.to_string()),
+            // Free for good (after a forced plan's calls) or only the end left: commits
+            // changed nothing.
+            Mode::Free | Mode::EndOnly => Ok(()),
+        }
+    }
+
     /// The grammar's fast-forward tokens inside a call (none while free text is decoded).
     fn forced(&mut self) -> Vec<Token> {
         let Mode::Active(m) = &mut self.mode else {

@@ -606,3 +606,58 @@ fn a_forced_grammar_is_complete_once_it_takes_its_end() {
     lazy.commit(eos as i32).unwrap();
     assert!(!lazy.complete());
 }
+
+/// Drafts under a grammar (a prediction with `response_format`): the scheduler commits a
+/// draft to learn each row's mask, then rolls it back, and does so again every step. After a
+/// rollback the constraint must give the masks and forced tokens a constraint that never went
+/// further gives.
+#[test]
+fn a_forced_grammar_rolls_back_to_the_same_masks_and_forced_tokens() {
+    let (words, eos) = vocab();
+    let g = Guidance::new(&words, &[eos], Some(longest_match())).unwrap();
+    let schema =
+        json!({"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]});
+    let plan = for_response_format(&ResponseFormat::JsonSchema(schema)).unwrap();
+    let tokens = tokens_of(&mut g.constraint(&plan).unwrap(), b"{\"city\": \"Paris\"}");
+    let state = |k: usize| {
+        let mut c = g.constraint(&plan).unwrap();
+        tokens[..k].iter().for_each(|&t| c.commit(t).unwrap());
+        (c.allowed().unwrap(), c.forced())
+    };
+    let mut c = g.constraint(&plan).unwrap();
+    assert!(c.can_rollback());
+    tokens.iter().for_each(|&t| c.commit(t).unwrap());
+    for k in (0..tokens.len()).rev() {
+        c.rollback(tokens.len() - k).unwrap();
+        assert_eq!(
+            (c.allowed().unwrap(), c.forced()),
+            state(k),
+            "after {k} tokens"
+        );
+        tokens[k..].iter().for_each(|&t| c.commit(t).unwrap());
+    }
+    // A lazy grammar (tools under "auto") switches modes at its trigger: no rollback.
+    let lazy = g
+        .constraint(&for_tools(ParserKind::Hermes, &one_tool(json!("auto"))).unwrap())
+        .unwrap();
+    assert!(!lazy.can_rollback());
+}
+
+/// The tokens of `text` as decoding would take them: the forced ones where the grammar forces
+/// text, one byte at a time elsewhere.
+fn tokens_of(c: &mut dyn TokenConstraint, text: &[u8]) -> Vec<i32> {
+    let (words, _) = vocab();
+    let (mut out, mut spelled) = (Vec::new(), 0);
+    while spelled < text.len() {
+        let mut next = c.forced();
+        if next.is_empty() {
+            next.push(text[spelled] as i32);
+        }
+        for t in next {
+            c.commit(t).unwrap();
+            spelled += words[t as usize].len();
+            out.push(t);
+        }
+    }
+    out
+}

@@ -102,25 +102,19 @@ fn prepare(st: &AppState, req: &ChatRequest) -> Result<Prepared, ApiError> {
     })
 }
 
-/// A predicted output drafts free text only: as with OpenAI, it cannot be combined with
-/// tools (whose calls a grammar decodes) or a replayed text.
+/// A predicted output is drafted under a forced grammar (`response_format`, structured
+/// outputs), which rolls back, but not under tools: their grammar waits for a call's opening
+/// tag, and OpenAI refuses a prediction with tools too. A replayed text has no use for one.
 fn check_prediction(req: &ChatRequest, params: &GenParams) -> Result<(), ApiError> {
     if params.prediction.is_none() {
         return Ok(());
     }
-    params.check_prediction()?;
     let has_tools = req
         .tools
         .as_ref()
         .is_some_and(|t| t.as_array().is_none_or(|a| !a.is_empty()));
-    let format = req
-        .response_format
-        .as_ref()
-        .and_then(|f| f.get("type")?.as_str());
     let conflict = if has_tools || req.server_tools.is_some() {
         Some("tools")
-    } else if format.is_some_and(|t| t != "text") {
-        Some("response_format")
     } else if req.replay.is_some() {
         Some("replay")
     } else {

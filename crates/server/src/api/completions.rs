@@ -143,7 +143,6 @@ pub async fn handler(
     st.check_model(req.common.model.as_deref())?;
     let mut params = req.common.validate(&st.model)?;
     params.output = req.output(params.output.take())?;
-    params.check_prediction()?;
     let asked = logprobs::completion_request(req.logprobs, req.echo, params.stream)?;
     params.sampling.logprobs = asked.map(|a| a.k);
     params.sampling.prompt_logprobs = asked.filter(|a| a.prompt).map(|a| a.k);

@@ -183,16 +183,6 @@ pub struct GenParams {
 }
 
 impl GenParams {
-    /// A predicted output drafts free text: with an output rule (a grammar masks each
-    /// token) it is a 400, as OpenAI refuses it with structured outputs.
-    pub fn check_prediction(&self) -> Result<(), ApiError> {
-        if self.prediction.is_some() && self.output.is_some() {
-            let msg = "prediction cannot be combined with structured output";
-            return Err(ApiError::invalid(msg, "prediction"));
-        }
-        Ok(())
-    }
-
     /// The parameters of choice `i`: a seeded request's choices sample with `seed + i`, so
     /// they differ from each other and each is reproducible.
     pub fn choice(&self, i: usize) -> GenParams {
