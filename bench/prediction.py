@@ -40,6 +40,11 @@ LANG = {".py": "python", ".js": "javascript", ".md": "markdown", ".json": "json"
 
 
 def request(name, kind, ask, max_tokens):
+    """`kind` "free" is a chat question about no file (bench/prompt_lookup.py's control)."""
+    if kind == "free":
+        body = {"messages": [{"role": "user", "content": ask}], "max_tokens": max_tokens,
+                "temperature": 0, "stream": True, "stream_options": {"include_usage": True}}
+        return "/v1/chat/completions", body, ""
     text = (EDITS / name).read_text()
     lang = LANG[Path(name).suffix]
     if kind == "chat":

@@ -2,7 +2,8 @@
 verified as a speculative draft, and usage says how many of its tokens were accepted and
 rejected (`completion_tokens_details`), streamed or not, on chat and text completions, also
 under a grammar (`response_format`, structured outputs); a bad prediction, or one combined
-with tools, is a 400."""
+with tools, is a 400. Prompt lookup (`--prompt-lookup`) drafts from the context without a
+prediction, also under tool grammars."""
 import json
 import re
 
@@ -136,3 +137,55 @@ def test_bad_predictions_are_400(server, extra, says):
     assert r.status_code == 400, r.text
     err = r.json()["error"]
     assert err["param"] == "prediction" and says in err["message"], err
+
+
+@pytest.fixture(scope="module")
+def lookup_server():
+    from conftest import Server
+    s = Server("--max-seqs", "4", "--kv-cells", "8192", "--prompt-lookup", "3")
+    yield s
+    s.stop()
+
+
+def test_prompt_lookup_drafts_a_copy_of_the_prompt(lookup_server):
+    """`--prompt-lookup 3`: output that copies its prompt is drafted from it, with no
+    prediction sent; the drafts show in /metrics, not in the usage (they are not the client's
+    prediction)."""
+    from openai import OpenAI
+    client = OpenAI(base_url=lookup_server.url + "/v1", api_key="unused", max_retries=0)
+    code = "def load_users(path):\n    with open(path) as f:\n        return [line.strip() for line in f]\n"
+    prompt = f"Original file:\n```python\n{code}```\n\nThe same file, unchanged:\n```python\n"
+    metric = lambda name: lookup_server.metric(f"tandem_lookup_{name}_tokens_total") or 0
+    r = client.completions.create(model=MODEL, prompt=prompt, max_tokens=40, temperature=0,
+                                  stop=["```"])
+    assert r.choices[0].text.startswith("def load_users(path):"), r.choices[0].text
+    assert metric("accepted") >= 10, (metric("accepted"), metric("rejected"))
+    details = r.usage.completion_tokens_details
+    assert details is None or details.accepted_prediction_tokens == 0, r.usage
+
+
+NOTE = "The quarterly review moved to Thursday at 3pm in room B, bring the sales figures."
+SAVE = [{"type": "function", "function": {"name": "save_note", "description": "Save a note.",
+         "parameters": {"type": "object", "properties": {"text": {"type": "string"}},
+                        "required": ["text"]}}}]
+
+
+@pytest.mark.parametrize("choice", ["required", "auto"])
+def test_prompt_lookup_drafts_a_tool_calls_arguments(lookup_server, choice):
+    """Output that copies the prompt is drafted under a tool grammar: with `required`, the
+    call's argument under the call grammar (the call still parses); with `auto`, where this
+    model answers in text, the free text a lazy grammar watches for a call's opening tag."""
+    from openai import OpenAI
+    client = OpenAI(base_url=lookup_server.url + "/v1", api_key="unused", max_retries=0)
+    before = lookup_server.metric("tandem_lookup_accepted_tokens_total") or 0
+    r = client.chat.completions.create(
+        model=MODEL, temperature=0, max_tokens=80, tools=SAVE, tool_choice=choice,
+        messages=[{"role": "user", "content": f"Save this note exactly as written: {NOTE}"}])
+    calls = r.choices[0].message.tool_calls
+    if choice == "required":
+        assert calls and calls[0].function.name == "save_note", r.choices[0].message
+        text = json.loads(calls[0].function.arguments)["text"]
+    else:
+        text = r.choices[0].message.content
+    accepted = (lookup_server.metric("tandem_lookup_accepted_tokens_total") or 0) - before
+    assert accepted >= 5 and NOTE[:20] in text, (accepted, text)

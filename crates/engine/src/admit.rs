@@ -6,10 +6,10 @@
 //! sequence leaves the device: swapped to the host pool when the policy prefers that, else
 //! dropped.
 
+use crate::drafter::Drafter;
 use crate::inflight::reusable;
 use crate::plan::KvOp;
 use crate::policy::{InterceptPolicy, Placement, Waste, WasteInputs};
-use crate::predict::Prediction;
 use crate::prefix::{Loc, Retained};
 use crate::request::Active;
 use crate::scheduler::{Queued, Scheduler, Waiting};
@@ -72,7 +72,8 @@ impl Scheduler {
         let _ = w.req.events.send(Event::Admitted {
             cached_tokens: reused,
         }); // a closed channel: the owner is gone and the request is reaped next step
-        self.running.push(activate(w, seq, reused, cells));
+        let lookup = self.cfg.prompt_lookup;
+        self.running.push(activate(w, seq, reused, cells, lookup));
         Some(self.running.len() - 1)
     }
 
@@ -332,14 +333,25 @@ impl Scheduler {
 /// The "tool" name of a client's turn between two requests of a conversation.
 pub const CLIENT_TURN: &str = "client";
 
-fn activate(w: Waiting, seq: SeqId, reused: usize, cells_per_seq: usize) -> Active {
+fn activate(
+    w: Waiting,
+    seq: SeqId,
+    reused: usize,
+    cells_per_seq: usize,
+    lookup_min: usize,
+) -> Active {
     let prompt_len = w.req.prompt.len();
     // A constrained request's drafts need a mask per drafted row, which only a constraint
     // that can roll back its commits gives.
-    let prediction = match &w.req.constraint {
+    let drafter = match &w.req.constraint {
         Some(c) if !c.0.can_rollback() => None,
-        _ => Prediction::new(w.req.prediction),
+        _ => Drafter::new(w.req.prediction, lookup_min),
     };
+    // Prompt lookup may find a match in the prompt alone: the first draft can follow it.
+    let drafter = drafter.map(|mut d| {
+        d.observe(&w.req.prompt, prompt_len);
+        d
+    });
     Active {
         id: w.id,
         seq,
@@ -362,7 +374,7 @@ fn activate(w: Waiting, seq: SeqId, reused: usize, cells_per_seq: usize) -> Acti
         tokens: w.req.prompt,
         arrival: w.arrival,
         last_token_at: None,
-        prediction,
+        drafter,
         accepted_predicted: 0,
         rejected_predicted: 0,
     }

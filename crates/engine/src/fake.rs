@@ -30,6 +30,15 @@ pub struct FakeRunner {
     host: HashMap<SwapHandle, Vec<Token>>,
     pub steps: usize,
     pub batch_sizes: Vec<usize>,
+    /// A model that copies: after a token that occurred earlier in the context, the token
+    /// that followed its first occurrence (prompt-lookup tests).
+    pub echo: bool,
+}
+
+fn echoed(context: &[Token]) -> Option<Token> {
+    let (&last, earlier) = context.split_last()?;
+    let i = earlier.iter().position(|&t| t == last)?;
+    Some(context[i + 1])
 }
 
 impl FakeRunner {
@@ -48,6 +57,7 @@ impl FakeRunner {
             host: HashMap::new(),
             steps: 0,
             batch_sizes: Vec::new(),
+            echo: false,
         }
     }
 
@@ -67,6 +77,11 @@ impl FakeRunner {
 
     /// The token a context of exactly these tokens produces.
     pub fn next_token(&self, context: &[Token]) -> Token {
+        if self.echo {
+            if let Some(t) = echoed(context) {
+                return t;
+            }
+        }
         let mut h: u64 = 0xcbf29ce484222325;
         for t in context {
             h = (h ^ (*t as u64)).wrapping_mul(0x100000001b3);

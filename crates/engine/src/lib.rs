@@ -25,11 +25,13 @@
 mod admit;
 pub mod clock;
 pub mod cost;
+pub mod drafter;
 pub mod engine;
 pub mod fake;
 mod inflight;
 mod intercept;
 pub mod kv;
+pub mod lookup;
 pub mod plan;
 pub mod policy;
 pub mod predict;

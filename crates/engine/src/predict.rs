@@ -30,8 +30,44 @@ pub struct Prediction {
     cursor: Option<usize>,
     /// Where the cursor last was: re-alignment searches from here first.
     last: usize,
-    /// Tokens to draft next step (see `MAX_DRAFT`).
-    len: usize,
+    pace: Pace,
+}
+
+/// How many tokens to draft next step (see `MAX_DRAFT`), for any source of drafts.
+#[derive(Clone, Debug)]
+pub(crate) struct Pace(usize);
+
+impl Default for Pace {
+    fn default() -> Self {
+        Self(START_DRAFT)
+    }
+}
+
+impl Pace {
+    /// A pace that drafts `len` tokens first (a source less sure than a client's prediction
+    /// starts lower and doubles as it is accepted).
+    pub(crate) fn starting(len: usize) -> Self {
+        Self(len.min(MAX_DRAFT))
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.0
+    }
+
+    /// After a verified draft of `drafted` tokens, `accepted` of them taken.
+    pub(crate) fn verified(&mut self, drafted: usize, accepted: usize) {
+        self.0 = if accepted == drafted {
+            (2 * self.0).min(MAX_DRAFT)
+        } else {
+            accepted
+        };
+    }
+
+    /// An output token equal to the drafted source's next one, without a draft: drafting
+    /// resumes if a rejection had stopped it.
+    pub(crate) fn on_track(&mut self) {
+        self.0 = self.0.max(1);
+    }
 }
 
 impl Prediction {
@@ -41,25 +77,21 @@ impl Prediction {
             tokens,
             cursor: Some(0),
             last: 0,
-            len: START_DRAFT,
+            pace: Pace::default(),
         })
     }
 
     /// The next predicted tokens to draft, at most `max` (none while off the prediction).
     pub fn draft(&self, max: usize) -> &[Token] {
         match self.cursor {
-            Some(c) => &self.tokens[c..(c + max.min(self.len)).min(self.tokens.len())],
+            Some(c) => &self.tokens[c..(c + max.min(self.pace.len())).min(self.tokens.len())],
             None => &[],
         }
     }
 
     /// Adapts the draft length to a verified draft of `drafted` tokens.
     pub fn verified(&mut self, drafted: usize, accepted: usize) {
-        self.len = if accepted == drafted {
-            (2 * self.len).min(MAX_DRAFT)
-        } else {
-            accepted
-        };
+        self.pace.verified(drafted, accepted);
     }
 
     /// Follows one more output token; `output` is every output token so far, that one last.
@@ -71,7 +103,7 @@ impl Prediction {
             if self.tokens.get(c) == Some(&token) {
                 self.cursor = Some(c + 1);
                 self.last = c + 1;
-                self.len = self.len.max(1);
+                self.pace.on_track();
                 return;
             }
         }

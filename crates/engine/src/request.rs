@@ -4,7 +4,7 @@
 
 use tokio::sync::mpsc::UnboundedSender;
 
-use crate::predict::Prediction;
+use crate::drafter::Drafter;
 use crate::types::{
     Constraint, Event, InterceptSpec, RequestId, SamplingParams, SeqId, Token, Usage,
 };
@@ -46,8 +46,9 @@ pub struct Active {
     pub prompt_scored: usize,
     pub arrival: f64,
     pub last_token_at: Option<f64>,
-    /// The predicted output, followed as tokens are generated (`predict`).
-    pub prediction: Option<Prediction>,
+    /// Where drafts come from (the client's prediction, or prompt lookup), followed as tokens
+    /// are generated.
+    pub drafter: Option<Drafter>,
     /// Predicted tokens accepted and rejected so far.
     pub accepted_predicted: usize,
     pub rejected_predicted: usize,
@@ -127,15 +128,22 @@ impl Active {
         self.high_water = self.high_water.max(end);
     }
 
-    /// Records a verified draft of `drafted` predicted tokens, `accepted` of them taken:
-    /// usage counts, the prediction's next draft length, `/metrics`, and `Event::Predicted`.
+    /// Records a verified draft of `drafted` tokens, `accepted` of them taken: the next draft
+    /// length and `/metrics`; for a client's prediction also the usage counts and
+    /// `Event::Predicted`.
     pub fn verified_draft(&mut self, drafted: usize, accepted: usize) {
         let rejected = drafted - accepted;
+        let Some(d) = self.drafter.as_mut() else {
+            return;
+        };
+        d.verified(drafted, accepted);
+        if !d.is_prediction() {
+            metrics::counter!("tandem_lookup_accepted_tokens_total").increment(accepted as u64);
+            metrics::counter!("tandem_lookup_rejected_tokens_total").increment(rejected as u64);
+            return;
+        }
         self.accepted_predicted += accepted;
         self.rejected_predicted += rejected;
-        if let Some(p) = self.prediction.as_mut() {
-            p.verified(drafted, accepted);
-        }
         metrics::counter!("tandem_prediction_accepted_tokens_total").increment(accepted as u64);
         metrics::counter!("tandem_prediction_rejected_tokens_total").increment(rejected as u64);
         let _ = self.events.send(Event::Predicted { accepted, rejected });

@@ -42,6 +42,9 @@ pub struct SchedulerConfig {
     pub cells_per_seq: usize,
     pub prefix_reuse: PrefixReuse,
     pub intercept: InterceptConfig,
+    /// Prompt lookup (`lookup`): draft from a request's own context once its last this many
+    /// tokens occur earlier in it, for requests without a prediction. 0: off.
+    pub prompt_lookup: usize,
 }
 
 /// How paused requests are handled.
@@ -384,7 +387,7 @@ impl Scheduler {
     /// the prediction's adaptive length allows, and never past the request's `max_tokens` or
     /// KV capacity.
     fn add_drafts(&self, items: &mut [PlanItem], mut budget: usize) {
-        if self.running.iter().all(|r| r.prediction.is_none()) {
+        if self.running.iter().all(|r| r.drafter.is_none()) {
             return; // the usual step: no lookups per item
         }
         for item in items.iter_mut() {
@@ -397,12 +400,12 @@ impl Scheduler {
             let Some(r) = self.running.iter().find(|r| r.id == item.request) else {
                 continue;
             };
-            let Some(p) = &r.prediction else {
+            let Some(d) = &r.drafter else {
                 continue;
             };
             let room = (r.max_tokens.saturating_sub(r.generated + 1))
                 .min(self.cfg.cells_per_seq.saturating_sub(r.n_cached + 1));
-            let draft = p.draft(budget.min(room));
+            let draft = d.draft(&r.tokens, budget.min(room));
             item.tokens.extend_from_slice(draft);
             item.draft = draft.len();
             budget -= draft.len();
@@ -581,8 +584,8 @@ impl Scheduler {
         } else {
             r.tokens.push(token);
             r.segment_generated += 1;
-            if let Some(p) = r.prediction.as_mut() {
-                p.observe(&r.tokens[r.prompt_len..]);
+            if let Some(d) = r.drafter.as_mut() {
+                d.observe(&r.tokens, r.prompt_len);
             }
             metrics::counter!("tandem_generation_tokens_total").increment(1);
             let sent = r.events.send(Event::Token(token)).is_ok();

@@ -537,6 +537,7 @@ fn budget_must_fit_decodes_and_a_chunk() {
         cells_per_seq: 64,
         prefix_reuse: PrefixReuse::All,
         intercept: InterceptConfig::default(),
+        prompt_lookup: 0,
     };
     Scheduler::new(cfg);
 }

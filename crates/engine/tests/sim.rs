@@ -22,6 +22,7 @@ fn config(policy: InterceptPolicy, n_slots: usize) -> SimConfig {
                 resume_order: ResumeOrder::Arrival,
                 swap_bytes: 1 << 30,
             },
+            prompt_lookup: 0,
         },
         cost: StepCost {
             model: CostModel {

@@ -23,6 +23,7 @@ fn measure(model: Model, n: usize, unified: bool, threads: usize) -> f64 {
         cells_per_seq: CELLS_PER_SEQ,
         prefix_reuse: PrefixReuse::Off,
         intercept: Default::default(),
+        prompt_lookup: 0,
     };
     let rc = RunnerConfig {
         n_slots: n,

@@ -48,6 +48,7 @@ impl Rig {
             cells_per_seq: cells,
             prefix_reuse: PrefixReuse::Exact,
             intercept,
+            prompt_lookup: 0,
         };
         let rc = RunnerConfig {
             n_slots: slots,

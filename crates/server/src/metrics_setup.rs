@@ -88,6 +88,14 @@ fn describe() {
         "Predicted tokens drafted and rejected (rows computed for nothing)"
     );
     describe_counter!(
+        "tandem_lookup_accepted_tokens_total",
+        "Prompt-lookup drafts (--prompt-lookup) taken as output"
+    );
+    describe_counter!(
+        "tandem_lookup_rejected_tokens_total",
+        "Prompt-lookup drafts rejected (rows computed for nothing)"
+    );
+    describe_counter!(
         "tandem_forward_microseconds_total",
         "Engine time in forward passes (steps with at least one row)"
     );

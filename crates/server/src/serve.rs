@@ -154,6 +154,14 @@ pub struct ServeArgs {
     /// token, and a small model's output can then differ too (docs/tool-calling.md).
     #[arg(long, value_enum, default_value_t = OnOff::Off)]
     pub jump_forward: OnOff,
+    /// Prompt-lookup drafts (vLLM's `ngram` speculative method) for requests without a
+    /// `prediction`: once the last N tokens of a request's context (prompt and output) also
+    /// occur earlier in it, the tokens that followed are drafted and verified in one step, as a
+    /// prediction is. Helps output that copies its prompt (editing a file, quoting a document);
+    /// drafts start at one token, so output that copies nothing loses little (measured in
+    /// docs/prediction.md; 3 is a good N). Not with `--prefix-reuse exact`. 0: off.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub prompt_lookup: usize,
     /// Serve `POST /v1/embeddings` (as llama-server's `--embeddings`): a second llama.cpp
     /// context over the same model computes pooled, unit-length vectors of the model's hidden
     /// size on its own thread (beside the engine's, not in its batches), packing inputs (of
@@ -357,6 +365,9 @@ pub async fn run(args: ServeArgs, default_model: PathBuf) -> anyhow::Result<()> 
     if args.max_batch_tokens < min_batch {
         bail!("--max-batch-tokens must be at least --max-seqs + 3 ({min_batch}): each step must fit a decode token per sequence and a prefill chunk");
     }
+    if args.prompt_lookup > 0 && matches!(args.prefix_reuse, ReuseArg::Exact) {
+        bail!("--prompt-lookup cannot be combined with --prefix-reuse exact: drafted rows run in multi-row batches, which round differently from the one-row decodes bit-exact mode repeats");
+    }
     let registry = Arc::new(args.tool_args.registry()?);
     let costs = CostChoice::new(&args)?;
     let model = Model::load_with(&path, args.gpu_layers, args.prefix_reuse.weights())?;
@@ -392,6 +403,7 @@ pub async fn run(args: ServeArgs, default_model: PathBuf) -> anyhow::Result<()> 
             resume_order: args.resume_order.into(),
             swap_bytes: (args.swap_space * (1u64 << 30) as f64) as usize,
         },
+        prompt_lookup: args.prompt_lookup,
     };
     let rc = RunnerConfig {
         n_slots: args.max_seqs,

@@ -9,7 +9,7 @@
 //! starts. The trigger may end inside a token: the bytes of that token after the trigger are
 //! fed to the new matcher first (re-tokenized; the grammar works on bytes).
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 
 use llguidance::{Matcher, ParserFactory};
@@ -121,6 +121,7 @@ impl Guidance {
             body,
             parallel,
             window: Vec::new(),
+            journal: VecDeque::new(),
         })
     }
 
@@ -164,6 +165,27 @@ pub struct Guided {
     parallel: bool,
     /// Free text decoded since the last call (searched for the trigger).
     window: Vec<u8>,
+    /// How to undo the latest commits, oldest first (at most `JOURNAL`): the engine commits
+    /// a speculative draft to learn its rows' masks, then rolls it back.
+    journal: VecDeque<Undo>,
+}
+
+/// Commits `Guided` can undo: more than any draft (16 tokens, `tandem_engine`'s predict).
+const JOURNAL: usize = 64;
+
+/// How to undo one commit. llguidance rolls a matcher back by tokens; the lazy modes around
+/// it (watching free text for the trigger, a call that ended) are tandem's, so each commit
+/// records what it changed.
+enum Undo {
+    /// Free text: back to watching, with the trigger window as it was (undoes the start of a
+    /// call too).
+    Window(Vec<u8>),
+    /// The matcher consumed the token.
+    Consumed,
+    /// The matcher consumed the token that ended the call (a lazy plan): its matcher.
+    Closed(Box<Matcher>),
+    /// Nothing changed (only the end left, or a stopped matcher given an end token).
+    Nothing,
 }
 
 impl Guided {
@@ -181,6 +203,58 @@ impl Guided {
             m.consume_tokens(&tokens).map_err(|e| e.to_string())?;
         }
         self.mode = Mode::Active(Box::new(m));
+        Ok(())
+    }
+
+    /// Takes one token; returns how to undo it.
+    fn commit_token(&mut self, token: Token) -> Result<Undo, String> {
+        let lazy = !self.trigger.is_empty();
+        match &mut self.mode {
+            Mode::Free if !lazy => Ok(Undo::Nothing),
+            Mode::Free => {
+                let before = self.window.clone();
+                self.watch(token)?;
+                Ok(Undo::Window(before))
+            }
+            Mode::EndOnly => Ok(Undo::Nothing),
+            Mode::Active(m) => {
+                if m.is_stopped() && self.trie.eos_tokens().contains(&(token as u32)) {
+                    return Ok(Undo::Nothing);
+                }
+                m.consume_token(token as u32).map_err(|e| e.to_string())?;
+                if !(lazy && m.is_accepting().unwrap_or(false)) {
+                    return Ok(Undo::Consumed);
+                }
+                let after = if self.parallel {
+                    Mode::Free
+                } else {
+                    Mode::EndOnly
+                };
+                match std::mem::replace(&mut self.mode, after) {
+                    Mode::Active(m) => Ok(Undo::Closed(m)),
+                    _ => unreachable!("the mode was Active"),
+                }
+            }
+        }
+    }
+
+    fn undo(&mut self, undo: Undo) -> Result<(), String> {
+        let rollback = |m: &mut Matcher| m.rollback(1).map_err(|e| e.to_string());
+        match undo {
+            Undo::Window(w) => {
+                self.mode = Mode::Free;
+                self.window = w;
+            }
+            Undo::Consumed => match &mut self.mode {
+                Mode::Active(m) => rollback(m)?,
+                _ => return Err("rollback: no call grammar to roll back".into()),
+            },
+            Undo::Closed(mut m) => {
+                rollback(&mut m)?;
+                self.mode = Mode::Active(m);
+            }
+            Undo::Nothing => {}
+        }
         Ok(())
     }
 
@@ -215,26 +289,12 @@ impl TokenConstraint for Guided {
     }
 
     fn commit(&mut self, token: Token) -> Result<(), String> {
-        let lazy = !self.trigger.is_empty();
-        match &mut self.mode {
-            Mode::Free => self.watch(token),
-            Mode::EndOnly => Ok(()),
-            Mode::Active(m) => {
-                if m.is_stopped() && self.trie.eos_tokens().contains(&(token as u32)) {
-                    return Ok(());
-                }
-                m.consume_token(token as u32).map_err(|e| e.to_string())?;
-                let accepting = m.is_accepting().unwrap_or(false);
-                if accepting && lazy {
-                    self.mode = if self.parallel {
-                        Mode::Free
-                    } else {
-                        Mode::EndOnly
-                    };
-                }
-                Ok(())
-            }
+        let undo = self.commit_token(token)?;
+        if self.journal.len() == JOURNAL {
+            self.journal.pop_front();
         }
+        self.journal.push_back(undo);
+        Ok(())
     }
 
     /// After server-side tool results: the next turn is free text (lazy plans watch for
@@ -242,6 +302,7 @@ impl TokenConstraint for Guided {
     fn resumed(&mut self) {
         self.mode = Mode::Free;
         self.window.clear();
+        self.journal.clear(); // appended text is not a commit: nothing before it is undone
     }
 
     /// A forced grammar took its end, or a lazy one without parallel calls made its call.
@@ -253,23 +314,23 @@ impl TokenConstraint for Guided {
         }
     }
 
-    /// A forced grammar (structured output) keeps one matcher, which llguidance rolls back by
-    /// tokens; a lazy one switches modes at its trigger, which cannot be undone.
+    /// Every commit is journaled (`Undo`), lazy modes included.
     fn can_rollback(&self) -> bool {
-        self.trigger.is_empty()
+        true
     }
 
-    /// The scheduler never commits past a stopped matcher's end (an end-of-generation token
-    /// a stopped matcher takes without consuming), so every commit here is one token.
     fn rollback(&mut self, n: usize) -> Result<(), String> {
-        match &mut self.mode {
-            _ if n == 0 => Ok(()),
-            _ if !self.trigger.is_empty() => Err("a lazy grammar cannot roll back".into()),
-            Mode::Active(m) => m.rollback(n).map_err(|e| e.to_string()),
-            // Free for good (after a forced plan's calls) or only the end left: commits
-            // changed nothing.
-            Mode::Free | Mode::EndOnly => Ok(()),
+        if n > self.journal.len() {
+            return Err(format!(
+                "rollback of {n} commits; {} kept",
+                self.journal.len()
+            ));
         }
+        for _ in 0..n {
+            let undo = self.journal.pop_back().expect("checked above");
+            self.undo(undo)?;
+        }
+        Ok(())
     }
 
     /// The grammar's fast-forward tokens inside a call (none while free text is decoded).

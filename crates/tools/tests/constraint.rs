@@ -607,40 +607,59 @@ fn a_forced_grammar_is_complete_once_it_takes_its_end() {
     assert!(!lazy.complete());
 }
 
-/// Drafts under a grammar (a prediction with `response_format`): the scheduler commits a
-/// draft to learn each row's mask, then rolls it back, and does so again every step. After a
-/// rollback the constraint must give the masks and forced tokens a constraint that never went
-/// further gives.
+/// Drafts under a grammar (a prediction, or prompt lookup): the scheduler commits a draft to
+/// learn each row's mask, then rolls it back, and does so again every step. After a rollback
+/// the constraint must give the masks and forced tokens a constraint that never went further
+/// gives: for a forced grammar, and for a lazy one across its modes (free text, the call
+/// after the trigger, free text or only the end after the call).
 #[test]
-fn a_forced_grammar_rolls_back_to_the_same_masks_and_forced_tokens() {
+fn a_grammar_rolls_back_to_the_same_masks_and_forced_tokens() {
     let (words, eos) = vocab();
     let g = Guidance::new(&words, &[eos], Some(longest_match())).unwrap();
     let schema =
         json!({"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]});
-    let plan = for_response_format(&ResponseFormat::JsonSchema(schema)).unwrap();
-    let tokens = tokens_of(&mut g.constraint(&plan).unwrap(), b"{\"city\": \"Paris\"}");
-    let state = |k: usize| {
-        let mut c = g.constraint(&plan).unwrap();
-        tokens[..k].iter().for_each(|&t| c.commit(t).unwrap());
-        (c.allowed().unwrap(), c.forced())
-    };
-    let mut c = g.constraint(&plan).unwrap();
-    assert!(c.can_rollback());
-    tokens.iter().for_each(|&t| c.commit(t).unwrap());
-    for k in (0..tokens.len()).rev() {
-        c.rollback(tokens.len() - k).unwrap();
-        assert_eq!(
-            (c.allowed().unwrap(), c.forced()),
-            state(k),
-            "after {k} tokens"
+    let forced = for_response_format(&ResponseFormat::JsonSchema(schema)).unwrap();
+    check_rollback(&g, &forced, "{\"city\": \"Paris\"}");
+    let call =
+        "<tool_call>\n{\"name\": \"weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>";
+    for parallel in [true, false] {
+        let lazy = for_tools(ParserKind::Hermes, &tools(json!("auto"), parallel)).unwrap();
+        let text = format!(
+            "Let me check. {call}{}",
+            if parallel { " and <tool_call>" } else { "" }
         );
-        tokens[k..].iter().for_each(|&t| c.commit(t).unwrap());
+        check_rollback(&g, &lazy, &text);
     }
-    // A lazy grammar (tools under "auto") switches modes at its trigger: no rollback.
-    let lazy = g
-        .constraint(&for_tools(ParserKind::Hermes, &one_tool(json!("auto"))).unwrap())
-        .unwrap();
-    assert!(!lazy.can_rollback());
+}
+
+/// Commits `text`'s tokens one by one; after each, rolls back every draft length up to 16
+/// (committing those tokens again each time), comparing with a fresh constraint that
+/// committed only that far.
+fn check_rollback(g: &Guidance, plan: &GrammarPlan, text: &str) {
+    let tokens = tokens_of(&mut g.constraint(plan).unwrap(), text.as_bytes());
+    let states: Vec<_> = (0..=tokens.len())
+        .map(|k| {
+            let mut c = g.constraint(plan).unwrap();
+            tokens[..k].iter().for_each(|&t| c.commit(t).unwrap());
+            (c.allowed().unwrap(), c.forced(), c.complete())
+        })
+        .collect();
+    let mut c = g.constraint(plan).unwrap();
+    assert!(c.can_rollback());
+    for end in 1..=tokens.len() {
+        c.commit(tokens[end - 1]).unwrap();
+        for back in 1..=end.min(16) {
+            c.rollback(back).unwrap();
+            let now = (c.allowed().unwrap(), c.forced(), c.complete());
+            assert!(
+                now == states[end - back],
+                "{text:?}: {end} tokens, {back} back"
+            );
+            tokens[end - back..end]
+                .iter()
+                .for_each(|&t| c.commit(t).unwrap());
+        }
+    }
 }
 
 /// The tokens of `text` as decoding would take them: the forced ones where the grammar forces

@@ -61,7 +61,26 @@ impl Harness {
             cells_per_seq: cells,
             prefix_reuse,
             intercept,
+            prompt_lookup: 0,
         };
+        Self::from_config(cfg, budget)
+    }
+
+    /// A harness whose scheduler drafts by prompt lookup after `min` matching tokens.
+    pub fn with_lookup(n_slots: usize, cells: usize, budget: usize, min: usize) -> Self {
+        let cfg = SchedulerConfig {
+            max_batch_tokens: budget,
+            n_slots,
+            cells_per_seq: cells,
+            prefix_reuse: PrefixReuse::All,
+            intercept: InterceptConfig::default(),
+            prompt_lookup: min,
+        };
+        Self::from_config(cfg, budget)
+    }
+
+    fn from_config(cfg: SchedulerConfig, budget: usize) -> Self {
+        let (n_slots, cells) = (cfg.n_slots, cfg.cells_per_seq);
         Self {
             sched: Scheduler::new(cfg),
             runner: FakeRunner::new(n_slots, cells),

@@ -161,6 +161,7 @@ fn config(args: &SimArgs, cost: StepCost) -> anyhow::Result<SimConfig> {
                 resume_order: args.resume_order.into(),
                 swap_bytes: (args.swap_space * (1u64 << 30) as f64) as usize,
             },
+            prompt_lookup: 0,
         },
         cost,
         idle_tick_s: 0.01,

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Prompt-lookup drafts (`tandem serve --prompt-lookup N`) on bench/prompt_lookup.py's tasks:
+# tandem without lookup, with N = 3 and with N = 8, each its own server with prefix reuse off
+# (every request prefills alike); then llama.cpp's llama-server with its n-gram drafts from
+# the context (`--spec-type ngram-simple`); SKIP_LLAMA=1 leaves it out.
+# Writes bench/results/prompt-lookup.{json,md}.
+# Usage: bench/prompt-lookup.sh [MODEL.gguf]   Knobs (environment): ROUNDS (3), MAX_TOKENS (256).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source bench/lib.sh
+MODEL="${1:-$DEFAULT_MODEL}"
+THREADS="${THREADS:-$(nproc)}"
+OUT=bench/work/prompt-lookup; mkdir -p "$OUT" bench/results
+cargo build --release --locked --bin tandem >&2
+PIDS=()
+trap 'kill "${PIDS[@]}" 2>/dev/null || true' EXIT
+SERVERS=()
+for N in 0 3 8; do
+  start_tandem "$OUT/tandem-$N.log" --model "$MODEL" --prefix-reuse off --prompt-lookup "$N"
+  PIDS+=("$PID")
+  trap 'kill "${PIDS[@]}" 2>/dev/null || true' EXIT  # start_tandem's trap names one server
+  NAME="tandem, lookup $N"; [ "$N" = 0 ] && NAME="tandem"
+  SERVERS+=(--server "$NAME=$URL")
+done
+if [ "${SKIP_LLAMA:-0}" != 1 ]; then
+  LLAMA_SERVER=$(bench/build-llama-server.sh)
+  "$LLAMA_SERVER" -m "$MODEL" --port 18113 -t "$THREADS" -tb "$THREADS" -np 1 -c 8192 \
+    --spec-type ngram-simple 2>"$OUT/llama-server-ngram.log" & PIDS+=($!)
+  wait_up http://127.0.0.1:18113
+  SERVERS+=(--server "llama-server ngram-simple=http://127.0.0.1:18113")
+fi
+CMD="ROUNDS=${ROUNDS:-3} MAX_TOKENS=${MAX_TOKENS:-256} bench/prompt-lookup.sh"
+"$BENCH_PY" bench/prompt_lookup.py "${SERVERS[@]}" --rounds "${ROUNDS:-3}" \
+  --max-tokens "${MAX_TOKENS:-256}" --command "$CMD"
