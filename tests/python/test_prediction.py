@@ -189,3 +189,37 @@ def test_prompt_lookup_drafts_a_tool_calls_arguments(lookup_server, choice):
         text = r.choices[0].message.content
     accepted = (lookup_server.metric("tandem_lookup_accepted_tokens_total") or 0) - before
     assert accepted >= 5 and NOTE[:20] in text, (accepted, text)
+
+
+def test_drafting_requests_together_and_a_client_leaving_mid_draft(lookup_server):
+    """Requests that draft at once (a prediction under a JSON schema, lookup copies, a tool
+    call) batch together; one whose client leaves mid-stream is dropped; the server ends idle
+    and still answers."""
+    import concurrent.futures as cf
+    import time
+    url = lookup_server.url
+    code = "def load_users(path):\n    with open(path) as f:\n        return [line.strip() for line in f]\n"
+    copy = {"model": MODEL, "max_tokens": 40, "temperature": 0, "stop": ["```"],
+            "prompt": f"Original file:\n```python\n{code}```\n\nThe same file, unchanged:\n```python\n"}
+    person = {"model": MODEL, "max_tokens": 60, "temperature": 0, "messages": DESCRIBE,
+              "response_format": PERSON,
+              "prediction": {"type": "content", "content": '{"name": "Marie", "city": "Paris"'}}
+    saved = {"model": MODEL, "max_tokens": 60, "temperature": 0, "tools": SAVE,
+             "tool_choice": "required",
+             "messages": [{"role": "user", "content": f"Save this note exactly as written: {NOTE}"}]}
+    jobs = [("/v1/completions", copy), ("/v1/chat/completions", person),
+            ("/v1/chat/completions", saved), ("/v1/completions", copy)]
+    with cf.ThreadPoolExecutor(5) as pool:
+        futures = [pool.submit(requests.post, url + path, json=body, timeout=120) for path, body in jobs]
+        with requests.post(url + "/v1/completions", json={**copy, "stream": True, "max_tokens": 200,
+                                                          "stop": []}, stream=True) as r:
+            lines = r.iter_lines()
+            [next(lines) for _ in range(4)]  # leave after a few chunks
+        for f in futures:
+            assert f.result().status_code == 200, f.result().text
+    deadline = time.time() + 20
+    while lookup_server.metric("tandem_running_requests") != 0 and time.time() < deadline:
+        time.sleep(0.1)
+    assert lookup_server.metric("tandem_running_requests") == 0
+    r = requests.post(url + "/v1/completions", json=copy, timeout=60)
+    assert r.status_code == 200 and r.json()["choices"][0]["text"].startswith("def load_users")
