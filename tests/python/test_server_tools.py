@@ -19,8 +19,10 @@ TOOLS = "python,calc,search,validate,plan"
 
 @pytest.fixture(scope="module")
 def tool_server():
-    # Jump-forward on: replayed calls then also take the grammar's forced tokens.
-    s = Server("--max-seqs", "4", "--kv-cells", "8192", "--allow-replay", "--tools", TOOLS, "--jump-forward", "on")
+    # Jump-forward on: replayed calls then also take the grammar's forced tokens. Prompt
+    # lookup on: real-model requests draft under the server-side turn tracker.
+    s = Server("--max-seqs", "4", "--kv-cells", "8192", "--allow-replay", "--tools", TOOLS,
+               "--jump-forward", "on", "--prompt-lookup", "3")
     yield s
     s.stop()
 
@@ -189,6 +191,21 @@ def test_real_model_calls_a_server_tool_and_continues(tc, tool_server):
     assert msgs[1]["role"] == "tool" and msgs[2]["role"] == "assistant"
     assert r.choices[0].finish_reason in ("stop", "length")
     assert tool_server.metric("tandem_server_tool_calls_total") >= before + 1
+
+
+def test_a_server_side_call_copying_the_prompt_is_drafted(tc, tool_server):
+    """Prompt lookup under the tracker of server-side turns: the call's argument copies (and,
+    this small model being what it is, repeats) an expression from the prompt, and is
+    drafted; the request completes as usual."""
+    expr = "12*12*12*12*12*12"
+    before = tool_server.metric("tandem_lookup_accepted_tokens_total") or 0
+    r = tc.chat.completions.create(model="", messages=[{"role": "user", "content": f"What is {expr}? Use calc."}],
+                                   tool_choice="required", parallel_tool_calls=False, max_tokens=60,
+                                   temperature=0, extra_body={"server_tools": ["calc"]})
+    text = r.choices[0].model_extra["messages"][0].get("content") or ""
+    accepted = (tool_server.metric("tandem_lookup_accepted_tokens_total") or 0) - before
+    assert accepted >= 10 and expr in text, (accepted, text)
+    assert r.choices[0].finish_reason in ("stop", "length", "tool_calls")
 
 
 def args_complete(args):

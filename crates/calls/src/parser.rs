@@ -160,6 +160,7 @@ pub static MISTRAL: Format = Format {
     args_keys: &["arguments"],
 };
 
+#[derive(Clone)]
 enum State {
     /// Content; `fresh` while only whitespace has been seen (for `bare_at_start`).
     Text {
@@ -174,7 +175,9 @@ enum State {
     Next,
 }
 
-/// A streaming tool-call parser for one message.
+/// A streaming tool-call parser for one message. Cloned to snapshot it (a tool turn's
+/// tracker undoes speculative commits).
+#[derive(Clone)]
 pub struct ToolCallParser {
     fmt: &'static Format,
     state: State,

@@ -12,7 +12,7 @@
 //! decoding the rest of it pointless: the owner raises the shared `abort` flag, and the turn
 //! is ended at once (only the end-of-turn token is allowed) and paused for the results.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -22,7 +22,7 @@ use toktrie::TokTrie;
 use crate::parser::{ParseEvent, ParserKind, ToolCallParser};
 
 /// The calls of the turn being decoded.
-#[derive(Default)]
+#[derive(Clone, Default)]
 struct Turn {
     /// Calls started, by parser index: their names.
     open: HashMap<usize, String>,
@@ -42,6 +42,24 @@ pub struct ServerTurns {
     pause: Option<String>,
     /// Raised by the owner: end the turn now (a tool aborted early).
     abort: Arc<AtomicBool>,
+    /// The tracker as it was before each of the latest commits (at most `JOURNAL`), for
+    /// `rollback`: the engine commits a speculative draft to learn its rows' masks, then
+    /// rolls it back. The text parser has no undo, so each entry is a copy of it.
+    journal: VecDeque<Snapshot>,
+}
+
+/// Commits `ServerTurns` can undo: more than any draft (16 tokens).
+const JOURNAL: usize = 64;
+
+struct Snapshot {
+    parser: ToolCallParser,
+    partial: Vec<u8>,
+    turn: Turn,
+    pause: Option<String>,
+    /// Whether the commit reached the inner grammar (which then rolls back one commit).
+    inner: bool,
+    /// Whether the commit took the owner's abort (raised again on rollback).
+    aborted: bool,
 }
 
 impl ServerTurns {
@@ -63,6 +81,18 @@ impl ServerTurns {
             partial: Vec::new(),
             turn: Turn::default(),
             pause: None,
+            journal: VecDeque::new(),
+        }
+    }
+
+    fn snapshot(&self, inner: bool, aborted: bool) -> Snapshot {
+        Snapshot {
+            aborted,
+            parser: self.parser.clone(),
+            partial: self.partial.clone(),
+            turn: self.turn.clone(),
+            pause: self.pause.clone(),
+            inner,
         }
     }
 
@@ -131,7 +161,13 @@ impl TokenConstraint for ServerTurns {
 
     fn commit(&mut self, token: Token) -> Result<(), String> {
         let is_end = self.trie.eos_tokens().contains(&(token as u32));
-        if is_end && self.abort.swap(false, Ordering::AcqRel) {
+        if self.journal.len() == JOURNAL {
+            self.journal.pop_front();
+        }
+        let aborted = is_end && self.abort.swap(false, Ordering::AcqRel);
+        self.journal
+            .push_back(self.snapshot(!aborted && self.inner.is_some(), aborted));
+        if aborted {
             // The turn was cut short: the inner grammar did not allow this end.
             self.reset_turn();
             self.pause = Some("aborted".into());
@@ -161,6 +197,7 @@ impl TokenConstraint for ServerTurns {
     }
 
     fn resumed(&mut self) {
+        self.journal.clear(); // appended results are not commits: nothing before is undone
         if let Some(c) = self.inner.as_mut() {
             c.resumed();
         }
@@ -168,5 +205,31 @@ impl TokenConstraint for ServerTurns {
 
     fn complete(&self) -> bool {
         self.inner.as_ref().is_some_and(|c| c.complete())
+    }
+
+    /// Without a grammar, or with one that rolls back.
+    fn can_rollback(&self) -> bool {
+        self.inner.as_ref().is_none_or(|c| c.can_rollback())
+    }
+
+    fn rollback(&mut self, n: usize) -> Result<(), String> {
+        if n > self.journal.len() {
+            return Err(format!(
+                "rollback of {n} commits; {} kept",
+                self.journal.len()
+            ));
+        }
+        for _ in 0..n {
+            let s = self.journal.pop_back().expect("checked above");
+            if let (true, Some(c)) = (s.inner, self.inner.as_mut()) {
+                c.rollback(1)?;
+            }
+            if s.aborted {
+                self.abort.store(true, Ordering::Release);
+            }
+            (self.parser, self.partial, self.turn, self.pause) =
+                (s.parser, s.partial, s.turn, s.pause);
+        }
+        Ok(())
     }
 }

@@ -609,9 +609,10 @@ fn a_forced_grammar_is_complete_once_it_takes_its_end() {
 
 /// Drafts under a grammar (a prediction, or prompt lookup): the scheduler commits a draft to
 /// learn each row's mask, then rolls it back, and does so again every step. After a rollback
-/// the constraint must give the masks and forced tokens a constraint that never went further
-/// gives: for a forced grammar, and for a lazy one across its modes (free text, the call
-/// after the trigger, free text or only the end after the call).
+/// the constraint must give the masks, forced tokens and pause a constraint that never went
+/// further gives: for a forced grammar, for a lazy one across its modes (free text, the call
+/// after the trigger, free text or only the end after the call), and for the tracker of
+/// server-side tool turns around it (which pauses at the turn's end).
 #[test]
 fn a_grammar_rolls_back_to_the_same_masks_and_forced_tokens() {
     let (words, eos) = vocab();
@@ -619,7 +620,9 @@ fn a_grammar_rolls_back_to_the_same_masks_and_forced_tokens() {
     let schema =
         json!({"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]});
     let forced = for_response_format(&ResponseFormat::JsonSchema(schema)).unwrap();
-    check_rollback(&g, &forced, "{\"city\": \"Paris\"}");
+    let guided =
+        |plan: &GrammarPlan| Box::new(g.constraint(plan).unwrap()) as Box<dyn TokenConstraint>;
+    check_rollback(&|| guided(&forced), "{\"city\": \"Paris\"}", &[]);
     let call =
         "<tool_call>\n{\"name\": \"weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>";
     for parallel in [true, false] {
@@ -628,38 +631,68 @@ fn a_grammar_rolls_back_to_the_same_masks_and_forced_tokens() {
             "Let me check. {call}{}",
             if parallel { " and <tool_call>" } else { "" }
         );
-        check_rollback(&g, &lazy, &text);
+        check_rollback(&|| guided(&lazy), &text, &[]);
+        let names: std::collections::HashSet<String> = ["weather".to_string()].into();
+        let turns = || {
+            let c = g.server_turns(
+                Some(guided(&lazy)),
+                ParserKind::Hermes,
+                names.clone(),
+                Default::default(),
+            );
+            Box::new(c) as Box<dyn TokenConstraint>
+        };
+        check_rollback(&turns, &format!("Let me check. {call}"), &[eos as i32]);
     }
 }
 
-/// Commits `text`'s tokens one by one; after each, rolls back every draft length up to 16
-/// (committing those tokens again each time), comparing with a fresh constraint that
-/// committed only that far.
-fn check_rollback(g: &Guidance, plan: &GrammarPlan, text: &str) {
-    let tokens = tokens_of(&mut g.constraint(plan).unwrap(), text.as_bytes());
+/// Commits the tokens of `text` (then `end`) one by one; after each, rolls back every draft
+/// length up to 16 (committing those tokens again each time), comparing with a fresh
+/// constraint that committed only that far.
+fn check_rollback(make: &dyn Fn() -> Box<dyn TokenConstraint>, text: &str, end: &[i32]) {
+    let mut tokens = tokens_of(make().as_mut(), text.as_bytes());
+    tokens.extend_from_slice(end);
+    let state = |c: &mut dyn TokenConstraint| {
+        (
+            c.allowed().unwrap(),
+            c.forced(),
+            c.complete(),
+            c.pause_requested(),
+        )
+    };
     let states: Vec<_> = (0..=tokens.len())
         .map(|k| {
-            let mut c = g.constraint(plan).unwrap();
+            let mut c = make();
             tokens[..k].iter().for_each(|&t| c.commit(t).unwrap());
-            (c.allowed().unwrap(), c.forced(), c.complete())
+            state(c.as_mut())
         })
         .collect();
-    let mut c = g.constraint(plan).unwrap();
+    let mut c = make();
     assert!(c.can_rollback());
-    for end in 1..=tokens.len() {
-        c.commit(tokens[end - 1]).unwrap();
-        for back in 1..=end.min(16) {
+    for n in 1..=tokens.len() {
+        c.commit(tokens[n - 1]).unwrap();
+        for back in 1..=n.min(16) {
             c.rollback(back).unwrap();
-            let now = (c.allowed().unwrap(), c.forced(), c.complete());
             assert!(
-                now == states[end - back],
-                "{text:?}: {end} tokens, {back} back"
+                state(c.as_mut()) == states[n - back],
+                "{text:?}: {n} tokens, {back} back"
             );
-            tokens[end - back..end]
+            tokens[n - back..n]
                 .iter()
                 .for_each(|&t| c.commit(t).unwrap());
         }
+        // Committed again up to here: the state is the one without any rollback.
+        assert!(
+            state(c.as_mut()) == states[n],
+            "{text:?}: {n} tokens, recommitted"
+        );
     }
+    let paused = states.iter().any(|s| s.3.is_some());
+    assert_eq!(
+        paused,
+        !end.is_empty(),
+        "a pause exactly where the turn ended"
+    );
 }
 
 /// The tokens of `text` as decoding would take them: the forced ones where the grammar forces
