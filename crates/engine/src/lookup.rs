@@ -43,7 +43,7 @@ impl Lookup {
     /// The context's tokens after the cursor, at most `max` (none while nothing matches).
     pub fn draft<'a>(&self, context: &'a [Token], max: usize) -> &'a [Token] {
         match self.cursor {
-            Some(c) => &context[c..(c + max.min(self.pace.len())).min(context.len())],
+            Some(c) => self.pace.window(context, c, max),
             None => &[],
         }
     }

@@ -50,8 +50,10 @@ impl Pace {
         Self(len.min(MAX_DRAFT))
     }
 
-    pub(crate) fn len(&self) -> usize {
-        self.0
+    /// The next draft from `source`: its tokens from `at`, at most `max` and this pace's
+    /// length, fewer where `source` ends.
+    pub(crate) fn window<'a>(&self, source: &'a [Token], at: usize, max: usize) -> &'a [Token] {
+        &source[at..(at + max.min(self.0)).min(source.len())]
     }
 
     /// After a verified draft of `drafted` tokens, `accepted` of them taken.
@@ -84,7 +86,7 @@ impl Prediction {
     /// The next predicted tokens to draft, at most `max` (none while off the prediction).
     pub fn draft(&self, max: usize) -> &[Token] {
         match self.cursor {
-            Some(c) => &self.tokens[c..(c + max.min(self.pace.len())).min(self.tokens.len())],
+            Some(c) => self.pace.window(&self.tokens, c, max),
             None => &[],
         }
     }

@@ -128,6 +128,13 @@ impl Active {
         self.high_water = self.high_water.max(end);
     }
 
+    /// Whether tokens its constraint forces are appended without sampling (jump-forward): not
+    /// when the request asked for log-probabilities, which every output token needs a sampled
+    /// row for.
+    pub fn jumps_forward(&self) -> bool {
+        self.sampling.logprobs.is_none()
+    }
+
     /// Records a verified draft of `drafted` tokens, `accepted` of them taken: the next draft
     /// length and `/metrics`; for a client's prediction also the usage counts and
     /// `Event::Predicted`.

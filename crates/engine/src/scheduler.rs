@@ -467,10 +467,10 @@ impl Scheduler {
             let Some(r) = self.running.iter_mut().find(|r| r.id == item.request) else {
                 continue;
             };
+            let jump_forward = r.jumps_forward();
             let Some(c) = r.constraint.as_mut() else {
                 continue;
             };
-            let jump_forward = r.sampling.logprobs.is_none();
             let masked = c.0.allowed().and_then(|mask| {
                 item.mask = mask;
                 mask_draft(c.0.as_mut(), item, jump_forward)
@@ -529,10 +529,7 @@ impl Scheduler {
         if let Some(lp) = &s.logprobs {
             let _ = self.running[pos].events.send(Event::Logprobs(lp.clone()));
         }
-        if self.take_token(pos, s.token, s.eog, now)
-            && last
-            && self.running[pos].sampling.logprobs.is_none()
-        {
+        if self.take_token(pos, s.token, s.eog, now) && last && self.running[pos].jumps_forward() {
             self.jump_forward(pos, now);
         }
     }

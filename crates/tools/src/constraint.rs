@@ -9,7 +9,7 @@
 //! starts. The trigger may end inside a token: the bytes of that token after the trigger are
 //! fed to the new matcher first (re-tokenized; the grammar works on bytes).
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use llguidance::{Matcher, ParserFactory};
@@ -17,6 +17,7 @@ use tandem_engine::{Token, TokenConstraint, TokenMask};
 use toktrie::{ApproximateTokEnv, TokEnv, TokRxInfo, TokTrie, TokenId, TokenizerEnv};
 
 use crate::grammar::{compile, GrammarPlan};
+use crate::journal::Journal;
 use crate::parser::ParserKind;
 use crate::turn_end::ServerTurns;
 
@@ -121,7 +122,7 @@ impl Guidance {
             body,
             parallel,
             window: Vec::new(),
-            journal: VecDeque::new(),
+            journal: Journal::default(),
         })
     }
 
@@ -165,13 +166,9 @@ pub struct Guided {
     parallel: bool,
     /// Free text decoded since the last call (searched for the trigger).
     window: Vec<u8>,
-    /// How to undo the latest commits, oldest first (at most `JOURNAL`): the engine commits
-    /// a speculative draft to learn its rows' masks, then rolls it back.
-    journal: VecDeque<Undo>,
+    /// How to undo the latest commits (`rollback`).
+    journal: Journal<Undo>,
 }
-
-/// Commits `Guided` can undo: more than any draft (16 tokens, `tandem_engine`'s predict).
-const JOURNAL: usize = 64;
 
 /// How to undo one commit. llguidance rolls a matcher back by tokens; the lazy modes around
 /// it (watching free text for the trigger, a call that ended) are tandem's, so each commit
@@ -290,10 +287,7 @@ impl TokenConstraint for Guided {
 
     fn commit(&mut self, token: Token) -> Result<(), String> {
         let undo = self.commit_token(token)?;
-        if self.journal.len() == JOURNAL {
-            self.journal.pop_front();
-        }
-        self.journal.push_back(undo);
+        self.journal.push(undo);
         Ok(())
     }
 
@@ -320,14 +314,7 @@ impl TokenConstraint for Guided {
     }
 
     fn rollback(&mut self, n: usize) -> Result<(), String> {
-        if n > self.journal.len() {
-            return Err(format!(
-                "rollback of {n} commits; {} kept",
-                self.journal.len()
-            ));
-        }
-        for _ in 0..n {
-            let undo = self.journal.pop_back().expect("checked above");
+        for undo in self.journal.take_last(n)? {
             self.undo(undo)?;
         }
         Ok(())

@@ -19,6 +19,7 @@ pub mod constraint;
 pub mod defs;
 pub mod gbnf;
 pub mod grammar;
+mod journal;
 pub mod render;
 pub mod runtime;
 pub mod structured;

@@ -12,13 +12,14 @@
 //! decoding the rest of it pointless: the owner raises the shared `abort` flag, and the turn
 //! is ended at once (only the end-of-turn token is allowed) and paused for the results.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use tandem_engine::{Token, TokenConstraint, TokenMask};
 use toktrie::TokTrie;
 
+use crate::journal::Journal;
 use crate::parser::{ParseEvent, ParserKind, ToolCallParser};
 
 /// The calls of the turn being decoded.
@@ -42,14 +43,10 @@ pub struct ServerTurns {
     pause: Option<String>,
     /// Raised by the owner: end the turn now (a tool aborted early).
     abort: Arc<AtomicBool>,
-    /// The tracker as it was before each of the latest commits (at most `JOURNAL`), for
-    /// `rollback`: the engine commits a speculative draft to learn its rows' masks, then
-    /// rolls it back. The text parser has no undo, so each entry is a copy of it.
-    journal: VecDeque<Snapshot>,
+    /// The tracker as it was before each of the latest commits (`rollback`). The text
+    /// parser has no undo, so each entry is a copy of it.
+    journal: Journal<Snapshot>,
 }
-
-/// Commits `ServerTurns` can undo: more than any draft (16 tokens).
-const JOURNAL: usize = 64;
 
 struct Snapshot {
     parser: ToolCallParser,
@@ -81,18 +78,18 @@ impl ServerTurns {
             partial: Vec::new(),
             turn: Turn::default(),
             pause: None,
-            journal: VecDeque::new(),
+            journal: Journal::default(),
         }
     }
 
     fn snapshot(&self, inner: bool, aborted: bool) -> Snapshot {
         Snapshot {
-            aborted,
             parser: self.parser.clone(),
             partial: self.partial.clone(),
             turn: self.turn.clone(),
             pause: self.pause.clone(),
             inner,
+            aborted,
         }
     }
 
@@ -161,12 +158,9 @@ impl TokenConstraint for ServerTurns {
 
     fn commit(&mut self, token: Token) -> Result<(), String> {
         let is_end = self.trie.eos_tokens().contains(&(token as u32));
-        if self.journal.len() == JOURNAL {
-            self.journal.pop_front();
-        }
         let aborted = is_end && self.abort.swap(false, Ordering::AcqRel);
         self.journal
-            .push_back(self.snapshot(!aborted && self.inner.is_some(), aborted));
+            .push(self.snapshot(!aborted && self.inner.is_some(), aborted));
         if aborted {
             // The turn was cut short: the inner grammar did not allow this end.
             self.reset_turn();
@@ -213,14 +207,7 @@ impl TokenConstraint for ServerTurns {
     }
 
     fn rollback(&mut self, n: usize) -> Result<(), String> {
-        if n > self.journal.len() {
-            return Err(format!(
-                "rollback of {n} commits; {} kept",
-                self.journal.len()
-            ));
-        }
-        for _ in 0..n {
-            let s = self.journal.pop_back().expect("checked above");
+        for s in self.journal.take_last(n)? {
             if let (true, Some(c)) = (s.inner, self.inner.as_mut()) {
                 c.rollback(1)?;
             }

@@ -55,32 +55,20 @@ impl Harness {
         prefix_reuse: PrefixReuse,
         intercept: InterceptConfig,
     ) -> Self {
-        let cfg = SchedulerConfig {
-            max_batch_tokens: budget,
-            n_slots,
-            cells_per_seq: cells,
-            prefix_reuse,
-            intercept,
-            prompt_lookup: 0,
-        };
-        Self::from_config(cfg, budget)
+        Self::with_config(config(n_slots, cells, budget, prefix_reuse, intercept))
     }
 
     /// A harness whose scheduler drafts by prompt lookup after `min` matching tokens.
     pub fn with_lookup(n_slots: usize, cells: usize, budget: usize, min: usize) -> Self {
-        let cfg = SchedulerConfig {
-            max_batch_tokens: budget,
-            n_slots,
-            cells_per_seq: cells,
-            prefix_reuse: PrefixReuse::All,
-            intercept: InterceptConfig::default(),
+        let intercept = InterceptConfig::default();
+        Self::with_config(SchedulerConfig {
             prompt_lookup: min,
-        };
-        Self::from_config(cfg, budget)
+            ..config(n_slots, cells, budget, PrefixReuse::All, intercept)
+        })
     }
 
-    fn from_config(cfg: SchedulerConfig, budget: usize) -> Self {
-        let (n_slots, cells) = (cfg.n_slots, cfg.cells_per_seq);
+    fn with_config(cfg: SchedulerConfig) -> Self {
+        let (n_slots, cells, budget) = (cfg.n_slots, cfg.cells_per_seq, cfg.max_batch_tokens);
         Self {
             sched: Scheduler::new(cfg),
             runner: FakeRunner::new(n_slots, cells),
@@ -293,6 +281,24 @@ impl Harness {
 }
 
 /// Two prompts that share their first `shared` tokens (a system prompt) and then differ.
+/// A scheduler configuration without prompt lookup.
+fn config(
+    n_slots: usize,
+    cells: usize,
+    budget: usize,
+    prefix_reuse: PrefixReuse,
+    intercept: InterceptConfig,
+) -> SchedulerConfig {
+    SchedulerConfig {
+        max_batch_tokens: budget,
+        n_slots,
+        cells_per_seq: cells,
+        prefix_reuse,
+        intercept,
+        prompt_lookup: 0,
+    }
+}
+
 pub fn sharing(shared: usize) -> (Vec<Token>, Vec<Token>) {
     let head = prompt(shared, 5);
     let a = [head.clone(), prompt(30, 1)].concat();
