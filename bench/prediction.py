@@ -40,10 +40,16 @@ LANG = {".py": "python", ".js": "javascript", ".md": "markdown", ".json": "json"
 
 
 def request(name, kind, ask, max_tokens):
-    """`kind` "free" is a chat question about no file (bench/prompt_lookup.py's control)."""
-    if kind == "free":
+    """`kind` "free" is a chat question about no file (bench/prompt_lookup.py's control);
+    "free-json" one answered under `response_format` with the schema in
+    bench/workloads/json/`name` (bench/json_layout.py's)."""
+    if kind in ("free", "free-json"):
         body = {"messages": [{"role": "user", "content": ask}], "max_tokens": max_tokens,
                 "temperature": 0, "stream": True, "stream_options": {"include_usage": True}}
+        if kind == "free-json":
+            schema = json.loads((EDITS.parent / "json" / name).read_text())
+            body["response_format"] = {"type": "json_schema",
+                                       "json_schema": {"name": "answer", "schema": schema}}
         return "/v1/chat/completions", body, ""
     text = (EDITS / name).read_text()
     lang = LANG[Path(name).suffix]
@@ -63,13 +69,14 @@ def request(name, kind, ask, max_tokens):
 
 
 def ask(url, task, predict, max_tokens):
-    """One streamed request: total seconds, seconds from first to last token, usage."""
+    """One streamed request: total seconds, seconds from first to last token, usage, text."""
     path, body, text = request(*task, max_tokens)
     if predict:
         body["prediction"] = {"type": "content", "content": text}
     t0 = time.perf_counter()
     first = last = None
     usage = None
+    pieces = []
     with requests.post(url + path, json=body, stream=True, timeout=600) as r:
         r.raise_for_status()
         for line in r.iter_lines(decode_unicode=True):
@@ -78,14 +85,17 @@ def ask(url, task, predict, max_tokens):
             chunk = json.loads(line[6:])
             if chunk.get("usage"):
                 usage = chunk["usage"]
-            if any(c.get("text") or (c.get("delta") or {}).get("content") for c in chunk.get("choices", [])):
+            got = [c.get("text") or (c.get("delta") or {}).get("content") or ""
+                   for c in chunk.get("choices", [])]
+            if any(got):
                 last = time.perf_counter()  # a chunk with text (chat's first is the role alone)
                 first = first or last
+                pieces += got
     d = usage.get("completion_tokens_details") or {}  # llama-server has none
     n = usage["completion_tokens"]
     return {"s": time.perf_counter() - t0, "decode_s": (last - first) if first else 0.0,
             "tokens": n, "accepted": d.get("accepted_prediction_tokens", 0),
-            "rejected": d.get("rejected_prediction_tokens", 0)}
+            "rejected": d.get("rejected_prediction_tokens", 0), "text": "".join(pieces)}
 
 
 def run_task(url, task, rounds, concurrency, max_tokens, others):

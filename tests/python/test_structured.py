@@ -130,3 +130,55 @@ def test_active_tools_take_precedence_over_response_format(client):
                                        response_format={"type": "json_object"})
     assert r.choices[0].finish_reason == "tool_calls", r
     assert r.choices[0].message.tool_calls[0].function.name == "f"
+
+
+CONFIG = {"name": "billing", "port": 8080, "database": {"host": "db.internal", "pool": 20},
+          "features": ["invoices", "refunds"]}
+CONFIG_SCHEMA = {"type": "object", "properties": {
+    "name": {"type": "string"}, "port": {"type": "integer"},
+    "database": {"type": "object", "properties": {"host": {"type": "string"},
+                                                  "pool": {"type": "integer"}}},
+    "features": {"type": "array", "items": {"type": "string"}}}}
+
+
+@pytest.fixture(scope="module")
+def indented():
+    from conftest import Server
+    s = Server("--max-seqs", "2", "--kv-cells", "4096", "--json-layout", "indented")
+    yield s
+    s.stop()
+
+
+def copy_config(url, **extra):
+    """Asks for an indented JSON file again under its schema, the file as the prediction."""
+    text = json.dumps(CONFIG, indent=2)
+    body = {"model": MODEL, "prompt": f"Original file:\n```json\n{text}\n```\n\nThe same file, "
+            "unchanged:\n```json\n", "max_tokens": 90, "temperature": 0, "stop": ["```"],
+            "prediction": {"type": "content", "content": text}, **extra}
+    r = requests.post(url + "/v1/completions", json=body, timeout=120)
+    assert r.status_code == 200, r.text
+    return text, r.json()
+
+
+def test_an_indented_json_layout_lets_the_output_copy_an_indented_file(server, indented):
+    """`--json-layout indented`: the schema-constrained output may keep the file's indentation,
+    so it copies the file and the prediction's drafts are accepted through its line breaks; the
+    default compact layout writes one line and refuses the file's line breaks (SmolLM2, whose
+    next token after `{` would be one, closes the object at once here: no key is required)."""
+    text, r = copy_config(indented.url, json_schema=CONFIG_SCHEMA)
+    out = r["choices"][0]["text"]
+    assert json.loads(out) == CONFIG
+    assert out.strip() == text, out
+    assert r["usage"]["completion_tokens_details"]["accepted_prediction_tokens"] >= 40, r["usage"]
+    _, c = copy_config(server.url, json_schema=CONFIG_SCHEMA)
+    assert "\n" not in c["choices"][0]["text"] and json.loads(c["choices"][0]["text"]) != CONFIG
+    details = c["usage"]["completion_tokens_details"]
+    assert details["accepted_prediction_tokens"] < r["usage"]["completion_tokens_details"][
+        "accepted_prediction_tokens"], (details, r["usage"])
+
+
+def test_disable_any_whitespace_keeps_json_compact_on_an_indented_server(indented):
+    _, r = copy_config(indented.url, structured_outputs={
+        "json": CONFIG_SCHEMA, "disable_any_whitespace": True})
+    out = r["choices"][0]["text"]
+    assert isinstance(json.loads(out), dict) and "\n" not in out, out

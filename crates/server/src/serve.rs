@@ -13,6 +13,7 @@ use tandem_engine::{
     SchedulerConfig, SystemClock,
 };
 use tandem_llama::{EmbedConfig, Embedder, LlamaRunner, Model, Pooling, RunnerConfig, Weights};
+use tandem_tools::grammar::JsonLayout;
 
 use crate::api::responses::store::ResponseStore;
 use crate::costs;
@@ -154,6 +155,15 @@ pub struct ServeArgs {
     /// token, and a small model's output can then differ too (docs/tool-calling.md).
     #[arg(long, value_enum, default_value_t = OnOff::Off)]
     pub jump_forward: OnOff,
+    /// How JSON output (`response_format`, `json_schema`, `guided_json`, ...) may be laid out.
+    /// `compact`: on one line with `, ` and `: ` between items (the fewest tokens; a schema's
+    /// keys are forced text). `indented`: one space, or a line break and up to 32 spaces or
+    /// tabs, may stand between any two JSON tokens, so the model can write indented JSON, as a
+    /// file it copies or a `prediction` is (drafts then follow the indentation). A request
+    /// with vLLM's `structured_outputs.disable_any_whitespace: true` stays compact. Tool-call
+    /// arguments are always compact.
+    #[arg(long, value_enum, default_value_t = LayoutArg::Compact)]
+    pub json_layout: LayoutArg,
     /// Prompt-lookup drafts (vLLM's `ngram` speculative method) for requests without a
     /// `prediction`: once the last N tokens of a request's context (prompt and output) also
     /// occur earlier in it, the tokens that followed are drafted and verified in one step, as a
@@ -199,6 +209,21 @@ impl From<PoolingArg> for Pooling {
             PoolingArg::Mean => Pooling::Mean,
             PoolingArg::Last => Pooling::Last,
             PoolingArg::Cls => Pooling::Cls,
+        }
+    }
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LayoutArg {
+    Compact,
+    Indented,
+}
+
+impl From<LayoutArg> for JsonLayout {
+    fn from(l: LayoutArg) -> Self {
+        match l {
+            LayoutArg::Compact => JsonLayout::Compact,
+            LayoutArg::Indented => JsonLayout::Indented,
         }
     }
 }
@@ -427,6 +452,7 @@ pub async fn run(args: ServeArgs, default_model: PathBuf) -> anyhow::Result<()> 
         given.then_some(source.as_str()),
         args.tool_call_parser,
         jump_forward,
+        args.json_layout.into(),
     )?;
     let embedder = args
         .embeddings

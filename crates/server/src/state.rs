@@ -7,7 +7,7 @@ use tandem_engine::EngineHandle;
 use tandem_llama::Model;
 
 use tandem_tools::constraint::{Guidance, Guided, Tokenize};
-use tandem_tools::grammar::GrammarPlan;
+use tandem_tools::grammar::{GrammarPlan, JsonLayout};
 use tandem_tools::render::template_supports_tools;
 use tandem_tools::runtime::Registry;
 use tandem_tools::ParserKind;
@@ -23,6 +23,8 @@ pub struct ToolSetup {
     pub in_template: bool,
     /// Grammar compiler over the model's vocabulary.
     pub guidance: Guidance,
+    /// How JSON output is laid out (`--json-layout`) unless a request asks for compact.
+    pub json_layout: JsonLayout,
 }
 
 impl ToolSetup {
@@ -33,6 +35,7 @@ impl ToolSetup {
         template: Option<&str>,
         parser: Option<ParserKind>,
         jump_forward: bool,
+        json_layout: JsonLayout,
     ) -> anyhow::Result<Self> {
         let t0 = std::time::Instant::now();
         let eog: Vec<u32> = model.eog_tokens().iter().map(|&t| t as u32).collect();
@@ -50,6 +53,7 @@ impl ToolSetup {
             parser,
             in_template,
             guidance,
+            json_layout,
         })
     }
 

@@ -1,8 +1,10 @@
 //! llguidance grammars (Lark syntax with inline `%json` schemas) for tool calls and
 //! `response_format`. A call is the parser format's markup around a JSON object whose `name`
-//! is one of the callable tools and whose arguments follow that tool's schema. JSON is
+//! is one of the callable tools and whose arguments follow that tool's schema. Calls are
 //! written with fixed separators (`", "`, `": "`) and no free whitespace, so a small model
-//! cannot wander off into blank space inside a call.
+//! cannot wander off into blank space inside a call; JSON output (`response_format` and the
+//! structured-output JSON rules) is too by default, or laid out as the model likes with
+//! [`JsonLayout::Indented`].
 
 use std::sync::{Arc, OnceLock};
 
@@ -53,8 +55,31 @@ pub fn close_objects(schema: &mut Value) {
 const ITEM_SEPARATOR: &str = ", ";
 const KEY_SEPARATOR: &str = ": ";
 
-fn json_options() -> Value {
-    json!({"whitespace_flexible": false, "item_separator": ITEM_SEPARATOR, "key_separator": KEY_SEPARATOR})
+/// What may stand between two JSON tokens under [`JsonLayout::Indented`]: one space, or a
+/// line break and an indent of up to 32 spaces or tabs (eight levels of four), once. Bounded
+/// so a small model cannot fill its output with blank lines (llama-server's JSON grammars
+/// bound it alike).
+const INDENTED_WHITESPACE: &str = r"[ ]|\n[ \t]{0,32}";
+
+/// How JSON output may be laid out (`tandem serve --json-layout`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum JsonLayout {
+    /// On one line with `", "` and `": "` between items: the fewest tokens, and a schema's
+    /// keys and separators are forced text (jump-forward appends them unsampled).
+    #[default]
+    Compact,
+    /// Any of [`INDENTED_WHITESPACE`] between tokens, so the model may write JSON indented
+    /// (as a file it copies or a `prediction` is) or compact.
+    Indented,
+}
+
+fn json_options(layout: JsonLayout) -> Value {
+    match layout {
+        JsonLayout::Compact => json!({"whitespace_flexible": false,
+            "item_separator": ITEM_SEPARATOR, "key_separator": KEY_SEPARATOR}),
+        JsonLayout::Indented => json!({"whitespace_pattern": INDENTED_WHITESPACE,
+            "item_separator": ",", "key_separator": ":"}),
+    }
 }
 
 /// serde_json output with the grammars' separators.
@@ -115,7 +140,7 @@ fn call_schema(kind: ParserKind, tools: &[&ToolDef]) -> Value {
         [t] => one(t),
         _ => json!({"anyOf": tools.iter().map(|t| one(t)).collect::<Vec<_>>()}),
     };
-    schema["x-guidance"] = json_options();
+    schema["x-guidance"] = json_options(JsonLayout::Compact);
     schema
 }
 
@@ -166,26 +191,27 @@ fn many(item: &str, sep: &str, parallel: bool) -> String {
 }
 
 /// The grammar for `response_format`, or `None` for text.
-pub fn for_response_format(rf: &ResponseFormat) -> Option<GrammarPlan> {
+pub fn for_response_format(rf: &ResponseFormat, layout: JsonLayout) -> Option<GrammarPlan> {
     match rf {
         ResponseFormat::Text => None,
-        ResponseFormat::JsonObject => Some(json_plan(json!({"type": "object"}))),
-        ResponseFormat::JsonSchema(s) => Some(json_plan(s.clone())),
+        ResponseFormat::JsonObject => Some(json_plan(json!({"type": "object"}), layout)),
+        ResponseFormat::JsonSchema(s) => Some(json_plan(s.clone(), layout)),
     }
 }
 
-/// The grammar for a structured-output rule (`structured_outputs`, `guided_*`, ...).
-pub fn for_output_rule(rule: &OutputRule) -> GrammarPlan {
+/// The grammar for a structured-output rule (`structured_outputs`, `guided_*`, ...); `layout`
+/// applies to a JSON rule.
+pub fn for_output_rule(rule: &OutputRule, layout: JsonLayout) -> GrammarPlan {
     match rule {
-        OutputRule::Json(schema) => json_plan(schema.clone()),
+        OutputRule::Json(schema) => json_plan(schema.clone(), layout),
         other => GrammarPlan::Forced(lark_of(other).expect("only JSON rules have no Lark")),
     }
 }
 
-/// JSON following `schema`, written with the grammars' separators and closed objects.
-fn json_plan(mut schema: Value) -> GrammarPlan {
+/// JSON following `schema`, laid out as `layout` says, with closed objects.
+fn json_plan(mut schema: Value, layout: JsonLayout) -> GrammarPlan {
     close_objects(&mut schema);
-    schema["x-guidance"] = json_options();
+    schema["x-guidance"] = json_options(layout);
     GrammarPlan::Forced(format!("start: %json {schema}\n"))
 }
 

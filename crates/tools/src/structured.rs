@@ -8,6 +8,7 @@ use serde_json::{json, Value};
 
 use crate::defs::{DefError, ResponseFormat};
 use crate::gbnf;
+use crate::grammar::JsonLayout;
 
 /// The field name of a rule that came from `response_format`.
 pub const RESPONSE_FORMAT: &str = "response_format";
@@ -17,6 +18,20 @@ pub const RESPONSE_FORMAT: &str = "response_format";
 pub struct Structured {
     pub field: String,
     pub rule: OutputRule,
+    /// vLLM's `structured_outputs.disable_any_whitespace: true`: JSON on one line even where
+    /// the server lets it be indented.
+    pub compact: bool,
+}
+
+impl Structured {
+    /// How a JSON rule is laid out, given the server's default.
+    pub fn layout(&self, default: JsonLayout) -> JsonLayout {
+        if self.compact {
+            JsonLayout::Compact
+        } else {
+            default
+        }
+    }
 }
 
 /// What the whole output must match.
@@ -65,10 +80,13 @@ const NESTED: [(&str, Kind); 5] = [
     ("grammar", Kind::Grammar),
 ];
 
-/// `structured_outputs` options that only say what tandem does anyway (JSON without free
-/// whitespace, closed objects, no fallback to another backend).
+/// vLLM's `structured_outputs` option for JSON without free whitespace (read by `parse`).
+const COMPACT: &str = "disable_any_whitespace";
+
+/// `structured_outputs` options that only say what tandem does anyway (closed objects, no
+/// fallback to another backend).
 const IGNORED: [&str; 4] = [
-    "disable_any_whitespace",
+    COMPACT,
     "disable_additional_properties",
     "disable_fallback",
     "backend",
@@ -99,6 +117,7 @@ pub fn parse(
         [(param, kind, value)] => Ok(rule(param, *kind, value, checks)?.map(|rule| Structured {
             field: param.clone(),
             rule,
+            compact: get("structured_outputs").is_some_and(|so| so[COMPACT] == true),
         })),
         [(a, ..), (b, ..), ..] => Err(err(
             b,
@@ -186,6 +205,7 @@ pub fn with_response_format(
     Ok(Some(Structured {
         field: RESPONSE_FORMAT.into(),
         rule,
+        compact: false,
     }))
 }
 
@@ -366,6 +386,7 @@ mod tests {
         let given = Structured {
             field: "regex".into(),
             rule: OutputRule::Regex("a".into()),
+            compact: false,
         };
         assert_eq!(
             with_response_format(Some(given.clone()), &ResponseFormat::Text).unwrap(),

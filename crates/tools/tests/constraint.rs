@@ -9,6 +9,7 @@ use tandem_tools::constraint::Guidance;
 use tandem_tools::defs::{ResponseFormat, ToolRequest};
 use tandem_tools::grammar::{
     check_lark, check_schema, for_output_rule, for_response_format, for_tools, GrammarPlan,
+    JsonLayout,
 };
 use tandem_tools::structured;
 use tandem_tools::{ParseEvent, ParserKind};
@@ -183,7 +184,8 @@ fn lazy_grammar_starts_at_the_trigger_even_mid_token() {
 #[test]
 fn response_format_schema() {
     let schema = json!({"type": "object", "properties": {"n": {"type": "integer"}, "ok": {"type": "boolean"}}, "required": ["n", "ok"]});
-    let plan = for_response_format(&ResponseFormat::JsonSchema(schema)).unwrap();
+    let plan =
+        for_response_format(&ResponseFormat::JsonSchema(schema), JsonLayout::Compact).unwrap();
     for seed in 1..=5 {
         let text = decode(&plan, &[], seed);
         let v: Value = serde_json::from_str(&text).unwrap();
@@ -199,10 +201,71 @@ fn response_format_schema() {
             "{text}"
         );
     }
-    let any = for_response_format(&ResponseFormat::JsonObject).unwrap();
+    let any = for_response_format(&ResponseFormat::JsonObject, JsonLayout::Compact).unwrap();
     assert!(serde_json::from_str::<Value>(&decode(&any, &[], 9))
         .unwrap()
         .is_object());
+}
+
+/// `--json-layout`: compact JSON is one line with `", "` and `": "`; indented JSON may put one
+/// space, or a line break and an indent of up to 32, between any two tokens (so a pretty-printed
+/// file is accepted as it is), but never two line breaks or a longer indent.
+#[test]
+fn json_layouts_accept_what_they_say() {
+    let schema = json!({"type": "object", "properties": {"a": {"type": "integer"},
+        "b": {"type": "array", "items": {"type": "string"}}}, "required": ["a", "b"]});
+    let value = json!({"a": 1, "b": ["x", "y z"]});
+    let compact = tandem_tools::grammar::grammar_json(&value);
+    let pretty = serde_json::to_string_pretty(&value).unwrap();
+    let tabbed = "{\n\t\"a\": 1,\n\t\"b\": [\"x\", \"y z\"]\n}";
+    let plan = |layout| for_response_format(&ResponseFormat::JsonSchema(schema.clone()), layout);
+    let (c, i) = (
+        plan(JsonLayout::Compact).unwrap(),
+        plan(JsonLayout::Indented).unwrap(),
+    );
+    assert!(accepts(&c, &compact));
+    for text in [&pretty, tabbed, "{\"a\":1,\"b\":[\"x\",\"y z\"]}"] {
+        assert!(!accepts(&c, text), "compact took {text:?}");
+    }
+    for text in [&compact, &pretty, tabbed, "{\"a\":1,\"b\":[\"x\",\"y z\"]}"] {
+        assert!(accepts(&i, text), "indented refused {text:?}");
+    }
+    let deep = format!("{{\n{}\"a\": 1, \"b\": []}}", " ".repeat(33));
+    for text in ["{\n\n\"a\": 1, \"b\": []}", "{\"a\":  1, \"b\": []}", &deep] {
+        assert!(!accepts(&i, text), "indented took {text:?}");
+    }
+    assert!(accepts(
+        &i,
+        &format!("{{\n{}\"a\": 1, \"b\": []}}", " ".repeat(32))
+    ));
+    for seed in 1..=8 {
+        let text = decode(&i, &[], seed);
+        let v: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text:?}"));
+        assert!(v["a"].is_number() && v["b"].is_array(), "{text}");
+    }
+}
+
+/// A JSON rule follows the server's layout unless the request asks vLLM's way for compact.
+#[test]
+fn disable_any_whitespace_keeps_a_rule_compact() {
+    let schema = json!({"type": "object", "properties": {"a": {"type": "integer"}}});
+    let checks = structured::Checks {
+        schema: &check_schema,
+        lark: &check_lark,
+    };
+    let rule = |so: Value| {
+        let body = json!({"structured_outputs": so});
+        structured::parse(&|k| body.get(k).cloned(), &checks)
+            .unwrap()
+            .unwrap()
+    };
+    let free = rule(json!({"json": schema}));
+    let compact = rule(json!({"json": schema, "disable_any_whitespace": true}));
+    assert_eq!(free.layout(JsonLayout::Indented), JsonLayout::Indented);
+    assert_eq!(compact.layout(JsonLayout::Indented), JsonLayout::Compact);
+    let plan = for_output_rule(&compact.rule, compact.layout(JsonLayout::Indented));
+    assert!(!accepts(&plan, "{\n  \"a\": 1\n}"));
+    assert!(accepts(&plan, "{\"a\": 1}"));
 }
 
 /// Feeds `text` byte by byte (free text) then lets the random model finish the turn.
@@ -516,7 +579,7 @@ fn rule_plan(body: Value) -> GrammarPlan {
     )
     .unwrap()
     .unwrap();
-    for_output_rule(&rule.rule)
+    for_output_rule(&rule.rule, JsonLayout::Compact)
 }
 
 /// A JSON grammar in GBNF, with free whitespace, escapes and bounded repetitions.
@@ -619,7 +682,8 @@ fn a_grammar_rolls_back_to_the_same_masks_and_forced_tokens() {
     let g = Guidance::new(&words, &[eos], Some(longest_match())).unwrap();
     let schema =
         json!({"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]});
-    let forced = for_response_format(&ResponseFormat::JsonSchema(schema)).unwrap();
+    let forced =
+        for_response_format(&ResponseFormat::JsonSchema(schema), JsonLayout::Compact).unwrap();
     let guided =
         |plan: &GrammarPlan| Box::new(g.constraint(plan).unwrap()) as Box<dyn TokenConstraint>;
     check_rollback(&|| guided(&forced), "{\"city\": \"Paris\"}", &[]);

@@ -235,7 +235,8 @@ fn choice_json(reply: &Reply, prompt: &Prompt, c: Collected, index: usize) -> Va
 /// A choice's constraint from the structured-output extensions (each choice its own).
 fn constraint(st: &AppState, output: Option<&Structured>) -> Result<Option<Constraint>, ApiError> {
     let Some(o) = output else { return Ok(None) };
-    let guided = st.tools.guided(&for_output_rule(&o.rule), &o.field)?;
+    let plan = for_output_rule(&o.rule, o.layout(st.tools.json_layout));
+    let guided = st.tools.guided(&plan, &o.field)?;
     Ok(Some(Constraint(Box::new(guided))))
 }
 

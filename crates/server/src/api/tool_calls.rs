@@ -188,7 +188,8 @@ impl ToolPlan {
         let tools = for_tools(st.tools.parser, &self.tools).map(|p| (p, "tools"));
         let plan = tools.or_else(|| {
             let o = self.output.as_ref()?;
-            Some((for_output_rule(&o.rule), o.field.as_str()))
+            let plan = for_output_rule(&o.rule, o.layout(st.tools.json_layout));
+            Some((plan, o.field.as_str()))
         });
         let Some((plan, param)) = plan else {
             return Ok(None);
