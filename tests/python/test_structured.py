@@ -182,3 +182,55 @@ def test_disable_any_whitespace_keeps_json_compact_on_an_indented_server(indente
         "json": CONFIG_SCHEMA, "disable_any_whitespace": True})
     out = r["choices"][0]["text"]
     assert isinstance(json.loads(out), dict) and "\n" not in out, out
+
+
+def test_the_openai_clients_pydantic_helpers(client):
+    """`chat.completions.parse` / `responses.parse` with a pydantic model (a strict schema with
+    `$defs`, an enum, a Literal, a nullable field) and `pydantic_function_tool` (a strict tool)
+    give parsed objects, streamed too. (Strings are bounded: SmolLM2 can loop inside one.)"""
+    from enum import Enum
+    from typing import Annotated, List, Literal, Optional
+
+    import openai
+    from pydantic import BaseModel, Field
+
+    class Color(str, Enum):
+        red = "red"
+        blue = "blue"
+
+    class Address(BaseModel):
+        city: str
+        zip: Optional[str]
+
+    class Person(BaseModel):
+        name: str = Field(max_length=20)
+        age: int
+        color: Color
+        tags: List[Annotated[str, Field(max_length=20)]] = Field(max_length=2)
+        address: Address
+        kind: Literal["human", "robot"]
+
+    ask = [{"role": "user", "content": "Describe a person."}]
+    kw = {"model": MODEL, "temperature": 0}
+    r = client.chat.completions.parse(messages=ask, response_format=Person, max_tokens=150, **kw)
+    person = r.choices[0].message.parsed
+    assert isinstance(person, Person) and isinstance(person.address, Address), r
+    r = client.responses.parse(input="Describe a person.", text_format=Person,
+                               max_output_tokens=150, **kw)
+    assert r.output_parsed == person
+    with client.chat.completions.stream(messages=ask, response_format=Person, max_tokens=150,
+                                        **kw) as s:
+        for _ in s:
+            pass
+        assert s.get_final_completion().choices[0].message.parsed == person
+
+    class GetWeather(BaseModel):
+        city: str
+        unit: Literal["c", "f"]
+
+    r = client.chat.completions.parse(
+        messages=[{"role": "user", "content": "Weather in Paris?"}], max_tokens=60,
+        tools=[openai.pydantic_function_tool(GetWeather)], tool_choice="required",
+        parallel_tool_calls=False, **kw)
+    (call,) = r.choices[0].message.tool_calls
+    assert isinstance(call.function.parsed_arguments, GetWeather), r
