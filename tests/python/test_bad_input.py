@@ -60,6 +60,29 @@ def test_content_parts_other_than_text_are_refused_by_name(server, part, words):
     assert ok.status_code == 200, ok.text
 
 
+@pytest.mark.parametrize("path,extra,param,words", [
+    (CHAT, {"modalities": ["text", "audio"], "audio": {"voice": "alloy", "format": "wav"}},
+     "audio", "audio output"),
+    (CHAT, {"modalities": ["text", "audio"]}, "modalities", "'audio'"),
+    (CHAT, {"web_search_options": {}}, "web_search_options", "web search"),
+    ("/v1/completions", {"suffix": "\n}"}, "suffix", "suffix"),
+    ("/v1/completions", {"best_of": 3}, "best_of", "best_of 3"),
+    ("/v1/completions", {"best_of": 3, "n": 2}, "best_of", "equal to n (2)"),
+])
+def test_fields_asking_for_what_is_not_served_are_refused_by_name(server, path, extra, param,
+                                                                   words):
+    """OpenAI fields that would change the output if ignored (audio, web search, insertion,
+    best-of ranking) are 400s naming them; their harmless values pass."""
+    base = {"messages": OK_MSG} if path == CHAT else {"prompt": "hi"}
+    r = requests.post(server.url + path, json={**base, **extra, "max_tokens": 2})
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert err["param"] == param and words in err["message"], err
+    harmless = {"modalities": ["text"]} if path == CHAT else {"suffix": "", "best_of": 2, "n": 2}
+    ok = requests.post(server.url + path, json={**base, **harmless, "max_tokens": 2})
+    assert ok.status_code == 200, ok.text
+
+
 LONG = "word " * 5000
 
 

@@ -184,6 +184,7 @@ pub async fn handler(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let mut req: ChatRequest = parse_json(body, st.body_limit)?;
+    req.unserved()?;
     let legacy = legacy_functions::translate(&mut req)?;
     let runs = start_choices(st.clone(), &req)?;
     let id = format!("chatcmpl-{}", random_id());

@@ -140,6 +140,7 @@ pub async fn handler(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let req: CompletionRequest = parse_json(body, st.body_limit)?;
+    req.unserved()?;
     st.check_model(req.common.model.as_deref())?;
     let mut params = req.common.validate(&st.model)?;
     params.output = req.output(params.output.take())?;

@@ -126,8 +126,32 @@ pub struct ChatRequest {
     /// anything else reads the request (`legacy_functions`).
     pub functions: Option<Value>,
     pub function_call: Option<Value>,
+    /// OpenAI fields asking for what this server cannot give (audio output, web search):
+    /// refused by name (`unserved`) rather than ignored.
+    pub audio: Option<Value>,
+    pub modalities: Option<Vec<String>>,
+    pub web_search_options: Option<Value>,
     #[serde(flatten)]
     pub common: CommonParams,
+}
+
+impl ChatRequest {
+    /// A 400 naming the first field that asks for output this server cannot produce; fields
+    /// that only describe the caller (`user`, `metadata`, `store`, ...) are ignored instead.
+    pub fn unserved(&self) -> Result<(), ApiError> {
+        if self.audio.is_some() {
+            return Err(ApiError::invalid("audio output is not supported", "audio"));
+        }
+        if let Some(m) = self.modalities.iter().flatten().find(|m| *m != "text") {
+            let msg = format!("modality '{m}' is not supported; only 'text'");
+            return Err(ApiError::invalid(msg, "modalities"));
+        }
+        if self.web_search_options.is_some() {
+            let msg = "web search is not supported (tandem's own search tool is a server-side tool: `server_tools`)";
+            return Err(ApiError::invalid(msg, "web_search_options"));
+        }
+        Ok(())
+    }
 }
 
 /// `prompt` of a text completion: a string, token ids, or a list of either (OpenAI's batch
@@ -150,11 +174,34 @@ pub struct CompletionRequest {
     pub logprobs: Option<i64>,
     /// vLLM takes `response_format` on text completions too.
     pub response_format: Option<Value>,
+    /// OpenAI's insertion text (after the completion): refused, the model has no
+    /// fill-in-the-middle format here.
+    pub suffix: Option<String>,
+    /// OpenAI's server-side candidates to pick the best `n` from: only `best_of` = `n` is
+    /// served (vLLM's current engine refuses any best_of too).
+    pub best_of: Option<i64>,
     #[serde(flatten)]
     pub common: CommonParams,
 }
 
 impl CompletionRequest {
+    /// A 400 for `suffix` and for `best_of` other than `n`, which would change the output's
+    /// meaning if ignored.
+    pub fn unserved(&self) -> Result<(), ApiError> {
+        if self.suffix.as_deref().is_some_and(|s| !s.is_empty()) {
+            let msg = "suffix (text inserted after the completion) is not supported";
+            return Err(ApiError::invalid(msg, "suffix"));
+        }
+        let n = self.common.n.unwrap_or(1);
+        match self.best_of {
+            Some(b) if b != n => Err(ApiError::invalid(
+                format!("best_of {b} is not supported: only best_of equal to n ({n}); ask for n choices and pick among them"),
+                "best_of",
+            )),
+            _ => Ok(()),
+        }
+    }
+
     /// The output rule: a structured-output field or `response_format` (not both).
     pub fn output(&self, given: Option<Structured>) -> Result<Option<Structured>, ApiError> {
         let format = ResponseFormat::parse(self.response_format.as_ref(), &check_schema)?;
