@@ -3,7 +3,7 @@ one to three fields set to odd values (other fields' values, wrong types, out-of
 unknown keys), fields removed, or the JSON cut short. Whatever comes in, the server answers
 with 200 or a 4xx carrying the endpoint's error object (OpenAI's, or Anthropic's on
 /v1/messages), never a 5xx or a dropped connection; streams run to their end; and afterwards
-the server is idle and still answers. The examples are derandomized, so a CI run tries the same
+the server is idle, holds KV only for retained conversations, and still answers. The examples are derandomized, so a CI run tries the same
 ones every time; a failure prints the body that caused it."""
 import json
 import time
@@ -197,4 +197,6 @@ def test_odd_request_bodies_get_an_answer_or_a_clear_error(fuzzed, path):
 
     odd()
     assert idle(fuzzed), "requests still running after every answer came"
+    used, retained = (fuzzed.metric(f"tandem_kv_cells_{k}") for k in ("used", "retained"))
+    assert used == retained, f"{used - retained} KV cells held by no request nor retained turn"
     check_answer(path, requests.post(fuzzed.url + path, json=base, timeout=60))

@@ -224,6 +224,7 @@ impl<R: Runner> EngineLoop<R> {
         metrics::gauge!("tandem_running_requests").set(s.running as f64);
         metrics::gauge!("tandem_retained_sequences").set(s.retained as f64);
         metrics::gauge!("tandem_kv_cells_used").set(s.kv_used as f64);
+        metrics::gauge!("tandem_kv_cells_retained").set(s.kv_retained as f64);
         metrics::gauge!("tandem_kv_cells_free").set(s.kv_free as f64);
         export_intercept_stats(&s);
     }

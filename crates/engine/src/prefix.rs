@@ -54,6 +54,15 @@ impl RetainedSet {
         self.entries.is_empty()
     }
 
+    /// The device KV cells the entries in slots hold (`kv` says how many each slot uses).
+    pub fn device_cells(&self, kv: &crate::kv::KvPool) -> usize {
+        let in_slot = |e: &Retained| match e.loc {
+            Loc::Device(seq) => Some(kv.used(seq)),
+            Loc::Host(_) => None,
+        };
+        self.entries.iter().filter_map(in_slot).sum()
+    }
+
     /// The entry sharing the longest prefix with `prompt`, and that length (0 if none shares).
     fn best(&self, prompt: &[Token]) -> Option<(usize, usize)> {
         self.entries

@@ -176,6 +176,8 @@ pub struct SchedulerStats {
     pub running: usize,
     pub retained: usize,
     pub kv_used: usize,
+    /// Of `kv_used`, the cells retained sequences hold in their slots.
+    pub kv_retained: usize,
     pub kv_free: usize,
     pub paused_device: usize,
     pub paused_host: usize,
@@ -302,6 +304,7 @@ impl Scheduler {
             running: self.running.len(),
             retained: self.retained.len(),
             kv_used: self.kv.used_cells(),
+            kv_retained: self.retained.device_cells(&self.kv),
             kv_free: self.kv.free_cells(),
             paused_device: placed(|p| *p == Place::Device),
             paused_host: placed(|p| matches!(p, Place::Host(_))),

@@ -421,6 +421,24 @@ fn a_reused_prompt_still_prefills_at_least_two_tokens() {
     assert_eq!(h.cached_tokens(b), 18);
 }
 
+/// `kv_retained` (the `tandem_kv_cells_retained` gauge) counts the cells retained sequences
+/// hold: all of an idle engine's, none of a running request's.
+#[test]
+fn retained_cells_are_counted_apart_from_running_ones() {
+    let mut h = Harness::new(2, 256, 64);
+    h.submit(prompt(30, 1), 3);
+    h.run_to_idle();
+    let s = h.sched.stats();
+    assert_eq!((s.retained, s.kv_retained), (1, s.kv_used), "{s:?}");
+    assert!(s.kv_used >= 30, "{s:?}");
+    h.submit(prompt(20, 2), 40);
+    h.step();
+    h.step();
+    let t = h.sched.stats();
+    assert_eq!(t.kv_retained, s.kv_retained, "{t:?}");
+    assert!(t.kv_used >= t.kv_retained + 20, "{t:?}");
+}
+
 #[test]
 fn retained_sequences_are_evicted_lru_when_slots_run_out() {
     let mut h = Harness::new(2, 256, 64);

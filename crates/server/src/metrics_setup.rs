@@ -65,6 +65,10 @@ fn describe() {
         "tandem_kv_cells_used",
         "KV cells in use (running and retained sequences)"
     );
+    describe_gauge!(
+        "tandem_kv_cells_retained",
+        "KV cells retained sequences hold on the device (of tandem_kv_cells_used)"
+    );
     describe_gauge!("tandem_kv_cells_free", "KV cells free");
     describe_counter!(
         "tandem_prompt_tokens_total",
