@@ -1,6 +1,6 @@
 # Shared by the bench scripts (sourced): the default model path, a free port, waiting for a
-# server's /health, starting a tandem server in the background (killed on exit), and the
-# saturation test of the interception sweeps.
+# server's /health, starting a tandem server in the background (killed on exit) or a
+# llama-server, and the saturation test of the interception sweeps.
 
 DEFAULT_MODEL="${XDG_CACHE_HOME:-$HOME/.cache}/tandem/models/SmolLM2-135M-Instruct.Q4_1.gguf"
 # The project's virtualenv when installed (scripts/install-deps.sh), else the system python.
@@ -27,6 +27,17 @@ start_tandem() {
   PID=$!
   trap 'kill $PID 2>/dev/null || true' EXIT
   wait_up "$URL"
+}
+
+# start_llama LOG PORT [llama-server flags...]: llama.cpp's llama-server (built by
+# bench/build-llama-server.sh) on $MODEL with $THREADS threads and the given flags, logging to
+# LOG; sets LPID (the caller kills it), returns once it answers.
+start_llama() {
+  local log=$1 port=$2 bin; shift 2
+  bin=$(bench/build-llama-server.sh)
+  "$bin" -m "$MODEL" --port "$port" -t "$THREADS" -tb "$THREADS" "$@" 2>"$log" &
+  LPID=$!
+  wait_up "http://127.0.0.1:$port"
 }
 
 # saturated REPORT.json LIMIT: whether a bench (or `tandem simulate`) run had errors or a mean

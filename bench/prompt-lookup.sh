@@ -23,10 +23,8 @@ for N in 0 3 8; do
   SERVERS+=(--server "$NAME=$URL")
 done
 if [ "${SKIP_LLAMA:-0}" != 1 ]; then
-  LLAMA_SERVER=$(bench/build-llama-server.sh)
-  "$LLAMA_SERVER" -m "$MODEL" --port 18113 -t "$THREADS" -tb "$THREADS" -np 1 -c 8192 \
-    --spec-type ngram-simple 2>"$OUT/llama-server-ngram.log" & PIDS+=($!)
-  wait_up http://127.0.0.1:18113
+  start_llama "$OUT/llama-server-ngram.log" 18113 -np 1 -c 8192 --spec-type ngram-simple
+  PIDS+=("$LPID")
   SERVERS+=(--server "llama-server ngram-simple=http://127.0.0.1:18113")
 fi
 CMD="ROUNDS=${ROUNDS:-3} MAX_TOKENS=${MAX_TOKENS:-256} bench/prompt-lookup.sh"
