@@ -98,10 +98,13 @@ pub struct ServeArgs {
     /// `off`: no reuse.
     #[arg(long, value_enum, default_value_t = ReuseArg::All)]
     pub prefix_reuse: ReuseArg,
-    /// llama.cpp flash attention. On by default (about 25% faster decode at 16 streams on
-    /// CPU). Its CPU kernel rounds differently for different prefill chunk sizes, so for
-    /// bit-exact prefix reuse run `--flash-attn off --prefix-reuse exact`
-    /// (docs/architecture.md).
+    /// llama.cpp flash attention. On by default. On a CPU it trades prefill for decode: its
+    /// kernel is tiled from 64 query rows of a sequence and goes one row at a time below, as
+    /// in every decode step. On the 2-core Xeon, after 1024-token prompts, it prefilled 1.47x
+    /// faster and decoded 1.68x slower than with it off (31.2 against 18.6 ms a token); with
+    /// 32-token prompts the two were within 16% (bench/results/flash-attn.md). Its CPU kernel
+    /// also rounds differently for different prefill chunk sizes, so for bit-exact prefix
+    /// reuse run `--flash-attn off --prefix-reuse exact` (docs/architecture.md).
     #[arg(long, value_enum, default_value_t = FlashArg::On)]
     pub flash_attn: FlashArg,
     /// What happens to a paused request's KV cache while its tool runs. `min-waste`: per
@@ -497,8 +500,8 @@ pub async fn run(args: ServeArgs, default_model: PathBuf) -> anyhow::Result<()> 
         .await
         .with_context(|| format!("bind {addr}"))?;
     tracing::info!(
-        "serving {} ({}) on http://{addr}: {} seqs x {cells_per_seq} KV cells, batch {} tokens, {threads} threads",
-        st.served_name, path.display(), args.max_seqs, args.max_batch_tokens
+        "serving {} ({}) on http://{addr}: {} seqs x {cells_per_seq} KV cells, batch {} tokens, {threads} threads, flash attention {:?}",
+        st.served_name, path.display(), args.max_seqs, args.max_batch_tokens, args.flash_attn
     );
     axum::serve(listener, crate::app::router(st))
         .with_graceful_shutdown(shutdown())
