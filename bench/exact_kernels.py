@@ -17,7 +17,7 @@ import time
 import requests
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from intercept_table import cpu_name  # noqa: E402  (the CPU's model name)
+from intercept_table import machine  # noqa: E402
 
 
 def timed(url, prompt, max_tokens):
@@ -37,10 +37,6 @@ def time_requests(url, tokens, decode, n, seed):
     prefill = [timed(url, ids(tokens), 1) for _ in range(n)]
     decoding = [timed(url, ids(8), decode) for _ in range(n)]
     json.dump({"prefill_s": prefill, "decode_s": decoding}, sys.stdout)
-
-
-def machine():
-    return f"{cpu_name()}, {os.cpu_count()} cores"
 
 
 def summary(out, name, rounds, tokens, decode):

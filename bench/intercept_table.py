@@ -178,6 +178,11 @@ def cpu_name():
     return platform.processor() or platform.machine()
 
 
+def machine():
+    """The machine line of a result: CPU model and core count."""
+    return f"{cpu_name()}, {os.cpu_count()} cores"
+
+
 def machine_speed(run_dir):
     """The range of tandem's startup-profiled forward time per batch token over the runs'
     servers (their `costs:` log lines), or None without logs: this shared machine's speed

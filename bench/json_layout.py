@@ -12,7 +12,6 @@ are the file itself; and on tandem, the engine steps, forward time and grammar-m
 each request took (from /metrics).
 """
 import argparse
-import datetime
 import json
 import os
 import statistics
@@ -22,8 +21,8 @@ from pathlib import Path
 import requests
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from intercept_table import cpu_name  # noqa: E402
-from prediction import EDITS, ask  # noqa: E402
+from intercept_table import machine  # noqa: E402
+from prediction import EDITS, ask, decode_rate, utc_minute  # noqa: E402
 
 COPY = ("service.json", "json", "The same file, unchanged:")
 FREE = [
@@ -79,8 +78,7 @@ def summarize(t):
     for n, runs in t["runs"].items():
         med = lambda f: statistics.median(f(r) for r in runs)
         out[n] = {"s": med(lambda r: r["s"]), "tokens": med(lambda r: r["tokens"]),
-                  "decode_tokens_per_s": med(lambda r: (r["tokens"] - 1) / r["decode_s"]
-                                             if r["decode_s"] else 0.0),
+                  "decode_tokens_per_s": med(decode_rate),
                   "accepted": med(lambda r: r["accepted"]),
                   "valid": sum(parses(r["text"]) for r in runs),
                   "exact": sum(r["text"].strip() == file for r in runs), "runs": len(runs)}
@@ -116,8 +114,7 @@ def main():
              run(servers, a.predicting, COPY, False, a.rounds, a.max_tokens)]
     tasks += [run(servers, a.predicting, t, False, a.rounds, a.max_tokens) for t in FREE]
     rows = [summarize(t) for t in tasks]
-    result = {"date": str(datetime.datetime.now(datetime.timezone.utc))[:16] + " UTC",
-              "machine": f"{cpu_name()}, {os.cpu_count()} cores", "command": a.command,
+    result = {"date": utc_minute(), "machine": machine(), "command": a.command,
               "rounds": a.rounds, "max_tokens": a.max_tokens, "summary": rows, "tasks": tasks}
     out = Path("bench/results")
     (out / "json-layout.json").write_text(json.dumps(result, indent=1))

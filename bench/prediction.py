@@ -19,7 +19,7 @@ from pathlib import Path
 import requests
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from intercept_table import cpu_name  # noqa: E402  (the CPU's model name)
+from intercept_table import machine  # noqa: E402
 
 EDITS = Path(__file__).parent / "workloads" / "edits"
 # (file, what, how the request asks for it): "copy" and "rename" are text completions that
@@ -120,24 +120,30 @@ def run_task(url, task, rounds, concurrency, max_tokens, others):
 def summarize(t, concurrency, others):
     r, c = t["runs"], concurrency
     med = lambda k, f: statistics.median(x[f] for x in r[k])
-    decode_rate = lambda k: statistics.median((x["tokens"] - 1) / x["decode_s"] for x in r[k])
+    rate = lambda k: statistics.median((x["tokens"] - 1) / x["decode_s"] for x in r[k])
     x_rate = lambda k: r[k][0]["tokens"] / r[k][0]["wall_s"]
-    other = {f"{n}_decode_tokens_per_s": decode_rate(n) for n in others}
+    other = {f"{n}_decode_tokens_per_s": rate(n) for n in others}
     other.update({f"{n}_tokens": med(n, "tokens") for n in others})
     return {**other, "task": t["task"], "plain_s": med("plain", "s"), "predicted_s": med("predicted", "s"),
             "latency_ratio": med("predicted", "s") / med("plain", "s"),
             "plain_tokens": med("plain", "tokens"), "predicted_tokens": med("predicted", "tokens"),
-            "plain_decode_tokens_per_s": decode_rate("plain"),
-            "predicted_decode_tokens_per_s": decode_rate("predicted"),
-            "decode_speedup": decode_rate("predicted") / decode_rate("plain"),
+            "plain_decode_tokens_per_s": rate("plain"),
+            "predicted_decode_tokens_per_s": rate("predicted"),
+            "decode_speedup": rate("predicted") / rate("plain"),
             "accepted": med("predicted", "accepted"), "rejected": med("predicted", "rejected"),
             f"x{c}_plain_tokens_per_s": x_rate("plain_x"),
             f"x{c}_predicted_tokens_per_s": x_rate("predicted_x"),
             f"x{c}_speedup": x_rate("predicted_x") / x_rate("plain_x")}
 
 
-def machine():
-    return f"{cpu_name()}, {os.cpu_count()} cores"
+def utc_minute():
+    """A result's date: now, to the minute, in UTC."""
+    return str(datetime.datetime.now(datetime.timezone.utc))[:16] + " UTC"
+
+
+def decode_rate(run):
+    """An `ask` run's decode tokens/s: the tokens after the first over their time."""
+    return (run["tokens"] - 1) / run["decode_s"] if run["decode_s"] else 0.0
 
 
 def main():
@@ -154,7 +160,7 @@ def main():
     tasks = [run_task(a.url, t, a.rounds, a.concurrency, a.max_tokens, others) for t in TASKS]
     rows = [summarize(t, a.concurrency, others) for t in tasks]
     c = a.concurrency
-    result = {"date": str(datetime.datetime.now(datetime.timezone.utc))[:16] + " UTC",
+    result = {"date": utc_minute(),
               "machine": machine(), "command": a.command, "rounds": a.rounds,
               "concurrency": c, "max_tokens": a.max_tokens, "summary": rows, "tasks": tasks}
     out = Path("bench/results")

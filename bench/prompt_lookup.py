@@ -9,7 +9,6 @@ bench/results/prompt-lookup.{json,md}: per task and server, the median decode to
 the ratio to tandem without lookup.
 """
 import argparse
-import datetime
 import json
 import os
 import statistics
@@ -17,8 +16,8 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from intercept_table import cpu_name  # noqa: E402
-from prediction import TASKS, ask  # noqa: E402
+from intercept_table import machine  # noqa: E402
+from prediction import TASKS, ask, decode_rate, utc_minute  # noqa: E402
 
 FREE = [
     ("-", "free", "Explain how a hash map works, in a few paragraphs."),
@@ -29,10 +28,6 @@ FREE = [
 
 def label(task):
     return task[2][:40] if task[1] == "free" else f"{task[0]}: {task[1]}"
-
-
-def decode_rate(run):
-    return (run["tokens"] - 1) / run["decode_s"] if run["decode_s"] else 0.0
 
 
 def run_task(servers, task, rounds, max_tokens):
@@ -62,8 +57,7 @@ def main():
     base = next(iter(servers))
     tasks = [run_task(servers, t, a.rounds, a.max_tokens) for t in TASKS + FREE]
     rows = [summarize(t, base) for t in tasks]
-    result = {"date": str(datetime.datetime.now(datetime.timezone.utc))[:16] + " UTC",
-              "machine": f"{cpu_name()}, {os.cpu_count()} cores", "command": a.command,
+    result = {"date": utc_minute(), "machine": machine(), "command": a.command,
               "rounds": a.rounds, "max_tokens": a.max_tokens, "baseline": base,
               "summary": rows, "tasks": tasks}
     out = Path("bench/results")
