@@ -48,6 +48,16 @@ class Server:
                 return float(line.split()[1])
         return None
 
+    def wait_idle(self, timeout=10):
+        """Whether the engine runs and queues nothing within `timeout` seconds (a request that
+        answered, or whose client left, may still be leaving the engine)."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.metric("tandem_running_requests") == 0 == self.metric("tandem_queue_length"):
+                return True
+            time.sleep(0.05)
+        return False
+
     def stop(self):
         self.proc.terminate()
         try:

@@ -104,15 +104,6 @@ def test_unknown_route_is_404_json(server):
     assert r.status_code == 404 and "error" in r.json()
 
 
-def wait_idle(server, timeout=10):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if server.metric("tandem_running_requests") == 0 and server.metric("tandem_queue_length") == 0:
-            return True
-        time.sleep(0.05)
-    return False
-
-
 def test_client_disconnect_mid_stream_frees_the_request(server):
     body = {"messages": OK_MSG, "max_tokens": 1000, "stream": True, "ignore_eos": True}
     with requests.post(server.url + CHAT, json=body, stream=True) as r:
@@ -120,7 +111,7 @@ def test_client_disconnect_mid_stream_frees_the_request(server):
         got = [next(lines) for _ in range(6)]
         assert any(l.startswith(b"data: ") for l in got)
         assert server.metric("tandem_running_requests") == 1
-    assert wait_idle(server), "request kept running after the client left"
+    assert server.wait_idle(), "request kept running after the client left"
     still_serving(server)
 
 
@@ -131,7 +122,7 @@ def test_client_disconnect_before_response(server):
     with socket.create_connection(("127.0.0.1", server.port)) as s:
         s.sendall(head + payload)
         time.sleep(0.3)
-    assert wait_idle(server), "non-streamed request kept running after the client left"
+    assert server.wait_idle(), "non-streamed request kept running after the client left"
     still_serving(server)
 
 

@@ -6,7 +6,6 @@ with 200 or a 4xx carrying the endpoint's error object (OpenAI's, or Anthropic's
 the server is idle, holds KV only for retained conversations, and still answers. The examples are derandomized, so a CI run tries the same
 ones every time; a failure prints the body that caused it."""
 import json
-import time
 
 import pytest
 import requests
@@ -162,17 +161,6 @@ def check_answer(path, r):
             json.loads(line[6:])
 
 
-def idle(server, timeout=10):
-    """Whether the engine runs and queues nothing within `timeout` seconds (a request that
-    answered may still be leaving the engine)."""
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if server.metric("tandem_running_requests") == 0 == server.metric("tandem_queue_length"):
-            return True
-        time.sleep(0.1)
-    return False
-
-
 @pytest.fixture(scope="module")
 def fuzzed():
     from conftest import Server
@@ -196,7 +184,7 @@ def test_odd_request_bodies_get_an_answer_or_a_clear_error(fuzzed, path):
             check_answer(path, r)
 
     odd()
-    assert idle(fuzzed), "requests still running after every answer came"
+    assert fuzzed.wait_idle(), "requests still running after every answer came"
     used, retained = (fuzzed.metric(f"tandem_kv_cells_{k}") for k in ("used", "retained"))
     assert used == retained, f"{used - retained} KV cells held by no request nor retained turn"
     check_answer(path, requests.post(fuzzed.url + path, json=base, timeout=60))

@@ -196,7 +196,6 @@ def test_drafting_requests_together_and_a_client_leaving_mid_draft(lookup_server
     call) batch together; one whose client leaves mid-stream is dropped; the server ends idle
     and still answers."""
     import concurrent.futures as cf
-    import time
     url = lookup_server.url
     code = "def load_users(path):\n    with open(path) as f:\n        return [line.strip() for line in f]\n"
     copy = {"model": MODEL, "max_tokens": 40, "temperature": 0, "stop": ["```"],
@@ -217,9 +216,6 @@ def test_drafting_requests_together_and_a_client_leaving_mid_draft(lookup_server
             [next(lines) for _ in range(4)]  # leave after a few chunks
         for f in futures:
             assert f.result().status_code == 200, f.result().text
-    deadline = time.time() + 20
-    while lookup_server.metric("tandem_running_requests") != 0 and time.time() < deadline:
-        time.sleep(0.1)
-    assert lookup_server.metric("tandem_running_requests") == 0
+    assert lookup_server.wait_idle(20)
     r = requests.post(url + "/v1/completions", json=copy, timeout=60)
     assert r.status_code == 200 and r.json()["choices"][0]["text"].startswith("def load_users")
