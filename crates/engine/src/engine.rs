@@ -145,6 +145,9 @@ struct EngineLoop<R> {
 
 impl<R: Runner> EngineLoop<R> {
     fn run(mut self) {
+        // The gauges from the start, not from the first step: /metrics shows an idle engine
+        // as idle (zeros), not as absent.
+        self.export_gauges();
         while self.drain_inbox() {
             self.step();
         }
