@@ -177,9 +177,15 @@ def test_an_indented_json_layout_lets_the_output_copy_an_indented_file(server, i
         "accepted_prediction_tokens"], (details, r["usage"])
 
 
-def test_disable_any_whitespace_keeps_json_compact_on_an_indented_server(indented):
-    _, r = copy_config(indented.url, structured_outputs={
-        "json": CONFIG_SCHEMA, "disable_any_whitespace": True})
+@pytest.mark.parametrize("rule", [
+    {"structured_outputs": {"json": CONFIG_SCHEMA, "disable_any_whitespace": True}},
+    {"response_format": {"type": "json_schema", "json_schema": {"name": "config", "schema": CONFIG_SCHEMA}},
+     "structured_outputs": {"disable_any_whitespace": True}},
+], ids=["structured_outputs.json", "response_format"])
+def test_disable_any_whitespace_keeps_json_compact_on_an_indented_server(indented, rule):
+    """vLLM's option holds whichever field carries the schema (here the file copied would
+    otherwise be indented)."""
+    _, r = copy_config(indented.url, **rule)
     out = r["choices"][0]["text"]
     assert isinstance(json.loads(out), dict) and "\n" not in out, out
 

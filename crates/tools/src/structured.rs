@@ -117,13 +117,19 @@ pub fn parse(
         [(param, kind, value)] => Ok(rule(param, *kind, value, checks)?.map(|rule| Structured {
             field: param.clone(),
             rule,
-            compact: get("structured_outputs").is_some_and(|so| so[COMPACT] == true),
+            compact: compact_requested(get),
         })),
         [(a, ..), (b, ..), ..] => Err(err(
             b,
             format!("`{a}` and `{b}` both constrain the output; give only one"),
         )),
     }
+}
+
+/// Whether the request asks for JSON without free whitespace (vLLM's
+/// `structured_outputs.disable_any_whitespace: true`), whichever field carries its rule.
+pub fn compact_requested(get: &dyn Fn(&str) -> Option<Value>) -> bool {
+    get("structured_outputs").is_some_and(|so| so[COMPACT] == true)
 }
 
 /// Every rule-carrying field that is present and not null, with its kind.
@@ -185,10 +191,12 @@ fn rule(
 }
 
 /// The rule of a request that may carry `response_format` beside the structured-output
-/// fields (`given`): at most one of them; `response_format` alone gives its JSON rule.
+/// fields (`given`): at most one of them; `response_format` alone gives its JSON rule, compact
+/// when the request asks for that (`compact_requested`).
 pub fn with_response_format(
     given: Option<Structured>,
     rf: &ResponseFormat,
+    compact: bool,
 ) -> Result<Option<Structured>, DefError> {
     let rule = match rf {
         ResponseFormat::Text => return Ok(given),
@@ -205,7 +213,7 @@ pub fn with_response_format(
     Ok(Some(Structured {
         field: RESPONSE_FORMAT.into(),
         rule,
-        compact: false,
+        compact,
     }))
 }
 
@@ -378,10 +386,16 @@ mod tests {
     #[test]
     fn response_format_is_a_rule_unless_another_is_given() {
         let rf = ResponseFormat::JsonObject;
-        let r = with_response_format(None, &rf).unwrap().unwrap();
+        let r = with_response_format(None, &rf, false).unwrap().unwrap();
         assert_eq!(
             (r.field.as_str(), r.rule),
             (RESPONSE_FORMAT, OutputRule::Json(json!({"type": "object"})))
+        );
+        assert!(!r.compact);
+        let compact = with_response_format(None, &rf, true).unwrap().unwrap();
+        assert!(
+            compact.compact,
+            "disable_any_whitespace beside response_format"
         );
         let given = Structured {
             field: "regex".into(),
@@ -389,13 +403,28 @@ mod tests {
             compact: false,
         };
         assert_eq!(
-            with_response_format(Some(given.clone()), &ResponseFormat::Text).unwrap(),
+            with_response_format(Some(given.clone()), &ResponseFormat::Text, false).unwrap(),
             Some(given.clone())
         );
         assert_eq!(
-            with_response_format(Some(given), &rf).unwrap_err().param,
+            with_response_format(Some(given), &rf, false)
+                .unwrap_err()
+                .param,
             "regex"
         );
+    }
+
+    #[test]
+    fn compact_is_asked_by_structured_outputs_alone() {
+        let asks = |body: Value| compact_requested(&|k| body.get(k).cloned());
+        assert!(asks(
+            json!({"structured_outputs": {"disable_any_whitespace": true}})
+        ));
+        assert!(!asks(
+            json!({"structured_outputs": {"disable_any_whitespace": false}})
+        ));
+        assert!(!asks(json!({"disable_any_whitespace": true})));
+        assert!(!asks(json!({})));
     }
 
     #[test]

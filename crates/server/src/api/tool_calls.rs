@@ -114,7 +114,8 @@ impl ToolPlan {
             &check_schema,
         )?;
         let format = ResponseFormat::parse(req.response_format.as_ref(), &check_schema)?;
-        let output = structured::with_response_format(output, &format)?;
+        let compact = req.common.structured.compact();
+        let output = structured::with_response_format(output, &format, compact)?;
         // `response_format` yields to active tools; another rule is an error beside them.
         if let Some(o) = output
             .as_ref()

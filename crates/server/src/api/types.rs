@@ -70,6 +70,12 @@ impl StructuredFields {
         };
         Ok(structured::parse(&|name| self.get(name), &checks)?)
     }
+
+    /// Whether JSON output must be compact whatever the server's layout
+    /// (`structured_outputs.disable_any_whitespace`), also beside `response_format`.
+    pub fn compact(&self) -> bool {
+        structured::compact_requested(&|name| self.get(name))
+    }
 }
 
 /// Fields shared by chat and text completions.
@@ -205,7 +211,8 @@ impl CompletionRequest {
     /// The output rule: a structured-output field or `response_format` (not both).
     pub fn output(&self, given: Option<Structured>) -> Result<Option<Structured>, ApiError> {
         let format = ResponseFormat::parse(self.response_format.as_ref(), &check_schema)?;
-        Ok(structured::with_response_format(given, &format)?)
+        let compact = self.common.structured.compact();
+        Ok(structured::with_response_format(given, &format, compact)?)
     }
 }
 
