@@ -1,33 +1,39 @@
-"""Turns the reports of bench/compare-llama-server.sh into one JSON and a Markdown table.
+"""Turns the reports of a side-by-side comparison (bench/compare-llama-server.sh,
+bench/ab-tandem.sh: the steps of `compare_steps` in bench/lib.sh, each run against two servers
+A and B) into one JSON and a Markdown table of A's figures, B's and their ratio.
 
-Usage: compare_table.py OUT RATES LLAMA_SERVER_LABEL AGENT_RATE RESULT COMMAND MODEL: writes
-RESULT.json, prints the table (COMMAND is the command line it names, MODEL the GGUF's file
-name)."""
+Usage: compare_table.py --out DIR --rates RATES --agent-rate R --result PATH --command CMD
+--model GGUF --a NAME --b NAME --title TITLE --setup TEXT [--about KEY=VALUE ...]: writes
+PATH.json (each server's figures under its name, and each --about pair), prints the table."""
+import argparse
 import json
-import platform
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-out, rates, ls_version, agent_rate = Path(sys.argv[1]), sys.argv[2].split(), sys.argv[3], sys.argv[4]
-result, command, model = sys.argv[5], sys.argv[6], sys.argv[7]
+from intercept_table import machine
 
 
-def load(name):
-    return json.loads((out / f"{name}.json").read_text())["summary"]
+def args():
+    p = argparse.ArgumentParser()
+    for name in ("out", "rates", "agent-rate", "result", "command", "model", "a", "b", "title", "setup"):
+        p.add_argument(f"--{name}", required=True)
+    p.add_argument("--about", action="append", default=[], help="KEY=VALUE kept in the JSON and the header")
+    return p.parse_args()
 
 
-def figures(server):
-    s, c, t = load(f"{server}-single"), load(f"{server}-c16"), load(f"{server}-ttft")
+def figures(out, server, rates, agent_rate):
+    def load(step):
+        return json.loads((out / f"{server}-{step}.json").read_text())["summary"]
+
+    s, c, t = load("single"), load("c16"), load("ttft")
     f = {
         "single-stream decode tok/s (1 / mean ITL)": 1.0 / s["itl_s"]["mean"],
         "aggregate output tok/s, 16 streams": c["output_tok_per_s"],
         "TTFT p50, 512-token prompt (ms)": t["ttft_s"]["p50"] * 1e3,
     }
     for r in rates:
-        f.update(workload(f"tool loop @ {r} req/s", load(f"{server}-tools-{r}")))
-    f.update(workload(f"agent loop (400-token system prompt) @ {agent_rate} req/s", load(f"{server}-agent")))
+        f.update(workload(f"tool loop @ {r} req/s", load(f"tools-{r}")))
+    f.update(workload(f"agent loop (400-token system prompt) @ {agent_rate} req/s", load("agent")))
     return f
 
 
@@ -40,18 +46,23 @@ def workload(name, w):
     }
 
 
-t, l = figures("tandem"), figures("llama-server")
-cpu = subprocess.run(["sh", "-c", "lscpu | sed -n 's/Model name: *//p'"], capture_output=True, text=True).stdout.strip()
-machine = f"{cpu}, {subprocess.run(['nproc'], capture_output=True, text=True).stdout.strip()} cores, {platform.system()}"
-date = time.strftime("%Y-%m-%d")
-Path(f"{result}.json").write_text(json.dumps(
-    {"date": date, "machine": machine, "llama_server": ls_version, "model": model, "tandem": t,
-     "llama-server": l}, indent=2))
-print(f"# tandem vs llama-server ({date})\n")
-print(f"Machine: {machine}. llama-server: {ls_version}. Model: {model}.")
-print(f"Command: `{command}` (both servers: same GGUF, threads, 16 sequences, 32768 KV cells).\n")
-print("| figure | tandem | llama-server | tandem / llama-server |")
-print("|---|---|---|---|")
-for k in t:
-    ratio = f"{t[k] / l[k]:.2f}" if l[k] else "–"
-    print(f"| {k} | {t[k]:.2f} | {l[k]:.2f} | {ratio} |")
+def main():
+    a = args()
+    rates = a.rates.split()
+    fa, fb = (figures(Path(a.out), name, rates, a.agent_rate) for name in (a.a, a.b))
+    about = dict(pair.split("=", 1) for pair in a.about)
+    date = time.strftime("%Y-%m-%d")
+    Path(f"{a.result}.json").write_text(json.dumps(
+        {"date": date, "machine": machine(), **about, "model": a.model, a.a: fa, a.b: fb}, indent=2))
+    print(f"# {a.title} ({date})\n")
+    print(f"Machine: {machine()}. " + "".join(f"{k}: {v}. " for k, v in about.items()) + f"Model: {a.model}.")
+    print(f"Command: `{a.command}` ({a.setup}).\n")
+    print(f"| figure | {a.a} | {a.b} | {a.a} / {a.b} |")
+    print("|---|---|---|---|")
+    for k in fa:
+        ratio = f"{fa[k] / fb[k]:.2f}" if fb[k] else "–"
+        print(f"| {k} | {fa[k]:.2f} | {fb[k]:.2f} | {ratio} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -14,18 +14,14 @@ MODEL="${1:-$DEFAULT_MODEL}"
 THREADS="${THREADS:-$(nproc)}"
 OUT=bench/work/json-layout; mkdir -p "$OUT" bench/results
 cargo build --release --locked --bin tandem >&2
-PIDS=()
 SERVERS=()
 for LAYOUT in compact indented; do
   start_tandem "$OUT/tandem-$LAYOUT.log" --model "$MODEL" --prefix-reuse off \
     --prompt-lookup 3 --json-layout "$LAYOUT"
-  PIDS+=("$PID")
-  trap 'kill "${PIDS[@]}" 2>/dev/null || true' EXIT  # start_tandem's trap names one server
   SERVERS+=(--server "tandem $LAYOUT=$URL" --predicting "tandem $LAYOUT")
 done
 if [ "${SKIP_LLAMA:-0}" != 1 ]; then
   start_llama "$OUT/llama-server-ngram.log" 18114 -np 1 -c 8192 --spec-type ngram-simple
-  PIDS+=("$LPID")
   SERVERS+=(--server "llama-server ngram-simple=http://127.0.0.1:18114")
 fi
 CMD="ROUNDS=${ROUNDS:-3} MAX_TOKENS=${MAX_TOKENS:-256} bench/json-layout.sh"

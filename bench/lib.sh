@@ -1,6 +1,7 @@
 # Shared by the bench scripts (sourced): the default model path, a free port, waiting for a
 # server's /health, starting a tandem server in the background (killed on exit) or a
-# llama-server, and the saturation test of the interception sweeps.
+# llama-server, the steps of a side-by-side comparison of two servers, and the saturation test
+# of the interception sweeps.
 
 DEFAULT_MODEL="${XDG_CACHE_HOME:-$HOME/.cache}/tandem/models/SmolLM2-135M-Instruct.Q4_1.gguf"
 # The project's virtualenv when installed (scripts/install-deps.sh), else the system python.
@@ -18,6 +19,13 @@ wait_up() {
 }
 
 # start_tandem LOG [serve flags...]: target/release/tandem serve on a free port, logging to LOG;
+# kill_on_exit PID: the process is killed when the script exits (with every other one given).
+BENCH_PIDS=()
+kill_on_exit() {
+  BENCH_PIDS+=("$1")
+  trap 'kill "${BENCH_PIDS[@]}" 2>/dev/null || true' EXIT
+}
+
 # sets PORT, URL and PID, kills the server on exit, returns once it answers.
 start_tandem() {
   local log=$1; shift
@@ -25,19 +33,48 @@ start_tandem() {
   URL="http://127.0.0.1:$PORT"
   target/release/tandem serve --port "$PORT" "$@" > "$log" 2>&1 &
   PID=$!
-  trap 'kill $PID 2>/dev/null || true' EXIT
+  kill_on_exit "$PID"
   wait_up "$URL"
 }
 
 # start_llama LOG PORT [llama-server flags...]: llama.cpp's llama-server (built by
 # bench/build-llama-server.sh) on $MODEL with $THREADS threads and the given flags, logging to
-# LOG; sets LPID (the caller kills it), returns once it answers.
+# LOG; sets LPID, kills the server on exit, returns once it answers.
 start_llama() {
   local log=$1 port=$2 bin; shift 2
   bin=$(bench/build-llama-server.sh)
   "$bin" -m "$MODEL" --port "$port" -t "$THREADS" -tb "$THREADS" "$@" 2>"$log" &
   LPID=$!
+  kill_on_exit "$LPID"
   wait_up "http://127.0.0.1:$port"
+}
+
+# compare_steps OUT NAME_A URL_A NAME_B URL_B: the steps of a side-by-side comparison, each run
+# against A, then B, written to OUT/NAME-STEP.{json,md}: single-stream decode, 16 streams, TTFT
+# of a 512-token prompt, the client-side tool loop at each of $RATES req/s, and the agent loop
+# (one 400-token system prompt shared by every conversation) at $AGENT_RATE. Both servers stay
+# up and the steps alternate, so load from other tenants of this shared machine falls on both
+# alike rather than on whichever ran second. Each step has its own seed, so no step's prompts
+# repeat an earlier one's (a prompt cache would serve them); both servers get identical requests.
+compare_steps() {
+  local out=$1 seed=400 r; shift
+  local -a servers=("$1" "$3") urls=("$2" "$4")
+  step() {
+    local name=$1 i; shift
+    for i in 0 1; do
+      target/release/tandem bench --url "${urls[$i]}" --quiet --label "${servers[$i]} $name" "$@" \
+        --out "$out/${servers[$i]}-$name" >/dev/null
+    done
+  }
+  step single --prompt-tokens 32 --output-tokens 128 --concurrency 1 --requests 4 --seed 100
+  step c16 --prompt-tokens 32 --output-tokens 128 --concurrency 16 --requests 32 --seed 200
+  step ttft --prompt-tokens 512 --output-tokens 1 --concurrency 1 --requests 6 --seed 300
+  for r in $RATES; do
+    step "tools-$r" --workload bench/workloads/tool_loop.jsonl --rate "$r" --requests 24 --seed $seed
+    seed=$((seed + 100))
+  done
+  step agent --workload bench/workloads/tool_loop.jsonl --system-prompt-tokens 400 \
+    --rate "$AGENT_RATE" --requests 24 --seed 900
 }
 
 # saturated REPORT.json LIMIT: whether a bench (or `tandem simulate`) run had errors or a mean

@@ -16,22 +16,16 @@ THREADS="${THREADS:-$(nproc)}"
 OUT=bench/work/prediction; mkdir -p "$OUT" bench/results
 cargo build --release --locked --bin tandem >&2
 start_tandem "$OUT/tandem.log" --model "$MODEL" --prefix-reuse off
-TANDEM_PID=$PID
+TANDEM_URL=$URL
 OTHERS=()
 if [ "${SKIP_LLAMA:-0}" != 1 ]; then
-  LLAMA_SERVER=$(bench/build-llama-server.sh)
-  LPIDS=()
-  trap 'kill $TANDEM_PID "${LPIDS[@]}" 2>/dev/null || true' EXIT
   # llama-server keeps its default prompt cache (a repeated request prefills little); the
   # comparison is of decode rates, which that does not change.
-  "$LLAMA_SERVER" -m "$MODEL" --port 18111 -t "$THREADS" -tb "$THREADS" -np 1 -c 8192 \
-    2>"$OUT/llama-server.log" & LPIDS+=($!)
-  "$LLAMA_SERVER" -m "$MODEL" --port 18112 -t "$THREADS" -tb "$THREADS" -np 1 -c 8192 \
-    --spec-type ngram-simple 2>"$OUT/llama-server-ngram.log" & LPIDS+=($!)
-  wait_up http://127.0.0.1:18111 && wait_up http://127.0.0.1:18112
+  start_llama "$OUT/llama-server.log" 18111 -np 1 -c 8192
+  start_llama "$OUT/llama-server-ngram.log" 18112 -np 1 -c 8192 --spec-type ngram-simple
   OTHERS=(--other llama-server=http://127.0.0.1:18111
           --other "llama-server ngram-simple=http://127.0.0.1:18112")
 fi
 CMD="ROUNDS=${ROUNDS:-3} CONCURRENCY=${CONCURRENCY:-4} MAX_TOKENS=${MAX_TOKENS:-256} bench/prediction.sh"
-"$BENCH_PY" bench/prediction.py "$URL" --rounds "${ROUNDS:-3}" --concurrency "${CONCURRENCY:-4}" \
+"$BENCH_PY" bench/prediction.py "$TANDEM_URL" --rounds "${ROUNDS:-3}" --concurrency "${CONCURRENCY:-4}" \
   --max-tokens "${MAX_TOKENS:-256}" --command "$CMD" "${OTHERS[@]}"

@@ -12,19 +12,14 @@ MODEL="${1:-$DEFAULT_MODEL}"
 THREADS="${THREADS:-$(nproc)}"
 OUT=bench/work/prompt-lookup; mkdir -p "$OUT" bench/results
 cargo build --release --locked --bin tandem >&2
-PIDS=()
-trap 'kill "${PIDS[@]}" 2>/dev/null || true' EXIT
 SERVERS=()
 for N in 0 3 8; do
   start_tandem "$OUT/tandem-$N.log" --model "$MODEL" --prefix-reuse off --prompt-lookup "$N"
-  PIDS+=("$PID")
-  trap 'kill "${PIDS[@]}" 2>/dev/null || true' EXIT  # start_tandem's trap names one server
   NAME="tandem, lookup $N"; [ "$N" = 0 ] && NAME="tandem"
   SERVERS+=(--server "$NAME=$URL")
 done
 if [ "${SKIP_LLAMA:-0}" != 1 ]; then
   start_llama "$OUT/llama-server-ngram.log" 18113 -np 1 -c 8192 --spec-type ngram-simple
-  PIDS+=("$LPID")
   SERVERS+=(--server "llama-server ngram-simple=http://127.0.0.1:18113")
 fi
 CMD="ROUNDS=${ROUNDS:-3} MAX_TOKENS=${MAX_TOKENS:-256} bench/prompt-lookup.sh"
