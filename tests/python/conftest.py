@@ -87,7 +87,8 @@ def fresh_server():
 
 @pytest.fixture
 def default_server():
-    """A server with the default flags (flash attention on, whole-turn prefix reuse)."""
+    """A server with the default flags (`--flash-attn auto`, off on a CPU; whole-turn prefix
+    reuse)."""
     s = Server("--max-seqs", "4", "--kv-cells", "8192")
     yield s
     s.stop()

@@ -5,6 +5,7 @@ from concurrent.futures import ThreadPoolExecutor
 import openai
 import pytest
 import requests
+from conftest import Server
 
 MODEL = "SmolLM2-135M-Instruct.Q4_1"
 
@@ -125,8 +126,23 @@ def test_a_burst_sharing_a_system_prompt_prefills_it_once(fresh_server):
         assert max(abs(x.logprob - y.logprob) for x, y in zip(bl, ol)) < 0.25
 
 
-def test_default_reuse_takes_the_whole_previous_turn(default_server):
-    url = default_server.url + "/v1/chat/completions"
+@pytest.mark.parametrize("flash", ["auto", "on"])
+def test_default_reuse_takes_the_whole_previous_turn(default_server, flash):
+    """With the default flags (flash attention off on a CPU, `--flash-attn auto`), and with it
+    on, which no other test serves with; the startup log names the setting."""
+    s = default_server if flash == "auto" else Server("--max-seqs", "2", "--kv-cells", "4096",
+                                                      "--flash-attn", "on")
+    try:
+        named = {"auto": "flash attention off (--flash-attn Auto)",
+                 "on": "flash attention on (--flash-attn On)"}[flash]
+        assert named in open(s.log.name).read()
+        whole_turn_reused(s.url + "/v1/chat/completions")
+    finally:
+        if s is not default_server:
+            s.stop()
+
+
+def whole_turn_reused(url):
     first = [{"role": "user", "content": "Tell me a fact about owls."}]
     r1 = requests.post(url, json={"messages": first, "temperature": 0, "max_tokens": 30}).json()
     second = first + [

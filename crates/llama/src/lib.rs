@@ -18,5 +18,5 @@ pub mod quantize;
 mod runner;
 
 pub use embed::{EmbedConfig, EmbedError, Embedder, Pooling};
-pub use model::{Model, ModelError, Weights};
+pub use model::{gpu_offload_supported, Model, ModelError, Weights};
 pub use runner::{CostsError, LlamaRunner, RunnerConfig};

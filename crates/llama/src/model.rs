@@ -33,6 +33,11 @@ pub(crate) fn backend() -> Result<&'static LlamaBackend, ModelError> {
     b.as_ref().map_err(|e| ModelError::Backend(e.clone()))
 }
 
+/// Whether this build of llama.cpp can offload layers to a GPU (a `cuda` build).
+pub fn gpu_offload_supported() -> bool {
+    backend().is_ok_and(|b| b.supports_gpu_offload())
+}
+
 /// How llama.cpp lays out a model's weights in CPU memory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Weights {

@@ -12,7 +12,10 @@ use tandem_engine::{
     spawn_engine, InterceptConfig, InterceptPolicy, PrefixReuse, ResumeOrder, Runner, Scheduler,
     SchedulerConfig, SystemClock,
 };
-use tandem_llama::{EmbedConfig, Embedder, LlamaRunner, Model, Pooling, RunnerConfig, Weights};
+use tandem_llama::{
+    gpu_offload_supported, EmbedConfig, Embedder, LlamaRunner, Model, Pooling, RunnerConfig,
+    Weights,
+};
 use tandem_tools::grammar::JsonLayout;
 
 use crate::api::responses::store::ResponseStore;
@@ -98,14 +101,17 @@ pub struct ServeArgs {
     /// `off`: no reuse.
     #[arg(long, value_enum, default_value_t = ReuseArg::All)]
     pub prefix_reuse: ReuseArg,
-    /// llama.cpp flash attention. On by default. On a CPU it trades prefill for decode: its
-    /// kernel is tiled from 64 query rows of a sequence and goes one row at a time below, as
-    /// in every decode step. On the 2-core Xeon, after 1024-token prompts, it prefilled 1.47x
-    /// faster and decoded 1.68x slower than with it off (31.2 against 18.6 ms a token); with
-    /// 32-token prompts the two were within 16% (bench/results/flash-attn.md). Its CPU kernel
-    /// also rounds differently for different prefill chunk sizes, so for bit-exact prefix
-    /// reuse run `--flash-attn off --prefix-reuse exact` (docs/architecture.md).
-    #[arg(long, value_enum, default_value_t = FlashArg::On)]
+    /// llama.cpp flash attention. `auto` (default): off when every layer runs on the CPU,
+    /// llama.cpp's choice when layers are offloaded to a GPU (--gpu-layers, a `cuda` build).
+    /// On a CPU its kernel is tiled from 64 query rows of a sequence and goes one row at a
+    /// time below: every decode step, a resumed tool result, a draft. On the 2-core Xeon
+    /// (bench/results/flash-attn-agent*.md, two runs) the client-side tool loop's mean latency
+    /// was 0.52-0.62x with it off, the agent loop's 0.57-0.58x; after 1024-token prompts it decoded
+    /// 1.68x faster off, while with it on prompts prefilled up to 1.47x faster
+    /// (bench/results/flash-attn.md): `on` suits long prompts with short answers. Its CPU
+    /// kernel also rounds differently for different prefill chunk sizes, so bit-exact prefix
+    /// reuse needs it off (`--prefix-reuse exact`, docs/architecture.md).
+    #[arg(long, value_enum, default_value_t = FlashArg::Auto)]
     pub flash_attn: FlashArg,
     /// What happens to a paused request's KV cache while its tool runs. `min-waste`: per
     /// request and step, the cheapest of keeping it, swapping it to host memory and
@@ -125,8 +131,10 @@ pub struct ServeArgs {
     pub resume_order: OrderArg,
     /// Take the interception policy's costs (forward time, attention, sampled rows, swap
     /// speed) from a cost file (`--save-costs` writes one; the JSON that `tandem simulate
-    /// --costs` reads) or a built-in profile (`smollm2-cpu`) instead of profiling the model
-    /// at startup: the same policy decisions at every start, and a start seconds faster. The
+    /// --costs` reads) or a built-in profile (`smollm2-cpu`, measured with flash attention
+    /// on: it prices one-token rows' attention about 3x what they cost with it off) instead
+    /// of profiling the model at startup: the same policy decisions at every start, and a
+    /// start seconds faster. The
     /// file's KV bytes per token must be this model's (checked at startup). Default: profile
     /// at startup (docs/intercept.md).
     #[arg(long, value_name = "FILE|PRESET")]
@@ -239,12 +247,25 @@ pub enum FlashArg {
 }
 
 impl FlashArg {
-    fn policy(self) -> Option<bool> {
+    /// The runner's setting (`None`: llama.cpp decides). `auto` is tandem's own rule rather
+    /// than llama.cpp's (which turns it on wherever the kernel exists, the CPU included):
+    /// off unless layers run on a GPU, since on the CPU tandem's workload, decode steps and
+    /// short chunks after long contexts, runs slower with it (measured above `flash_attn`).
+    fn policy(self, gpu_layers: u32, gpu_build: bool) -> Option<bool> {
         match self {
-            Self::Auto => None,
+            Self::Auto if gpu_layers > 0 && gpu_build => None,
+            Self::Auto | Self::Off => Some(false),
             Self::On => Some(true),
-            Self::Off => Some(false),
         }
+    }
+}
+
+/// How the startup log names a flash-attention setting.
+fn flash_text(policy: Option<bool>) -> &'static str {
+    match policy {
+        None => "llama.cpp's choice",
+        Some(true) => "on",
+        Some(false) => "off",
     }
 }
 
@@ -438,9 +459,12 @@ pub async fn run(args: ServeArgs, default_model: PathBuf) -> anyhow::Result<()> 
         cells_per_seq,
         max_batch_tokens: args.max_batch_tokens,
         threads,
-        flash_attn: args.flash_attn.policy(),
+        flash_attn: args
+            .flash_attn
+            .policy(args.gpu_layers, gpu_offload_supported()),
         kv_unified: false,
     };
+    let rc_flash = rc.flash_attn;
     // Before the engine starts: it exports its measured costs at startup.
     let metrics = crate::metrics_setup::install()?;
     let (engine, _join) = spawn_engine(
@@ -500,8 +524,9 @@ pub async fn run(args: ServeArgs, default_model: PathBuf) -> anyhow::Result<()> 
         .await
         .with_context(|| format!("bind {addr}"))?;
     tracing::info!(
-        "serving {} ({}) on http://{addr}: {} seqs x {cells_per_seq} KV cells, batch {} tokens, {threads} threads, flash attention {:?}",
-        st.served_name, path.display(), args.max_seqs, args.max_batch_tokens, args.flash_attn
+        "serving {} ({}) on http://{addr}: {} seqs x {cells_per_seq} KV cells, batch {} tokens, {threads} threads, flash attention {} (--flash-attn {:?})",
+        st.served_name, path.display(), args.max_seqs, args.max_batch_tokens,
+        flash_text(rc_flash), args.flash_attn
     );
     axum::serve(listener, crate::app::router(st))
         .with_graceful_shutdown(shutdown())
@@ -538,4 +563,23 @@ fn is_loopback(host: &str) -> bool {
         || host
             .parse::<std::net::IpAddr>()
             .is_ok_and(|ip| ip.is_loopback())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auto_flash_attention_is_off_unless_layers_run_on_a_gpu() {
+        assert_eq!(FlashArg::Auto.policy(0, false), Some(false));
+        assert_eq!(FlashArg::Auto.policy(0, true), Some(false));
+        assert_eq!(
+            FlashArg::Auto.policy(32, false),
+            Some(false),
+            "no GPU in this build"
+        );
+        assert_eq!(FlashArg::Auto.policy(32, true), None);
+        assert_eq!(FlashArg::On.policy(0, false), Some(true));
+        assert_eq!(FlashArg::Off.policy(32, true), Some(false));
+    }
 }
