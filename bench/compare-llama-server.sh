@@ -8,7 +8,8 @@
 # Usage: bench/compare-llama-server.sh [MODEL.gguf]
 # Knobs (environment): RATES (tool-loop arrival rates), AGENT_RATE, RESULT, TEMPLATE (a Jinja
 # chat template file both servers use instead of the model's: for a GGUF without one, where
-# llama-server would fall back to ChatML, e.g. crates/server/templates/gemma-turns.jinja).
+# llama-server would fall back to ChatML, e.g. crates/server/templates/gemma-turns.jinja),
+# TANDEM_ARGS and LLAMA_ARGS (extra flags for either server, e.g. LLAMA_ARGS='-fa off').
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/lib.sh
@@ -27,15 +28,17 @@ if [ -n "${TEMPLATE:-}" ]; then
 fi
 
 # One server at a time while starting: tandem measures its cost profile at startup.
-start_tandem "$OUT/tandem.log" --model "$MODEL" --threads "$THREADS" --max-seqs $SEQS --kv-cells $CELLS "${T_TEMPLATE[@]}"
-start_llama "$OUT/llama-server.log" 18081 -np $SEQS -c $CELLS -b 512 -ub 512 "${L_TEMPLATE[@]}"
+read -ra T_ARGS <<< "${TANDEM_ARGS:-}"; read -ra L_ARGS <<< "${LLAMA_ARGS:-}"
+start_tandem "$OUT/tandem.log" --model "$MODEL" --threads "$THREADS" --max-seqs $SEQS --kv-cells $CELLS \
+  "${T_TEMPLATE[@]}" "${T_ARGS[@]}"
+start_llama "$OUT/llama-server.log" 18081 -np $SEQS -c $CELLS -b 512 -ub 512 "${L_TEMPLATE[@]}" "${L_ARGS[@]}"
 compare_steps "$OUT" tandem "$URL" llama-server http://127.0.0.1:18081
 kill $PID $LPID; wait 2>/dev/null || true
 
 # llama.cpp's own --version reports the git commit of the enclosing checkout (tandem's), so the
 # label is the PyPI source release it was built from.
 LS_LABEL="$(basename "${LLAMA_SERVER%/build/bin/llama-server}") (PyPI sdist)"
-COMMAND="RATES='$RATES' AGENT_RATE=$AGENT_RATE RESULT=$RESULT${TEMPLATE:+ TEMPLATE=$TEMPLATE} bench/compare-llama-server.sh${1:+ $1}"
+COMMAND="RATES='$RATES' AGENT_RATE=$AGENT_RATE RESULT=$RESULT${TEMPLATE:+ TEMPLATE=$TEMPLATE}${TANDEM_ARGS:+ TANDEM_ARGS='$TANDEM_ARGS'}${LLAMA_ARGS:+ LLAMA_ARGS='$LLAMA_ARGS'} bench/compare-llama-server.sh${1:+ $1}"
 python3 bench/compare_table.py --out "$OUT" --rates "$RATES" --agent-rate "$AGENT_RATE" \
   --result "$RESULT" --command "$COMMAND" --model "$(basename "$MODEL")" --a tandem --b llama-server \
   --title "tandem vs llama-server" --about "llama_server=$LS_LABEL" \

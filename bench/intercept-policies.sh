@@ -6,8 +6,8 @@
 # Writes $RESULT.{json,md,svg} (default bench/results/intercept-policies).
 # Usage: bench/intercept-policies.sh [MODEL.gguf]
 # Knobs (environment): RATES, POLICIES, SCALE, WINDOW (seconds of arrivals per run), SATURATED,
-# SKIP_LLAMA, RESULT, SERVE_ARGS (extra `tandem serve` flags for every tandem run), SWEEP_ALL=1
-# (run every rate, past saturation too).
+# SKIP_LLAMA, RESULT, SERVE_ARGS (extra `tandem serve` flags for every tandem run), LLAMA_ARGS
+# (extra llama-server flags, e.g. '-fa off'), SWEEP_ALL=1 (run every rate, past saturation too).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/lib.sh
@@ -32,7 +32,7 @@ PORT=18090
 start_server() {  # start_server NAME: a policy name or llama-server
   if [ "$1" = llama-server ]; then
     "$LLAMA_SERVER" -m "$MODEL" --port $PORT -t "$THREADS" -tb "$THREADS" -np $SEQS -c $CELLS \
-      -b 512 -ub 512 2>>"$OUT/llama-server.log" &
+      -b 512 -ub 512 ${LLAMA_ARGS:-} 2>>"$OUT/llama-server.log" &
   else
     local extra=()
     [ "$1" = discard ] && extra=(--resume-order tail)  # vLLM's behavior
@@ -73,6 +73,7 @@ COMMAND="RATES='$RATES' POLICIES='$POLICIES' SCALE=$SCALE WINDOW=$WINDOW SATURAT
 [ -n "${SKIP_LLAMA:-}" ] && COMMAND+=" SKIP_LLAMA=1"
 [ -n "${SWEEP_ALL:-}" ] && COMMAND+=" SWEEP_ALL=1"
 [ -n "${SERVE_ARGS:-}" ] && COMMAND+=" SERVE_ARGS='$SERVE_ARGS'"
+[ -n "${LLAMA_ARGS:-}" ] && COMMAND+=" LLAMA_ARGS='$LLAMA_ARGS'"
 COMMAND+=" RESULT=$RESULT bench/intercept-policies.sh"
 python3 bench/intercept_table.py "$OUT" "$RATES" "$SCALE" "$SATURATED" "$RESULT" "$COMMAND"
 cat "$RESULT.md"
