@@ -165,8 +165,10 @@ def test_prompt_lookup_drafts_a_copy_of_the_prompt(lookup_server):
 
 
 NOTE = "The quarterly review moved to Thursday at 3pm in room B, bring the sales figures."
+# The string is bounded: copying the note, SmolLM2 (flash attention off, the default on a CPU)
+# goes on repeating it inside the string until max_tokens, and a cut call is no call.
 SAVE = [{"type": "function", "function": {"name": "save_note", "description": "Save a note.",
-         "parameters": {"type": "object", "properties": {"text": {"type": "string"}},
+         "parameters": {"type": "object", "properties": {"text": {"type": "string", "maxLength": 120}},
                         "required": ["text"]}}}]
 
 
