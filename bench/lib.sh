@@ -18,7 +18,6 @@ wait_up() {
   return 1
 }
 
-# start_tandem LOG [serve flags...]: target/release/tandem serve on a free port, logging to LOG;
 # kill_on_exit PID: the process is killed when the script exits (with every other one given).
 BENCH_PIDS=()
 kill_on_exit() {
@@ -26,6 +25,7 @@ kill_on_exit() {
   trap 'kill "${BENCH_PIDS[@]}" 2>/dev/null || true' EXIT
 }
 
+# start_tandem LOG [serve flags...]: target/release/tandem serve on a free port, logging to LOG;
 # sets PORT, URL and PID, kills the server on exit, returns once it answers.
 start_tandem() {
   local log=$1; shift

@@ -120,7 +120,7 @@ def run_task(url, task, rounds, concurrency, max_tokens, others):
 def summarize(t, concurrency, others):
     r, c = t["runs"], concurrency
     med = lambda k, f: statistics.median(x[f] for x in r[k])
-    rate = lambda k: statistics.median((x["tokens"] - 1) / x["decode_s"] for x in r[k])
+    rate = lambda k: statistics.median(map(decode_rate, r[k]))
     x_rate = lambda k: r[k][0]["tokens"] / r[k][0]["wall_s"]
     other = {f"{n}_decode_tokens_per_s": rate(n) for n in others}
     other.update({f"{n}_tokens": med(n, "tokens") for n in others})

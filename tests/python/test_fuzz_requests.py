@@ -3,8 +3,9 @@ one to three fields set to odd values (other fields' values, wrong types, out-of
 unknown keys), fields removed, or the JSON cut short. Whatever comes in, the server answers
 with 200 or a 4xx carrying the endpoint's error object (OpenAI's, or Anthropic's on
 /v1/messages), never a 5xx or a dropped connection; streams run to their end; and afterwards
-the server is idle, holds KV only for retained conversations, and still answers. The examples are derandomized, so a CI run tries the same
-ones every time; a failure prints the body that caused it."""
+the server is idle, holds KV only for retained conversations, and still answers. The examples
+are derandomized, so a CI run tries the same ones every time; a failure prints the body that
+caused it."""
 import json
 
 import pytest

@@ -168,8 +168,8 @@ NOTE = "The quarterly review moved to Thursday at 3pm in room B, bring the sales
 # The string is bounded: copying the note, SmolLM2 (flash attention off, the default on a CPU)
 # goes on repeating it inside the string until max_tokens, and a cut call is no call.
 SAVE = [{"type": "function", "function": {"name": "save_note", "description": "Save a note.",
-         "parameters": {"type": "object", "properties": {"text": {"type": "string", "maxLength": 120}},
-                        "required": ["text"]}}}]
+         "parameters": {"type": "object", "required": ["text"],
+                        "properties": {"text": {"type": "string", "maxLength": 120}}}}}]
 
 
 @pytest.mark.parametrize("choice", ["required", "auto"])

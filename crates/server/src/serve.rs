@@ -134,9 +134,8 @@ pub struct ServeArgs {
     /// --costs` reads) or a built-in profile (`smollm2-cpu`, measured with flash attention
     /// on: it prices one-token rows' attention about 3x what they cost with it off) instead
     /// of profiling the model at startup: the same policy decisions at every start, and a
-    /// start seconds faster. The
-    /// file's KV bytes per token must be this model's (checked at startup). Default: profile
-    /// at startup (docs/intercept.md).
+    /// start seconds faster. The file's KV bytes per token must be this model's (checked at
+    /// startup). Default: profile at startup (docs/intercept.md).
     #[arg(long, value_name = "FILE|PRESET")]
     pub costs: Option<String>,
     /// Write the costs the server uses (its startup profile, or --costs) to this JSON file,

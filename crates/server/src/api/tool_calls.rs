@@ -10,11 +10,11 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 use tandem_engine::{Constraint, TokenConstraint};
-use tandem_tools::defs::{ResponseFormat, ToolRequest};
+use tandem_tools::defs::ToolRequest;
 use tandem_tools::grammar::{check_schema, for_output_rule, for_tools};
 use tandem_tools::render::{inline_tools, template_messages};
 use tandem_tools::runtime::Registry;
-use tandem_tools::structured::{self, Structured, RESPONSE_FORMAT};
+use tandem_tools::structured::{Structured, RESPONSE_FORMAT};
 use tandem_tools::{ParseEvent, ParserKind, ToolCallParser};
 
 use crate::api::chat::random_id;
@@ -113,9 +113,8 @@ impl ToolPlan {
             req.parallel_tool_calls.as_ref(),
             &check_schema,
         )?;
-        let format = ResponseFormat::parse(req.response_format.as_ref(), &check_schema)?;
-        let compact = req.common.structured.compact();
-        let output = structured::with_response_format(output, &format, compact)?;
+        let output =
+            (req.common.structured).with_response_format(output, req.response_format.as_ref())?;
         // `response_format` yields to active tools; another rule is an error beside them.
         if let Some(o) = output
             .as_ref()

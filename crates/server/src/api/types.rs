@@ -71,10 +71,17 @@ impl StructuredFields {
         Ok(structured::parse(&|name| self.get(name), &checks)?)
     }
 
-    /// Whether JSON output must be compact whatever the server's layout
-    /// (`structured_outputs.disable_any_whitespace`), also beside `response_format`.
-    pub fn compact(&self) -> bool {
-        structured::compact_requested(&|name| self.get(name))
+    /// The output rule given `response_format` (a chat or completion request's own field)
+    /// beside this request's structured-output rule `given` (at most one of the two), compact
+    /// when `structured_outputs.disable_any_whitespace` asks, whichever carries the schema.
+    pub fn with_response_format(
+        &self,
+        given: Option<Structured>,
+        response_format: Option<&Value>,
+    ) -> Result<Option<Structured>, ApiError> {
+        let format = ResponseFormat::parse(response_format, &check_schema)?;
+        let compact = structured::compact_requested(&|name| self.get(name));
+        Ok(structured::with_response_format(given, &format, compact)?)
     }
 }
 
@@ -210,9 +217,7 @@ impl CompletionRequest {
 
     /// The output rule: a structured-output field or `response_format` (not both).
     pub fn output(&self, given: Option<Structured>) -> Result<Option<Structured>, ApiError> {
-        let format = ResponseFormat::parse(self.response_format.as_ref(), &check_schema)?;
-        let compact = self.common.structured.compact();
-        Ok(structured::with_response_format(given, &format, compact)?)
+        (self.common.structured).with_response_format(given, self.response_format.as_ref())
     }
 }
 
