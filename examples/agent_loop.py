@@ -6,7 +6,8 @@ client runs it locally, sends the result back as a `tool` message, and the conve
 on (`tool_choice: "auto"`) until the model answers in text or MAX_TURNS is reached.
 
 Usage: examples/agent_loop.py [BASE_URL]    (default http://127.0.0.1:8080/v1)
-Prints each step; exits non-zero if the first turn made no valid call."""
+Prints each step; exits non-zero if the first turn made no valid call, or max_tokens cut a
+call off (`finish_reason` is then `length`, and the call's arguments are incomplete)."""
 import json
 import sys
 from datetime import datetime, timezone
@@ -55,6 +56,10 @@ def main():
         if not msg.tool_calls:
             print(f"assistant: {msg.content}")
             return 1 if turn == 0 else 0
+        if r.choices[0].finish_reason != "tool_calls":
+            # max_tokens cut the last call: its arguments are incomplete, so nothing is run.
+            print(f"cut off ({r.choices[0].finish_reason}) inside {msg.tool_calls[-1].function}")
+            return 1
         for call in msg.tool_calls:
             args = json.loads(call.function.arguments)
             result = LOCAL[call.function.name](**args)

@@ -1,7 +1,8 @@
 """Function calling through the `openai` client against the real model: forced and named
 calls validate against 20 varied schemas, `none` makes no call, `parallel_tool_calls: false`
-never yields two, streamed deltas reassemble to the non-streamed calls, response_format,
-and bad tool definitions get a 400 naming the problem."""
+never yields two, streamed deltas reassemble to the non-streamed calls, a call cut by
+`max_tokens` is a call with `finish_reason: "length"`, response_format, and bad tool
+definitions get a 400 naming the problem."""
 import json
 import subprocess
 import sys
@@ -99,6 +100,8 @@ def test_parallel_true_may_give_several_valid_calls(client):
     r = ask(client, tools, tool_choice="required", max_tokens=160)
     calls = r.choices[0].message.tool_calls
     assert calls and len({c.id for c in calls}) == len(calls)
+    if r.choices[0].finish_reason == "length":
+        calls = calls[:-1]  # the last one may be cut off
     for c in calls:
         jsonschema.validate(json.loads(c.function.arguments), {"a": SCHEMAS[0], "b": SCHEMAS[1]}[c.function.name])
 
@@ -122,6 +125,55 @@ def test_streamed_deltas_match_the_whole_response(client):
     assert [(c["name"], c["arguments"]) for c in calls.values()] == [
         (c.function.name, c.function.arguments) for c in whole
     ]
+
+
+def streamed(stream):
+    """A chat stream read to its end: its content, its calls' names and arguments, its
+    finish reason."""
+    content, calls, finish = "", {}, None
+    for chunk in stream:
+        ch = chunk.choices[0]
+        finish = ch.finish_reason or finish
+        content += ch.delta.content or ""
+        for d in ch.delta.tool_calls or []:
+            call = calls.setdefault(d.index, {"name": d.function.name, "arguments": ""})
+            call["arguments"] += d.function.arguments or ""
+    return content, [(c["name"], c["arguments"]) for c in calls.values()], finish
+
+
+NOTE = tool("save_note", {"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]}, "Save a note.")
+
+
+@pytest.mark.parametrize("max_tokens", [10, 24])
+def test_a_call_cut_by_max_tokens_is_a_call_with_finish_length(client, max_tokens):
+    """`max_tokens` ending a call: at 24 tokens inside its arguments, at 10 before its name.
+    As OpenAI does, the call is listed with its arguments so far and `finish_reason` is
+    `length`; its text is not returned as content, and a stream sends it once."""
+    kw = dict(model="", tools=[NOTE], tool_choice="required", max_tokens=max_tokens, temperature=0,
+              messages=[{"role": "user", "content": "Save a note with a long description of the history of Paris."}])
+    whole = client.chat.completions.create(**kw).choices[0]
+    content, calls, finish = streamed(client.chat.completions.create(stream=True, **kw))
+    assert whole.finish_reason == finish == "length"
+    assert not whole.message.content and not content, (whole.message.content, content)
+    listed = [(c.function.name, c.function.arguments) for c in whole.message.tool_calls or []]
+    assert listed == calls
+    if max_tokens == 10:
+        assert calls == [], "no name yet: no call"
+    else:
+        [(name, args)] = calls
+        assert name == "save_note" and args.startswith('{"text": "') and len(args) > 12
+        with pytest.raises(json.JSONDecodeError):
+            json.loads(args)
+
+
+def test_a_responses_call_cut_by_max_output_tokens_is_incomplete(server):
+    body = {"model": "", "input": "Save a note with a long description of the history of Paris.",
+            "tools": [{"type": "function", **NOTE["function"]}], "tool_choice": "required",
+            "max_output_tokens": 24, "temperature": 0}
+    r = requests.post(server.url + "/v1/responses", json=body, timeout=120).json()
+    assert r["status"] == "incomplete", r
+    [item] = r["output"]
+    assert item["type"] == "function_call" and item["status"] == "incomplete", item
 
 
 def test_agent_loop_follow_up(client):
@@ -184,7 +236,8 @@ def test_example_agent_loop_runs(server):
 
 
 def named_call(url, i, **extra):
-    """The call and its completion tokens (and the response's logprobs with `logprobs=True`)."""
+    """The call (None unless it was complete) and its completion tokens (and the response's
+    logprobs with `logprobs=True`)."""
     # The tools of test_twenty_schemas_required_and_named, the named one first.
     tools = [tool(f"f{i}", SCHEMAS[i]), tool("other", {"type": "object", "properties": {"z": {"type": "integer"}}, "required": ["z"]})]
     body = {"messages": [{"role": "user", "content": "Use the tool to help me plan my day."}], "tools": tools,
@@ -193,7 +246,9 @@ def named_call(url, i, **extra):
     r = requests.post(url + "/v1/chat/completions", json=body, timeout=120)
     assert r.status_code == 200, r.text
     out = r.json()
-    calls = out["choices"][0]["message"].get("tool_calls") or [{"function": None}]
+    calls = out["choices"][0]["message"].get("tool_calls") or []
+    if out["choices"][0]["finish_reason"] != "tool_calls":
+        calls = [{"function": None}]  # none, or cut off by max_tokens
     if extra.get("logprobs"):
         return calls[0]["function"], out["usage"]["completion_tokens"], out["choices"][0]["logprobs"]
     return calls[0]["function"], out["usage"]["completion_tokens"]

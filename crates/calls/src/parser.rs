@@ -2,7 +2,10 @@
 //! out: content text, a call's start (its name), fragments of its raw arguments JSON, its end,
 //! and markup (tags and separators that are neither content nor a call). Text that is not a
 //! call stays content, and a malformed call comes back whole as `CallInvalid` (the server
-//! returns it as content): concatenating the text of every event gives back the input.
+//! returns it as content). A call the text ends inside once its name is known (`max_tokens`
+//! or a stop string cut it) ends with `CallCut`: its start and arguments stand, incomplete.
+//! One cut before its name is markup when a start tag or separator opened it, content when
+//! it was a bare `{` (which might have been prose). Concatenating the text of every event gives back the input.
 //!
 //! The three formats share one state machine and differ in a [`Format`]:
 //! - `hermes` (Hermes, Qwen): `<tool_call>{"name": ..., "arguments": {...}}</tool_call>`,
@@ -36,9 +39,16 @@ pub enum ParseEvent {
         index: usize,
         raw: String,
     },
-    /// The call turned out malformed (or was cut off): `raw` is its text, to be returned as
-    /// content. Earlier events with this index are void.
+    /// The call turned out malformed: `raw` is its text, to be returned as content. Earlier
+    /// events with this index are void.
     CallInvalid {
+        index: usize,
+        raw: String,
+    },
+    /// The text ended inside the call after its name: the call stands as started, with the
+    /// arguments sent so far (incomplete JSON, or none), and `raw` is its text. OpenAI lists
+    /// such a call with `finish_reason: "length"`; a stream has already sent its deltas.
+    CallCut {
         index: usize,
         raw: String,
     },
@@ -49,7 +59,9 @@ impl ParseEvent {
     pub fn text(&self) -> &str {
         match self {
             Self::Content(t) | Self::Markup(t) => t,
-            Self::CallEnd { raw, .. } | Self::CallInvalid { raw, .. } => raw,
+            Self::CallEnd { raw, .. }
+            | Self::CallInvalid { raw, .. }
+            | Self::CallCut { raw, .. } => raw,
             Self::CallStart { .. } | Self::CallArgs { .. } => "",
         }
     }
@@ -187,6 +199,8 @@ pub struct ToolCallParser {
     raw: String,
     index: usize,
     started: bool,
+    /// The current call opened as a bare `{` at the message's start (no tag or separator).
+    bare: bool,
 }
 
 impl ToolCallParser {
@@ -198,6 +212,7 @@ impl ToolCallParser {
             raw: String::new(),
             index: 0,
             started: false,
+            bare: false,
         }
     }
 
@@ -209,14 +224,24 @@ impl ToolCallParser {
         out
     }
 
-    /// Ends the message: held text is released, a call cut off is returned as invalid.
+    /// Ends the message: held text is released; a call cut off once its name was sent ends
+    /// as [`ParseEvent::CallCut`], one cut before that is markup (content if bare).
     pub fn finish(&mut self) -> Vec<ParseEvent> {
         let mut out = Vec::new();
         match std::mem::replace(&mut self.state, State::Text { fresh: false }) {
             State::Open | State::Object | State::In(_) => {
                 let mut raw = std::mem::take(&mut self.raw);
                 raw.push_str(&std::mem::take(&mut self.held));
-                self.invalid(raw, &mut out);
+                if self.started {
+                    self.close(raw, &mut out, |index, raw| ParseEvent::CallCut {
+                        index,
+                        raw,
+                    });
+                } else if self.bare {
+                    content(raw, &mut out);
+                } else {
+                    out.push(ParseEvent::Markup(raw));
+                }
             }
             State::Text { .. } | State::Next => {}
         }
@@ -246,6 +271,7 @@ impl ToolCallParser {
                 let ws = self.held.len() - trimmed.len();
                 self.raw = self.held.drain(..ws).collect();
                 self.state = State::Object;
+                self.bare = true;
                 return true;
             }
         }
@@ -253,6 +279,7 @@ impl ToolCallParser {
         if let Some(p) = self.held.find(tag) {
             content(self.held.drain(..p).collect(), out);
             self.raw = self.held.drain(..tag.len()).collect();
+            self.bare = false;
             self.state = if self.fmt.open.is_some() {
                 State::Open
             } else {
@@ -345,6 +372,7 @@ impl ToolCallParser {
         if let Some(s) = sep {
             self.raw = self.held.drain(..ws + s.len_utf8()).collect();
             self.state = State::Object;
+            self.bare = false;
             return true;
         }
         if let Some(c) = close {
@@ -368,17 +396,24 @@ impl ToolCallParser {
     /// were sent) or plain content; parsing goes on as content with what follows.
     fn abandon(&mut self, out: &mut Vec<ParseEvent>) -> bool {
         let raw = std::mem::take(&mut self.raw);
-        self.invalid(raw, out);
+        self.close(raw, out, |index, raw| ParseEvent::CallInvalid {
+            index,
+            raw,
+        });
         self.state = State::Text { fresh: false };
         true
     }
 
-    fn invalid(&mut self, raw: String, out: &mut Vec<ParseEvent>) {
+    /// Ends the current call without a `CallEnd`: as `event` when its start was sent, else
+    /// its text is plain content.
+    fn close(
+        &mut self,
+        raw: String,
+        out: &mut Vec<ParseEvent>,
+        event: fn(usize, String) -> ParseEvent,
+    ) {
         if std::mem::take(&mut self.started) {
-            out.push(ParseEvent::CallInvalid {
-                index: self.index,
-                raw,
-            });
+            out.push(event(self.index, raw));
             self.index += 1;
         } else {
             content(raw, out);
@@ -443,9 +478,38 @@ mod tests {
         let ev = run(ParserKind::Hermes, &[text]);
         assert!(calls(&ev).is_empty());
         assert_eq!(ev.iter().map(ParseEvent::text).collect::<String>(), text);
+    }
+
+    #[test]
+    fn a_call_cut_after_its_name_stands_with_its_arguments_so_far() {
         let cut = "<tool_call>{\"name\": \"a\", \"arguments\": {\"x\"";
-        let ev = run(ParserKind::Hermes, &[cut]);
-        assert!(matches!(ev.last(), Some(ParseEvent::CallInvalid { raw, .. }) if raw == cut));
+        let ev = run(ParserKind::Hermes, &["Hi.", cut]);
+        assert_eq!(calls(&ev), vec![("a".into(), "{\"x\"".into())]);
+        assert!(matches!(ev.last(), Some(ParseEvent::CallCut { index: 0, raw }) if raw == cut));
+        // Before the name is known there is no call: a tag's text is markup, a bare `{`'s
+        // (Llama 3) content.
+        let early = "<tool_call>{\"name\": \"a";
+        let ev = run(ParserKind::Hermes, &["Hi.", early]);
+        let want = [
+            ParseEvent::Content("Hi.".into()),
+            ParseEvent::Markup(early.into()),
+        ];
+        assert_eq!(ev, want);
+        let bare = " {\"name\": \"a";
+        let ev = run(ParserKind::Llama3, &[bare]);
+        assert_eq!(ev, vec![ParseEvent::Content(bare.into())]);
+        // The second call of a group is cut; the first stands complete.
+        let two = "[TOOL_CALLS][{\"name\": \"a\", \"arguments\": {}}, {\"name\": \"b\"";
+        let ev = run(ParserKind::Mistral, &[two]);
+        assert_eq!(
+            calls(&ev),
+            vec![("a".into(), "{}".into()), ("b".into(), "".into())]
+        );
+        assert!(matches!(
+            ev.last(),
+            Some(ParseEvent::CallCut { index: 1, .. })
+        ));
+        assert_eq!(ev.iter().map(ParseEvent::text).collect::<String>(), two);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Tool-call parsers over recorded outputs, split at every character boundary and at random
 //! piece boundaries: the events always reassemble the input, and the calls found (names and
-//! argument text of the valid calls) do not depend on the split. Arbitrary text never panics.
+//! argument text of the valid calls and of a call cut off at the end) do not depend on the
+//! split. Arbitrary text never panics.
 
 use proptest::prelude::*;
 use serde_json::Value;
@@ -28,7 +29,15 @@ const RECORDED: &[(ParserKind, &str)] = &[
 struct Call {
     name: String,
     args: String,
-    valid: bool,
+    end: End,
+}
+
+/// How a call's events ended.
+#[derive(Debug, PartialEq)]
+enum End {
+    Open,
+    Valid,
+    Cut,
 }
 
 fn run(kind: ParserKind, pieces: &[&str]) -> Vec<ParseEvent> {
@@ -49,7 +58,7 @@ fn check(text: &str, ev: &[ParseEvent]) -> Vec<Call> {
                 calls.push(Call {
                     name: name.clone(),
                     args: String::new(),
-                    valid: false,
+                    end: End::Open,
                 });
             }
             ParseEvent::CallArgs { index, fragment } => {
@@ -58,18 +67,26 @@ fn check(text: &str, ev: &[ParseEvent]) -> Vec<Call> {
             }
             ParseEvent::CallEnd { index, raw } => {
                 let call = &mut calls[*index];
-                call.valid = true;
+                call.end = End::Valid;
                 let args: Value = serde_json::from_str(&call.args).expect("arguments are JSON");
                 assert!(args.is_object());
                 assert!(raw.contains(&call.args) && raw.contains(&call.name));
             }
             ParseEvent::CallInvalid { index, .. } => assert!(*index < calls.len()),
+            ParseEvent::CallCut { index, raw } => {
+                assert_eq!(*index + 1, calls.len(), "the last call started is cut");
+                assert!(
+                    text.ends_with(raw.as_str()),
+                    "only the text's end cuts a call"
+                );
+                calls[*index].end = End::Cut;
+            }
             ParseEvent::Content(t) | ParseEvent::Markup(t) => assert!(!t.is_empty()),
         }
     }
     // A call found malformed only later may or may not have been started, depending on where
-    // the text was split; the valid calls never depend on it.
-    calls.retain(|c| c.valid);
+    // the text was split; the valid and cut calls never depend on it.
+    calls.retain(|c| c.end != End::Open);
     calls
 }
 
@@ -92,11 +109,11 @@ fn every_split_point_gives_the_same_calls() {
 
 #[test]
 fn recorded_outputs_parse_as_expected() {
-    let valid = |k: ParserKind, t: &str| -> Vec<String> {
-        check(t, &run(k, &[t]))
-            .into_iter()
-            .map(|c| c.name)
-            .collect()
+    // A cut call's name is marked with a trailing `…`.
+    let found = |k: ParserKind, t: &str| -> Vec<String> {
+        let calls = check(t, &run(k, &[t])).into_iter();
+        let mark = |c: Call| c.name + if c.end == End::Cut { "…" } else { "" };
+        calls.map(mark).collect()
     };
     let expected: &[&[&str]] = &[
         &["get_weather"],
@@ -104,7 +121,7 @@ fn recorded_outputs_parse_as_expected() {
         &["late_name"],
         &[],
         &[],
-        &[],
+        &["cut…"],
         &["ok"],
         &["get_time"],
         &["a", "b"],
@@ -115,7 +132,7 @@ fn recorded_outputs_parse_as_expected() {
         &[],
     ];
     for (&(k, t), want) in RECORDED.iter().zip(expected) {
-        assert_eq!(valid(k, t), *want, "{t}");
+        assert_eq!(found(k, t), *want, "{t}");
     }
 }
 

@@ -104,7 +104,7 @@ impl ServerTurns {
                     Some(_) => self.turn.client += 1,
                     None => {}
                 },
-                ParseEvent::CallInvalid { index, .. } => {
+                ParseEvent::CallInvalid { index, .. } | ParseEvent::CallCut { index, .. } => {
                     self.turn.open.remove(&index);
                 }
                 _ => {}

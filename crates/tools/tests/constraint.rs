@@ -119,6 +119,7 @@ fn parsed_calls(kind: ParserKind, text: &str) -> Vec<(String, Value)> {
             }
             ParseEvent::CallArgs { fragment, .. } => args.last_mut().unwrap().push_str(&fragment),
             ParseEvent::CallInvalid { raw, .. } => panic!("invalid call {raw} in {text}"),
+            ParseEvent::CallCut { raw, .. } => panic!("call cut off: {raw} in {text}"),
             _ => {}
         }
     }

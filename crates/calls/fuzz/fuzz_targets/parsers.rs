@@ -37,6 +37,10 @@ fuzz_target!(|data: &[u8]| {
                     let v: serde_json::Value = serde_json::from_str(&args[*index]).unwrap();
                     assert!(v.is_object());
                 }
+                ParseEvent::CallCut { index, raw } => {
+                    assert_eq!(*index + 1, args.len());
+                    assert!(text.ends_with(raw.as_str()));
+                }
                 _ => {}
             }
         }

@@ -248,8 +248,11 @@ async fn collect_choice(index: usize, run: ChatRun) -> Result<(Value, Usage), Ap
         ..
     } = run.gen.collect_turns().await?;
     let lps = run.want_logprobs.then(|| logprobs::chat_json(&lps));
-    let (message, added) = final_message(run.parser, &run.ids, turns);
-    let finish = turn_finish(finish, message.get("tool_calls").is_some());
+    let Final {
+        message,
+        added,
+        finish,
+    } = final_message(run.parser, &run.ids, turns, finish);
     let mut choice = json!({
         "index": index, "message": message, "logprobs": lps, "finish_reason": finish,
         "stop_reason": stop,
@@ -272,8 +275,9 @@ pub struct Answer {
 
 pub async fn collect_message(run: ChatRun) -> Result<Answer, ApiError> {
     let c = run.gen.collect_turns().await?;
-    let (message, _) = final_message(run.parser, &run.ids, c.turns);
-    let finish = turn_finish(c.finish, message.get("tool_calls").is_some());
+    let Final {
+        message, finish, ..
+    } = final_message(run.parser, &run.ids, c.turns, c.finish);
     Ok(Answer {
         message,
         finish,
@@ -282,47 +286,70 @@ pub async fn collect_message(run: ChatRun) -> Result<Answer, ApiError> {
     })
 }
 
+/// What a completion's turns come to.
+pub struct Final {
+    /// The last assistant message.
+    pub message: Value,
+    /// With a tool-call parser, every message the completion adds to the conversation.
+    pub added: Vec<Value>,
+    /// The choice's finish reason (see [`turn_finish`]).
+    pub finish: &'static str,
+}
+
 /// The completion's last assistant message (content and tool calls, parsed with `parser`),
-/// and, with a tool-call parser, every message the completion adds to the conversation.
+/// the messages it adds and its finish reason, from the engine's (`finish`).
 pub fn final_message(
     parser: Option<ParserKind>,
     ids: &CallIds,
     turns: Vec<(String, Vec<ToolResult>)>,
-) -> (Value, Vec<Value>) {
+    finish: &'static str,
+) -> Final {
     let Some(kind) = parser else {
         let text: String = turns.into_iter().map(|t| t.0).collect();
-        return (json!({"role": "assistant", "content": text}), Vec::new());
+        let message = json!({"role": "assistant", "content": text});
+        return Final {
+            message,
+            added: Vec::new(),
+            finish,
+        };
     };
-    let added = turn_messages(kind, ids, &turns);
+    let (added, called) = turn_messages(kind, ids, &turns);
     let message = added
         .iter()
         .rev()
         .find(|m| m["role"] == "assistant")
         .cloned()
         .unwrap_or_default();
-    (message, added)
+    let finish = turn_finish(finish, called);
+    Final {
+        message,
+        added,
+        finish,
+    }
 }
 
 /// The messages a completion adds to the conversation: each assistant turn, followed by the
-/// results of its server-side calls.
+/// results of its server-side calls; and whether the last turn ended in complete calls.
 fn turn_messages(
     kind: ParserKind,
     ids: &CallIds,
     turns: &[(String, Vec<ToolResult>)],
-) -> Vec<Value> {
+) -> (Vec<Value>, bool) {
     let mut out = Vec::new();
-    let mut base = 0;
+    let (mut base, mut called) = (0, false);
     for (text, results) in turns {
-        let (m, next) = tool_calls::message(kind.parser(), text, ids.clone(), base);
-        base = next;
-        out.push(m);
+        let turn = tool_calls::message(kind.parser(), text, ids.clone(), base);
+        (base, called) = (turn.next_base(), turn.ends_in_calls());
+        out.push(turn.message());
         out.extend(results.iter().map(ToolResult::message));
     }
-    out
+    (out, called)
 }
 
-/// A turn that called tools ends with `tool_calls`, unless `max_tokens` cut it: then it is
-/// `length`, as OpenAI reports it, and the calls completed before the cut are still listed.
+/// A turn that ended in complete calls (`called`) finishes with `tool_calls`, unless
+/// `max_tokens` cut it: then it is `length`, as OpenAI reports it, and the calls made before
+/// the cut are still listed. A turn whose last call was cut keeps the engine's reason
+/// (`length`, or `stop` for a stop string), so a client does not run a call half written.
 pub fn turn_finish(finish: &str, called: bool) -> &str {
     if called && finish != "length" {
         "tool_calls"

@@ -180,7 +180,7 @@ impl ServerCalls {
             ParseEvent::CallEnd { index, .. } => {
                 self.complete.insert(self.turn.base() + index);
             }
-            ParseEvent::CallInvalid { index, .. } => {
+            ParseEvent::CallInvalid { index, .. } | ParseEvent::CallCut { index, .. } => {
                 self.running.remove(&(self.turn.base() + index)); // dropping aborts it
             }
             _ => {}

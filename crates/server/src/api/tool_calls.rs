@@ -2,7 +2,9 @@
 //! messages prepared for the template, the constraint built, and the model's output turned
 //! into `tool_calls` — whole for a plain response, as OpenAI deltas for a stream (the first
 //! delta of a call has its index, id, type and name; later ones carry argument fragments that
-//! concatenate to exactly the final arguments).
+//! concatenate to exactly the final arguments). A call that `max_tokens` (or a stop string)
+//! cut off is listed with its arguments as far as they got, in both forms, and the turn's
+//! finish reason stays the engine's (`length`), as OpenAI reports it.
 
 use std::collections::HashSet;
 use std::sync::atomic::AtomicBool;
@@ -219,16 +221,24 @@ impl CallIds {
     }
 }
 
+/// Where a call's events stand.
+#[derive(Clone, Copy, PartialEq)]
+enum CallEnd {
+    Open,
+    Done,
+    Cut,
+}
+
 struct Call {
     index: usize,
     name: String,
     args: String,
-    valid: bool,
+    end: CallEnd,
 }
 
 /// One assistant turn's message, built from its parse events: content (null when only calls
-/// and blank text) and the valid calls; malformed calls are returned as content. `base` is
-/// the index of the turn's first call over the completion.
+/// and blank text) and the calls, complete or cut off at the end; malformed calls are
+/// returned as content. `base` is the index of the turn's first call over the completion.
 pub struct MessageBuilder {
     ids: CallIds,
     base: usize,
@@ -254,18 +264,15 @@ impl MessageBuilder {
                 index: self.base + index,
                 name: name.clone(),
                 args: String::new(),
-                valid: false,
+                end: CallEnd::Open,
             }),
             ParseEvent::CallArgs { index, fragment } => {
                 if let Some(c) = self.call(*index) {
                     c.args.push_str(fragment);
                 }
             }
-            ParseEvent::CallEnd { index, .. } => {
-                if let Some(c) = self.call(*index) {
-                    c.valid = true;
-                }
-            }
+            ParseEvent::CallEnd { index, .. } => self.end_call(*index, CallEnd::Done),
+            ParseEvent::CallCut { index, .. } => self.end_call(*index, CallEnd::Cut),
             ParseEvent::CallInvalid { raw, .. } => self.content.push_str(raw),
         }
     }
@@ -273,6 +280,18 @@ impl MessageBuilder {
     fn call(&mut self, index: usize) -> Option<&mut Call> {
         let i = self.base + index;
         self.calls.iter_mut().find(|c| c.index == i)
+    }
+
+    fn end_call(&mut self, index: usize, end: CallEnd) {
+        if let Some(c) = self.call(index) {
+            c.end = end;
+        }
+    }
+
+    /// Whether the turn ended in calls, all complete (its finish reason is `tool_calls`).
+    pub fn ends_in_calls(&self) -> bool {
+        let mut listed = self.calls.iter().filter(|c| c.end != CallEnd::Open);
+        listed.clone().next().is_some() && listed.all(|c| c.end == CallEnd::Done)
     }
 
     /// Index of this turn's first call over the completion.
@@ -289,7 +308,7 @@ impl MessageBuilder {
         let calls: Vec<Value> = self
             .calls
             .iter()
-            .filter(|c| c.valid)
+            .filter(|c| c.end != CallEnd::Open)
             .map(|c| json!({"id": self.ids.id(c.index), "type": "function", "function": {"name": c.name, "arguments": c.args}}))
             .collect();
         let content = if calls.is_empty() || !self.content.trim().is_empty() {
@@ -305,19 +324,18 @@ impl MessageBuilder {
     }
 }
 
-/// A whole turn's message from its text (see [`MessageBuilder`]), and the index of the
-/// next turn's first call.
+/// A whole turn's message built from its text (see [`MessageBuilder`]).
 pub fn message(
     mut parser: ToolCallParser,
     text: &str,
     ids: CallIds,
     base: usize,
-) -> (Value, usize) {
+) -> MessageBuilder {
     let mut events = parser.push(text);
     events.extend(parser.finish());
     let mut b = MessageBuilder::new(ids, base);
     events.iter().for_each(|e| b.event(e));
-    (b.message(), b.next_base())
+    b
 }
 
 /// Turns streamed text into chat deltas through a tool-call parser. Server-side tool turns
@@ -329,7 +347,9 @@ pub struct DeltaStream {
     /// Index of this turn's first call; `seen`: calls started in this turn.
     base: usize,
     seen: usize,
+    /// Calls of this turn complete, and whether one was cut off.
     calls: usize,
+    cut: bool,
 }
 
 impl DeltaStream {
@@ -341,6 +361,7 @@ impl DeltaStream {
             base: 0,
             seen: 0,
             calls: 0,
+            cut: false,
         }
     }
 
@@ -349,10 +370,12 @@ impl DeltaStream {
         self.deltas(events)
     }
 
-    /// Deltas for held text at the end, and whether the last turn made calls.
+    /// Deltas for held text at the end, and whether the last turn ended in calls, all
+    /// complete (a cut one's deltas have gone out as they came; nothing more is sent).
     pub fn finish(&mut self) -> (Vec<Value>, bool) {
         let events = self.parser.finish();
-        (self.deltas(events), self.calls > 0)
+        let deltas = self.deltas(events);
+        (deltas, self.calls > 0 && !self.cut)
     }
 
     /// A turn of server-side calls ended (their results follow): deltas for held text.
@@ -360,7 +383,7 @@ impl DeltaStream {
         let out = self.finish().0;
         self.parser = self.kind.parser();
         self.base += self.seen;
-        (self.seen, self.calls) = (0, 0);
+        (self.seen, self.calls, self.cut) = (0, 0, false);
         out
     }
 
@@ -387,7 +410,77 @@ impl DeltaStream {
                 self.calls += 1;
                 return None;
             }
+            ParseEvent::CallCut { .. } => {
+                self.cut = true;
+                return None;
+            }
             ParseEvent::Markup(_) => return None,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CUT: &str =
+        "Sure.<tool_call>\n{\"name\": \"save\", \"arguments\": {\"text\": \"a long no";
+    const WHOLE: &str =
+        "<tool_call>\n{\"name\": \"save\", \"arguments\": {\"text\": \"hi\"}}\n</tool_call>";
+
+    fn ids() -> CallIds {
+        CallIds("t".into())
+    }
+
+    #[test]
+    fn a_cut_call_is_listed_with_its_arguments_so_far() {
+        let turn = message(ParserKind::Hermes.parser(), CUT, ids(), 0);
+        let m = turn.message();
+        assert_eq!(m["content"], "Sure.", "no call markup in the content");
+        let call = &m["tool_calls"][0];
+        assert_eq!(call["function"]["name"], "save");
+        assert_eq!(call["function"]["arguments"], "{\"text\": \"a long no");
+        assert!(
+            !turn.ends_in_calls(),
+            "a cut call does not make the turn a tool-call turn"
+        );
+        let done = message(ParserKind::Hermes.parser(), WHOLE, ids(), 0);
+        assert!(done.ends_in_calls());
+        assert_eq!(done.message()["content"], Value::Null);
+    }
+
+    #[test]
+    fn a_stream_sends_a_cut_call_once() {
+        let mut d = DeltaStream::new(ParserKind::Hermes, ids());
+        let mut deltas: Vec<Value> = CUT
+            .as_bytes()
+            .chunks(7)
+            .flat_map(|c| d.text(std::str::from_utf8(c).unwrap()))
+            .collect();
+        let (tail, called) = d.finish();
+        deltas.extend(tail);
+        assert!(!called);
+        let content: String = deltas
+            .iter()
+            .filter_map(|v| v["content"].as_str())
+            .collect();
+        assert_eq!(
+            content, "Sure.",
+            "the call's text is not sent again as content"
+        );
+        let args: String = deltas
+            .iter()
+            .filter_map(|v| v["tool_calls"][0]["function"]["arguments"].as_str())
+            .collect();
+        assert_eq!(args, "{\"text\": \"a long no");
+    }
+
+    #[test]
+    fn the_finish_reason_of_a_turn_with_calls() {
+        use crate::api::chat::turn_finish;
+        assert_eq!(turn_finish("stop", true), "tool_calls");
+        assert_eq!(turn_finish("length", true), "length");
+        assert_eq!(turn_finish("length", false), "length");
+        assert_eq!(turn_finish("stop", false), "stop");
     }
 }

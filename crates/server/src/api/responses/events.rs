@@ -9,7 +9,8 @@ use tandem_engine::Usage;
 
 use crate::api::reshape::Reshape;
 use crate::api::responses::output::{
-    call_item, history_messages, item_id, message_item, response_json, text_part, Shell,
+    call_item, call_status, history_messages, item_id, message_item, response_json, text_part,
+    Shell,
 };
 use crate::api::responses::store::StoreTo;
 use crate::error::ApiError;
@@ -98,7 +99,8 @@ impl EventStream {
                 let body =
                     json!({"item_id": id, "output_index": index, "name": name, "arguments": args});
                 let out = vec![self.event("response.function_call_arguments.done", body)];
-                (out, call_item(&id, &call_id, &name, &args, "completed"))
+                let status = call_status(&self.finish, &args);
+                (out, call_item(&id, &call_id, &name, &args, status))
             }
         };
         let body = json!({"output_index": index, "item": item});
@@ -273,6 +275,22 @@ mod tests {
         assert_eq!(done["output"][1]["call_id"], "call_a");
         assert_eq!(done["output"][1]["arguments"], "{\"a\":1}");
         assert_eq!(ev[10]["output_index"], 1);
+    }
+
+    #[test]
+    fn a_call_cut_by_the_token_limit_ends_incomplete() {
+        let mut s = stream();
+        let call = json!({"tool_calls": [{"index": 0, "id": "c", "type": "function",
+                                          "function": {"name": "w", "arguments": "{\"q\": \"pa"}}]});
+        s.chat_chunk(&chunk(call, None));
+        s.chat_chunk(&chunk(json!({}), Some("length")));
+        let ev = s.complete(&Usage::default(), None);
+        let item_done = &ev[ev.len() - 2];
+        assert_eq!(item_done["type"], "response.output_item.done");
+        assert_eq!(item_done["item"]["status"], "incomplete");
+        let last = ev.last().unwrap();
+        assert_eq!(last["type"], "response.incomplete");
+        assert_eq!(last["response"]["output"][0]["status"], "incomplete");
     }
 
     #[test]

@@ -63,7 +63,7 @@ pub async fn create(
         usage,
         ..
     } = chat::collect_message(run).await?;
-    let items = output_items(&message);
+    let items = output_items(&message, finish);
     let response = response_json(&shell, &items, Some((finish, &usage)));
     if let Some(to) = store_to {
         to.save(shell.id, response.clone(), history_messages(&items));

@@ -33,9 +33,21 @@ pub fn call_item(id: &str, call_id: &str, name: &str, arguments: &str, status: &
            "name": name, "arguments": arguments})
 }
 
+/// A function call's item status once the response ended with `finish`: a call whose
+/// arguments `max_output_tokens` cut off (they do not parse) is `incomplete`.
+pub fn call_status(finish: &str, arguments: &str) -> &'static str {
+    let cut = finish == "length" && serde_json::from_str::<Value>(arguments).is_err();
+    if cut {
+        "incomplete"
+    } else {
+        "completed"
+    }
+}
+
 /// A chat assistant message's output items: its text (unless blank, as streaming does) as a
-/// message, then each call as a function call whose `call_id` is the chat call's id.
-pub fn output_items(message: &Value) -> Vec<Value> {
+/// message, then each call as a function call whose `call_id` is the chat call's id (see
+/// [`call_status`] for its status).
+pub fn output_items(message: &Value, finish: &str) -> Vec<Value> {
     let mut items = Vec::new();
     if let Some(text) = message["content"].as_str().filter(|t| !t.trim().is_empty()) {
         items.push(message_item(&item_id("msg"), Some(text), "completed"));
@@ -44,7 +56,8 @@ pub fn output_items(message: &Value) -> Vec<Value> {
         let (f, call_id) = (&call["function"], call["id"].as_str().unwrap_or_default());
         let name = f["name"].as_str().unwrap_or_default();
         let args = f["arguments"].as_str().unwrap_or_default();
-        items.push(call_item(&item_id("fc"), call_id, name, args, "completed"));
+        let status = call_status(finish, args);
+        items.push(call_item(&item_id("fc"), call_id, name, args, status));
     }
     items
 }
@@ -107,7 +120,7 @@ mod tests {
         let m = json!({"role": "assistant", "content": "checking",
             "tool_calls": [{"id": "call_1", "type": "function",
                             "function": {"name": "w", "arguments": "{\"a\":1}"}}]});
-        let items = output_items(&m);
+        let items = output_items(&m, "tool_calls");
         assert_eq!(items[0]["content"][0]["text"], "checking");
         assert_eq!(items[1]["call_id"], "call_1");
         assert!(items[1]["id"].as_str().unwrap().starts_with("fc_"));
@@ -122,9 +135,24 @@ mod tests {
     fn calls_alone_give_no_message_item() {
         let m = json!({"role": "assistant", "content": null,
             "tool_calls": [{"id": "c", "function": {"name": "w", "arguments": "{}"}}]});
-        let items = output_items(&m);
+        let items = output_items(&m, "tool_calls");
         assert_eq!(items.len(), 1);
         assert_eq!(items[0]["type"], "function_call");
+    }
+
+    #[test]
+    fn a_call_cut_by_the_token_limit_is_incomplete() {
+        let m = json!({"role": "assistant", "content": null, "tool_calls": [
+            {"id": "a", "function": {"name": "w", "arguments": "{}"}},
+            {"id": "b", "function": {"name": "w", "arguments": "{\"q\": \"par"}}]});
+        let status = |finish| -> Vec<Value> {
+            output_items(&m, finish)
+                .iter()
+                .map(|i| i["status"].clone())
+                .collect()
+        };
+        assert_eq!(status("length"), ["completed", "incomplete"]);
+        assert_eq!(status("stop"), ["completed", "completed"]);
     }
 
     #[test]
