@@ -7,7 +7,7 @@
 # Writes $RESULT.{json,md} (default bench/results/ab-tandem).
 # Usage: A='FLAGS' B='FLAGS' bench/ab-tandem.sh [MODEL.gguf]
 # Knobs (environment): A and B (required; either may be empty), RATES (default "0.3 0.6"),
-# AGENT_RATE (0.3), RESULT.
+# AGENT_RATE (0.3), RESULT, STEPS and REPEATS (see compare_steps in bench/lib.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/lib.sh
@@ -31,7 +31,7 @@ B_URL=$URL B_PID=$PID
 compare_steps "$OUT" A "$A_URL" B "$B_URL"
 kill $A_PID $B_PID; wait 2>/dev/null || true
 
-COMMAND="A='$A' B='$B' RATES='$RATES' AGENT_RATE=$AGENT_RATE RESULT=$RESULT bench/ab-tandem.sh${1:+ $1}"
+COMMAND="A='$A' B='$B' RATES='$RATES' AGENT_RATE=$AGENT_RATE RESULT=$RESULT${STEPS:+ STEPS='$STEPS'}${REPEATS:+ REPEATS=$REPEATS} bench/ab-tandem.sh${1:+ $1}"
 $BENCH_PY bench/compare_table.py --out "$OUT" --rates "$RATES" --agent-rate "$AGENT_RATE" \
   --result "$RESULT" --command "$COMMAND" --model "$(basename "$MODEL")" --a A --b B \
   --title "tandem, A: \`tandem serve ${A:-(defaults)}\` vs B: \`tandem serve ${B:-(defaults)}\`" \

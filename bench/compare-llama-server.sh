@@ -9,7 +9,9 @@
 # Knobs (environment): RATES (tool-loop arrival rates), AGENT_RATE, RESULT, TEMPLATE (a Jinja
 # chat template file both servers use instead of the model's: for a GGUF without one, where
 # llama-server would fall back to ChatML, e.g. crates/server/templates/gemma-turns.jinja),
-# TANDEM_ARGS and LLAMA_ARGS (extra flags for either server, e.g. LLAMA_ARGS='-fa off').
+# TANDEM_ARGS and LLAMA_ARGS (extra flags for either server, e.g. LLAMA_ARGS='-fa off'),
+# STEPS (which steps run; default "single c16 ttft tools agent") and REPEATS (tool-loop runs per
+# rate, each with its own prompts; default 1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/lib.sh
@@ -19,7 +21,7 @@ SEQS=16; CELLS=32768
 RATES="${RATES:-0.3 0.6}"
 AGENT_RATE="${AGENT_RATE:-0.3}"
 RESULT="${RESULT:-bench/results/llama-server-comparison}"
-OUT=bench/work/compare; mkdir -p "$OUT" bench/results
+OUT=bench/work/compare; rm -rf "$OUT"; mkdir -p "$OUT" bench/results
 LLAMA_SERVER=$(bench/build-llama-server.sh)
 cargo build --release --locked --bin tandem >&2
 T_TEMPLATE=(); L_TEMPLATE=()
@@ -38,7 +40,7 @@ kill $PID $LPID; wait 2>/dev/null || true
 # llama.cpp's own --version reports the git commit of the enclosing checkout (tandem's), so the
 # label is the PyPI source release it was built from.
 LS_LABEL="$(basename "${LLAMA_SERVER%/build/bin/llama-server}") (PyPI sdist)"
-COMMAND="RATES='$RATES' AGENT_RATE=$AGENT_RATE RESULT=$RESULT${TEMPLATE:+ TEMPLATE=$TEMPLATE}${TANDEM_ARGS:+ TANDEM_ARGS='$TANDEM_ARGS'}${LLAMA_ARGS:+ LLAMA_ARGS='$LLAMA_ARGS'} bench/compare-llama-server.sh${1:+ $1}"
+COMMAND="RATES='$RATES' AGENT_RATE=$AGENT_RATE RESULT=$RESULT${TEMPLATE:+ TEMPLATE=$TEMPLATE}${TANDEM_ARGS:+ TANDEM_ARGS='$TANDEM_ARGS'}${LLAMA_ARGS:+ LLAMA_ARGS='$LLAMA_ARGS'}${STEPS:+ STEPS='$STEPS'}${REPEATS:+ REPEATS=$REPEATS} bench/compare-llama-server.sh${1:+ $1}"
 python3 bench/compare_table.py --out "$OUT" --rates "$RATES" --agent-rate "$AGENT_RATE" \
   --result "$RESULT" --command "$COMMAND" --model "$(basename "$MODEL")" --a tandem --b llama-server \
   --title "tandem vs llama-server" --about "llama_server=$LS_LABEL" \

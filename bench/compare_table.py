@@ -4,8 +4,11 @@ A and B) into one JSON and a Markdown table of A's figures, B's and their ratio.
 
 Usage: compare_table.py --out DIR --rates RATES --agent-rate R --result PATH --command CMD
 --model GGUF --a NAME --b NAME --title TITLE --setup TEXT [--about KEY=VALUE ...]: writes
-PATH.json (each server's figures under its name, and each --about pair), prints the table."""
+PATH.json (each server's figures under its name, and each --about pair), prints the table.
+Steps that did not run (`STEPS`) have no rows; repeated tool-loop runs (`REPEATS`) have a row
+each."""
 import argparse
+import itertools
 import json
 import time
 from pathlib import Path
@@ -23,21 +26,29 @@ def args():
 
 def figures(out, server, rates, agent_rate):
     def load(step):
-        return json.loads((out / f"{server}-{step}.json").read_text())["summary"]
+        path = out / f"{server}-{step}.json"
+        return json.loads(path.read_text())["summary"] if path.exists() else None
 
-    s, c, t = load("single"), load("c16"), load("ttft")
-    f = {
-        "single-stream decode tok/s (1 / mean ITL)": 1.0 / s["itl_s"]["mean"],
-        "aggregate output tok/s, 16 streams": c["output_tok_per_s"],
-        "TTFT p50, 512-token prompt (ms)": t["ttft_s"]["p50"] * 1e3,
-    }
+    f = {}
+    if s := load("single"):
+        f["single-stream decode tok/s (1 / mean ITL)"] = 1.0 / s["itl_s"]["mean"]
+    if c := load("c16"):
+        f["aggregate output tok/s, 16 streams"] = c["output_tok_per_s"]
+    if t := load("ttft"):
+        f["TTFT p50, 512-token prompt (ms)"] = t["ttft_s"]["p50"] * 1e3
     for r in rates:
         f.update(workload(f"tool loop @ {r} req/s", load(f"tools-{r}")))
+        for k in itertools.count(2):
+            if not (w := load(f"tools-{r}-run{k}")):
+                break
+            f.update(workload(f"tool loop @ {r} req/s, run {k}", w))
     f.update(workload(f"agent loop (400-token system prompt) @ {agent_rate} req/s", load("agent")))
     return f
 
 
 def workload(name, w):
+    if w is None:
+        return {}
     return {
         f"{name}: mean latency (s)": w["latency_s"]["mean"],
         f"{name}: norm. latency (ms/token)": w["normalized_latency_s"]["mean"] * 1e3,

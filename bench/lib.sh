@@ -56,11 +56,15 @@ start_llama() {
 # up and the steps alternate, so load from other tenants of this shared machine falls on both
 # alike rather than on whichever ran second. Each step has its own seed, so no step's prompts
 # repeat an earlier one's (a prompt cache would serve them); both servers get identical requests.
+# $STEPS picks steps (default "single c16 ttft tools agent"); $REPEATS runs each tool-loop rate
+# that many times (run k > 1 is step tools-RATE-runK, with prompts of its own), to see the spread.
 compare_steps() {
-  local out=$1 seed=400 r; shift
+  local out=$1 seed=400 r k; shift
   local -a servers=("$1" "$3") urls=("$2" "$4")
+  local steps=" ${STEPS:-single c16 ttft tools agent} "
   step() {
     local name=$1 i; shift
+    [[ $steps == *" ${name%%-*} "* ]] || return 0
     for i in 0 1; do
       target/release/tandem bench --url "${urls[$i]}" --quiet --label "${servers[$i]} $name" "$@" \
         --out "$out/${servers[$i]}-$name" >/dev/null
@@ -70,7 +74,10 @@ compare_steps() {
   step c16 --prompt-tokens 32 --output-tokens 128 --concurrency 16 --requests 32 --seed 200
   step ttft --prompt-tokens 512 --output-tokens 1 --concurrency 1 --requests 6 --seed 300
   for r in $RATES; do
-    step "tools-$r" --workload bench/workloads/tool_loop.jsonl --rate "$r" --requests 24 --seed $seed
+    for k in $(seq 1 "${REPEATS:-1}"); do
+      step "tools-$r$( ((k > 1)) && echo "-run$k")" --workload bench/workloads/tool_loop.jsonl \
+        --rate "$r" --requests 24 --seed $((seed + 1000 * (k - 1)))
+    done
     seed=$((seed + 100))
   done
   step agent --workload bench/workloads/tool_loop.jsonl --system-prompt-tokens 400 \
