@@ -90,9 +90,9 @@ impl Scheduler {
         Some(self.insert_running(r))
     }
 
-    /// Puts a request into `running` at its rank's position; returns the index.
+    /// Puts a request into `running` at its arrival position; returns the index.
     pub(crate) fn insert_running(&mut self, r: Active) -> usize {
-        let idx = self.running.partition_point(|x| x.rank <= r.rank);
+        let idx = self.running.partition_point(|x| x.arrival <= r.arrival);
         self.running.insert(idx, r);
         idx
     }
@@ -373,7 +373,6 @@ fn activate(
         prompt_scored: 0,
         tokens: w.req.prompt,
         arrival: w.arrival,
-        rank: w.rank,
         last_token_at: None,
         drafter,
         accepted_predicted: 0,

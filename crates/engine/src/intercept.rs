@@ -98,13 +98,13 @@ impl Scheduler {
         }
     }
 
-    /// Head of the queue in rank order among resumed requests, or the tail (baseline).
+    /// Head of the queue in arrival order among resumed requests, or the tail (baseline).
     fn enqueue_resumed(&mut self, q: Queued) {
         let idx = match self.cfg.intercept.resume_order {
             ResumeOrder::Tail => self.waiting.len(),
-            ResumeOrder::Arrival => self
-                .waiting
-                .partition_point(|w| matches!(w, Queued::Resumed { .. }) && w.rank() <= q.rank()),
+            ResumeOrder::Arrival => self.waiting.partition_point(|w| {
+                matches!(w, Queued::Resumed { .. }) && w.arrival() <= q.arrival()
+            }),
         };
         self.waiting.insert(idx, q);
     }

@@ -21,8 +21,6 @@ pub struct Retained {
     /// How many of `tokens` were the last turn's prompt (the rest is its reply).
     pub prompt_len: usize,
     pub last_used: f64,
-    /// When the conversation began (its first turn's arrival): its next turn's rank.
-    pub rank: f64,
 }
 
 impl Retained {
@@ -63,14 +61,6 @@ impl RetainedSet {
             Loc::Host(_) => None,
         };
         self.entries.iter().filter_map(in_slot).sum()
-    }
-
-    /// The rank of the conversation `prompt` continues (the best match holds its whole last
-    /// prompt), if one is retained.
-    pub fn continued_rank(&self, prompt: &[Token]) -> Option<f64> {
-        let (i, n) = self.best(prompt)?;
-        let e = &self.entries[i];
-        (n > 0 && e.continued_by(n)).then_some(e.rank)
     }
 
     /// The entry sharing the longest prefix with `prompt`, and that length (0 if none shares).
@@ -144,24 +134,7 @@ mod tests {
             tokens: tokens.to_vec(),
             prompt_len: tokens.len(),
             last_used: t,
-            rank: t,
         }
-    }
-
-    #[test]
-    fn a_prompt_holding_a_whole_turn_continues_its_conversation() {
-        let mut set = RetainedSet::default();
-        let mut e = entry(0, &[1, 2, 3, 4], 2.0);
-        e.prompt_len = 2; // [1, 2] was the prompt, [3, 4] the reply
-        set.insert(e);
-        assert_eq!(set.continued_rank(&[1, 2, 3, 4, 5]), Some(2.0));
-        assert_eq!(
-            set.continued_rank(&[1, 2, 7]),
-            Some(2.0),
-            "the prompt sent again"
-        );
-        assert_eq!(set.continued_rank(&[1, 7]), None, "a shared prefix only");
-        assert_eq!(set.continued_rank(&[7]), None);
     }
 
     #[test]
@@ -202,7 +175,6 @@ mod tests {
             tokens: vec![3],
             prompt_len: 1,
             last_used: 0.0,
-            rank: 0.0,
         });
         assert_eq!(set.pop_lru(false).unwrap().loc, Loc::Device(1));
         assert_eq!(set.on_device(), 1);

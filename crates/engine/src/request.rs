@@ -45,8 +45,6 @@ pub struct Active {
     /// scored again but not reported twice).
     pub prompt_scored: usize,
     pub arrival: f64,
-    /// When its conversation began: the order of the queue and of prefill chunks.
-    pub rank: f64,
     pub last_token_at: Option<f64>,
     /// Where drafts come from (the client's prediction, or prompt lookup), followed as tokens
     /// are generated.

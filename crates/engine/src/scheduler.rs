@@ -74,8 +74,6 @@ pub(crate) struct Waiting {
     pub id: RequestId,
     pub req: NewRequest,
     pub arrival: f64,
-    /// Where it queues and prefills: when its conversation began (see [`Scheduler::add`]).
-    pub rank: f64,
 }
 
 /// A request waiting for a KV slot: a new one, or a resumed one whose KV left the device.
@@ -96,10 +94,10 @@ impl Queued {
         }
     }
 
-    pub fn rank(&self) -> f64 {
+    pub fn arrival(&self) -> f64 {
         match self {
-            Queued::New(w) => w.rank,
-            Queued::Resumed { r, .. } => r.rank,
+            Queued::New(w) => w.arrival,
+            Queued::Resumed { r, .. } => r.arrival,
         }
     }
 
@@ -132,7 +130,7 @@ pub struct Scheduler {
     pub(crate) swap: SwapPool,
     pub(crate) retained: RetainedSet,
     pub(crate) waiting: VecDeque<Queued>,
-    /// Requests with a KV slot, by rank (their conversations' arrival).
+    /// Requests with a KV slot, in arrival order.
     pub(crate) running: Vec<Active>,
     pub(crate) paused: Vec<Paused>,
     pub(crate) ops: Vec<KvOp>,
@@ -250,14 +248,6 @@ impl Scheduler {
     }
 
     /// Queues a request. A prompt that is empty or cannot fit a slot fails at once.
-    ///
-    /// With `--resume-order arrival`, the next turn of a conversation whose KV is retained (a
-    /// client-side tool call's follow-up) ranks as that conversation: it queues and prefills
-    /// ahead of conversations that began after it, as a paused request resumed by a
-    /// server-side tool does. tandem's own rule (InferCept orders resumed requests so; here a
-    /// client's turn is the interception): a conversation in progress has less work left than
-    /// a new one, so serving it first lowers mean completion latency under load. With `tail`,
-    /// every request ranks by its own arrival (vLLM).
     pub fn add(&mut self, id: RequestId, req: NewRequest, now: f64) {
         let n = req.prompt.len();
         if n == 0 || n > self.max_prompt_tokens() {
@@ -268,21 +258,11 @@ impl Scheduler {
             let _ = req.events.send(Event::Failed(msg));
             return;
         }
-        let rank = match self.cfg.intercept.resume_order {
-            ResumeOrder::Arrival => self.retained.continued_rank(&req.prompt),
-            ResumeOrder::Tail => None,
-        };
-        let rank = rank.map_or(now, |r| r.min(now));
-        // New requests queue by rank behind every resumed one.
-        let later = |q: &Queued| matches!(q, Queued::New(w) if w.rank > rank);
-        let idx = self.waiting.iter().position(later);
-        let w = Queued::New(Waiting {
+        self.waiting.push_back(Queued::New(Waiting {
             id,
             req,
             arrival: now,
-            rank,
-        });
-        self.waiting.insert(idx.unwrap_or(self.waiting.len()), w);
+        }));
     }
 
     /// Drops a waiting request, or ends a running or paused one (its KV on the device is
@@ -667,7 +647,6 @@ impl Scheduler {
             tokens,
             prompt_len: r.prompt_len.min(keep),
             last_used: now,
-            rank: r.rank,
         });
     }
 

@@ -490,34 +490,6 @@ fn resumed_requests_go_ahead_of_new_ones_unless_tail_order() {
 }
 
 #[test]
-fn a_client_side_follow_up_ranks_as_its_conversation_unless_tail_order() {
-    for (order, follow_up_first) in [(ResumeOrder::Arrival, true), (ResumeOrder::Tail, false)] {
-        let cfg = InterceptConfig {
-            resume_order: order,
-            ..InterceptConfig::default()
-        };
-        let mut h = Harness::build(2, 512, 64, PrefixReuse::All, cfg);
-        let pa = prompt(20, 70);
-        let a = h.submit(pa.clone(), 3);
-        h.run_to_idle(); // a's conversation is retained, ranked at its arrival (0)
-        h.now = 1.0;
-        let x = h.submit(prompt(10, 71), 20);
-        h.step(); // x holds the other slot for a while
-        h.now = 2.0;
-        let c = h.submit(prompt(10, 72), 3); // a new conversation
-        h.now = 3.0;
-        let follow = [pa.clone(), h.tokens(a), prompt(5, 73)].concat();
-        let f = h.submit(follow, 3); // a's next turn, sent after c
-        h.run_to_idle();
-        let order = h.finish_order();
-        let pos = |id| order.iter().position(|&o| o == id).unwrap();
-        assert_eq!(pos(f) < pos(c), follow_up_first, "{order:?}: {order:?}");
-        assert!(h.tokens(x).len() == 20 && h.tokens(c).len() == 3 && h.tokens(f).len() == 3);
-        h.assert_all_free();
-    }
-}
-
-#[test]
 fn min_waste_moves_kv_only_when_slots_are_in_demand() {
     let mut h = Harness::build(
         1,

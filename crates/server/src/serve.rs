@@ -126,10 +126,7 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 4.0)]
     pub swap_space: f64,
     /// Where a resumed request that lost its KV slot queues: `arrival` (ahead of new requests,
-    /// in original arrival order; and a client's next turn of a conversation whose KV is kept,
-    /// after a client-side tool call, queues and prefills as that conversation, ahead of
-    /// conversations that began after it) or `tail` (behind them, like a new request, and
-    /// every turn by its own arrival: vLLM's behavior).
+    /// in original arrival order) or `tail` (behind them, like a new request).
     #[arg(long, value_enum, default_value_t = OrderArg::Arrival)]
     pub resume_order: OrderArg,
     /// Take the interception policy's costs (forward time, attention, sampled rows, swap
