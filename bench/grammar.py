@@ -16,11 +16,15 @@ import json
 import os
 import platform
 import statistics
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 
 import requests
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from metrics import counters  # noqa: E402
 
 # JSON (objects, arrays, strings with escapes, numbers, literals, free whitespace) in GBNF;
 # the root is an array of at least 300 values.
@@ -64,19 +68,13 @@ def one(url, mode, max_tokens):
     return out["usage"]["completion_tokens"], text
 
 
+MASKS = ("tandem_constraint_masks_total", "tandem_constraint_mask_microseconds_total")
+
+
 def mask_counters(url):
     """tandem's (masks computed, microseconds spent) from /metrics; None for other servers."""
-    try:
-        text = requests.get(url + "/metrics", timeout=10).text
-    except requests.RequestException:
-        return None
-    got = {}
-    for line in text.splitlines():
-        for key in ("tandem_constraint_masks_total", "tandem_constraint_mask_microseconds_total"):
-            if line.startswith(key + " "):
-                got[key] = float(line.split()[1])
-    return (got["tandem_constraint_masks_total"],
-            got["tandem_constraint_mask_microseconds_total"]) if len(got) == 2 else None
+    got = counters(url, MASKS)
+    return (got[MASKS[0]], got[MASKS[1]]) if got else None
 
 
 def run(url, mode, streams, max_tokens):

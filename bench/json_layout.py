@@ -18,10 +18,9 @@ import statistics
 import sys
 from pathlib import Path
 
-import requests
-
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from intercept_table import machine  # noqa: E402
+from metrics import counters  # noqa: E402
 from prediction import EDITS, ask, decode_rate, utc_minute  # noqa: E402
 
 COPY = ("service.json", "json", "The same file, unchanged:")
@@ -45,19 +44,12 @@ COUNTERS = ["tandem_step_duration_seconds_count", "tandem_forward_microseconds_t
             "tandem_constraint_mask_microseconds_total"]
 
 
-def counters(url):
-    text = requests.get(url + "/metrics", timeout=10).text
-    found = dict(line.split() for line in text.splitlines() if line.split()[:1] in
-                 [[k] for k in COUNTERS])
-    return {k: float(found.get(k, 0)) for k in COUNTERS}
-
-
 def ask_counted(url, tandem, task, predict, max_tokens):
     """`ask`, with the counters' growth over the request on a tandem server (it runs alone)."""
-    before = counters(url) if tandem else None
+    before = counters(url, COUNTERS) if tandem else None
     r = ask(url, task, predict, max_tokens)
     if tandem:
-        after = counters(url)
+        after = counters(url, COUNTERS)
         r["counters"] = {k: after[k] - before[k] for k in COUNTERS}
     return r
 

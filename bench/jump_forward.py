@@ -15,11 +15,15 @@ import json
 import os
 import platform
 import statistics
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date
 
 import requests
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from metrics import counters  # noqa: E402
 
 EVENT = {
     "type": "object",
@@ -72,10 +76,10 @@ def one(url, name, max_tokens):
 
 
 def forced_total(url):
-    for line in requests.get(url + "/metrics", timeout=30).text.splitlines():
-        if line.startswith("tandem_forced_tokens_total "):
-            return float(line.split()[1])
-    return 0.0
+    got = counters(url, ["tandem_forced_tokens_total"])
+    if got is None:
+        raise SystemExit(f"{url} has no /metrics: is it a tandem server?")
+    return got["tandem_forced_tokens_total"]
 
 
 def round_of(url, name, streams, max_tokens):

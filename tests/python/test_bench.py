@@ -145,3 +145,18 @@ def test_cost_profile_parser_reads_the_short_row_price_whatever_the_tile(tmp_pat
         path.write_text(line.format(tile))
         (found,) = list(profiles([str(path)]))
         assert found[3] == "12.000" and found[4] == "1.000", (tile, found)
+
+
+def test_metrics_reader_reads_a_servers_counters(server):
+    """bench/metrics.py, the /metrics reader of grammar.py, json_layout.py and jump_forward.py:
+    a counter's value, 0.0 for one not recorded, None for a server without /metrics."""
+    import requests
+
+    counters = bench_module("metrics").counters
+    steps = "tandem_step_duration_seconds_count"
+    before = counters(server.url, [steps, "tandem_no_such_counter_total"])
+    body = {"prompt": "Hello", "max_tokens": 3, "temperature": 0}
+    requests.post(server.url + "/v1/completions", json=body, timeout=60).raise_for_status()
+    after = counters(server.url, [steps, "tandem_no_such_counter_total"])
+    assert after[steps] > before[steps] and after["tandem_no_such_counter_total"] == 0.0
+    assert counters("http://127.0.0.1:9", [steps]) is None
