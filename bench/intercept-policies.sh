@@ -23,25 +23,26 @@ SEQS=16; CELLS=32768
 OUT=bench/work/intercept; rm -rf "$OUT"; mkdir -p "$OUT" bench/results
 cargo build --release --locked --bin tandem >&2
 TANDEM=target/release/tandem
+read -ra S_ARGS <<< "${SERVE_ARGS:-}"; read -ra L_ARGS <<< "${LLAMA_ARGS:-}"
 
 # Every run gets a fresh server: one left running between rates keeps the previous run's
 # sequences, and the same seed gives the same prompts, so later rates would find their prompts
 # already cached (measured 2026-11-22: min-waste at 1.8 req/s after a 2.4 run had 4169 of 4724
 # prompt tokens cached and 0.044 s/token, on a fresh server 48 cached and 0.22 s/token).
-PORT=18090
-start_server() {  # start_server NAME: a policy name or llama-server
+# start_server NAME RATE: NAME (a policy, or llama-server) on a free port, logging to
+# $OUT/NAME-RATE.log (bench/lib.sh's start_tandem / start_llama); sets URL and SPID.
+start_server() {
   if [ "$1" = llama-server ]; then
-    "$LLAMA_SERVER" -m "$MODEL" --port $PORT -t "$THREADS" -tb "$THREADS" -np $SEQS -c $CELLS \
-      -b 512 -ub 512 ${LLAMA_ARGS:-} 2>>"$OUT/llama-server.log" &
+    local port; port=$(free_port)
+    start_llama "$OUT/llama-server-$2.log" "$port" -np $SEQS -c $CELLS -b 512 -ub 512 "${L_ARGS[@]}"
+    URL="http://127.0.0.1:$port" SPID=$LPID
   else
     local extra=()
     [ "$1" = discard ] && extra=(--resume-order tail)  # vLLM's behavior
-    $TANDEM serve --model "$MODEL" --port $PORT --threads "$THREADS" --max-seqs $SEQS \
-      --kv-cells $CELLS --allow-scripted --intercept-policy "$1" "${extra[@]}" ${SERVE_ARGS:-} \
-      2>>"$OUT/tandem-$1.log" &
+    start_tandem "$OUT/tandem-$1-$2.log" --model "$MODEL" --threads "$THREADS" --max-seqs $SEQS \
+      --kv-cells $CELLS --allow-scripted --intercept-policy "$1" "${extra[@]}" "${S_ARGS[@]}"
+    SPID=$PID
   fi
-  PID=$!; trap 'kill $PID 2>/dev/null || true' EXIT
-  wait_up http://127.0.0.1:$PORT
 }
 
 # sweep NAME [bench flags...]: one run per rate, each on a fresh server, until saturation.
@@ -50,11 +51,11 @@ sweep() {
   for r in $RATES; do
     local n; n=$(python3 -c "print(max(6, round($r * $WINDOW)))")
     echo "== $name rate $r ($n requests)" >&2
-    start_server "$name"
-    $TANDEM bench --url http://127.0.0.1:$PORT --quiet --workload augment --scale "$SCALE" \
+    start_server "$name" "$r"
+    $TANDEM bench --url "$URL" --quiet --workload augment --scale "$SCALE" \
       --rate "$r" --requests "$n" --seed 7 --label "$name @ $r" --out "$OUT/$name-$r" "$@" \
       >/dev/null
-    kill $PID; wait $PID 2>/dev/null || true
+    kill "$SPID"; wait "$SPID" 2>/dev/null || true
     if saturated "$OUT/$name-$r.json" "$SATURATED"; then sat=1; else sat=0; fi
     [ -n "${SWEEP_ALL:-}" ] || [ "$sat" = 0 ] || break
   done
@@ -65,7 +66,6 @@ for policy in $POLICIES; do
 done
 
 if [ -z "${SKIP_LLAMA:-}" ]; then
-  LLAMA_SERVER=$(bench/build-llama-server.sh)
   sweep llama-server
 fi
 

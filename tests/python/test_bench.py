@@ -132,6 +132,9 @@ def test_machine_speed_reads_the_servers_cost_lines(tmp_path):
                                                      + line.format("20.15", "4.282"))
     (tmp_path / "tandem-discard.log").write_text(line.format("1.00", "6.408"))
     (tmp_path / "llama-server.log").write_text(line.format("0", "99.0"))  # not tandem's
+    # A server given --costs logs those costs too, but they are not this machine's speed.
+    (tmp_path / "tandem-preset.log").write_text("INFO costs from --costs smollm2-cpu, not profiled\n"
+                                                + line.format("3.59", "2.782"))
     assert machine_speed(tmp_path) == "tandem's startup profiles: 4.28–6.41 ms a batch token over 3 servers"
 
 
