@@ -243,7 +243,17 @@ impl ToolCallParser {
                     out.push(ParseEvent::Markup(raw));
                 }
             }
-            State::Text { .. } | State::Next => {}
+            // The text ended inside the group's close tag (`</tool_`): markup, not content.
+            State::Next => {
+                let partial = self
+                    .fmt
+                    .close
+                    .is_some_and(|c| c.starts_with(self.held.trim_start()));
+                if partial && !self.held.is_empty() {
+                    out.push(ParseEvent::Markup(std::mem::take(&mut self.held)));
+                }
+            }
+            State::Text { .. } => {}
         }
         content(std::mem::take(&mut self.held), &mut out);
         out
@@ -498,6 +508,13 @@ mod tests {
         let bare = " {\"name\": \"a";
         let ev = run(ParserKind::Llama3, &[bare]);
         assert_eq!(ev, vec![ParseEvent::Content(bare.into())]);
+        // Cut inside the close tag after a complete call: the tag's text is not content.
+        let ev = run(
+            ParserKind::Hermes,
+            &["<tool_call>{\"name\": \"a\", \"arguments\": {}}\n</tool_"],
+        );
+        assert!(matches!(ev.last(), Some(ParseEvent::Markup(m)) if m == "\n</tool_"));
+        assert!(ev.iter().all(|e| !matches!(e, ParseEvent::Content(_))));
         // The second call of a group is cut; the first stands complete.
         let two = "[TOOL_CALLS][{\"name\": \"a\", \"arguments\": {}}, {\"name\": \"b\"";
         let ev = run(ParserKind::Mistral, &[two]);
