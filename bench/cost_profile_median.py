@@ -4,7 +4,8 @@
 N tokens) + ... ms per sampled row; swap out ... us/token, in ... us/token; ... KV
 bytes/token"; older lines without the attention or sampled-row figures count them as 0),
 printed as a `tandem simulate --costs` JSON file.
-Usage: bench/cost_profile_median.py LOG... (server logs, e.g. bench/work/intercept/*.log).
+Usage: bench/cost_profile_median.py LOG... (server logs, e.g. bench/work/intercept/*.log, or
+the file bench/startup-profiles.sh writes).
 The preset `smollm2-cpu` (crates/server/src/costs.rs) was made this way."""
 import json
 import re
