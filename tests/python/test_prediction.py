@@ -166,7 +166,8 @@ def test_prompt_lookup_drafts_a_copy_of_the_prompt(lookup_server):
 
 NOTE = "The quarterly review moved to Thursday at 3pm in room B, bring the sales figures."
 # The string is bounded: copying the note, SmolLM2 (flash attention off, the default on a CPU)
-# goes on repeating it inside the string until max_tokens, and a cut call is no call.
+# goes on repeating it inside the string until max_tokens, and the call is then cut off
+# (`finish_reason: "length"`), where these tests need a complete one.
 SAVE = [{"type": "function", "function": {"name": "save_note", "description": "Save a note.",
          "parameters": {"type": "object", "required": ["text"],
                         "properties": {"text": {"type": "string", "maxLength": 120}}}}}]

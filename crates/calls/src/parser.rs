@@ -5,7 +5,8 @@
 //! returns it as content). A call the text ends inside once its name is known (`max_tokens`
 //! or a stop string cut it) ends with `CallCut`: its start and arguments stand, incomplete.
 //! One cut before its name is markup when a start tag or separator opened it, content when
-//! it was a bare `{` (which might have been prose). Concatenating the text of every event gives back the input.
+//! it was a bare `{` (which might have been prose). Concatenating the text of every event
+//! gives back the input.
 //!
 //! The three formats share one state machine and differ in a [`Format`]:
 //! - `hermes` (Hermes, Qwen): `<tool_call>{"name": ..., "arguments": {...}}</tool_call>`,

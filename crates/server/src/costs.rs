@@ -87,10 +87,11 @@ pub const PRESETS: [&str; 2] = ["smollm2-cpu", "gptj6b-a100"];
 /// seven startup profiles logged on 2026-12-02
 /// (bench/costs/smollm2-xeon-profiles-2026-12-02.log, through `bench/cost_profile_median.py`;
 /// forward base 2.9-6.3 ms, per token 2.61-2.93 ms, attention 1.06-1.68 us a pair in a
-/// 64-token batch and 11.2-12.5 us in one-token rows, a sampled row 0.93-1.11 ms). These profiles came from commit b03226d, whose sampled-row
-/// timing also built a sampler per row each repeat (about 0.1-0.2 ms of it; later profiles
-/// gave 0.76-0.98 ms on the same machine at other times, when its per-token time had moved
-/// by up to 12%, so they were not swapped in for the calibration's). llama.cpp copies
+/// 64-token batch and 11.2-12.5 us in one-token rows, a sampled row 0.93-1.11 ms). These
+/// profiles came from commit b03226d, whose sampled-row timing also built a sampler per row
+/// each repeat (about 0.1-0.2 ms of it; later profiles gave 0.76-0.98 ms on the same
+/// machine at other times, when its per-token time had moved by up to 12%, so they were not
+/// swapped in for the calibration's). llama.cpp copies
 /// before it decodes, so copies do not overlap compute. The earlier AMD EPYC preset, which
 /// priced neither attention nor sampled rows, is bench/costs/smollm2-epyc-2026-12-02.json.
 const SMOLLM2_CPU: CostFile = CostFile {

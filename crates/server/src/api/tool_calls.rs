@@ -115,8 +115,10 @@ impl ToolPlan {
             req.parallel_tool_calls.as_ref(),
             &check_schema,
         )?;
-        let output =
-            (req.common.structured).with_response_format(output, req.response_format.as_ref())?;
+        let output = req
+            .common
+            .structured
+            .with_response_format(output, req.response_format.as_ref())?;
         // `response_format` yields to active tools; another rule is an error beside them.
         if let Some(o) = output
             .as_ref()
@@ -290,8 +292,8 @@ impl MessageBuilder {
 
     /// Whether the turn ended in calls, all complete (its finish reason is `tool_calls`).
     pub fn ends_in_calls(&self) -> bool {
-        let mut listed = self.calls.iter().filter(|c| c.end != CallEnd::Open);
-        listed.clone().next().is_some() && listed.all(|c| c.end == CallEnd::Done)
+        let any = |end| self.calls.iter().any(|c| c.end == end);
+        any(CallEnd::Done) && !any(CallEnd::Cut)
     }
 
     /// Index of this turn's first call over the completion.

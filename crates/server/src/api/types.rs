@@ -217,7 +217,8 @@ impl CompletionRequest {
 
     /// The output rule: a structured-output field or `response_format` (not both).
     pub fn output(&self, given: Option<Structured>) -> Result<Option<Structured>, ApiError> {
-        (self.common.structured).with_response_format(given, self.response_format.as_ref())
+        let format = self.response_format.as_ref();
+        self.common.structured.with_response_format(given, format)
     }
 }
 
