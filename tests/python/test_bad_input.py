@@ -44,6 +44,18 @@ def test_bad_input_gets_openai_error(server, name, body, status):
     still_serving(server)
 
 
+@pytest.mark.parametrize("body,param", [
+    ({"messages": "hi"}, "messages"),
+    ({"messages": OK_MSG, "logprobs": "yes"}, "logprobs"),
+    ({"messages": OK_MSG, "server_tools": ["python", 3]}, "server_tools[1]"),
+])
+def test_a_field_of_the_wrong_type_is_named(server, body, param):
+    r = requests.post(server.url + CHAT, json=body)
+    assert r.status_code == 422, r.text
+    err = r.json()["error"]
+    assert err["param"] == param and err["message"].startswith(f"invalid request: {param}: "), err
+
+
 @pytest.mark.parametrize("part,words", [
     ({"type": "image_url", "image_url": {"url": "http://x/y.png"}}, "type 'image_url' are not supported"),
     ({"type": "text"}, "needs a string `text`"),

@@ -144,6 +144,62 @@ def streamed(stream):
 NOTE = tool("save_note", {"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]}, "Save a note.")
 
 
+WEATHER = tool("get_weather", {"type": "object", "properties": {
+    "city": {"type": "string"}, "unit": {"type": "string"}}, "required": ["city", "unit"]},
+    "Weather for a city")
+
+
+def test_a_tool_result_without_tools_is_the_templates_own_tool_turn(server):
+    """SmolLM2's ChatML template writes a `tool` message as a turn of its own: with no tools
+    shown the result is left to it (as llama-server and vLLM render it); with tools shown it
+    is the `<tool_response>` user turn the tools section announces. The generation's prompt
+    is the one `/apply-template` shows."""
+    msgs = [{"role": "user", "content": "Weather in Paris?"},
+            {"role": "assistant", "content": "Let me check."},
+            {"role": "tool", "tool_call_id": "c1", "content": "sunny, 24 C"}]
+    apply = lambda **kw: requests.post(server.url + "/apply-template", json={"messages": msgs, **kw},
+                                       timeout=30).json()["prompt"]
+    plain = apply()
+    assert plain.endswith("<|im_start|>assistant\nLet me check.<|im_end|>\n<|im_start|>tool\n"
+                          "sunny, 24 C<|im_end|>\n<|im_start|>assistant\n"), plain
+    shown = apply(tools=[WEATHER])
+    assert "<|im_start|>user\n<tool_response>\nsunny, 24 C\n</tool_response><|im_end|>" in shown
+    assert "<|im_start|>tool" not in shown
+    n = requests.post(server.url + "/tokenize", json={"content": plain}, timeout=30).json()["count"]
+    r = requests.post(server.url + "/v1/chat/completions", timeout=60,
+                      json={"messages": msgs, "max_tokens": 1}).json()
+    assert r["usage"]["prompt_tokens"] == n
+    bad = requests.post(server.url + "/apply-template", json={"messages": "hi"}, timeout=30)
+    assert bad.status_code == 422 and bad.json()["error"]["param"] == "messages", bad.text
+
+
+def test_a_follow_up_after_a_call_reuses_the_kv_through_the_call(default_server):
+    """The history writes a call's arguments as the client sent them back (the model's own
+    text), so the follow-up's prompt matches the kept KV through the arguments; written again
+    with other spacing it diverged at their first separator."""
+    url = default_server.url
+    first = [{"role": "user", "content": "What is the weather in Lyon, in celsius?"}]
+    body = {"tools": [WEATHER], "temperature": 0, "parallel_tool_calls": False}
+    r1 = requests.post(url + "/v1/chat/completions", timeout=60, json={
+        **body, "messages": first, "tool_choice": "required", "max_tokens": 60}).json()
+    message = r1["choices"][0]["message"]
+    args = message["tool_calls"][0]["function"]["arguments"]
+    city = json.loads(args)["city"]
+    follow = first + [message, {"role": "tool", "tool_call_id": message["tool_calls"][0]["id"],
+                                "content": "sunny, 21 C"}]
+    prompt = requests.post(url + "/apply-template", json={**body, "messages": follow},
+                           timeout=30).json()["prompt"]
+    assert args in prompt
+    r2 = requests.post(url + "/v1/chat/completions", timeout=60,
+                       json={**body, "messages": follow, "max_tokens": 4}).json()
+    head = '<tool_call>\n{"name": "get_weather", "arguments": ' + args[:args.index(city) + len(city)]
+    n = requests.post(url + "/tokenize", json={"content": head}, timeout=30).json()["count"]
+    # At least up to the token before the city's closing quote (which the model may have merged
+    # with what follows).
+    cached = r2["usage"]["prompt_tokens_details"]["cached_tokens"]
+    assert cached >= r1["usage"]["prompt_tokens"] + n - 1, (cached, r1["usage"], n)
+
+
 @pytest.mark.parametrize("max_tokens", [10, 24])
 def test_a_call_cut_by_max_tokens_is_a_call_with_finish_length(client, max_tokens):
     """`max_tokens` ending a call: at 24 tokens inside its arguments, at 10 before its name.

@@ -29,6 +29,7 @@ pub fn router(st: Arc<AppState>) -> Router {
         .route("/v1/models/{id}", get(misc::model))
         .route("/tokenize", post(tokenize::tokenize))
         .route("/detokenize", post(tokenize::detokenize))
+        .route("/apply-template", post(tokenize::apply_template))
         .route("/health", get(misc::health))
         .route("/metrics", get(misc::metrics))
         .fallback(misc::not_found)

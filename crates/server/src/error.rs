@@ -16,9 +16,13 @@ pub enum ApiError {
         message: String,
         param: Option<String>,
     },
-    /// Well-formed JSON whose fields do not match the schema (422).
-    #[error("{0}")]
-    Unprocessable(String),
+    /// Well-formed JSON whose fields do not match the schema (422); `param` names the field
+    /// where that is known.
+    #[error("{message}")]
+    Unprocessable {
+        message: String,
+        param: Option<String>,
+    },
     /// The prompt does not fit a sequence's context (400, `context_length_exceeded`). `param`
     /// names the field holding the prompt; `None`: `messages`.
     #[error("{message}")]
@@ -89,7 +93,7 @@ impl ApiError {
             Self::Invalid { .. }
             | Self::ContextLength { .. }
             | Self::PreviousResponseNotFound(_) => StatusCode::BAD_REQUEST,
-            Self::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::ModelNotFound(_) | Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -101,7 +105,7 @@ impl ApiError {
 
     fn kind_and_code(&self) -> (&'static str, Option<&'static str>) {
         match self {
-            Self::Invalid { .. } | Self::Unprocessable(_) => ("invalid_request_error", None),
+            Self::Invalid { .. } | Self::Unprocessable { .. } => ("invalid_request_error", None),
             Self::ContextLength { .. } => {
                 ("invalid_request_error", Some("context_length_exceeded"))
             }
@@ -120,7 +124,7 @@ impl ApiError {
 
     pub fn param(&self) -> Option<&str> {
         match self {
-            Self::Invalid { param, .. } => param.as_deref(),
+            Self::Invalid { param, .. } | Self::Unprocessable { param, .. } => param.as_deref(),
             Self::ModelNotFound(_) => Some("model"),
             Self::ContextLength { param, .. } => Some(param.as_deref().unwrap_or("messages")),
             Self::PreviousResponseNotFound(_) => Some("previous_response_id"),
@@ -132,6 +136,17 @@ impl ApiError {
     pub fn body(&self) -> serde_json::Value {
         let (kind, code) = self.kind_and_code();
         json!({"error": {"message": self.to_string(), "type": kind, "param": self.param(), "code": code}})
+    }
+}
+
+impl ApiError {
+    /// A translated request body (Responses, Messages) whose chat form does not match the
+    /// schema: no field is named, since the path would be the chat form's, not the client's.
+    pub fn unprocessable(e: impl std::fmt::Display) -> Self {
+        Self::Unprocessable {
+            message: format!("invalid request: {e}"),
+            param: None,
+        }
     }
 }
 

@@ -17,6 +17,7 @@ use tandem_llama::{
     Weights,
 };
 use tandem_tools::grammar::JsonLayout;
+use tandem_tools::render::ResultTurns;
 
 use crate::api::responses::store::ResponseStore;
 use crate::costs;
@@ -473,9 +474,15 @@ pub async fn run(args: ServeArgs, default_model: PathBuf) -> anyhow::Result<()> 
         move || costs.runner(model, &rc),
     )?;
     let jump_forward = args.jump_forward == OnOff::On;
+    let results = if template.writes_tool_turns() {
+        ResultTurns::Tool
+    } else {
+        ResultTurns::Wrapped
+    };
     let tools = ToolSetup::new(
         &model,
         given.then_some(source.as_str()),
+        results,
         args.tool_call_parser,
         jump_forward,
         args.json_layout.into(),

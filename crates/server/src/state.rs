@@ -8,7 +8,7 @@ use tandem_llama::Model;
 
 use tandem_tools::constraint::{Guidance, Guided, Tokenize};
 use tandem_tools::grammar::{GrammarPlan, JsonLayout};
-use tandem_tools::render::template_supports_tools;
+use tandem_tools::render::{template_supports_tools, ResultTurns};
 use tandem_tools::runtime::Registry;
 use tandem_tools::ParserKind;
 
@@ -21,6 +21,8 @@ pub struct ToolSetup {
     pub parser: ParserKind,
     /// The chat template renders `tools` itself (else tandem writes them into the prompt).
     pub in_template: bool,
+    /// How tandem writes tool results when the template does not render tools.
+    pub results: ResultTurns,
     /// Grammar compiler over the model's vocabulary.
     pub guidance: Guidance,
     /// How JSON output is laid out (`--json-layout`) unless a request asks for compact.
@@ -33,6 +35,7 @@ impl ToolSetup {
     pub fn new(
         model: &Model,
         template: Option<&str>,
+        results: ResultTurns,
         parser: Option<ParserKind>,
         jump_forward: bool,
         json_layout: JsonLayout,
@@ -44,14 +47,19 @@ impl ToolSetup {
         let parser = parser
             .unwrap_or_else(|| template.map_or(ParserKind::Hermes, ParserKind::from_template));
         let in_template = template.is_some_and(template_supports_tools);
+        let by = match (in_template, results) {
+            (true, _) => "the chat template",
+            (false, ResultTurns::Tool) => "tandem (results as the template's tool turns)",
+            (false, ResultTurns::Wrapped) => "tandem (results as <tool_response> user turns)",
+        };
         tracing::info!(
-            "tool calls: {parser} format, tools rendered by {}; grammar vocabulary ready in {:.0} ms",
-            if in_template { "the chat template" } else { "tandem" },
+            "tool calls: {parser} format, tools rendered by {by}; grammar vocabulary ready in {:.0} ms",
             t0.elapsed().as_secs_f64() * 1e3
         );
         Ok(Self {
             parser,
             in_template,
+            results,
             guidance,
             json_layout,
         })

@@ -5,7 +5,7 @@
 //! turns when it has Gemma's turn tokens, else ChatML (llama-server's fallback).
 
 use minijinja::{Environment, Error, ErrorKind, Value};
-use serde_json::Value as Json;
+use serde_json::{json, Value as Json};
 
 use crate::error::ApiError;
 
@@ -50,6 +50,28 @@ impl ChatTemplate {
         Ok(Self { env, bos, eos })
     }
 
+    /// Whether the template writes a `tool` message as a turn of its own: it renders one
+    /// without raising, with its content, and not as it renders the same text from the user.
+    /// ChatML templates do; Gemma's raise, and Gemma's turn fallback folds it into a user
+    /// turn.
+    pub fn writes_tool_turns(&self) -> bool {
+        const MARK: &str = "tandem probe: a tool result";
+        let conversation = |role: &str| {
+            [
+                json!({"role": "user", "content": "question"}),
+                json!({"role": "assistant", "content": "answer"}),
+                json!({"role": role, "content": MARK, "tool_call_id": "probe"}),
+            ]
+        };
+        let tool = self.render(&conversation("tool"), None);
+        let user = self.render(&conversation("user"), None);
+        match (tool, user) {
+            (Ok(tool), Ok(user)) => tool.contains(MARK) && tool != user,
+            (Ok(tool), Err(_)) => tool.contains(MARK),
+            (Err(_), _) => false,
+        }
+    }
+
     /// Renders a conversation for the assistant's next turn; a template that raises (e.g.
     /// bad role order) gives a 400.
     pub fn render(&self, messages: &[Json], tools: Option<&[Json]>) -> Result<String, ApiError> {
@@ -82,7 +104,6 @@ impl ChatTemplate {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
     #[test]
     fn hf_conventions() {
@@ -116,6 +137,21 @@ mod tests {
             "<start_of_turn>user\nBe brief.\n\nHi<end_of_turn>\n<start_of_turn>model\nHello<end_of_turn>\n<start_of_turn>user\n42<end_of_turn>\n<start_of_turn>model\n"
         );
         assert_eq!(fallback(false).0, CHATML);
+    }
+
+    #[test]
+    fn a_template_writes_tool_turns_when_it_renders_the_role_apart() {
+        let writes = |src: &str| {
+            ChatTemplate::new(src.into(), String::new(), String::new())
+                .unwrap()
+                .writes_tool_turns()
+        };
+        assert!(writes(CHATML));
+        assert!(!writes(GEMMA_TURNS), "a tool message is a user turn there");
+        let refuses = "{% for m in messages %}{% if m.role == 'tool' %}{{ raise_exception('roles') }}{% endif %}{{ m.content }}{% endfor %}";
+        assert!(!writes(refuses));
+        let drops = "{% for m in messages %}{% if m.role in ['user', 'assistant'] %}[{{ m.role }}]{{ m.content }}{% endif %}{% endfor %}";
+        assert!(!writes(drops), "the result is not in the prompt");
     }
 
     #[test]

@@ -136,8 +136,9 @@ fn parse_tool(
         .ok_or_else(|| err(at(""), format!("tools[{i}] must be an object")))?;
     match obj.get("type").and_then(Value::as_str) {
         Some("function") => {}
-        other => {
-            let msg = format!("tools[{i}].type must be \"function\", got {other:?}");
+        _ => {
+            let other = obj.get("type").unwrap_or(&Value::Null);
+            let msg = format!("tools[{i}].type must be \"function\", got {other}");
             return Err(err(at(".type"), msg));
         }
     }
@@ -153,7 +154,7 @@ fn parse_tool(
     let name = f.get("name").and_then(Value::as_str).unwrap_or_default();
     if !valid_name(name) {
         let msg = format!(
-            "tools[{i}].function.name must be 1-64 letters, digits, '_' or '-', got {:?}",
+            "tools[{i}].function.name must be 1-64 letters, digits, '_' or '-', got {}",
             f.get("name").unwrap_or(&Value::Null)
         );
         return Err(err(at(".function.name"), msg));

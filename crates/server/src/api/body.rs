@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 use crate::error::ApiError;
 
 /// Parses a JSON body: over the limit → 413, not UTF-8 or not JSON → 400, JSON of the wrong
-/// shape → 422.
+/// shape → 422 naming the field (`messages[0].role`) in its message and `param`.
 pub fn parse_json<T: DeserializeOwned>(
     body: Result<Bytes, BytesRejection>,
     limit: usize,
@@ -29,8 +29,17 @@ pub fn parse_json<T: DeserializeOwned>(
             None,
         ));
     }
-    serde_json::from_value(value)
-        .map_err(|e| ApiError::Unprocessable(format!("invalid request: {e}")))
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        match path.as_str() {
+            "." => ApiError::unprocessable(inner),
+            _ => ApiError::Unprocessable {
+                message: format!("invalid request: {path}: {inner}"),
+                param: Some(path),
+            },
+        }
+    })
 }
 
 /// Sets `key` in a JSON object when there is a value for it.

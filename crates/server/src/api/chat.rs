@@ -25,21 +25,26 @@ use crate::api::types::{normalize_messages, ChatRequest, GenParams};
 use crate::error::ApiError;
 use crate::state::AppState;
 
-/// Renders the conversation with the model's template and tokenizes it. With `prefill`, the
-/// last message is the start of the reply: the rest is rendered with the assistant's
-/// generation prompt and that message's text follows it.
-fn prompt_tokens(
+/// Renders the conversation with the model's template. With `prefill`, the last message is
+/// the start of the reply: the rest is rendered with the assistant's generation prompt and
+/// that message's text follows it.
+fn prompt_text(
     st: &AppState,
     messages: &[Value],
     plan: &ToolPlan,
     prefill: bool,
-) -> Result<Vec<i32>, ApiError> {
+) -> Result<String, ApiError> {
     let (messages, tools) = plan.prompt_inputs(st, messages);
     let (head, start) = split_prefill(&messages, prefill)?;
-    let text = st.template.render(head, tools.as_deref())? + start;
+    Ok(st.template.render(head, tools.as_deref())? + start)
+}
+
+/// The prompt text tokenized, with the model's BOS token when it uses one and the template
+/// did not write it.
+fn tokenize_prompt(st: &AppState, text: &str) -> Vec<i32> {
     let bos = st.model.special_text(st.model.bos());
     let add_bos = st.model.add_bos() && !text.starts_with(&bos);
-    Ok(st.model.tokenize(&text, add_bos, true))
+    st.model.tokenize(text, add_bos, true)
 }
 
 /// The messages to render and the reply's given start (empty without `prefill`).
@@ -76,7 +81,11 @@ struct Prepared {
     replay: Option<Replay>,
 }
 
-fn prepare(st: &AppState, req: &ChatRequest) -> Result<Prepared, ApiError> {
+/// A validated chat request's parameters, tool plan, normalized messages and prompt text.
+fn render(
+    st: &AppState,
+    req: &ChatRequest,
+) -> Result<(GenParams, ToolPlan, Vec<Value>, String), ApiError> {
     st.check_model(req.common.model.as_deref())?;
     let mut params = req.common.validate(&st.model)?;
     params.sampling.logprobs = logprobs::chat_request(req.logprobs, req.top_logprobs)?;
@@ -87,7 +96,13 @@ fn prepare(st: &AppState, req: &ChatRequest) -> Result<Prepared, ApiError> {
     }
     check_prediction(req, &params)?;
     let messages = normalize_messages(&req.messages)?;
-    let prompt = prompt_tokens(st, &messages, &plan, req.continue_final_message)?;
+    let text = prompt_text(st, &messages, &plan, req.continue_final_message)?;
+    Ok((params, plan, messages, text))
+}
+
+fn prepare(st: &AppState, req: &ChatRequest) -> Result<Prepared, ApiError> {
+    let (params, plan, messages, text) = render(st, req)?;
+    let prompt = tokenize_prompt(st, &text);
     let replay = req
         .replay
         .as_deref()
@@ -161,6 +176,12 @@ fn launch(st: Arc<AppState>, p: &mut Prepared, i: usize) -> Result<ChatRun, ApiE
 pub fn start(st: Arc<AppState>, req: &ChatRequest) -> Result<ChatRun, ApiError> {
     let mut p = prepare(&st, req)?;
     launch(st, &mut p, 0)
+}
+
+/// A chat request's prompt as the template renders it, tools and tool results written as
+/// for generation (nothing is queued).
+pub fn prompt_of(st: &AppState, req: &ChatRequest) -> Result<String, ApiError> {
+    Ok(render(st, req)?.3)
 }
 
 /// The length of a chat request's prompt as the template renders it (nothing is queued).

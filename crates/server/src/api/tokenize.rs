@@ -1,6 +1,7 @@
 //! `POST /tokenize` and `POST /detokenize`: the served model's tokenizer, as llama-server and
 //! vLLM expose it (each server's field names are accepted), so a client can count tokens or
-//! find the ids `logit_bias` needs.
+//! find the ids `logit_bias` needs. `POST /apply-template` (llama-server's): the prompt a chat
+//! request would be given, so a client can see what the model reads.
 
 use std::sync::Arc;
 
@@ -12,6 +13,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::api::body::parse_json;
+use crate::api::types::ChatRequest;
+use crate::api::{chat, legacy_functions};
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -66,6 +69,17 @@ pub async fn detokenize(
     let ids = checked_ids(&req.tokens, st.model.n_vocab(), "tokens")?;
     let text = st.model.detokenize(&ids, true);
     Ok(Json(json!({"content": text, "prompt": text})))
+}
+
+/// The chat request's prompt text, as `/v1/chat/completions` renders it (tools and tool
+/// results included), in llama-server's `prompt` field. Nothing is generated.
+pub async fn apply_template(
+    State(st): State<Arc<AppState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let mut req: ChatRequest = parse_json(body, st.body_limit)?;
+    legacy_functions::translate(&mut req)?;
+    Ok(Json(json!({"prompt": chat::prompt_of(&st, &req)?})))
 }
 
 /// Token ids from a request, each checked to be in the vocabulary (a 400 naming `field`).

@@ -158,7 +158,11 @@ impl ToolPlan {
             let defs = (!shown.is_empty()).then(|| shown.iter().map(|t| t.to_json()).collect());
             return (template_messages(messages), defs);
         }
-        (inline_tools(st.tools.parser, messages, shown), None)
+        let results = st.tools.results;
+        (
+            inline_tools(st.tools.parser, messages, shown, results),
+            None,
+        )
     }
 
     /// The request's constraint: tool calls when tools are active, else the output rule;

@@ -71,8 +71,7 @@ pub fn chat_request(req: &MessagesRequest, count_only: bool) -> Result<ChatReque
         chat.insert("tool_choice".into(), choice);
         insert_some(&mut chat, "parallel_tool_calls", parallel.map(Value::from));
     }
-    serde_json::from_value(Value::Object(chat))
-        .map_err(|e| ApiError::Unprocessable(format!("invalid request: {e}")))
+    serde_json::from_value(Value::Object(chat)).map_err(ApiError::unprocessable)
 }
 
 /// The chat messages: the system prompt, then each message's blocks.

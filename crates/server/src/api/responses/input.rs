@@ -111,8 +111,8 @@ pub fn prepare(req: ResponsesRequest, previous: Vec<Value>) -> Result<Prepared, 
         .transpose()?
         .flatten();
     insert_some(&mut chat, "response_format", format);
-    let chat: ChatRequest = serde_json::from_value(Value::Object(chat))
-        .map_err(|e| ApiError::Unprocessable(format!("invalid request: {e}")))?;
+    let chat: ChatRequest =
+        serde_json::from_value(Value::Object(chat)).map_err(ApiError::unprocessable)?;
     Ok(Prepared {
         chat,
         history,
