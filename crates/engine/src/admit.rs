@@ -234,22 +234,23 @@ impl Scheduler {
         keep > 0 && copy < c.fwd_per_token_s * keep as f64 + attend
     }
 
-    /// A free slot, making one by moving the least recently used retained sequence off the
-    /// device if needed.
+    /// A free slot (beside running ones, compact.rs), making one by moving the least
+    /// recently used retained sequence off the device if needed.
     pub(crate) fn alloc_slot(&mut self, now: f64) -> Option<SeqId> {
-        if let Some(seq) = self.kv.alloc() {
+        let busy = self.running_seqs();
+        if let Some(seq) = self.kv.alloc_near(&busy) {
             return Some(seq);
         }
         let e = self.retained.pop_lru(false)?;
         self.offload_retained(e, now);
-        self.kv.alloc()
+        self.kv.alloc_near(&busy)
     }
 
     /// Moves a retained sequence off the device: into the host pool when the policy swaps
     /// and that is cheaper than recomputing it on a follow-up, else frees it. A pool short of
     /// room takes the head that fits (the conversation's start, which a follow-up shares
     /// first: system prompt, tool definitions) and the rest is dropped.
-    fn offload_retained(&mut self, e: Retained, now: f64) {
+    pub(crate) fn offload_retained(&mut self, e: Retained, now: f64) {
         let Loc::Device(seq) = e.loc else {
             return self.evict(e);
         };

@@ -258,6 +258,8 @@ fn export_intercept_stats(s: &SchedulerStats) {
     metrics::counter!("tandem_prefix_copied_tokens_total").absolute(c.prefix_copied_tokens);
     metrics::counter!("tandem_prefix_copies_inflight_total").absolute(c.inflight_prefix_copies);
     metrics::counter!("tandem_shared_prefill_waits_total").absolute(c.shared_prefill_waits);
+    metrics::counter!("tandem_slot_moves_total").absolute(c.slot_moves);
+    metrics::counter!("tandem_slot_moved_tokens_total").absolute(c.slot_moved_tokens);
     if let Some(w) = c.waste {
         for (option, v) in [
             ("preserve", w.preserve),

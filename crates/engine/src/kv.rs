@@ -28,6 +28,18 @@ impl KvPool {
         Some(idx as SeqId)
     }
 
+    /// Whether slot `seq` is free.
+    pub fn is_free(&self, seq: SeqId) -> bool {
+        self.slots[seq as usize].is_none()
+    }
+
+    /// Takes the free slot `seq`, with zero cells used.
+    pub fn take(&mut self, seq: SeqId) {
+        let slot = &mut self.slots[seq as usize];
+        assert!(slot.is_none(), "taking KV slot {seq}, which is not free");
+        *slot = Some(0);
+    }
+
     /// Returns the slot and all its cells to the pool.
     pub fn free(&mut self, seq: SeqId) {
         let slot = &mut self.slots[seq as usize];

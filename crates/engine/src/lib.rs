@@ -24,6 +24,7 @@
 
 mod admit;
 pub mod clock;
+pub mod compact;
 pub mod cost;
 pub mod drafter;
 pub mod engine;

@@ -63,6 +63,23 @@ impl RetainedSet {
         self.entries.iter().filter_map(in_slot).sum()
     }
 
+    /// The slots that entries on the device are in.
+    pub fn device_seqs(&self) -> impl Iterator<Item = SeqId> + '_ {
+        self.entries.iter().filter_map(|e| match e.loc {
+            Loc::Device(seq) => Some(seq),
+            Loc::Host(_) => None,
+        })
+    }
+
+    /// The entry in slot `from` is now in slot `to` (its KV was moved).
+    pub fn relocate(&mut self, from: SeqId, to: SeqId) {
+        for e in &mut self.entries {
+            if e.loc == Loc::Device(from) {
+                e.loc = Loc::Device(to);
+            }
+        }
+    }
+
     /// The entry sharing the longest prefix with `prompt`, and that length (0 if none shares).
     fn best(&self, prompt: &[Token]) -> Option<(usize, usize)> {
         self.entries
@@ -99,6 +116,15 @@ impl RetainedSet {
                     .last_used
                     .total_cmp(&self.entries[b].last_used)
             })?;
+        Some(self.entries.swap_remove(idx))
+    }
+
+    /// Takes out the entry in slot `seq`.
+    pub fn take_at(&mut self, seq: SeqId) -> Option<Retained> {
+        let idx = self
+            .entries
+            .iter()
+            .position(|e| e.loc == Loc::Device(seq))?;
         Some(self.entries.swap_remove(idx))
     }
 

@@ -83,6 +83,13 @@ impl Active {
         self.tokens.len() - self.n_cached
     }
 
+    /// Steps it likely still runs: its pending tokens in chunks of `chunk`, then a decode
+    /// step per token it may still generate.
+    pub fn steps_left(&self, chunk: usize) -> usize {
+        let left = self.max_tokens.saturating_sub(self.generated);
+        self.pending().div_ceil(chunk.max(1)) + left
+    }
+
     /// The next run. With `exact`, recomputed positions repeat how they were first written
     /// (one-token items stay one-token, multi-token runs are not merged with them), so their
     /// KV is bit-identical to before the discard (llama.cpp's CPU kernels round differently

@@ -45,6 +45,8 @@ pub struct SchedulerConfig {
     /// Prompt lookup (`lookup`): draft from a request's own context once its last this many
     /// tokens occur earlier in it, for requests without a prediction. 0: off.
     pub prompt_lookup: usize,
+    /// Keep running requests in consecutive slots, moving KV when that pays (`compact`).
+    pub compact_slots: bool,
 }
 
 /// How paused requests are handled.
@@ -161,6 +163,10 @@ pub struct InterceptCounters {
     pub prefix_copied_tokens: u64,
     /// Of those copies, the ones taken from a running request's computed prompt (inflight.rs).
     pub inflight_prefix_copies: u64,
+    /// KV moved to another slot to keep running requests in consecutive slots (compact.rs),
+    /// and the tokens so moved.
+    pub slot_moves: u64,
+    pub slot_moved_tokens: u64,
     /// Steps in which the head of the queue waited for a running request to prefill the
     /// prefix they share.
     pub shared_prefill_waits: u64,
@@ -339,6 +345,7 @@ impl Scheduler {
     pub fn schedule(&mut self, now: f64) -> StepPlan {
         self.reap_disconnected(now);
         self.place_paused(now);
+        self.compact_slots(now);
         let exact = self.exact();
         let mut budget = self.cfg.max_batch_tokens;
         let mut items = Vec::new();

@@ -8,7 +8,7 @@ use common::{prompt, sharing, Harness};
 use proptest::prelude::*;
 use tandem_engine::{
     CostModel, Event, FinishReason, InterceptConfig, InterceptSpec, NewRequest, PrefixReuse,
-    Runner, SamplingParams, Scheduler, SchedulerConfig, Token,
+    Runner, SamplingParams, Scheduler, SchedulerConfig, SeqId, Token,
 };
 use tokio::sync::mpsc::unbounded_channel;
 
@@ -556,6 +556,7 @@ fn budget_must_fit_decodes_and_a_chunk() {
         prefix_reuse: PrefixReuse::All,
         intercept: InterceptConfig::default(),
         prompt_lookup: 0,
+        compact_slots: true,
     };
     Scheduler::new(cfg);
 }
@@ -809,4 +810,37 @@ fn a_complete_constraint_ends_its_request_even_with_ignore_eos() {
     // Without `complete`, ignore_eos goes on through end tokens to max_tokens.
     assert_eq!(done(h.finish(2)), (FinishReason::Length, 12));
     h.assert_all_free();
+}
+
+/// Four requests take slots 0 to 3; the middle two end early (their conversations are kept in
+/// slots 1 and 2), which leaves the other two in two runs of slots: llama.cpp would run two
+/// forward passes per step. Compaction moves one of them beside the other (a copy of its KV),
+/// so the following steps' rows are in consecutive slots, and every output is what the same
+/// requests give with each request left in its slot.
+#[test]
+fn running_requests_are_moved_into_consecutive_slots() {
+    let run = |mut h: Harness| {
+        let ids: Vec<u64> = [(30, 40), (31, 3), (32, 3), (33, 40)]
+            .iter()
+            .enumerate()
+            .map(|(i, &(len, max))| h.submit(prompt(len, i as i32), max))
+            .collect();
+        h.run_to_idle();
+        let outputs: Vec<Vec<Token>> = ids.iter().map(|&id| h.tokens(id)).collect();
+        // The last steps in which both long requests ran.
+        let both = h.slots.iter().filter(|s| s.len() == 2);
+        let tail: Vec<Vec<SeqId>> = both.rev().take(10).cloned().collect();
+        let moves = h.sched.stats().counters.slot_moves;
+        (outputs, tail, moves)
+    };
+    let (compacted, tail, moves) = run(Harness::new(6, 256, 64));
+    let (fixed, fixed_tail, no_moves) = run(Harness::without_compaction(6, 256, 64));
+    assert_eq!(compacted, fixed, "moving KV changes no output");
+    assert_eq!(no_moves, 0);
+    assert!(fixed_tail.iter().all(|s| s == &[0, 3]), "{fixed_tail:?}");
+    assert_eq!(tail.len(), 10);
+    assert!(moves >= 1);
+    for slots in &tail {
+        assert_eq!(tandem_engine::compact::runs(slots), 1, "{tail:?}");
+    }
 }

@@ -23,6 +23,7 @@ fn config(policy: InterceptPolicy, n_slots: usize) -> SimConfig {
                 swap_bytes: 1 << 30,
             },
             prompt_lookup: 0,
+            compact_slots: true,
         },
         cost: StepCost {
             model: CostModel {

@@ -24,6 +24,7 @@ fn measure(model: Model, n: usize, unified: bool, threads: usize) -> f64 {
         prefix_reuse: PrefixReuse::Off,
         intercept: Default::default(),
         prompt_lookup: 0,
+        compact_slots: true,
     };
     let rc = RunnerConfig {
         n_slots: n,

@@ -49,6 +49,7 @@ impl Rig {
             prefix_reuse: PrefixReuse::Exact,
             intercept,
             prompt_lookup: 0,
+            compact_slots: true,
         };
         let rc = RunnerConfig {
             n_slots: slots,

@@ -116,6 +116,11 @@ fn describe() {
         "Retained conversations swapped out in part: the head the host pool had room for, the tail dropped"
     );
     describe_counter!(
+        "tandem_slot_moves_total",
+        "KV moved to another slot to keep running requests in consecutive slots (one forward pass per run of slots)"
+    );
+    describe_counter!("tandem_slot_moved_tokens_total", "KV tokens so moved");
+    describe_counter!(
         "tandem_prefix_copies_total",
         "New requests whose prefix shared with a retained conversation was copied into their slot instead of prefilled"
     );

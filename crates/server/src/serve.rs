@@ -183,6 +183,14 @@ pub struct ServeArgs {
     /// docs/prediction.md; 3 is a good N). Not with `--prefix-reuse exact`. 0: off.
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub prompt_lookup: usize,
+    /// Keep running requests in consecutive KV slots: llama.cpp runs a batch over
+    /// per-sequence KV as one forward pass per run of consecutive slots, so a request that
+    /// comes back to a slot away from the others costs whole passes each step. With `on`,
+    /// new requests take slots beside running ones, and KV is moved (copied, as a prefix copy
+    /// is) into one window of slots when the copy costs less than the passes it saves
+    /// (docs/kv-layout.md). `off`: each request stays in the slot it got.
+    #[arg(long, value_enum, default_value_t = OnOff::On)]
+    pub slot_compaction: OnOff,
     /// Serve `POST /v1/embeddings` (as llama-server's `--embeddings`): a second llama.cpp
     /// context over the same model computes pooled, unit-length vectors of the model's hidden
     /// size on its own thread (beside the engine's, not in its batches), packing inputs (of
@@ -453,6 +461,7 @@ pub async fn run(args: ServeArgs, default_model: PathBuf) -> anyhow::Result<()> 
             swap_bytes: (args.swap_space * (1u64 << 30) as f64) as usize,
         },
         prompt_lookup: args.prompt_lookup,
+        compact_slots: args.slot_compaction == OnOff::On,
     };
     let rc = RunnerConfig {
         n_slots: args.max_seqs,

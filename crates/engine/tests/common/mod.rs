@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use tandem_engine::fake::FakeRunner;
 use tandem_engine::{
     Constraint, Event, InterceptConfig, InterceptSpec, NewRequest, PrefixReuse, Runner,
-    SamplingParams, Scheduler, SchedulerConfig, Token, Usage,
+    SamplingParams, Scheduler, SchedulerConfig, SeqId, Token, Usage,
 };
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 
@@ -26,6 +26,8 @@ pub struct Harness {
     pub finished: Vec<u64>,
     /// The predicted output given to the requests submitted from now on.
     pub prediction: Vec<Token>,
+    /// Each step's rows' KV slots, in plan order.
+    pub slots: Vec<Vec<SeqId>>,
 }
 
 impl Harness {
@@ -63,6 +65,16 @@ impl Harness {
         let intercept = InterceptConfig::default();
         Self::with_config(SchedulerConfig {
             prompt_lookup: min,
+            compact_slots: true,
+            ..config(n_slots, cells, budget, PrefixReuse::All, intercept)
+        })
+    }
+
+    /// A harness whose requests stay in the slots they got (no slot compaction).
+    pub fn without_compaction(n_slots: usize, cells: usize, budget: usize) -> Self {
+        let intercept = InterceptConfig::default();
+        Self::with_config(SchedulerConfig {
+            compact_slots: false,
             ..config(n_slots, cells, budget, PrefixReuse::All, intercept)
         })
     }
@@ -80,6 +92,7 @@ impl Harness {
             budget,
             finished: Vec::new(),
             prediction: Vec::new(),
+            slots: Vec::new(),
         }
     }
 
@@ -151,6 +164,7 @@ impl Harness {
                 "1-token prefill chunk: {plan:?}"
             );
         }
+        self.slots.push(plan.items.iter().map(|i| i.seq).collect());
         let result = self.runner.execute(&plan).expect("fake runner");
         self.sched.update(&plan, &result, self.now);
         self.collect();
@@ -296,6 +310,7 @@ fn config(
         prefix_reuse,
         intercept,
         prompt_lookup: 0,
+        compact_slots: true,
     }
 }
 

@@ -162,6 +162,7 @@ fn config(args: &SimArgs, cost: StepCost) -> anyhow::Result<SimConfig> {
                 swap_bytes: (args.swap_space * (1u64 << 30) as f64) as usize,
             },
             prompt_lookup: 0,
+            compact_slots: true,
         },
         cost,
         idle_tick_s: 0.01,
