@@ -192,7 +192,10 @@ impl Scheduler {
             .min(HORIZON_STEPS);
         let c = &self.cost;
         let copy = c.t_swap_out(tokens) + c.t_swap_in(tokens);
-        let saved = c.fwd_base_s * (runs(&self.running_seqs()) - 1) as f64 * steps as f64;
+        // An extra pass costs what a one-token step does (its weights are read all the same);
+        // not the fitted base alone, which a noisy startup profile can put near 0.
+        let pass = c.t_fwd(1);
+        let saved = pass * (runs(&self.running_seqs()) - 1) as f64 * steps as f64;
         copy < saved
     }
 
