@@ -11,13 +11,13 @@
 //! there are running requests whose filling copies the fewest KV tokens, with no paused
 //! request in it. A running request outside it moves into a free slot of it; a retained
 //! conversation inside it moves out to a free slot first, or, with none free, leaves the
-//! device as it would for a new request (to the host pool, or dropped). A move is a copy through the state
-//! API (as a prefix copy is) and a clear of the old slot. It happens only when the copies cost
-//! less than the forward passes they save over the next steps, and at most a step's swap
-//! budget of tokens is moved per step (the rest follows in the next steps).
+//! device as it would for a new request (to the host pool, or dropped). A move is a copy
+//! through the state API (as a prefix copy is) and a clear of the old slot. It happens only
+//! when the copies cost less than the forward passes they save over the next steps, and at
+//! most a step's swap budget of tokens is moved per step (the rest follows in the next
+//! steps).
 //! tandem's own: llama-server leaves each request in its slot.
 
-use crate::kv::KvPool;
 use crate::plan::KvOp;
 use crate::prefix::Loc;
 use crate::scheduler::Scheduler;
@@ -95,23 +95,6 @@ fn next_move(holders: &[Holder], used: &[usize], start: usize, k: usize) -> Opti
     })
 }
 
-impl KvPool {
-    /// A free slot beside the most of `busy` (one that joins two runs first), else the lowest
-    /// free one.
-    pub fn alloc_near(&mut self, busy: &[SeqId]) -> Option<SeqId> {
-        let is_busy = |s: i64| s >= 0 && busy.contains(&(s as SeqId));
-        let seq = (0..self.n_slots() as SeqId)
-            .filter(|&s| self.is_free(s))
-            .max_by_key(|&s| {
-                let beside =
-                    is_busy(i64::from(s) - 1) as usize + is_busy(i64::from(s) + 1) as usize;
-                (beside, std::cmp::Reverse(s))
-            })?;
-        self.take(seq);
-        Some(seq)
-    }
-}
-
 impl Scheduler {
     /// Each slot's holder and KV tokens.
     fn holders(&self) -> (Vec<Holder>, Vec<usize>) {
@@ -142,7 +125,8 @@ impl Scheduler {
     /// Moves running requests (and retained conversations in their way) toward one window of
     /// consecutive slots, when that pays; see the module doc.
     pub(crate) fn compact_slots(&mut self, now: f64) {
-        if !self.cfg.compact_slots || runs(&self.running_seqs()) <= 1 {
+        let runs = runs(&self.running_seqs());
+        if !self.cfg.compact_slots || runs <= 1 {
             return;
         }
         let (mut holders, mut used) = self.holders();
@@ -150,7 +134,7 @@ impl Scheduler {
         let Some((start, tokens)) = best_window(&holders, &used, k) else {
             return;
         };
-        if !self.compaction_pays(tokens, &holders, start) {
+        if !self.compaction_pays(tokens, runs, &holders, start) {
             return;
         }
         let mut moved = 0;
@@ -177,9 +161,16 @@ impl Scheduler {
         }
     }
 
-    /// Whether copying `tokens` costs less than the forward passes saved: one per extra run,
-    /// each step until the first request to move is likely done (at most `HORIZON_STEPS`).
-    fn compaction_pays(&self, tokens: usize, holders: &[Holder], start: usize) -> bool {
+    /// Whether copying `tokens` costs less than the forward passes saved: one per extra run
+    /// of the `runs`, each step until the first request to move is likely done (at most
+    /// `HORIZON_STEPS`).
+    fn compaction_pays(
+        &self,
+        tokens: usize,
+        runs: usize,
+        holders: &[Holder],
+        start: usize,
+    ) -> bool {
         let k = self.running.len();
         let outside = |seq: SeqId| !(start..start + k).contains(&(seq as usize));
         let steps = self
@@ -195,7 +186,7 @@ impl Scheduler {
         // An extra pass costs what a one-token step does (its weights are read all the same);
         // not the fitted base alone, which a noisy startup profile can put near 0.
         let pass = c.t_fwd(1);
-        let saved = pass * (runs(&self.running_seqs()) - 1) as f64 * steps as f64;
+        let saved = pass * (runs - 1) as f64 * steps as f64;
         copy < saved
     }
 
@@ -203,11 +194,11 @@ impl Scheduler {
     fn move_slot(&mut self, from: SeqId, to: SeqId, holder: Holder) {
         let n = self.kv.used(from);
         if n > 0 {
-            let keep = n;
+            let from = Loc::Device(from);
             self.ops.push(KvOp::CopyPrefix {
-                from: Loc::Device(from),
+                from,
                 seq: to,
-                keep,
+                keep: n,
             });
         }
         self.ops.push(KvOp::Clear { seq: from });
@@ -275,24 +266,6 @@ mod tests {
         assert_eq!(
             next_move(&holders, &[5, 30, 8], 0, 2),
             Some(Move::Offload(1))
-        );
-    }
-
-    #[test]
-    fn a_new_slot_goes_beside_running_ones() {
-        let mut kv = KvPool::new(8, 16);
-        for s in [0, 1, 2, 3, 4] {
-            kv.take(s);
-        }
-        kv.free(1);
-        kv.free(3);
-        // Slots 1 and 3 each join two runs: the lower wins; then 3.
-        assert_eq!(kv.alloc_near(&[0, 2, 4]), Some(1));
-        assert_eq!(kv.alloc_near(&[2, 4]), Some(3));
-        assert_eq!(
-            kv.alloc_near(&[]),
-            Some(5),
-            "nothing running: the lowest free"
         );
     }
 }

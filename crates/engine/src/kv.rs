@@ -21,11 +21,16 @@ impl KvPool {
         }
     }
 
-    /// Takes the lowest free slot, with zero cells used.
-    pub fn alloc(&mut self) -> Option<SeqId> {
-        let idx = self.slots.iter().position(Option::is_none)?;
-        self.slots[idx] = Some(0);
-        Some(idx as SeqId)
+    /// Takes a free slot, with zero cells used: the one beside the most of `busy` (one that
+    /// joins two runs of them first: compact.rs), else the lowest free one.
+    pub fn alloc_near(&mut self, busy: &[SeqId]) -> Option<SeqId> {
+        let beside =
+            |s: SeqId| usize::from(busy.contains(&(s - 1))) + usize::from(busy.contains(&(s + 1)));
+        let seq = (0..self.n_slots() as SeqId)
+            .filter(|&s| self.is_free(s))
+            .max_by_key(|&s| (beside(s), std::cmp::Reverse(s)))?;
+        self.take(seq);
+        Some(seq)
     }
 
     /// Whether slot `seq` is free.
@@ -90,22 +95,40 @@ mod tests {
     #[test]
     fn alloc_free_and_counts() {
         let mut kv = KvPool::new(2, 10);
-        let a = kv.alloc().unwrap();
-        let b = kv.alloc().unwrap();
-        assert_eq!(kv.alloc(), None);
+        let a = kv.alloc_near(&[]).unwrap();
+        let b = kv.alloc_near(&[]).unwrap();
+        assert_eq!(kv.alloc_near(&[]), None);
         kv.set_used(a, 4);
         kv.set_used(b, 10);
         assert_eq!((kv.used_cells(), kv.free_cells()), (14, 6));
         kv.free(a);
         assert_eq!((kv.free_slots(), kv.used_cells()), (1, 10));
-        assert_eq!(kv.alloc(), Some(a));
+        assert_eq!(kv.alloc_near(&[]), Some(a));
     }
 
     #[test]
     #[should_panic(expected = "over capacity")]
     fn over_capacity_panics() {
         let mut kv = KvPool::new(1, 10);
-        let a = kv.alloc().unwrap();
+        let a = kv.alloc_near(&[]).unwrap();
         kv.set_used(a, 11);
+    }
+
+    #[test]
+    fn a_new_slot_goes_beside_running_ones() {
+        let mut kv = KvPool::new(8, 16);
+        for s in [0, 1, 2, 3, 4] {
+            kv.take(s);
+        }
+        kv.free(1);
+        kv.free(3);
+        // Slots 1 and 3 each join two runs: the lower wins; then 3.
+        assert_eq!(kv.alloc_near(&[0, 2, 4]), Some(1));
+        assert_eq!(kv.alloc_near(&[2, 4]), Some(3));
+        let lowest = kv.alloc_near(&[]);
+        assert_eq!(lowest, Some(5), "nothing running: the lowest free");
+        // Beside a running slot rather than the lowest free one.
+        kv.free(1);
+        assert_eq!(kv.alloc_near(&[5]), Some(6));
     }
 }

@@ -56,11 +56,7 @@ impl RetainedSet {
 
     /// The device KV cells the entries in slots hold (`kv` says how many each slot uses).
     pub fn device_cells(&self, kv: &crate::kv::KvPool) -> usize {
-        let in_slot = |e: &Retained| match e.loc {
-            Loc::Device(seq) => Some(kv.used(seq)),
-            Loc::Host(_) => None,
-        };
-        self.entries.iter().filter_map(in_slot).sum()
+        self.device_seqs().map(|seq| kv.used(seq)).sum()
     }
 
     /// The slots that entries on the device are in.
@@ -130,10 +126,7 @@ impl RetainedSet {
 
     /// Entries whose KV is on the device.
     pub fn on_device(&self) -> usize {
-        self.entries
-            .iter()
-            .filter(|e| matches!(e.loc, Loc::Device(_)))
-            .count()
+        self.device_seqs().count()
     }
 
     /// Tokens of KV the entries in the host pool hold there.

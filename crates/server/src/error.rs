@@ -122,6 +122,15 @@ impl ApiError {
         }
     }
 
+    /// A request body that does not match the schema, with no field named: its path is
+    /// unknown, or (a translated Responses or Messages body) it would be the chat form's.
+    pub fn unprocessable(e: impl std::fmt::Display) -> Self {
+        Self::Unprocessable {
+            message: format!("invalid request: {e}"),
+            param: None,
+        }
+    }
+
     pub fn param(&self) -> Option<&str> {
         match self {
             Self::Invalid { param, .. } | Self::Unprocessable { param, .. } => param.as_deref(),
@@ -136,17 +145,6 @@ impl ApiError {
     pub fn body(&self) -> serde_json::Value {
         let (kind, code) = self.kind_and_code();
         json!({"error": {"message": self.to_string(), "type": kind, "param": self.param(), "code": code}})
-    }
-}
-
-impl ApiError {
-    /// A translated request body (Responses, Messages) whose chat form does not match the
-    /// schema: no field is named, since the path would be the chat form's, not the client's.
-    pub fn unprocessable(e: impl std::fmt::Display) -> Self {
-        Self::Unprocessable {
-            message: format!("invalid request: {e}"),
-            param: None,
-        }
     }
 }
 
