@@ -89,14 +89,25 @@ impl CostModel {
         self.swap_base_s + self.swap_in_per_token_s * tokens as f64
     }
 
-    /// Least-squares line through `(tokens, seconds)` samples: `(base, per_token)`.
-    /// Negative intercepts (noise) are clamped to zero.
+    /// Line through `(tokens, seconds)` samples, `(base, per_token)`, fitted by least squares
+    /// on relative errors (each sample weighted by `1 / seconds²`). Plain least squares lets
+    /// the largest batch set the intercept: a 1% wobble in a 256-token batch's ~0.8 s moves
+    /// the base by more than the ~5 ms a one-token step has in all, which is what decode
+    /// steps and slot moves are priced by. Negative intercepts (noise) are clamped to zero.
     pub fn fit_line(samples: &[(usize, f64)]) -> (f64, f64) {
-        let n = samples.len() as f64;
-        let mx = samples.iter().map(|s| s.0 as f64).sum::<f64>() / n;
-        let my = samples.iter().map(|s| s.1).sum::<f64>() / n;
-        let sxx: f64 = samples.iter().map(|s| (s.0 as f64 - mx).powi(2)).sum();
-        let sxy: f64 = samples.iter().map(|s| (s.0 as f64 - mx) * (s.1 - my)).sum();
+        let weighted: Vec<(f64, f64, f64)> = samples
+            .iter()
+            .filter(|s| s.1 > 0.0 && s.1.is_finite())
+            .map(|&(n, t)| (n as f64, t, 1.0 / (t * t)))
+            .collect();
+        let w: f64 = weighted.iter().map(|s| s.2).sum();
+        if w == 0.0 {
+            return (0.0, 0.0);
+        }
+        let mx = weighted.iter().map(|s| s.2 * s.0).sum::<f64>() / w;
+        let my = weighted.iter().map(|s| s.2 * s.1).sum::<f64>() / w;
+        let sxx: f64 = weighted.iter().map(|s| s.2 * (s.0 - mx).powi(2)).sum();
+        let sxy: f64 = weighted.iter().map(|s| s.2 * (s.0 - mx) * (s.1 - my)).sum();
         let slope = if sxx > 0.0 { sxy / sxx } else { 0.0 };
         ((my - slope * mx).max(0.0), slope.max(0.0))
     }
@@ -144,5 +155,19 @@ mod tests {
             .collect();
         let (a, b) = CostModel::fit_line(&s);
         assert!((a - 0.02).abs() < 1e-9 && (b - 0.003).abs() < 1e-9);
+        assert_eq!(CostModel::fit_line(&[]), (0.0, 0.0));
+    }
+
+    #[test]
+    fn a_wobble_in_the_largest_batch_leaves_the_base_near_the_small_batches() {
+        // 5 ms + 3 ms a token, with the 256-token batch 2% slow (a busy moment).
+        let mut s: Vec<_> = [1usize, 16, 64, 256]
+            .iter()
+            .map(|&n| (n, 0.005 + 0.003 * n as f64))
+            .collect();
+        s[3].1 *= 1.02;
+        let (a, b) = CostModel::fit_line(&s);
+        assert!((a - 0.005).abs() < 0.5e-3, "base {a}");
+        assert!((b - 0.003).abs() < 0.1e-3, "per token {b}");
     }
 }

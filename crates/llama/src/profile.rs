@@ -1,11 +1,13 @@
 //! Startup cost profile for the interception policy: forward time against batch tokens
-//! (a line fitted to a few prefill sizes on an empty sequence), the price of a sampled row
-//! (a batch whose every token is sampled, as in a decode step, against one sampled once),
-//! attention's price per (query, key) pair (a batch run deep in a filled sequence, minus the
-//! line), swap-out/in time and KV bytes per token (that filled sequence copied to a host
-//! buffer and back), and attention's price in one-token rows (that copy restored into more
-//! slots, each decoding a row deep, against the same rows at position 0). Runs on slots that
-//! are empty at startup and leaves them empty.
+//! (a line fitted on relative errors to a few prefill sizes on an empty sequence, less the
+//! attention within each batch), the price of a sampled row (a batch whose every token is
+//! sampled, as in a decode step, against one sampled once), attention's price per (query,
+//! key) pair (a batch run deep in a filled sequence against the same batch in an empty one),
+//! swap-out/in time and KV bytes per token (that filled sequence copied to a host buffer and
+//! back), and attention's price in one-token rows (that copy restored into more slots, each
+//! decoding a row deep, against the same rows at position 0). Timings that are compared are
+//! taken in turns, so a slow spell of a shared machine weighs on both sides. Runs on slots
+//! that are empty at startup and leaves them empty.
 
 use std::time::Instant;
 
@@ -38,26 +40,20 @@ const KV_PROBE: usize = 64;
 pub(crate) fn measure(r: &mut LlamaRunner) -> Result<CostModel, RunnerError> {
     let limit = r.max_batch_tokens.min(r.cells_per_seq - 1);
     let sizes: Vec<usize> = SIZES.iter().map(|&n| n.min(limit)).collect();
-    let mut samples = Vec::new();
-    for &n in &sizes {
-        samples.push((n, fastest(|| forward(r, 0, n))?));
-    }
-    let (mut fwd_base_s, mut fwd_per_token_s) = CostModel::fit_line(&samples);
-    if fwd_per_token_s <= 0.0 {
-        // Noise (a busy machine) flattened the line; the largest batch's mean is an upper
-        // bound that keeps recompute priced.
-        let &(n, t) = samples.last().expect("samples");
-        (fwd_base_s, fwd_per_token_s) = (0.0, t / n as f64);
-    }
+    let samples = forward_times(r, &sizes)?;
     let sample_per_row_s = sampled_row_price(r, SAMPLED_ROWS.min(limit))?;
     let k = DEEP_BATCH.min(limit / 2).max(1);
     let depth = DEPTH.min(r.cells_per_seq.saturating_sub(k + 1)).max(1);
     fill(r, depth)?;
-    let shallow = samples.iter().find(|s| s.0 == k).map_or(f64::NAN, |s| s.1);
-    let deep = fastest(|| forward(r, depth, k))?;
-    let attn_per_pair_s = attention_price(deep, shallow, k, depth);
+    let attn_per_pair_s = batch_attention_price(r, &samples, depth, k)?;
     let (out, inn, bytes) = swap_round_trips(r)?;
     let attn_row_per_pair_s = row_attention_price(r, depth, DECODE_ROWS.min(r.n_slots))?;
+    let attention = CostModel {
+        attn_per_pair_s,
+        attn_row_per_pair_s,
+        ..CostModel::default()
+    };
+    let (fwd_base_s, fwd_per_token_s) = forward_line(&samples, &attention);
     Ok(CostModel {
         fwd_base_s,
         fwd_per_token_s,
@@ -71,11 +67,62 @@ pub(crate) fn measure(r: &mut LlamaRunner) -> Result<CostModel, RunnerError> {
     })
 }
 
+/// Fastest time of a batch of each of `sizes` tokens at position 0 of slot 0, timed in
+/// turns (each size once a round) so a slow spell of a shared machine does not fall on one
+/// size's every repeat and tilt the line.
+fn forward_times(r: &mut LlamaRunner, sizes: &[usize]) -> Result<Vec<(usize, f64)>, RunnerError> {
+    let mut best = vec![f64::INFINITY; sizes.len()];
+    for _ in 0..REPEATS {
+        for (b, &n) in best.iter_mut().zip(sizes) {
+            *b = b.min(forward(r, 0, 0, n)?);
+        }
+    }
+    Ok(sizes.iter().copied().zip(best).collect())
+}
+
+/// Attention's price per pair in a `k`-token batch: the batch `depth` deep in slot 0 (filled
+/// that far) against the same batch at position 0 of slot 1, timed in turns for the same
+/// reason as `forward_times`. With one slot, the shallow time is `samples`' for `k` tokens.
+fn batch_attention_price(
+    r: &mut LlamaRunner,
+    samples: &[(usize, f64)],
+    depth: usize,
+    k: usize,
+) -> Result<f64, RunnerError> {
+    let mut shallow = samples.iter().find(|s| s.0 == k).map_or(f64::NAN, |s| s.1);
+    let mut deep = f64::INFINITY;
+    for _ in 0..REPEATS {
+        deep = deep.min(forward(r, 0, depth, k)?);
+        if r.n_slots > 1 {
+            shallow = shallow.min(forward(r, 1, 0, k)?);
+        }
+    }
+    Ok(attention_price(deep, shallow, k, depth))
+}
+
+/// The forward-time line: the samples less the attention within each batch (priced apart
+/// by `t_attend`, which a served step adds to the line, so left in it would count twice and
+/// bend the largest batch up, pulling the base down), fitted on relative errors.
+fn forward_line(samples: &[(usize, f64)], attention: &CostModel) -> (f64, f64) {
+    let flat: Vec<(usize, f64)> = samples
+        .iter()
+        .map(|&(n, t)| (n, t - attention.t_attend(0, n)))
+        .collect();
+    let (base, per_token) = CostModel::fit_line(&flat);
+    if per_token > 0.0 {
+        return (base, per_token);
+    }
+    // Noise (a busy machine) flattened the line; the largest batch's mean is an upper bound
+    // that keeps recompute priced.
+    let &(n, t) = samples.last().expect("samples");
+    (0.0, t / n as f64)
+}
+
 /// KV bytes per token of a short filled sequence saved to a host buffer. The state's fixed
 /// header, spread over fewer tokens, puts this about 0.5% above `measure`'s figure.
 pub(crate) fn kv_bytes_per_token(r: &mut LlamaRunner) -> Result<usize, RunnerError> {
     let n = KV_PROBE.min(r.cells_per_seq - 1).min(r.max_batch_tokens);
-    decode(r, 0, n)?;
+    decode(r, 0, 0, n)?;
     let bytes = r.save(0)?.byte_len();
     r.remove(0, 0)?;
     Ok(bytes.div_ceil(n))
@@ -199,13 +246,13 @@ fn swap_round_trips(r: &mut LlamaRunner) -> Result<(f64, f64, usize), RunnerErro
     Ok((out, inn, bytes))
 }
 
-/// Seconds to run `n` tokens as one batch at positions `start..` of slot 0, whose first
+/// Seconds to run `n` tokens as one batch at positions `start..` of slot `seq`, whose first
 /// `start` positions are filled (they are kept; the batch is removed afterwards).
-fn forward(r: &mut LlamaRunner, start: usize, n: usize) -> Result<f64, RunnerError> {
+fn forward(r: &mut LlamaRunner, seq: i32, start: usize, n: usize) -> Result<f64, RunnerError> {
     let t0 = Instant::now();
-    decode(r, start, n)?;
+    decode(r, seq, start, n)?;
     let dt = t0.elapsed().as_secs_f64();
-    r.remove(0, start)?;
+    r.remove(seq, start)?;
     Ok(dt)
 }
 
@@ -215,7 +262,7 @@ fn fill(r: &mut LlamaRunner, n: usize) -> Result<(), RunnerError> {
     let mut at = 0;
     while at < n {
         let len = step.min(n - at);
-        decode(r, at, len)?;
+        decode(r, 0, at, len)?;
         at += len;
     }
     Ok(())
@@ -236,9 +283,12 @@ fn filler(token: i32, request: RequestId, start: usize, n: usize) -> PlanItem {
     }
 }
 
-/// Decodes `n` filler tokens into slot 0 at positions `start..start + n` as one batch.
-fn decode(r: &mut LlamaRunner, start: usize, n: usize) -> Result<(), RunnerError> {
-    let item = filler(r.model.bos(), 0, start, n);
+/// Decodes `n` filler tokens into slot `seq` at positions `start..start + n` as one batch.
+fn decode(r: &mut LlamaRunner, seq: i32, start: usize, n: usize) -> Result<(), RunnerError> {
+    let item = PlanItem {
+        seq,
+        ..filler(r.model.bos(), 0, start, n)
+    };
     r.fill_batch(std::slice::from_ref(&item))?;
     r.ctx
         .decode(&mut r.batch)
@@ -247,7 +297,36 @@ fn decode(r: &mut LlamaRunner, start: usize, n: usize) -> Result<(), RunnerError
 
 #[cfg(test)]
 mod tests {
-    use super::attention_price;
+    use super::{attention_price, forward_line};
+    use tandem_engine::CostModel;
+
+    #[test]
+    fn the_line_leaves_out_attention_within_the_batch() {
+        // 4 ms + 2.8 ms a token, plus 1.5 us a pair (11 us in rows under 64 tokens): the
+        // 256-token batch's 32,896 pairs add 49 ms, which a line through the raw times
+        // would take as per-token time.
+        let attention = CostModel {
+            attn_per_pair_s: 1.5e-6,
+            attn_row_per_pair_s: 11e-6,
+            ..CostModel::default()
+        };
+        let samples: Vec<_> = [1usize, 16, 64, 256]
+            .iter()
+            .map(|&n| (n, 0.004 + 0.0028 * n as f64 + attention.t_attend(0, n)))
+            .collect();
+        let (base, per_token) = forward_line(&samples, &attention);
+        assert!((base - 0.004).abs() < 1e-9, "base {base}");
+        assert!((per_token - 0.0028).abs() < 1e-9, "per token {per_token}");
+        let raw = CostModel::fit_line(&samples);
+        assert!(raw.1 > 0.00285, "the raw line takes attention as per-token time: {raw:?}");
+    }
+
+    #[test]
+    fn a_flat_line_falls_back_to_the_largest_batchs_mean() {
+        let samples = [(1, 0.5), (16, 0.4), (64, 0.3), (256, 0.256)];
+        let (base, per_token) = forward_line(&samples, &CostModel::default());
+        assert_eq!((base, per_token), (0.0, 0.001));
+    }
 
     #[test]
     fn attention_is_priced_by_the_extra_pairs_and_never_below_zero() {
