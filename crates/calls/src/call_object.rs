@@ -36,6 +36,8 @@ pub struct CallObject {
     name_start: Option<usize>,
     name: Option<String>,
     name_sent: bool,
+    /// The name waits for the arguments' value to open (see `holding_name_for_arguments`).
+    name_waits: bool,
     args_start: Option<usize>,
     args_end: Option<usize>,
     args_sent: usize,
@@ -53,11 +55,21 @@ impl CallObject {
             name_start: None,
             name: None,
             name_sent: false,
+            name_waits: false,
             args_start: None,
             args_end: None,
             args_sent: 0,
             state: CallState::Open,
         }
+    }
+
+    /// Holds the name back until the arguments' value opens. For an object that may be prose
+    /// (Llama 3's bare `{`, which JSON content starts with too): an object with a `name` may
+    /// be a person or a product, but with the arguments key as well it is a call. A stream
+    /// cannot take back a call it has announced, so the name waits for that key.
+    pub fn holding_name_for_arguments(mut self) -> Self {
+        self.name_waits = true;
+        self
     }
 
     pub fn state(&self) -> &CallState {
@@ -162,7 +174,8 @@ impl CallObject {
         if matches!(self.state, CallState::Invalid(_)) {
             return p;
         }
-        if !self.name_sent {
+        let waits = self.name_waits && self.args_start.is_none();
+        if !self.name_sent && !waits {
             if let Some(name) = &self.name {
                 p.name = Some(name.clone());
                 self.name_sent = true;
@@ -215,6 +228,18 @@ mod tests {
             (p.name.as_deref(), p.args.as_str()),
             (Some("f"), r#"{"x": 1}"#)
         );
+    }
+
+    #[test]
+    fn a_held_name_waits_for_the_arguments() {
+        let mut c = CallObject::new(KEYS).holding_name_for_arguments();
+        assert_eq!(c.push(r#"{"name": "Ada", "#).name, None);
+        assert_eq!(c.push(r#""born": 1815, "#).name, None);
+        let p = c.push(r#""arguments": {"x""#);
+        assert_eq!((p.name.as_deref(), p.args.as_str()), (Some("Ada"), r#"{"x""#));
+        let p = c.push(r#": 1}}"#);
+        assert_eq!(p.args, ": 1}");
+        assert_eq!(c.state(), &CallState::Done);
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //! returns it as content). A call the text ends inside once its name is known (`max_tokens`
 //! or a stop string cut it) ends with `CallCut`: its start and arguments stand, incomplete.
 //! One cut before its name is markup when a start tag or separator opened it, content when
-//! it was a bare `{` (which might have been prose). Concatenating the text of every event
+//! it was a bare `{` (which might have been prose; its name waits for the arguments key, so
+//! JSON content with a `name` key is never announced as a call). Concatenating the text of every event
 //! gives back the input.
 //!
 //! The three formats share one state machine and differ in a [`Format`]:
@@ -332,7 +333,13 @@ impl ToolCallParser {
                 false
             }
             Some('{') => {
-                self.state = State::In(Box::new(CallObject::new(self.fmt.args_keys)));
+                let call = CallObject::new(self.fmt.args_keys);
+                let call = if self.bare {
+                    call.holding_name_for_arguments()
+                } else {
+                    call
+                };
+                self.state = State::In(Box::new(call));
                 true
             }
             Some(_) => self.abandon(out),
@@ -538,6 +545,24 @@ mod tests {
         assert_eq!(ev.iter().map(ParseEvent::text).collect::<String>(), text);
         let ev = run(ParserKind::Llama3, &["The answer is {\"name\": 1}"]);
         assert!(calls(&ev).is_empty());
+    }
+
+    #[test]
+    fn a_bare_object_with_a_name_but_no_parameters_is_never_announced_as_a_call() {
+        // JSON content whose first key is `name`: no start event goes out (a stream could not
+        // take it back), and the text comes back as content, whatever the pieces.
+        let text = "{\"name\": \"Ada\", \"born\": 1815}";
+        for cut in 1..text.len() {
+            let ev = run(ParserKind::Llama3, &[&text[..cut], &text[cut..]]);
+            assert!(
+                ev.iter().all(|e| matches!(e, ParseEvent::Content(_))),
+                "{cut}: {ev:?}"
+            );
+            assert_eq!(ev.iter().map(ParseEvent::text).collect::<String>(), text);
+        }
+        // After `<|python_tag|>` an object is a call: its name goes out at once.
+        let ev = run(ParserKind::Llama3, &["<|python_tag|>{\"name\": \"a\", "]);
+        assert!(matches!(&ev[0], ParseEvent::CallStart { name, .. } if name == "a"), "{ev:?}");
     }
 
     #[test]
