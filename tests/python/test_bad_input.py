@@ -44,13 +44,22 @@ def test_bad_input_gets_openai_error(server, name, body, status):
     still_serving(server)
 
 
-@pytest.mark.parametrize("body,param", [
-    ({"messages": "hi"}, "messages"),
-    ({"messages": OK_MSG, "logprobs": "yes"}, "logprobs"),
-    ({"messages": OK_MSG, "server_tools": ["python", 3]}, "server_tools[1]"),
+@pytest.mark.parametrize("path,body,param", [
+    (CHAT, {"messages": "hi"}, "messages"),
+    (CHAT, {"messages": OK_MSG, "logprobs": "yes"}, "logprobs"),
+    (CHAT, {"messages": OK_MSG, "server_tools": ["python", 3]}, "server_tools[1]"),
+    # Fields of the parts every request flattens in (serde reads those from a buffered map,
+    # where the path is lost): the common ones, sampling, structured outputs.
+    (CHAT, {"messages": OK_MSG, "n": "two"}, "n"),
+    (CHAT, {"messages": OK_MSG, "temperature": "hot"}, "temperature"),
+    (CHAT, {"messages": OK_MSG, "logit_bias": {"5": "x"}}, "logit_bias.5"),
+    (CHAT, {"messages": OK_MSG, "stream_options": {"include_usage": 1}}, "stream_options.include_usage"),
+    ("/v1/completions", {"prompt": "a", "top_k": "x"}, "top_k"),
+    # Built from another API's body: Responses' sampling fields.
+    ("/v1/responses", {"input": "a", "temperature": "x"}, "temperature"),
 ])
-def test_a_field_of_the_wrong_type_is_named(server, body, param):
-    r = requests.post(server.url + CHAT, json=body)
+def test_a_field_of_the_wrong_type_is_named(server, path, body, param):
+    r = requests.post(server.url + path, json=body)
     assert r.status_code == 422, r.text
     err = r.json()["error"]
     assert err["param"] == param and err["message"].startswith(f"invalid request: {param}: "), err

@@ -236,7 +236,10 @@ mod tests {
         assert_eq!(c.push(r#"{"name": "Ada", "#).name, None);
         assert_eq!(c.push(r#""born": 1815, "#).name, None);
         let p = c.push(r#""arguments": {"x""#);
-        assert_eq!((p.name.as_deref(), p.args.as_str()), (Some("Ada"), r#"{"x""#));
+        assert_eq!(
+            (p.name.as_deref(), p.args.as_str()),
+            (Some("Ada"), r#"{"x""#)
+        );
         let p = c.push(r#": 1}}"#);
         assert_eq!(p.args, ": 1}");
         assert_eq!(c.state(), &CallState::Done);

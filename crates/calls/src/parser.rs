@@ -562,7 +562,10 @@ mod tests {
         }
         // After `<|python_tag|>` an object is a call: its name goes out at once.
         let ev = run(ParserKind::Llama3, &["<|python_tag|>{\"name\": \"a\", "]);
-        assert!(matches!(&ev[0], ParseEvent::CallStart { name, .. } if name == "a"), "{ev:?}");
+        assert!(
+            matches!(&ev[0], ParseEvent::CallStart { name, .. } if name == "a"),
+            "{ev:?}"
+        );
     }
 
     #[test]

@@ -318,7 +318,10 @@ mod tests {
         assert!((base - 0.004).abs() < 1e-9, "base {base}");
         assert!((per_token - 0.0028).abs() < 1e-9, "per token {per_token}");
         let raw = CostModel::fit_line(&samples);
-        assert!(raw.1 > 0.00285, "the raw line takes attention as per-token time: {raw:?}");
+        assert!(
+            raw.1 > 0.00285,
+            "the raw line takes attention as per-token time: {raw:?}"
+        );
     }
 
     #[test]

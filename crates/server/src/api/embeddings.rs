@@ -15,7 +15,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tandem_llama::EmbedError;
 
-use crate::api::body::parse_json;
+use crate::api::body::{parse_json, RequestBody};
 use crate::api::tokenize::checked_ids;
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -30,6 +30,8 @@ struct EmbeddingRequest {
     encoding_format: Option<String>,
     dimensions: Option<i64>,
 }
+
+impl RequestBody for EmbeddingRequest {}
 
 pub async fn handler(
     State(st): State<Arc<AppState>>,

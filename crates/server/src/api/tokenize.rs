@@ -12,7 +12,7 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::api::body::parse_json;
+use crate::api::body::{parse_json, RequestBody};
 use crate::api::types::ChatRequest;
 use crate::api::{chat, legacy_functions};
 use crate::error::ApiError;
@@ -32,10 +32,14 @@ pub struct TokenizeRequest {
     pub with_pieces: bool,
 }
 
+impl RequestBody for TokenizeRequest {}
+
 #[derive(Debug, Deserialize)]
 pub struct DetokenizeRequest {
     pub tokens: Vec<i64>,
 }
+
+impl RequestBody for DetokenizeRequest {}
 
 /// Special tokens written in the text (`<|im_end|>`) become their ids, as a chat template's
 /// output does.

@@ -11,6 +11,7 @@ use tandem_tools::defs::ResponseFormat;
 use tandem_tools::grammar::{check_lark, check_schema};
 use tandem_tools::structured::{self, Checks, Structured};
 
+use crate::api::body::{part_error, RequestBody};
 use crate::api::sampling::SamplingFields;
 use crate::error::ApiError;
 use crate::script::Segment;
@@ -146,6 +147,28 @@ pub struct ChatRequest {
     pub web_search_options: Option<Value>,
     #[serde(flatten)]
     pub common: CommonParams,
+}
+
+impl CommonParams {
+    /// A wrongly typed field of these parts, named (`RequestBody`): the flattened sampling
+    /// and structured-output fields, then this struct's own (flattened in every request).
+    fn flattened_error(body: &Value) -> Option<(String, String)> {
+        part_error::<SamplingFields>(body)
+            .or_else(|| part_error::<StructuredFields>(body))
+            .or_else(|| part_error::<CommonParams>(body))
+    }
+}
+
+impl RequestBody for ChatRequest {
+    fn flattened_error(body: &Value) -> Option<(String, String)> {
+        CommonParams::flattened_error(body)
+    }
+}
+
+impl RequestBody for CompletionRequest {
+    fn flattened_error(body: &Value) -> Option<(String, String)> {
+        CommonParams::flattened_error(body)
+    }
 }
 
 impl ChatRequest {

@@ -7,7 +7,7 @@
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use crate::api::body::insert_some;
+use crate::api::body::{from_value, insert_some, RequestBody};
 use crate::api::types::ChatRequest;
 use crate::error::ApiError;
 
@@ -27,6 +27,8 @@ pub struct MessagesRequest {
     pub thinking: Option<Value>,
     // `metadata`, `service_tier` and other fields are accepted and not used.
 }
+
+impl RequestBody for MessagesRequest {}
 
 /// The chat request for a Messages request (`count_only`: for counting tokens, where
 /// `max_tokens` is not required).
@@ -71,7 +73,7 @@ pub fn chat_request(req: &MessagesRequest, count_only: bool) -> Result<ChatReque
         chat.insert("tool_choice".into(), choice);
         insert_some(&mut chat, "parallel_tool_calls", parallel.map(Value::from));
     }
-    serde_json::from_value(Value::Object(chat)).map_err(ApiError::unprocessable)
+    from_value(&Value::Object(chat))
 }
 
 /// The chat messages: the system prompt, then each message's blocks.

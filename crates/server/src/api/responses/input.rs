@@ -7,7 +7,7 @@
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use crate::api::body::insert_some;
+use crate::api::body::{from_value, insert_some, RequestBody};
 use crate::api::types::ChatRequest;
 use crate::error::ApiError;
 
@@ -35,6 +35,8 @@ pub struct ResponsesRequest {
     #[serde(flatten)]
     pub rest: Map<String, Value>,
 }
+
+impl RequestBody for ResponsesRequest {}
 
 /// A Responses request as tandem runs it.
 pub struct Prepared {
@@ -111,8 +113,7 @@ pub fn prepare(req: ResponsesRequest, previous: Vec<Value>) -> Result<Prepared, 
         .transpose()?
         .flatten();
     insert_some(&mut chat, "response_format", format);
-    let chat: ChatRequest =
-        serde_json::from_value(Value::Object(chat)).map_err(ApiError::unprocessable)?;
+    let chat: ChatRequest = from_value(&Value::Object(chat))?;
     Ok(Prepared {
         chat,
         history,
