@@ -49,12 +49,16 @@ def figures(out, server, rates, agent_rate):
 def workload(name, w):
     if w is None:
         return {}
-    return {
+    f = {
         f"{name}: mean latency (s)": w["latency_s"]["mean"],
         f"{name}: norm. latency (ms/token)": w["normalized_latency_s"]["mean"] * 1e3,
         f"{name}: prompt tokens prefilled (not cached)": w["prompt_tokens"] - w["cached_prompt_tokens"],
         f"{name}: errors": w["errors"],
     }
+    # tandem's own counters (none from llama-server): llama.cpp ubatches per step.
+    if (server := w.get("server")) and "passes_per_step" in server:
+        f[f"{name}: forward passes per step"] = server["passes_per_step"]
+    return f
 
 
 def main():
@@ -70,9 +74,11 @@ def main():
     print(f"Command: `{a.command}` ({a.setup}).\n")
     print(f"| figure | {a.a} | {a.b} | {a.a} / {a.b} |")
     print("|---|---|---|---|")
-    for k in fa:
-        ratio = f"{fa[k] / fb[k]:.2f}" if fb[k] else "–"
-        print(f"| {k} | {fa[k]:.2f} | {fb[k]:.2f} | {ratio} |")
+    for k in fa | fb:
+        va, vb = fa.get(k), fb.get(k)
+        ratio = f"{va / vb:.2f}" if va is not None and vb else "–"
+        cell = lambda v: "–" if v is None else f"{v:.2f}"
+        print(f"| {k} | {cell(va)} | {cell(vb)} | {ratio} |")
 
 
 if __name__ == "__main__":

@@ -194,12 +194,15 @@ impl<R: Runner> EngineLoop<R> {
             return;
         }
         let t0 = self.clock.now();
-        let recomputed = match self.runner.execute(&plan) {
-            Ok(result) => self.sched.update(&plan, &result, self.clock.now()),
+        let (recomputed, passes) = match self.runner.execute(&plan) {
+            Ok(result) => (
+                self.sched.update(&plan, &result, self.clock.now()),
+                result.passes,
+            ),
             Err(e) => {
                 tracing::error!("step failed: {e}");
                 self.sched.fail_plan(&plan, &e.to_string());
-                0
+                (0, 0)
             }
         };
         let dt = self.clock.now() - t0;
@@ -207,6 +210,7 @@ impl<R: Runner> EngineLoop<R> {
             rows = plan.items.len(),
             tokens = plan.batch_tokens(),
             kv_ops = plan.kv_ops.len(),
+            passes,
             ms = dt * 1e3,
             "step"
         );
@@ -214,6 +218,8 @@ impl<R: Runner> EngineLoop<R> {
             let share = recomputed as f64 / plan.batch_tokens() as f64;
             metrics::histogram!("tandem_step_duration_seconds").record(dt);
             metrics::histogram!("tandem_step_batch_tokens").record(plan.batch_tokens() as f64);
+            metrics::histogram!("tandem_step_passes").record(passes as f64);
+            metrics::counter!("tandem_forward_passes_total").increment(passes as u64);
             metrics::counter!("tandem_forward_microseconds_total").increment(micros(dt));
             metrics::counter!("tandem_recompute_microseconds_total").increment(micros(dt * share));
         }

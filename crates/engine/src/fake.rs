@@ -11,6 +11,7 @@ use crate::plan::{KvOp, PlanItem, Sampled, Scored, StepPlan, StepResult};
 use crate::prefix::Loc;
 use crate::swap::SwapHandle;
 use crate::types::{SeqId, Token, TokenLogprobs};
+use crate::ubatch::plan_passes;
 use crate::{Runner, RunnerError};
 
 pub struct FakeRunner {
@@ -30,6 +31,8 @@ pub struct FakeRunner {
     host: HashMap<SwapHandle, Vec<Token>>,
     pub steps: usize,
     pub batch_sizes: Vec<usize>,
+    /// Forward passes of each step (`StepResult::passes`).
+    pub passes: Vec<usize>,
     /// A model that copies: after a token that occurred earlier in the context, the token
     /// that followed its first occurrence (prompt-lookup tests).
     pub echo: bool,
@@ -57,6 +60,7 @@ impl FakeRunner {
             host: HashMap::new(),
             steps: 0,
             batch_sizes: Vec::new(),
+            passes: Vec::new(),
             echo: false,
         }
     }
@@ -216,7 +220,14 @@ impl Runner for FakeRunner {
         if let Some(c) = &self.clock {
             c.advance(self.step_base_s + self.step_per_token_s * plan.batch_tokens() as f64);
         }
-        Ok(StepResult { sampled, scored })
+        // A stream per sequence, as the llama runner has; a ubatch as large as the batch.
+        let passes = plan_passes(&plan.items, plan.batch_tokens(), true);
+        self.passes.push(passes);
+        Ok(StepResult {
+            sampled,
+            scored,
+            passes,
+        })
     }
 
     fn profile(&mut self) -> Result<CostModel, RunnerError> {

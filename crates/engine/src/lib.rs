@@ -42,6 +42,7 @@ pub mod scheduler;
 pub mod sim;
 pub mod swap;
 pub mod types;
+pub mod ubatch;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use cost::CostModel;

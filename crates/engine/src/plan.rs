@@ -103,6 +103,8 @@ pub struct Sampled {
 pub struct StepResult {
     pub sampled: Vec<Sampled>,
     pub scored: Vec<Scored>,
+    /// Forward passes (llama.cpp ubatches) the step ran: `ubatch::plan_passes`.
+    pub passes: usize,
 }
 
 /// The figures of an item's scored rows (`PlanItem::score`), in row order.

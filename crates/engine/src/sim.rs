@@ -125,6 +125,9 @@ pub struct SimTotals {
     /// (apportioned by tokens, as the engine's `/metrics` does).
     pub forward_s: f64,
     pub recompute_s: f64,
+    /// Steps that ran tokens, and the forward passes (llama.cpp ubatches) they took.
+    pub forward_steps: usize,
+    pub passes: usize,
     pub counters: crate::scheduler::InterceptCounters,
 }
 
@@ -334,6 +337,8 @@ impl<'a> Sim<'a> {
         if !plan.items.is_empty() {
             self.totals.forward_s += dt;
             self.totals.recompute_s += dt * recomputed as f64 / plan.batch_tokens() as f64;
+            self.totals.forward_steps += 1;
+            self.totals.passes += result.passes;
         }
         self.collect();
         Ok(())

@@ -831,10 +831,20 @@ fn running_requests_are_moved_into_consecutive_slots() {
         let both = h.slots.iter().filter(|s| s.len() == 2);
         let tail: Vec<Vec<SeqId>> = both.rev().take(10).cloned().collect();
         let moves = h.sched.stats().counters.slot_moves;
-        (outputs, tail, moves)
+        // Forward passes of those steps, as the runner reports them.
+        let both = h
+            .slots
+            .iter()
+            .zip(&h.runner.passes)
+            .filter(|s| s.0.len() == 2);
+        let passes: Vec<usize> = both.rev().take(10).map(|s| *s.1).collect();
+        (outputs, (tail, passes), moves)
     };
-    let (compacted, tail, moves) = run(Harness::new(6, 256, 64));
-    let (fixed, fixed_tail, no_moves) = run(Harness::without_compaction(6, 256, 64));
+    let (compacted, (tail, passes), moves) = run(Harness::new(6, 256, 64));
+    let (fixed, (fixed_tail, fixed_passes), no_moves) =
+        run(Harness::without_compaction(6, 256, 64));
+    assert_eq!(passes, [1; 10], "slots side by side run in one pass");
+    assert_eq!(fixed_passes, [2; 10], "slots 0 and 3 take a pass each");
     assert_eq!(compacted, fixed, "moving KV changes no output");
     assert_eq!(no_moves, 0);
     assert!(fixed_tail.iter().all(|s| s == &[0, 3]), "{fixed_tail:?}");

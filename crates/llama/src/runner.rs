@@ -15,6 +15,7 @@ use llama_cpp_2::token::data::LlamaTokenData;
 use llama_cpp_2::token::data_array::LlamaTokenDataArray;
 use llama_cpp_2::token::logit_bias::LlamaLogitBias;
 use llama_cpp_2::token::LlamaToken;
+use tandem_engine::ubatch::plan_passes;
 use tandem_engine::{
     CostModel, KvOp, Loc, PlanItem, RequestId, Runner, RunnerError, Sampled, SamplingParams,
     Scored, StepPlan, StepResult, SwapHandle, TokenLogprobs, TokenMask,
@@ -45,6 +46,9 @@ pub struct LlamaRunner {
     pub(crate) max_batch_tokens: usize,
     pub(crate) cells_per_seq: usize,
     pub(crate) n_slots: usize,
+    /// A KV stream per sequence (not unified, more than one slot): how llama.cpp cuts a
+    /// batch into passes (`tandem_engine::ubatch`).
+    streams: bool,
     /// The interception policy's costs once known: given (`use_costs`) or profiled by the
     /// first `profile`, which later calls return.
     costs: Option<CostModel>,
@@ -140,6 +144,7 @@ impl LlamaRunner {
             max_batch_tokens,
             cells_per_seq: cfg.cells_per_seq,
             n_slots: cfg.n_slots,
+            streams: !cfg.kv_unified && cfg.n_slots > 1,
             costs: None,
         })
     }
@@ -389,7 +394,12 @@ impl Runner for LlamaRunner {
             .filter(|(item, _)| item.sample.is_some())
             .flat_map(|(item, first)| self.sample_rows(item, first))
             .collect();
-        Ok(StepResult { sampled, scored })
+        let passes = plan_passes(&plan.items, self.max_batch_tokens, self.streams);
+        Ok(StepResult {
+            sampled,
+            scored,
+            passes,
+        })
     }
 
     fn profile(&mut self) -> Result<CostModel, RunnerError> {

@@ -10,6 +10,9 @@ const TOKEN_BUCKETS: &[f64] = &[
     1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0,
 ];
 
+/// Forward passes (llama.cpp ubatches) in one step.
+const PASS_BUCKETS: &[f64] = &[1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 16.0];
+
 pub fn install() -> anyhow::Result<PrometheusHandle> {
     let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)?
@@ -17,6 +20,7 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
             Matcher::Full("tandem_step_batch_tokens".into()),
             TOKEN_BUCKETS,
         )?
+        .set_buckets_for_metric(Matcher::Full("tandem_step_passes".into()), PASS_BUCKETS)?
         .install_recorder()?;
     describe();
     Ok(handle)
@@ -115,6 +119,11 @@ fn describe() {
         "tandem_retained_partial_swaps_total",
         "Retained conversations swapped out in part: the head the host pool had room for, the tail dropped"
     );
+    describe_counter!(
+        "tandem_forward_passes_total",
+        "Forward passes over the weights: llama.cpp cuts a step's batch into ubatches of consecutive sequence ids, the same tokens of each (counted by replaying its split)"
+    );
+    describe_histogram!("tandem_step_passes", "Forward passes per engine step");
     describe_counter!(
         "tandem_slot_moves_total",
         "KV moved to another slot to keep running requests in consecutive slots (one forward pass per run of slots)"

@@ -94,7 +94,10 @@ mod tests {
         let msgs = json!([{"role": "user", "content": "hi"}]);
         let named = |k: &str, v: Value| param(json!({"messages": msgs, k: v}));
         assert_eq!(named("logprobs", json!(1)).as_deref(), Some("logprobs"));
-        assert_eq!(named("max_tokens", json!("x")).as_deref(), Some("max_tokens"));
+        assert_eq!(
+            named("max_tokens", json!("x")).as_deref(),
+            Some("max_tokens")
+        );
         assert_eq!(named("top_p", json!([])).as_deref(), Some("top_p"));
         assert_eq!(named("stop", json!(5)).as_deref(), Some("stop"));
         assert_eq!(param(json!({})), None, "a missing field is no field's type");

@@ -14,6 +14,8 @@ pub struct ServerFigures {
     pub forward_s: f64,
     pub swap_out_bytes: u64,
     pub swap_in_bytes: u64,
+    /// Forward passes (llama.cpp ubatches) per step with rows: 1 when every step ran as one.
+    pub passes_per_step: f64,
 }
 
 /// Unlabelled `tandem_*` samples of a Prometheus text page.
@@ -51,6 +53,8 @@ pub fn delta(
         forward_s: forward_us / 1e6,
         swap_out_bytes: d("tandem_swap_out_bytes_total") as u64,
         swap_in_bytes: d("tandem_swap_in_bytes_total") as u64,
+        passes_per_step: d("tandem_forward_passes_total")
+            / d("tandem_step_duration_seconds_count").max(1.0),
     })
 }
 
@@ -61,14 +65,18 @@ mod tests {
     #[test]
     fn differences_counters() {
         let b = parse(
-            "tandem_forward_microseconds_total 1000000\ntandem_recompute_microseconds_total 0\n",
+            "tandem_forward_microseconds_total 1000000\ntandem_recompute_microseconds_total 0\ntandem_forward_passes_total 10\ntandem_step_duration_seconds_count 10\n",
         );
         let a = parse(
-            "# HELP x\ntandem_forward_microseconds_total 3000000\ntandem_recompute_microseconds_total 500000\ntandem_paused_requests{placement=\"host\"} 2\ntandem_swap_out_bytes_total 46110\n",
+            "# HELP x\ntandem_forward_microseconds_total 3000000\ntandem_recompute_microseconds_total 500000\ntandem_paused_requests{placement=\"host\"} 2\ntandem_swap_out_bytes_total 46110\ntandem_forward_passes_total 40\ntandem_step_duration_seconds_count 30\n",
         );
         let f = delta(Some(&b), Some(&a)).unwrap();
         assert!((f.recompute_share - 0.25).abs() < 1e-9);
         assert_eq!((f.forward_s, f.swap_out_bytes), (2.0, 46110));
+        assert!(
+            (f.passes_per_step - 1.5).abs() < 1e-9,
+            "30 passes in 20 steps"
+        );
         assert!(delta(None, Some(&a)).is_none());
     }
 }

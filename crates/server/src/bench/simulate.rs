@@ -255,6 +255,7 @@ fn figures(t: &SimTotals) -> ServerFigures {
         forward_s: t.forward_s,
         swap_out_bytes: c.swap_out_bytes,
         swap_in_bytes: c.swap_in_bytes,
+        passes_per_step: t.passes as f64 / t.forward_steps.max(1) as f64,
     }
 }
 
