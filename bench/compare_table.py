@@ -55,8 +55,9 @@ def workload(name, w):
         f"{name}: prompt tokens prefilled (not cached)": w["prompt_tokens"] - w["cached_prompt_tokens"],
         f"{name}: errors": w["errors"],
     }
-    # tandem's own counters (none from llama-server): llama.cpp ubatches per step.
+    # tandem's own counters (none from llama-server): time in steps, llama.cpp ubatches per step.
     if (server := w.get("server")) and "passes_per_step" in server:
+        f[f"{name}: engine forward time (s)"] = server["forward_s"]
         f[f"{name}: forward passes per step"] = server["passes_per_step"]
     return f
 
