@@ -26,6 +26,7 @@ use crate::fake::FakeRunner;
 use crate::plan::{KvOp, StepPlan};
 use crate::scheduler::{Scheduler, SchedulerConfig};
 use crate::types::{Event, InterceptSpec, NewRequest, SamplingParams, Token};
+use crate::ubatch::plan_passes;
 use crate::{Runner, RunnerError};
 
 /// What a step costs: the policy's model, plus what it leaves out.
@@ -64,7 +65,12 @@ impl StepCost {
                 (r + i.start_pos + len, a + m.t_attend(i.start_pos, len))
             });
             let sampled = plan.items.iter().filter(|i| i.sample.is_some()).count();
+            // llama.cpp runs the batch in passes (a stream per sequence, ubatches as large
+            // as the batch); each past the first reads the weights again: the line's base.
+            let passes = plan_passes(&plan.items, plan.batch_tokens(), true);
+            let extra = m.fwd_base_s * passes.saturating_sub(1) as f64;
             m.t_fwd(plan.batch_tokens())
+                + extra
                 + attend
                 + m.sample_per_row_s * sampled as f64
                 + self.kv_read_per_token_s * read as f64
@@ -478,5 +484,26 @@ mod tests {
             ..plan
         };
         assert!((cost.seconds(&copies_only, host) - 0.24).abs() < 1e-12);
+    }
+
+    #[test]
+    fn each_pass_past_the_first_pays_the_base_again() {
+        let cost = StepCost {
+            model: CostModel::default(),
+            kv_read_per_token_s: 0.0,
+            overlap_copies: false,
+        };
+        let rows = |seqs: &[i32]| StepPlan {
+            kv_ops: Vec::new(),
+            items: seqs
+                .iter()
+                .map(|&seq| PlanItem { seq, ..item(0, 1) })
+                .collect(),
+            released: Vec::new(),
+        };
+        let side_by_side = cost.seconds(&rows(&[0, 1, 2, 3]), |_| 0);
+        let scattered = cost.seconds(&rows(&[0, 2, 4, 6]), |_| 0);
+        let base = CostModel::default().fwd_base_s;
+        assert!((scattered - side_by_side - 3.0 * base).abs() < 1e-12);
     }
 }

@@ -20,6 +20,7 @@ use crate::bench::workload::WorkItem;
 use crate::costs;
 use crate::script;
 use crate::serve::{OrderArg, PolicyArg, ReuseArg};
+use crate::tool_args::OnOff;
 
 #[derive(Args, Debug, Clone)]
 pub struct SimArgs {
@@ -77,6 +78,10 @@ pub struct SimArgs {
     /// Tokens per step (as `tandem serve`).
     #[arg(long, default_value_t = 512)]
     pub max_batch_tokens: usize,
+    /// As `tandem serve --slot-compaction`: running requests kept in consecutive slots, which
+    /// llama.cpp runs in one pass (the simulator prices each extra pass at the line's base).
+    #[arg(long, value_enum, default_value_t = OnOff::On)]
+    pub slot_compaction: OnOff,
     /// Host swap space in GiB (as `tandem serve`).
     #[arg(long, default_value_t = 4.0)]
     pub swap_space: f64,
@@ -162,7 +167,7 @@ fn config(args: &SimArgs, cost: StepCost) -> anyhow::Result<SimConfig> {
                 swap_bytes: (args.swap_space * (1u64 << 30) as f64) as usize,
             },
             prompt_lookup: 0,
-            compact_slots: true,
+            compact_slots: args.slot_compaction == OnOff::On,
         },
         cost,
         idle_tick_s: 0.01,
@@ -267,7 +272,7 @@ fn config_json(args: &SimArgs, costs: &costs::CostFile, cfg: &SimConfig) -> serd
         "prompt_overhead_tokens": args.prompt_overhead_tokens,
         "intercept_policy": format!("{:?}", s.intercept.policy), "resume_order": format!("{:?}", s.intercept.resume_order),
         "max_seqs": s.n_slots, "cells_per_seq": s.cells_per_seq, "max_batch_tokens": s.max_batch_tokens,
-        "swap_space_gib": args.swap_space})
+        "swap_space_gib": args.swap_space, "slot_compaction": s.compact_slots})
 }
 
 #[cfg(test)]
@@ -311,6 +316,19 @@ mod tests {
             assert!((out.iter().map(|o| o.tool_time_s).sum::<f64>() - tool).abs() < 1e-9);
             assert!(totals.counters.interceptions > 0);
         }
+    }
+
+    #[test]
+    fn slot_compaction_runs_fewer_passes_a_step() {
+        let load = ["--max-seqs", "8", "--kv-cells", "8192"];
+        let per_step = |flag: &str| {
+            let a = args(&[&load[..], &["--slot-compaction", flag]].concat());
+            let (out, totals) = simulate(&a);
+            assert!(out.iter().all(|o| o.ok), "{flag}: {out:?}");
+            totals.passes as f64 / totals.forward_steps as f64
+        };
+        let (on, off) = (per_step("on"), per_step("off"));
+        assert!(on < off, "passes a step: on {on}, off {off}");
     }
 
     #[test]
