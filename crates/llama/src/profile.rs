@@ -158,27 +158,40 @@ fn sampled_row_price(r: &mut LlamaRunner, n: usize) -> Result<f64, RunnerError> 
 
 /// Attention's price per pair in one-token rows: slot 0 (filled to `depth`) copied into
 /// slots `1..k`, then one row in each decoded at `depth`, against the same rows at position 0
-/// of empty slots (`k * depth` more pairs). Leaves every slot empty.
+/// of `k` empty slots (`k * depth` more pairs): slots `k..2k`, timed in turns with the deep
+/// rows (as `batch_attention_price`), or with fewer slots the emptied `0..k` afterwards.
+/// Leaves every slot empty.
 fn row_attention_price(r: &mut LlamaRunner, depth: usize, k: usize) -> Result<f64, RunnerError> {
     let state = r.save(0)?;
     for q in 1..k {
         r.restore(&state, q as i32)?;
     }
     let bos = r.model.bos();
-    let rows = |at: usize| -> Vec<PlanItem> {
-        (0..k)
+    // One-token rows at `at` in slots `from..from + k` (each its own request, for samplers).
+    let rows = |from: usize, at: usize| -> Vec<PlanItem> {
+        (from..from + k)
             .map(|q| PlanItem {
                 seq: q as i32,
                 ..filler(bos, q as RequestId, at, 1)
             })
             .collect()
     };
-    let deep = fastest(|| served_step(r, rows(depth)))?;
+    let beside = r.n_slots >= 2 * k;
+    let (mut deep, mut shallow) = (f64::INFINITY, f64::INFINITY);
+    for _ in 0..REPEATS {
+        deep = deep.min(served_step(r, rows(0, depth))?);
+        if beside {
+            shallow = shallow.min(served_step(r, rows(k, 0))?);
+        }
+    }
     for q in 0..k {
         r.remove(q as i32, 0)?;
     }
-    let shallow = fastest(|| served_step(r, rows(0)))?;
-    release_samplers(r, 0..k as RequestId)?;
+    if !beside {
+        shallow = fastest(|| served_step(r, rows(0, 0)))?;
+    }
+    let used = if beside { 2 * k } else { k };
+    release_samplers(r, 0..used as RequestId)?;
     Ok(attention_price(deep, shallow, k, depth))
 }
 
