@@ -142,16 +142,19 @@ fn attention_price(deep_s: f64, shallow_s: f64, k: usize, depth: usize) -> f64 {
 
 /// Seconds per sampled row: `n` one-token items of slot 0, each sampled (its logits
 /// computed, then the sampler run over them), against one `n`-token item sampled once; both
-/// run as served steps do (`execute`), at the same positions. The line's batches compute
-/// logits for their last token only, where a decode step does for every row.
+/// run as served steps do (`execute`), at the same positions, in turns. The line's batches
+/// compute logits for their last token only, where a decode step does for every row.
 fn sampled_row_price(r: &mut LlamaRunner, n: usize) -> Result<f64, RunnerError> {
     if n < 2 {
         return Ok(0.0);
     }
     let bos = r.model.bos();
-    let once = fastest(|| served_step(r, vec![filler(bos, 0, 0, n)]))?;
     let rows = || (0..n).map(|i| filler(bos, i as u64, i, 1)).collect();
-    let each = fastest(|| served_step(r, rows()))?;
+    let (mut once, mut each) = (f64::INFINITY, f64::INFINITY);
+    for _ in 0..REPEATS {
+        once = once.min(served_step(r, vec![filler(bos, 0, 0, n)])?);
+        each = each.min(served_step(r, rows())?);
+    }
     release_samplers(r, 0..n as RequestId)?;
     Ok(((each - once) / (n - 1) as f64).max(0.0))
 }
