@@ -24,6 +24,7 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 use crate::cost::CostModel;
 use crate::fake::FakeRunner;
 use crate::plan::{KvOp, StepPlan};
+use crate::prefix::Loc;
 use crate::scheduler::{Scheduler, SchedulerConfig};
 use crate::types::{Event, InterceptSpec, NewRequest, SamplingParams, Token};
 use crate::ubatch::plan_passes;
@@ -45,15 +46,22 @@ pub struct StepCost {
 }
 
 impl StepCost {
-    /// Seconds the plan takes; `host_tokens` gives the size of a swapped-out buffer.
-    pub fn seconds(&self, plan: &StepPlan, host_tokens: impl Fn(u64) -> usize) -> f64 {
+    /// Seconds the plan takes; `tokens` gives the KV tokens a slot or a host buffer holds
+    /// before the step.
+    pub fn seconds(&self, plan: &StepPlan, tokens: impl Fn(Loc) -> usize) -> f64 {
         let m = &self.model;
         let copies: f64 = plan
             .kv_ops
             .iter()
             .map(|op| match *op {
                 KvOp::SwapOut { tokens, .. } => m.t_swap_out(tokens),
-                KvOp::SwapIn { handle, .. } => m.t_swap_in(host_tokens(handle)),
+                KvOp::SwapIn { handle, .. } => m.t_swap_in(tokens(Loc::Host(handle))),
+                // The runner saves the whole source slot and restores it (then cuts it to
+                // `keep`); a host buffer is only restored.
+                KvOp::CopyPrefix { from, .. } => match from {
+                    Loc::Device(_) => m.t_swap_out(tokens(from)) + m.t_swap_in(tokens(from)),
+                    Loc::Host(_) => m.t_swap_in(tokens(from)),
+                },
                 _ => 0.0,
             })
             .sum();
@@ -331,11 +339,11 @@ impl<'a> Sim<'a> {
     }
 
     fn step(&mut self, plan: &StepPlan) -> Result<(), SimError> {
-        let host = self.runner.host();
-        let dt = self
-            .cfg
-            .cost
-            .seconds(plan, |h| host.get(&h).map_or(0, Vec::len));
+        let runner = &self.runner;
+        let dt = self.cfg.cost.seconds(plan, |at| match at {
+            Loc::Device(seq) => runner.seq(seq).len(),
+            Loc::Host(h) => runner.host().get(&h).map_or(0, Vec::len),
+        });
         let result = self.runner.execute(plan)?;
         self.now += dt;
         let recomputed = self.sched.update(plan, &result, self.now);
@@ -472,7 +480,7 @@ mod tests {
             ],
             released: Vec::new(),
         };
-        let host = |h: u64| if h == 8 { 40 } else { 0 };
+        let host = |at: Loc| if at == Loc::Host(8) { 40 } else { 0 };
         // 65 tokens; rows read 1001 + 64 cells; attention visits 1001 pairs in a one-token
         // row and 64*65/2 in a tiled one; one row samples; copies 0.2 + 0.04.
         let compute = 0.01 + 0.065 + 1e-5 * 1065.0 + 1e-6 * 1001.0 + 1e-7 * 2080.0 + 1e-3;
@@ -484,6 +492,31 @@ mod tests {
             ..plan
         };
         assert!((cost.seconds(&copies_only, host) - 0.24).abs() < 1e-12);
+    }
+
+    #[test]
+    fn a_prefix_copy_pays_a_save_and_a_restore_of_its_source() {
+        let cost = StepCost {
+            model: CostModel::default(),
+            kv_read_per_token_s: 0.0,
+            overlap_copies: false,
+        };
+        let copy = |from: Loc| StepPlan {
+            kv_ops: vec![KvOp::CopyPrefix {
+                from,
+                seq: 3,
+                keep: 10,
+            }],
+            items: Vec::new(),
+            released: Vec::new(),
+        };
+        // Slot 5 and buffer 7 hold 30 tokens: the whole of them is copied, whatever `keep`.
+        let held = |_: Loc| 30;
+        let m = CostModel::default();
+        let from_slot = cost.seconds(&copy(Loc::Device(5)), held);
+        assert!((from_slot - m.t_swap_out(30) - m.t_swap_in(30)).abs() < 1e-12);
+        let from_host = cost.seconds(&copy(Loc::Host(7)), held);
+        assert!((from_host - m.t_swap_in(30)).abs() < 1e-12);
     }
 
     #[test]
