@@ -98,8 +98,9 @@ pub fn markdown(label: &str, s: &Summary) -> String {
     ));
     if let Some(f) = &s.server {
         t.push_str(&format!(
-            "\nserver: {} interceptions, recompute {:.1}% of forward time ({} tokens), swapped out {:.1} MB / in {:.1} MB, {:.2} forward passes per step\n",
+            "\nserver: {} interceptions, {:.1} s of forward passes, recompute {:.1}% of it ({} tokens), swapped out {:.1} MB / in {:.1} MB, {:.2} forward passes per step\n",
             f.interceptions,
+            f.forward_s,
             f.recompute_share * 100.0,
             f.recomputed_tokens,
             f.swap_out_bytes as f64 / 1e6,
