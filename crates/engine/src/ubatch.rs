@@ -12,6 +12,8 @@
 //! report it per step so `/metrics` counts passes (`tandem_forward_passes_total`), which
 //! measures slot compaction and mixed steps without the timing noise of a shared machine.
 
+use std::collections::{HashMap, VecDeque};
+
 use crate::plan::PlanItem;
 
 /// Passes llama.cpp runs for a plan's items, each a run of tokens of its sequence.
@@ -31,6 +33,11 @@ pub fn passes(seqs: &[i32], n_ubatch: usize, streams: bool) -> usize {
     if !streams {
         return seqs.len().div_ceil(n_ubatch);
     }
+    // Each sequence's unused tokens, in batch order.
+    let mut left: HashMap<i32, VecDeque<usize>> = HashMap::new();
+    for (i, &s) in seqs.iter().enumerate() {
+        left.entry(s).or_default().push_back(i);
+    }
     let mut used = vec![false; seqs.len()];
     let mut passes = 0;
     loop {
@@ -38,18 +45,17 @@ pub fn passes(seqs: &[i32], n_ubatch: usize, streams: bool) -> usize {
         if set.is_empty() {
             return passes;
         }
-        take_equal(seqs, &mut used, &set, n_ubatch);
+        take_equal(&mut left, &mut used, &set, n_ubatch);
         passes += 1;
     }
 }
 
-/// The sequences of the next ubatch: scanning unused tokens in order, each new id that is
-/// one past the last taken (any id for the first), up to just over `n_ubatch` of them.
+/// The sequences of the next ubatch: scanning unused tokens in order, each id that is one
+/// past the last taken (any id for the first), up to just over `n_ubatch` of them.
 fn sequence_set(seqs: &[i32], used: &[bool], n_ubatch: usize) -> Vec<i32> {
     let mut set: Vec<i32> = Vec::new();
     for (&s, _) in seqs.iter().zip(used).filter(|(_, &u)| !u) {
-        let next = set.last().is_none_or(|&last| s == last + 1);
-        if next && !set.contains(&s) {
+        if set.last().is_none_or(|&last| s == last + 1) {
             set.push(s);
             if set.len() > n_ubatch {
                 break;
@@ -61,20 +67,20 @@ fn sequence_set(seqs: &[i32], used: &[bool], n_ubatch: usize) -> Vec<i32> {
 
 /// Marks the ubatch's tokens used: one unused token of each sequence in `set` at a time,
 /// while every one of them has another and the ubatch has room for a further round.
-fn take_equal(seqs: &[i32], used: &mut [bool], set: &[i32], n_ubatch: usize) {
-    let mut queues: Vec<Vec<usize>> = set
-        .iter()
-        .map(|&s| {
-            (0..seqs.len())
-                .filter(|&i| seqs[i] == s && !used[i])
-                .collect()
-        })
-        .collect();
-    queues.iter_mut().for_each(|q| q.reverse());
+fn take_equal(
+    left: &mut HashMap<i32, VecDeque<usize>>,
+    used: &mut [bool],
+    set: &[i32],
+    n_ubatch: usize,
+) {
     let mut rounds = 0;
-    while queues.iter().all(|q| !q.is_empty()) {
-        for q in &mut queues {
-            used[q.pop().expect("checked")] = true;
+    while set.iter().all(|s| !left[s].is_empty()) {
+        for s in set {
+            let i = left
+                .get_mut(s)
+                .and_then(VecDeque::pop_front)
+                .expect("checked");
+            used[i] = true;
         }
         rounds += 1;
         if (rounds + 1) * set.len() > n_ubatch {
@@ -120,6 +126,84 @@ mod tests {
         // ubatches of 12 take 4 rounds a pass (12 tokens); in ubatches of 10, 3 rounds (9).
         assert_eq!(passes(&rows(&[(0, 8), (1, 8), (2, 8)]), 12, true), 2);
         assert_eq!(passes(&rows(&[(0, 8), (1, 8), (2, 8)]), 10, true), 3);
+    }
+
+    /// llama.cpp's `split_equal(n_ubatch, sequential = true)` loop transcribed line by line
+    /// (single-sequence tokens), as an oracle for the faster replay.
+    fn transcribed(seqs: &[i32], n_ubatch: usize) -> usize {
+        let n = seqs.len();
+        let mut used = vec![false; n];
+        let mut ubatches = 0;
+        loop {
+            let mut cur: Vec<i32> = Vec::new();
+            let mut last = -1;
+            for i in 0..n {
+                if used[i] {
+                    continue;
+                }
+                let mut add = !cur.contains(&seqs[i]);
+                add = add && (cur.is_empty() || seqs[i] == last + 1);
+                if add {
+                    cur.push(seqs[i]);
+                    last = seqs[i];
+                    if cur.len() > n_ubatch {
+                        break;
+                    }
+                }
+            }
+            if cur.is_empty() {
+                return ubatches;
+            }
+            let map: Vec<Vec<usize>> = cur
+                .iter()
+                .map(|&s| (0..n).filter(|&i| seqs[i] == s).collect())
+                .collect();
+            let mut idx: Vec<usize> = map
+                .iter()
+                .map(|m| m.iter().position(|&i| !used[i]).unwrap())
+                .collect();
+            let mut taken = 0;
+            loop {
+                if (0..cur.len()).any(|s| idx[s] >= map[s].len()) {
+                    break;
+                }
+                for s in 0..cur.len() {
+                    used[map[s][idx[s]]] = true;
+                    idx[s] += 1;
+                }
+                taken += 1;
+                if (taken + 1) * cur.len() > n_ubatch {
+                    break;
+                }
+            }
+            ubatches += 1;
+        }
+    }
+
+    #[test]
+    fn the_replay_agrees_with_llama_cpps_loop_on_random_batches() {
+        // A small deterministic generator (no dependency for one test).
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = |m: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % m
+        };
+        for _ in 0..2000 {
+            let items = 1 + next(6) as usize;
+            let mut seqs = Vec::new();
+            for _ in 0..items {
+                let (seq, len) = (next(8) as i32, 1 + next(20) as usize);
+                seqs.extend(std::iter::repeat_n(seq, len));
+            }
+            let n_ubatch = 4 + next(60) as usize;
+            assert_eq!(
+                passes(&seqs, n_ubatch, true),
+                transcribed(&seqs, n_ubatch),
+                "{seqs:?} in ubatches of {n_ubatch}"
+            );
+        }
     }
 
     #[test]
