@@ -1,5 +1,7 @@
-//! Request bodies: the size limit, UTF-8 and JSON checks, each mapped to its own error; and
-//! building the chat request body that the Responses and Messages APIs translate to.
+//! Request bodies: the size limit, UTF-8 and JSON checks, each mapped to its own error;
+//! reading a request type with a 422 that names a wrongly typed field (`RequestBody`, also
+//! inside flattened parts); and building the chat request body that the Responses and
+//! Messages APIs translate to.
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
