@@ -71,12 +71,7 @@ pub(crate) fn measure(r: &mut LlamaRunner) -> Result<CostModel, RunnerError> {
 /// turns (each size once a round) so a slow spell of a shared machine does not fall on one
 /// size's every repeat and tilt the line.
 fn forward_times(r: &mut LlamaRunner, sizes: &[usize]) -> Result<Vec<(usize, f64)>, RunnerError> {
-    let mut best = vec![f64::INFINITY; sizes.len()];
-    for _ in 0..REPEATS {
-        for (b, &n) in best.iter_mut().zip(sizes) {
-            *b = b.min(forward(r, 0, 0, n)?);
-        }
-    }
+    let best = fastest_in_turns(sizes.len(), |i| forward(r, 0, 0, sizes[i]))?;
     Ok(sizes.iter().copied().zip(best).collect())
 }
 
@@ -89,15 +84,14 @@ fn batch_attention_price(
     depth: usize,
     k: usize,
 ) -> Result<f64, RunnerError> {
-    let mut shallow = samples.iter().find(|s| s.0 == k).map_or(f64::NAN, |s| s.1);
-    let mut deep = f64::INFINITY;
-    for _ in 0..REPEATS {
-        deep = deep.min(forward(r, 0, depth, k)?);
-        if r.n_slots > 1 {
-            shallow = shallow.min(forward(r, 1, 0, k)?);
-        }
-    }
-    Ok(attention_price(deep, shallow, k, depth))
+    let sampled = samples.iter().find(|s| s.0 == k).map_or(f64::NAN, |s| s.1);
+    let sides = if r.n_slots > 1 { 2 } else { 1 };
+    let t = fastest_in_turns(sides, |side| match side {
+        0 => forward(r, 0, depth, k),
+        _ => forward(r, 1, 0, k),
+    })?;
+    let shallow = t.get(1).map_or(sampled, |&s| s.min(sampled));
+    Ok(attention_price(t[0], shallow, k, depth))
 }
 
 /// The forward-time line: the samples less the attention within each batch (priced apart
@@ -150,11 +144,11 @@ fn sampled_row_price(r: &mut LlamaRunner, n: usize) -> Result<f64, RunnerError> 
     }
     let bos = r.model.bos();
     let rows = || (0..n).map(|i| filler(bos, i as u64, i, 1)).collect();
-    let (mut once, mut each) = (f64::INFINITY, f64::INFINITY);
-    for _ in 0..REPEATS {
-        once = once.min(served_step(r, vec![filler(bos, 0, 0, n)])?);
-        each = each.min(served_step(r, rows())?);
-    }
+    let t = fastest_in_turns(2, |side| match side {
+        0 => served_step(r, vec![filler(bos, 0, 0, n)]),
+        _ => served_step(r, rows()),
+    })?;
+    let (once, each) = (t[0], t[1]);
     release_samplers(r, 0..n as RequestId)?;
     Ok(((each - once) / (n - 1) as f64).max(0.0))
 }
@@ -180,22 +174,20 @@ fn row_attention_price(r: &mut LlamaRunner, depth: usize, k: usize) -> Result<f6
             .collect()
     };
     let beside = r.n_slots >= 2 * k;
-    let (mut deep, mut shallow) = (f64::INFINITY, f64::INFINITY);
-    for _ in 0..REPEATS {
-        deep = deep.min(served_step(r, rows(0, depth))?);
-        if beside {
-            shallow = shallow.min(served_step(r, rows(k, 0))?);
-        }
-    }
+    let t = fastest_in_turns(if beside { 2 } else { 1 }, |side| match side {
+        0 => served_step(r, rows(0, depth)),
+        _ => served_step(r, rows(k, 0)),
+    })?;
     for q in 0..k {
         r.remove(q as i32, 0)?;
     }
-    if !beside {
-        shallow = fastest(|| served_step(r, rows(0, 0)))?;
-    }
+    let shallow = match t.get(1) {
+        Some(&s) => s,
+        None => fastest_in_turns(1, |_| served_step(r, rows(0, 0)))?[0],
+    };
     let used = if beside { 2 * k } else { k };
     release_samplers(r, 0..used as RequestId)?;
-    Ok(attention_price(deep, shallow, k, depth))
+    Ok(attention_price(t[0], shallow, k, depth))
 }
 
 /// Seconds `execute` takes over `items` (the slots they write are cut back to where the
@@ -234,11 +226,17 @@ fn release_samplers(
     Ok(())
 }
 
-/// The fastest of `REPEATS` timings.
-fn fastest(mut f: impl FnMut() -> Result<f64, RunnerError>) -> Result<f64, RunnerError> {
-    let mut best = f64::INFINITY;
+/// The fastest of `REPEATS` timings of each of `sides` things (`time(side)`), taken in turns
+/// (each side once a round) so a slow spell of a shared machine weighs on every side alike.
+fn fastest_in_turns(
+    sides: usize,
+    mut time: impl FnMut(usize) -> Result<f64, RunnerError>,
+) -> Result<Vec<f64>, RunnerError> {
+    let mut best = vec![f64::INFINITY; sides];
     for _ in 0..REPEATS {
-        best = best.min(f()?);
+        for (side, b) in best.iter_mut().enumerate() {
+            *b = b.min(time(side)?);
+        }
     }
     Ok(best)
 }
