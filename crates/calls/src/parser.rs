@@ -6,8 +6,8 @@
 //! or a stop string cut it) ends with `CallCut`: its start and arguments stand, incomplete.
 //! One cut before its name is markup when a start tag or separator opened it, content when
 //! it was a bare `{` (which might have been prose; its name waits for the arguments key, so
-//! JSON content with a `name` key is never announced as a call). Concatenating the text of every event
-//! gives back the input.
+//! JSON content with a `name` key is never announced as a call). Concatenating the text of
+//! every event gives back the input.
 //!
 //! The three formats share one state machine and differ in a [`Format`]:
 //! - `hermes` (Hermes, Qwen): `<tool_call>{"name": ..., "arguments": {...}}</tool_call>`,
