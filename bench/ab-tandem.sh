@@ -7,7 +7,8 @@
 # Writes $RESULT.{json,md} (default bench/results/ab-tandem).
 # Usage: A='FLAGS' B='FLAGS' bench/ab-tandem.sh [MODEL.gguf]
 # Knobs (environment): A and B (required; either may be empty), RATES (default "0.3 0.6"),
-# AGENT_RATE (0.3), RESULT, STEPS and REPEATS (see compare_steps in bench/lib.sh).
+# AGENT_RATE (0.3), RESULT, STEPS and REPEATS (see compare_steps in bench/lib.sh), TANDEM_BIN
+# (see bench/lib.sh; e.g. a `cuda` build with A='--gpu-layers 0' B='--gpu-layers 99').
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/lib.sh
@@ -19,7 +20,7 @@ RATES="${RATES:-0.3 0.6}"
 AGENT_RATE="${AGENT_RATE:-0.3}"
 RESULT="${RESULT:-bench/results/ab-tandem}"
 OUT=bench/work/ab-tandem; rm -rf "$OUT"; mkdir -p "$OUT" bench/results
-cargo build --release --locked --bin tandem >&2
+build_tandem
 
 # One server at a time while starting: each measures its cost profile at startup.
 read -ra A_FLAGS <<< "$A"; read -ra B_FLAGS <<< "$B"
@@ -31,7 +32,7 @@ B_URL=$URL B_PID=$PID
 compare_steps "$OUT" A "$A_URL" B "$B_URL"
 kill $A_PID $B_PID; wait 2>/dev/null || true
 
-COMMAND="A='$A' B='$B' RATES='$RATES' AGENT_RATE=$AGENT_RATE RESULT=$RESULT${STEPS:+ STEPS='$STEPS'}${REPEATS:+ REPEATS=$REPEATS} bench/ab-tandem.sh${1:+ $1}"
+COMMAND="${TANDEM_BIN:+TANDEM_BIN=$TANDEM_BIN }A='$A' B='$B' RATES='$RATES' AGENT_RATE=$AGENT_RATE RESULT=$RESULT${STEPS:+ STEPS='$STEPS'}${REPEATS:+ REPEATS=$REPEATS} bench/ab-tandem.sh${1:+ $1}"
 $BENCH_PY bench/compare_table.py --out "$OUT" --rates "$RATES" --agent-rate "$AGENT_RATE" \
   --result "$RESULT" --command "$COMMAND" --model "$(basename "$MODEL")" --a A --b B \
   --title "tandem, A: \`tandem serve ${A:-(defaults)}\` vs B: \`tandem serve ${B:-(defaults)}\`" \

@@ -10,6 +10,7 @@ import json
 import os
 import platform
 import random
+import subprocess
 import sys
 import time
 
@@ -179,8 +180,18 @@ def cpu_name():
 
 
 def machine():
-    """The machine line of a result: CPU model and core count."""
-    return f"{cpu_name()}, {os.cpu_count()} cores"
+    """The machine line of a result: CPU model and core count, and the GPUs nvidia-smi lists."""
+    return f"{cpu_name()}, {os.cpu_count()} cores{gpu_names()}"
+
+
+def gpu_names():
+    """", GPU: NAME" for each GPU nvidia-smi lists; empty where there is none or no nvidia-smi."""
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=10, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return "".join(f", GPU: {name.strip()}" for name in out.splitlines() if name.strip())
 
 
 def machine_speed(run_dir):

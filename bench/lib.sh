@@ -7,6 +7,15 @@ DEFAULT_MODEL="${XDG_CACHE_HOME:-$HOME/.cache}/tandem/models/SmolLM2-135M-Instru
 # The project's virtualenv when installed (scripts/install-deps.sh), else the system python.
 BENCH_PY=python3; [ -x .venv/bin/python ] && BENCH_PY=.venv/bin/python
 
+# The tandem binary the scripts that call build_tandem run: target/release/tandem, built first,
+# unless TANDEM_BIN names one built elsewhere (a `cuda` build, scripts/build-cuda.sh), which is
+# run as it is. SERVE_FLAGS (split on spaces) is added to every start_tandem, e.g.
+# SERVE_FLAGS='--gpu-layers 99'.
+TANDEM="${TANDEM_BIN:-target/release/tandem}"
+build_tandem() {
+  [ -n "${TANDEM_BIN:-}" ] || cargo build --release --locked --bin tandem >&2
+}
+
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
@@ -31,7 +40,8 @@ start_tandem() {
   local log=$1; shift
   PORT=$(free_port)
   URL="http://127.0.0.1:$PORT"
-  target/release/tandem serve --port "$PORT" "$@" > "$log" 2>&1 &
+  # shellcheck disable=SC2086 # SERVE_FLAGS is a list of flags
+  "$TANDEM" serve --port "$PORT" "$@" ${SERVE_FLAGS:-} > "$log" 2>&1 &
   PID=$!
   kill_on_exit "$PID"
   wait_up "$URL"
@@ -66,7 +76,7 @@ compare_steps() {
     local name=$1 i; shift
     [[ $steps == *" ${name%%-*} "* ]] || return 0
     for i in 0 1; do
-      target/release/tandem bench --url "${urls[$i]}" --quiet --label "${servers[$i]} $name" "$@" \
+      "$TANDEM" bench --url "${urls[$i]}" --quiet --label "${servers[$i]} $name" "$@" \
         --out "$out/${servers[$i]}-$name" >/dev/null
     done
   }

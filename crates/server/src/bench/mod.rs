@@ -66,6 +66,11 @@ pub struct BenchArgs {
     /// (default 8).
     #[arg(long)]
     pub concurrency: Option<usize>,
+    /// Conveyor: scales the workloads' python work (the code workload's 0.1 s per table, the
+    /// plan's 0.5 s step), paced for a 2-core CPU's decode, to a faster decoder's (e.g. 0.25).
+    /// Search is paced by the server's --search-latency-ms.
+    #[arg(long, default_value_t = 1.0, value_parser = positive_pace)]
+    pub tool_pace: f64,
     /// Conveyor: lazy/partial pairs per workload run alone.
     #[arg(long, default_value_t = 5)]
     pub reps: usize,
@@ -203,8 +208,17 @@ async fn connect(args: &BenchArgs) -> anyhow::Result<Client> {
     })
 }
 
+/// `--tool-pace`: a finite number above 0.
+fn positive_pace(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(x) if x.is_finite() && x > 0.0 => Ok(x),
+        _ => Err(format!("`{s}` is not a number above 0")),
+    }
+}
+
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
-    if let Some(ws) = args.workload.as_deref().and_then(conveyor::parse) {
+    let parse_conveyor = |spec: &str| conveyor::parse(spec, args.tool_pace);
+    if let Some(ws) = args.workload.as_deref().and_then(parse_conveyor) {
         let ws = ws?; // a bad workload name is reported before any connection is tried
         if args.system_prompt_tokens.is_some() {
             bail!("--system-prompt-tokens does not apply to the conveyor workload");

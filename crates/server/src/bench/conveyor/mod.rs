@@ -25,19 +25,19 @@ use measure::{run_one, Marks};
 use summary::Summary;
 use workloads::Workload;
 
-/// Parses `conveyor` (all five) or `conveyor:code,search,...`; `None` if `spec` names another
-/// workload.
-pub fn parse(spec: &str) -> Option<anyhow::Result<Vec<Workload>>> {
+/// Parses `conveyor` (all five) or `conveyor:code,search,...`, their python work scaled by
+/// `pace`; `None` if `spec` names another workload.
+pub fn parse(spec: &str, pace: f64) -> Option<anyhow::Result<Vec<Workload>>> {
     let rest = spec.strip_prefix("conveyor")?;
     if rest.is_empty() {
-        return Some(Ok(workloads::all()));
+        return Some(Ok(workloads::all(pace)));
     }
     let names = rest.strip_prefix(':')?;
     Some(
         names
             .split(',')
             .map(|n| {
-                workloads::by_name(n.trim()).with_context(|| {
+                workloads::by_name(n.trim(), pace).with_context(|| {
                     format!(
                         "unknown conveyor workload `{n}`; one of {:?}",
                         workloads::NAMES
@@ -257,14 +257,14 @@ mod tests {
 
     #[test]
     fn parses_all_or_a_subset() {
-        assert_eq!(parse("conveyor").unwrap().unwrap().len(), 5);
-        let two = parse("conveyor:code, calc").unwrap().unwrap();
+        assert_eq!(parse("conveyor", 1.0).unwrap().unwrap().len(), 5);
+        let two = parse("conveyor:code, calc", 1.0).unwrap().unwrap();
         assert_eq!(
             two.iter().map(|w| w.name).collect::<Vec<_>>(),
             ["code", "calc"]
         );
-        assert!(parse("conveyor:nope").unwrap().is_err());
-        assert!(parse("augment").is_none() && parse("conveyorx").is_none());
+        assert!(parse("conveyor:nope", 1.0).unwrap().is_err());
+        assert!(parse("augment", 1.0).is_none() && parse("conveyorx", 1.0).is_none());
     }
 
     #[test]

@@ -6,7 +6,9 @@
 //! query, a plan step) costs about as much as, or less than, decoding the next piece, and the
 //! last piece is cheap. That is the regime partial execution is for; a tool whose every piece
 //! outlasts the whole remaining decode is bounded by the decode, not by the tool (see
-//! docs/server-tools.md).
+//! docs/server-tools.md). The pacing was set for this 2-core CPU's decode speed; `pace` scales
+//! the python work (the sleeps) for a faster decoder, such as a GPU, and the server's
+//! `--search-latency-ms` does the same for search.
 
 use serde_json::{json, Value};
 use tandem_tools::grammar::grammar_json;
@@ -23,16 +25,17 @@ pub const NAMES: [&str; 5] = ["code", "search", "plan", "validate", "calc"];
 
 const ANSWER: &str = "Done: the tool returned its result.";
 
-/// All workloads, in report order.
-pub fn all() -> Vec<Workload> {
-    NAMES.iter().map(|n| by_name(n).expect("listed")).collect()
+/// All workloads, in report order, their python work scaled by `pace` (1: as designed).
+pub fn all(pace: f64) -> Vec<Workload> {
+    NAMES.iter().map(|n| by_name(n, pace).expect("listed")).collect()
 }
 
-pub fn by_name(name: &str) -> Option<Workload> {
+/// One workload by name, its python work scaled by `pace`.
+pub fn by_name(name: &str, pace: f64) -> Option<Workload> {
     let (tool, args) = match name {
-        "code" => ("python", json!({"code": code()})),
+        "code" => ("python", json!({"code": code(pace)})),
         "search" => ("search", json!({"queries": queries()})),
-        "plan" => ("plan", plan()),
+        "plan" => ("plan", plan(pace)),
         "validate" => ("validate", json!({"records": records()})),
         "calc" => ("calc", json!({"expression": CALC})),
         _ => return None,
@@ -52,9 +55,14 @@ fn call(name: &str, arguments: Value) -> String {
     format!("<tool_call>\n{body}\n</tool_call>")
 }
 
-/// Code generation: a script loading eight tables, each load waiting 0.1 s on I/O (a file or
-/// service stand-in), then a cheap summary line.
-fn code() -> String {
+/// `seconds` × `pace` as Python writes it, to the millisecond (1.0 keeps 0.1 as "0.1").
+fn paced(seconds: f64, pace: f64) -> String {
+    format!("{}", (seconds * pace * 1000.0).round() / 1000.0)
+}
+
+/// Code generation: a script loading eight tables, each load waiting 0.1 s × `pace` on I/O (a
+/// file or service stand-in), then a cheap summary line.
+fn code(pace: f64) -> String {
     let tables = [
         ("orders", 400),
         ("refunds", 60),
@@ -69,7 +77,7 @@ fn code() -> String {
         "import time".to_string(),
         String::new(),
         "def load(table, rows):".to_string(),
-        "    time.sleep(0.1)  # reading the table from storage".to_string(),
+        format!("    time.sleep({})  # reading the table from storage", paced(0.1, pace)),
         "    return [(table, i, (i * 37) % 101) for i in range(rows)]".to_string(),
         String::new(),
     ];
@@ -97,10 +105,13 @@ fn queries() -> Vec<&'static str> {
     ]
 }
 
-/// Planning: a slow computation first, searches, a step using `$k` references to earlier
-/// results, and a cheap search last.
-fn plan() -> Value {
-    let slow = "import time\ntime.sleep(0.5)  # fitting the model\nprint('fitted, r2 =', 0.93)";
+/// Planning: a slow computation first (0.5 s × `pace`), searches, a step using `$k` references
+/// to earlier results, and a cheap search last.
+fn plan(pace: f64) -> Value {
+    let slow = format!(
+        "import time\ntime.sleep({})  # fitting the model\nprint('fitted, r2 =', 0.93)",
+        paced(0.5, pace)
+    );
     let report = "print('''$0'''.strip(), len('''$1'''))";
     json!({"steps": [
         {"tool": "python", "arguments": {"code": slow}},
@@ -136,7 +147,7 @@ mod tests {
 
     #[test]
     fn every_workload_is_one_parsable_call_then_an_answer() {
-        for w in all() {
+        for w in all(1.0) {
             let inner = w.replay[0]
                 .strip_prefix("<tool_call>\n")
                 .and_then(|s| s.strip_suffix("\n</tool_call>"))
@@ -146,7 +157,20 @@ mod tests {
             assert!(v["arguments"].is_object());
             assert_eq!(w.replay.len(), 2);
         }
-        assert!(by_name("nope").is_none());
+        assert!(by_name("nope", 1.0).is_none());
+    }
+
+    #[test]
+    fn pace_scales_the_python_sleeps_and_one_keeps_the_text() {
+        let code_text = |pace| by_name("code", pace).unwrap().replay[0].clone();
+        assert!(code_text(1.0).contains("time.sleep(0.1)"));
+        assert!(code_text(0.2).contains("time.sleep(0.02)"), "{}", code_text(0.2));
+        let plan_text = by_name("plan", 0.25).unwrap().replay[0].clone();
+        assert!(plan_text.contains("time.sleep(0.125)"), "{plan_text}");
+        assert_eq!(
+            by_name("search", 0.25).unwrap().replay,
+            by_name("search", 1.0).unwrap().replay
+        );
     }
 
     #[test]
