@@ -237,8 +237,13 @@ fn report(
 
 fn meta(args: &BenchArgs) -> Value {
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let pace = if args.tool_pace == 1.0 {
+        String::new()
+    } else {
+        format!(" --tool-pace {}", args.tool_pace)
+    };
     let command = format!(
-        "tandem bench --workload {} --reps {} --rounds {} --concurrency {}",
+        "tandem bench --workload {} --reps {} --rounds {} --concurrency {}{pace}",
         args.workload.as_deref().unwrap_or("conveyor"),
         args.reps,
         args.rounds,
