@@ -210,7 +210,8 @@ pub struct ServeArgs {
     pub embeddings_pack: u16,
     #[command(flatten)]
     pub tool_args: crate::tool_args::ToolArgs,
-    /// Model layers to offload to a GPU (only with a `cuda` build).
+    /// Model layers to offload to a GPU (99: all). Only a `cuda` build (scripts/build-cuda.sh,
+    /// docs/gpu.md) has a GPU backend; other builds warn and run every layer on the CPU.
     #[arg(long, default_value_t = 0)]
     pub gpu_layers: u32,
 }
@@ -266,6 +267,17 @@ impl FlashArg {
             Self::On => Some(true),
         }
     }
+}
+
+/// Why `--gpu-layers` does nothing in this build, if it does nothing (as llama-server, tandem
+/// then serves on the CPU rather than refusing to start).
+fn ignored_gpu_layers(gpu_layers: u32, gpu_build: bool) -> Option<String> {
+    (gpu_layers > 0 && !gpu_build).then(|| {
+        format!(
+            "--gpu-layers {gpu_layers} is ignored: this build has no GPU backend; \
+             every layer runs on the CPU (scripts/build-cuda.sh builds one with CUDA)"
+        )
+    })
 }
 
 /// How the startup log names a flash-attention setting.
@@ -427,6 +439,9 @@ pub async fn run(args: ServeArgs, default_model: PathBuf) -> anyhow::Result<()> 
     }
     let registry = Arc::new(args.tool_args.registry()?);
     let costs = CostChoice::new(&args)?;
+    if let Some(note) = ignored_gpu_layers(args.gpu_layers, gpu_offload_supported()) {
+        tracing::warn!("{note}");
+    }
     let model = Model::load_with(&path, args.gpu_layers, args.prefix_reuse.weights())?;
     // Before the engine starts (and profiles): a bad template file stops the start at once.
     let (source, given) = chat_template_source(&args, &model)?;
@@ -596,5 +611,13 @@ mod tests {
         assert_eq!(FlashArg::Auto.policy(32, true), None);
         assert_eq!(FlashArg::On.policy(0, false), Some(true));
         assert_eq!(FlashArg::Off.policy(32, true), Some(false));
+    }
+
+    #[test]
+    fn gpu_layers_in_a_cpu_build_are_named_as_ignored() {
+        let note = ignored_gpu_layers(99, false).expect("a note");
+        assert!(note.contains("--gpu-layers 99") && note.contains("scripts/build-cuda.sh"));
+        assert_eq!(ignored_gpu_layers(0, false), None);
+        assert_eq!(ignored_gpu_layers(99, true), None);
     }
 }
