@@ -7,8 +7,9 @@
 # (>= 580) and libcudart.so.13 and libcublas.so.13 on LD_LIBRARY_PATH (the CUDA 13 toolkit's
 # lib64, or this script's CUDA_HOME/lib); then `tandem serve --gpu-layers 99` offloads the model.
 # Usage: scripts/build-cuda.sh   Knobs: CUDA_HOME, CUDA_ARCHS (CMake's list; default 90, Hopper),
-# GGML_CUDA_FA (ON compiles llama.cpp's flash-attention kernels too; default OFF: they are
-# most of the compile time and a model of this size gains little from them).
+# GGML_CUDA_FA (ON compiles the bodies of llama.cpp's CUDA flash-attention kernels too; default
+# OFF, a shorter compile, whose time saving was not measured; attention then runs as matrix
+# products).
 # Why shared libraries: linking CUDA statically needs cublas_static, which the wheels lack.
 set -euo pipefail
 cd "$(dirname "$0")/.."
