@@ -21,4 +21,4 @@ start_tandem bench/work/conveyor-server.log --model "$MODEL" --max-seqs 8 --kv-c
   --allow-replay --jump-forward "${JUMP_FORWARD:-on}" --tools python,search,plan,validate,calc --search-latency-ms "$SEARCH_MS" --search-top-k 1 ${TOOL_NICE:+--tool-nice "$TOOL_NICE"}
 "$TANDEM" bench --url "$URL" --workload "conveyor${WORKLOADS:+:$WORKLOADS}" \
   --reps "${REPS:-8}" --tool-pace "${TOOL_PACE:-1}" --rounds "${ROUNDS:-6}" --concurrency 8 --out "${OUT:-bench/results/conveyor}" \
-  --label "bench/conveyor.sh: $(basename "$MODEL"), --max-seqs 8, search latency $SEARCH_MS ms, top 1, --jump-forward ${JUMP_FORWARD:-on}${TOOL_NICE:+, --tool-nice $TOOL_NICE}${TOOL_PACE:+, --tool-pace $TOOL_PACE}${SERVE_FLAGS:+, $SERVE_FLAGS}${LABEL:+, $LABEL}"
+  --label "bench/conveyor.sh: $(basename "$MODEL"), --max-seqs 8, search latency $SEARCH_MS ms, top 1, --jump-forward ${JUMP_FORWARD:-on}${TOOL_NICE:+, --tool-nice $TOOL_NICE}${SERVE_FLAGS:+, $SERVE_FLAGS}${LABEL:+, $LABEL}"

@@ -217,8 +217,11 @@ fn positive_pace(s: &str) -> Result<f64, String> {
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
-    let parse_conveyor = |spec: &str| conveyor::parse(spec, args.tool_pace);
-    if let Some(ws) = args.workload.as_deref().and_then(parse_conveyor) {
+    let conveyor_workloads = args
+        .workload
+        .as_deref()
+        .and_then(|spec| conveyor::parse(spec, args.tool_pace));
+    if let Some(ws) = conveyor_workloads {
         let ws = ws?; // a bad workload name is reported before any connection is tried
         if args.system_prompt_tokens.is_some() {
             bail!("--system-prompt-tokens does not apply to the conveyor workload");

@@ -27,7 +27,10 @@ const ANSWER: &str = "Done: the tool returned its result.";
 
 /// All workloads, in report order, their python work scaled by `pace` (1: as designed).
 pub fn all(pace: f64) -> Vec<Workload> {
-    NAMES.iter().map(|n| by_name(n, pace).expect("listed")).collect()
+    NAMES
+        .iter()
+        .map(|n| by_name(n, pace).expect("listed"))
+        .collect()
 }
 
 /// One workload by name, its python work scaled by `pace`.
@@ -77,7 +80,10 @@ fn code(pace: f64) -> String {
         "import time".to_string(),
         String::new(),
         "def load(table, rows):".to_string(),
-        format!("    time.sleep({})  # reading the table from storage", paced(0.1, pace)),
+        format!(
+            "    time.sleep({})  # reading the table from storage",
+            paced(0.1, pace)
+        ),
         "    return [(table, i, (i * 37) % 101) for i in range(rows)]".to_string(),
         String::new(),
     ];
@@ -164,7 +170,11 @@ mod tests {
     fn pace_scales_the_python_sleeps_and_one_keeps_the_text() {
         let code_text = |pace| by_name("code", pace).unwrap().replay[0].clone();
         assert!(code_text(1.0).contains("time.sleep(0.1)"));
-        assert!(code_text(0.2).contains("time.sleep(0.02)"), "{}", code_text(0.2));
+        assert!(
+            code_text(0.2).contains("time.sleep(0.02)"),
+            "{}",
+            code_text(0.2)
+        );
         let plan_text = by_name("plan", 0.25).unwrap().replay[0].clone();
         assert!(plan_text.contains("time.sleep(0.125)"), "{plan_text}");
         assert_eq!(
