@@ -23,7 +23,7 @@ AGENT_RATE="${AGENT_RATE:-0.3}"
 RESULT="${RESULT:-bench/results/llama-server-comparison}"
 OUT=bench/work/compare; rm -rf "$OUT"; mkdir -p "$OUT" bench/results
 LLAMA_SERVER=$(bench/build-llama-server.sh)
-cargo build --release --locked --bin tandem >&2
+build_tandem
 T_TEMPLATE=(); L_TEMPLATE=()
 if [ -n "${TEMPLATE:-}" ]; then
   T_TEMPLATE=(--chat-template-file "$TEMPLATE"); L_TEMPLATE=(--jinja --chat-template-file "$TEMPLATE")

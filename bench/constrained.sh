@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/lib.sh
 MODEL="${1:-$DEFAULT_MODEL}"
-cargo build --release --locked --bin tandem >&2
+build_tandem
 mkdir -p bench/work
 start_tandem bench/work/constrained-server.log --model "$MODEL" --max-seqs 16 --kv-cells 16384
 $BENCH_PY bench/constrained.py "$URL" --rounds "${ROUNDS:-3}" --max-tokens "${MAX_TOKENS:-128}"

@@ -11,12 +11,12 @@ source bench/lib.sh
 MODEL="${1:-$DEFAULT_MODEL}"
 THREADS="${THREADS:-$(nproc)}"
 OUT=bench/work/embeddings; mkdir -p "$OUT" bench/results
-cargo build --release --locked --bin tandem >&2
+build_tandem
 PIDS=()
 trap 'kill "${PIDS[@]}" 2>/dev/null || true' EXIT
-target/release/tandem serve --model "$MODEL" --port 18097 --threads "$THREADS" --embeddings 2>"$OUT/tandem.log" &
+"$TANDEM" serve --model "$MODEL" --port 18097 --threads "$THREADS" --embeddings 2>"$OUT/tandem.log" &
 PIDS+=($!); wait_up http://127.0.0.1:18097
-target/release/tandem serve --model "$MODEL" --port 18099 --threads "$THREADS" --embeddings --embeddings-pack 1 2>"$OUT/tandem-pack1.log" &
+"$TANDEM" serve --model "$MODEL" --port 18099 --threads "$THREADS" --embeddings --embeddings-pack 1 2>"$OUT/tandem-pack1.log" &
 PIDS+=($!); wait_up http://127.0.0.1:18099
 SERVERS=(tandem=http://127.0.0.1:18097 tandem-pack1=http://127.0.0.1:18099)
 if [ "${SKIP_LLAMA:-0}" != 1 ]; then

@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/lib.sh
-cargo build --release --locked --bin tandem >&2
+build_tandem
 OUT=bench/work/flash-attn; mkdir -p "$OUT" bench/results
 {
   echo "# Flash attention off vs on ($(date +%F))"; echo
@@ -14,12 +14,12 @@ OUT=bench/work/flash-attn; mkdir -p "$OUT" bench/results
   echo "|---|---|---|---|---|---|---|---|"
 } > bench/results/flash-attn.md
 for fa in off on; do
-  target/release/tandem serve --port 18090 --max-seqs 16 --kv-cells 32768 --flash-attn $fa 2>/dev/null &
+  "$TANDEM" serve --port 18090 --max-seqs 16 --kv-cells 32768 --flash-attn $fa 2>/dev/null &
   PID=$!
   wait_up http://127.0.0.1:18090
   for p in ${PROMPTS:-32 1024}; do
     for c in 1 16; do
-      target/release/tandem bench --url http://127.0.0.1:18090 --prompt-tokens "$p" --output-tokens 128 \
+      "$TANDEM" bench --url http://127.0.0.1:18090 --prompt-tokens "$p" --output-tokens 128 \
         --concurrency $c --requests $((c * 2)) --seed $((c * 10)) --quiet \
         --label "flash-attn $fa, $p-token prompts, $c streams" --out "$OUT/fa-$fa-$p-$c" >/dev/null
       grep "^| flash-attn" "$OUT/fa-$fa-$p-$c.md" >> bench/results/flash-attn.md

@@ -10,10 +10,10 @@ MODEL="${1:-$DEFAULT_MODEL}"
 THREADS="${THREADS:-$(nproc)}"
 SEQS=8; CELLS=16384
 OUT=bench/work/grammar; mkdir -p "$OUT" bench/results
-cargo build --release --locked --bin tandem >&2
+build_tandem
 PIDS=()
 trap 'kill "${PIDS[@]}" 2>/dev/null || true' EXIT
-target/release/tandem serve --model "$MODEL" --port 18095 --threads "$THREADS" --max-seqs $SEQS --kv-cells $CELLS 2>"$OUT/tandem.log" &
+"$TANDEM" serve --model "$MODEL" --port 18095 --threads "$THREADS" --max-seqs $SEQS --kv-cells $CELLS 2>"$OUT/tandem.log" &
 PIDS+=($!); wait_up http://127.0.0.1:18095
 SERVERS=(tandem=http://127.0.0.1:18095)
 if [ "${SKIP_LLAMA:-0}" != 1 ]; then

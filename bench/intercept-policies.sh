@@ -21,8 +21,7 @@ SATURATED="${SATURATED:-0.25}"
 RESULT="${RESULT:-bench/results/intercept-policies}"
 SEQS=16; CELLS=32768
 OUT=bench/work/intercept; rm -rf "$OUT"; mkdir -p "$OUT" bench/results
-cargo build --release --locked --bin tandem >&2
-TANDEM=target/release/tandem
+build_tandem
 read -ra S_ARGS <<< "${SERVE_ARGS:-}"; read -ra L_ARGS <<< "${LLAMA_ARGS:-}"
 
 # Every run gets a fresh server: one left running between rates keeps the previous run's
@@ -52,7 +51,7 @@ sweep() {
     local n; n=$(python3 -c "print(max(6, round($r * $WINDOW)))")
     echo "== $name rate $r ($n requests)" >&2
     start_server "$name" "$r"
-    $TANDEM bench --url "$URL" --quiet --workload augment --scale "$SCALE" \
+    "$TANDEM" bench --url "$URL" --quiet --workload augment --scale "$SCALE" \
       --rate "$r" --requests "$n" --seed 7 --label "$name @ $r" --out "$OUT/$name-$r" "$@" \
       >/dev/null
     kill "$SPID"; wait "$SPID" 2>/dev/null || true

@@ -13,7 +13,7 @@ source bench/lib.sh
 MODEL="${1:-$DEFAULT_MODEL}"
 THREADS="${THREADS:-$(nproc)}"
 OUT=bench/work/json-layout; mkdir -p "$OUT" bench/results
-cargo build --release --locked --bin tandem >&2
+build_tandem
 SERVERS=()
 for LAYOUT in compact indented; do
   start_tandem "$OUT/tandem-$LAYOUT.log" --model "$MODEL" --prefix-reuse off \

@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/lib.sh
 MODEL="${1:-$DEFAULT_MODEL}"
-cargo build --release --locked --bin tandem >&2
+build_tandem
 mkdir -p bench/work
 FLAGS=(--model "$MODEL" --max-seqs 8 --kv-cells 16384)
 start_tandem bench/work/jump-forward-on.log "${FLAGS[@]}" --jump-forward on

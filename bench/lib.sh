@@ -7,7 +7,7 @@ DEFAULT_MODEL="${XDG_CACHE_HOME:-$HOME/.cache}/tandem/models/SmolLM2-135M-Instru
 # The project's virtualenv when installed (scripts/install-deps.sh), else the system python.
 BENCH_PY=python3; [ -x .venv/bin/python ] && BENCH_PY=.venv/bin/python
 
-# The tandem binary the scripts that call build_tandem run: target/release/tandem, built first,
+# The tandem binary every bench script runs: target/release/tandem, which build_tandem builds,
 # unless TANDEM_BIN names one built elsewhere (a `cuda` build, scripts/build-cuda.sh), which is
 # run as it is. SERVE_FLAGS (split on spaces) is added to every start_tandem, e.g.
 # SERVE_FLAGS='--gpu-layers 99'.

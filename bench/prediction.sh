@@ -14,7 +14,7 @@ source bench/lib.sh
 MODEL="${1:-$DEFAULT_MODEL}"
 THREADS="${THREADS:-$(nproc)}"
 OUT=bench/work/prediction; mkdir -p "$OUT" bench/results
-cargo build --release --locked --bin tandem >&2
+build_tandem
 start_tandem "$OUT/tandem.log" --model "$MODEL" --prefix-reuse off
 TANDEM_URL=$URL
 OTHERS=()

@@ -11,7 +11,7 @@ source bench/lib.sh
 MODEL="${1:-$DEFAULT_MODEL}"
 THREADS="${THREADS:-$(nproc)}"
 OUT=bench/work/prompt-lookup; mkdir -p "$OUT" bench/results
-cargo build --release --locked --bin tandem >&2
+build_tandem
 SERVERS=()
 for N in 0 3 8; do
   start_tandem "$OUT/tandem-$N.log" --model "$MODEL" --prefix-reuse off --prompt-lookup "$N"

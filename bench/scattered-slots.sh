@@ -12,7 +12,7 @@ MODEL="${1:-$DEFAULT_MODEL}"
 THREADS="${THREADS:-$(nproc)}"
 RESULT="${RESULT:-bench/results/scattered-slots}"
 SERVE=(--model "$MODEL" --threads "$THREADS" --max-seqs 16 --kv-cells 32768)
-cargo build --release --locked --bin tandem >&2
+build_tandem
 start_tandem /tmp/scattered-on.log "${SERVE[@]}" --slot-compaction on; ON=$URL
 start_tandem /tmp/scattered-off.log "${SERVE[@]}" --slot-compaction off; OFF=$URL
 read -ra L_ARGS <<< "${LLAMA_ARGS:--fa off}"

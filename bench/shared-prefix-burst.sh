@@ -18,16 +18,15 @@ BURSTS="${BURSTS:-4 8 16}"; ROUNDS="${ROUNDS:-3}"
 SYSTEM="${SYSTEM:-400}"; PROMPT="${PROMPT:-32}"; OUTPUT="${OUTPUT:-16}"
 SEQS=16; CELLS=32768
 OUT=bench/work/burst; mkdir -p "$OUT" bench/results; rm -f "$OUT"/*.json
-cargo build --release --locked --bin tandem >&2
-TANDEM=target/release/tandem
+build_tandem
 declare -A URLS=([tandem]=http://127.0.0.1:18090 [tandem-no-sharing]=http://127.0.0.1:18091)
 SERVERS="tandem tandem-no-sharing"
 PIDS=()
 trap 'kill "${PIDS[@]}" 2>/dev/null || true' EXIT
 # One server at a time while starting: tandem measures its cost profile at startup.
-$TANDEM serve --model "$MODEL" --port 18090 --threads "$THREADS" --max-seqs $SEQS --kv-cells $CELLS 2>"$OUT/tandem.log" &
+"$TANDEM" serve --model "$MODEL" --port 18090 --threads "$THREADS" --max-seqs $SEQS --kv-cells $CELLS 2>"$OUT/tandem.log" &
 PIDS+=($!); wait_up "${URLS[tandem]}"
-$TANDEM serve --model "$MODEL" --port 18091 --threads "$THREADS" --max-seqs $SEQS --kv-cells $CELLS --prefix-reuse off 2>"$OUT/tandem-no-sharing.log" &
+"$TANDEM" serve --model "$MODEL" --port 18091 --threads "$THREADS" --max-seqs $SEQS --kv-cells $CELLS --prefix-reuse off 2>"$OUT/tandem-no-sharing.log" &
 PIDS+=($!); wait_up "${URLS[tandem-no-sharing]}"
 LS_LABEL=none
 if [ "${SKIP_LLAMA:-0}" != 1 ]; then
@@ -43,7 +42,7 @@ for n in $BURSTS; do
   for r in $(seq 1 "$ROUNDS"); do
     seed=$((seed + 1))
     for s in $SERVERS; do
-      $TANDEM bench --url "${URLS[$s]}" --quiet --label "$s burst $n" --prompt-tokens "$PROMPT" \
+      "$TANDEM" bench --url "${URLS[$s]}" --quiet --label "$s burst $n" --prompt-tokens "$PROMPT" \
         --output-tokens "$OUTPUT" --system-prompt-tokens "$SYSTEM" --concurrency "$n" --requests "$n" \
         --seed $seed --out "$OUT/$s-$n-$r" >/dev/null
     done

@@ -22,8 +22,7 @@ SATURATED="${SATURATED:-0.25}"
 SIM_ARGS="${SIM_ARGS:---max-seqs 16 --kv-cells 32768}"
 RESULT="${RESULT:-bench/results/sim-policies}"
 OUT=bench/work/simulate; rm -rf "$OUT"; mkdir -p "$OUT" bench/results
-cargo build --release --locked --bin tandem >&2
-TANDEM=target/release/tandem
+build_tandem
 
 for policy in $POLICIES; do
   extra=()
@@ -32,7 +31,7 @@ for policy in $POLICIES; do
     n=$(python3 -c "print(max(6, round($r * $WINDOW)))")
     echo "== $policy rate $r ($n requests)" >&2
     # shellcheck disable=SC2086  # SIM_ARGS is a list of flags
-    $TANDEM simulate --costs "$COSTS" --workload augment --scale "$SCALE" --rate "$r" \
+    "$TANDEM" simulate --costs "$COSTS" --workload augment --scale "$SCALE" --rate "$r" \
       --requests "$n" --seed 7 --intercept-policy "$policy" "${extra[@]}" $SIM_ARGS \
       --label "$policy @ $r" --out "$OUT/$policy-$r" >/dev/null
     if saturated "$OUT/$policy-$r.json" "$SATURATED"; then sat=1; else sat=0; fi

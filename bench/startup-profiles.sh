@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 source bench/lib.sh
 N=$1 LOG=$2; shift 2
 FLAGS=(--model "$DEFAULT_MODEL" --threads 2 --max-seqs 16 --kv-cells 32768 "$@")
-cargo build --release --locked --bin tandem >&2
+build_tandem
 TMP=$(mktemp -d)
 start=$(date -u +%H:%M)
 for i in $(seq 1 "$N"); do
