@@ -23,14 +23,15 @@ def free_port():
 
 
 class Server:
-    def __init__(self, *args):
+    def __init__(self, *args, env=None):
+        """`tandem serve` with these flags, in `env` (default: this process's environment)."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         if "--costs" not in args and "--save-costs" not in args:
             args = (*args, "--costs" if COSTS.exists() else "--save-costs", str(COSTS))
         cmd = [str(BIN), "serve", "--port", str(self.port), *args]
         self.log = open(ROOT / "target" / f"test-server-{self.port}.log", "w")
-        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env=env)
         deadline = time.time() + 60
         while time.time() < deadline:
             assert self.proc.poll() is None, f"server exited; see {self.log.name}"

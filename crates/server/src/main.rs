@@ -1,6 +1,7 @@
 //! The `tandem` binary: `tandem serve` runs the OpenAI-compatible server, `tandem bench` the
 //! load generator, `tandem simulate` the scheduler in virtual time. This is the only place
-//! that reads the environment (HOME, XDG_CACHE_HOME, RUST_LOG, TANDEM_MODEL).
+//! that reads the environment (HOME, XDG_CACHE_HOME, RUST_LOG, TANDEM_MODEL, and OpenMP's
+//! GOMP_SPINCOUNT and OMP_WAIT_POLICY for `--omp-spin`).
 
 mod api;
 mod app;
@@ -9,6 +10,7 @@ mod bench;
 mod costs;
 mod error;
 mod metrics_setup;
+mod omp_spin;
 mod script;
 mod serve;
 mod state;
@@ -47,6 +49,36 @@ fn cache_dir() -> PathBuf {
     }
 }
 
+/// Puts `--omp-spin` in force (omp_spin.rs): libgomp has read its environment already, so a
+/// count not yet there means running this binary again with it; this returns only when no
+/// exec is needed.
+fn apply_omp_spin(flag: u64) -> anyhow::Result<()> {
+    use std::os::unix::process::CommandExt;
+    // libgomp ignores an empty value, as it does an unset one.
+    let var = |name| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+    let (spin, policy) = (var("GOMP_SPINCOUNT"), var("OMP_WAIT_POLICY"));
+    match omp_spin::plan(flag, spin.as_deref(), policy.as_deref()) {
+        omp_spin::SpinPlan::InForce(n) => tracing::info!(
+            "llama.cpp's CPU threads spin {n} times at a barrier before sleeping (--omp-spin)"
+        ),
+        omp_spin::SpinPlan::UserSetting(s) => {
+            tracing::warn!("{s} from the environment is in force, not --omp-spin {flag}")
+        }
+        omp_spin::SpinPlan::Reexec(n) => {
+            let exe = std::env::current_exe()?;
+            let err = std::process::Command::new(&exe)
+                .args(std::env::args_os().skip(1))
+                .env("GOMP_SPINCOUNT", n.to_string())
+                .exec();
+            anyhow::bail!(
+                "could not run {} again with GOMP_SPINCOUNT={n}: {err}",
+                exe.display()
+            );
+        }
+    }
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -63,6 +95,7 @@ fn main() -> anyhow::Result<()> {
             tandem_llama::exactness::prefer_batch_invariant_kernels();
             tracing::info!("--prefix-reuse exact: ggml's tiled K-quant matmul is off (GGML_CPU_TILED_MM=0) and weights are not repacked, so KV does not depend on how a prompt is cut (docs/architecture.md)");
         }
+        apply_omp_spin(args.omp_spin)?;
     }
     let rt = tokio::runtime::Runtime::new()?;
     match cli.command {

@@ -40,6 +40,12 @@ pub struct ServeArgs {
     /// CPU threads for llama.cpp (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Times llama.cpp's CPU threads (OpenMP) spin at a barrier before they sleep and give
+    /// their core to the server's other threads and its tools. libgomp's own default is
+    /// 300000; a GOMP_SPINCOUNT or OMP_WAIT_POLICY set in the environment wins over this
+    /// (docs/server-tools.md).
+    #[arg(long, value_name = "COUNT", default_value_t = crate::omp_spin::DEFAULT_SPIN)]
+    pub omp_spin: u64,
     /// Total KV cells (tokens) across all sequences. Each of the --max-seqs sequences gets an
     /// equal share (its own KV stream), which is also its context length.
     #[arg(long = "kv-cells", visible_alias = "ctx", default_value_t = 65536)]
