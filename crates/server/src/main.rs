@@ -51,32 +51,31 @@ fn cache_dir() -> PathBuf {
 
 /// Puts `--omp-spin` in force (omp_spin.rs): libgomp has read its environment already, so a
 /// count not yet there means running this binary again with it; this returns only when no
-/// exec is needed.
-fn apply_omp_spin(flag: u64) -> anyhow::Result<()> {
+/// exec is needed or the exec failed (then the server goes on with libgomp's own count).
+fn apply_omp_spin(flag: u64) {
+    use omp_spin::SpinPlan;
     use std::os::unix::process::CommandExt;
     // libgomp ignores an empty value, as it does an unset one.
     let var = |name| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
     let (spin, policy) = (var("GOMP_SPINCOUNT"), var("OMP_WAIT_POLICY"));
     match omp_spin::plan(flag, spin.as_deref(), policy.as_deref()) {
-        omp_spin::SpinPlan::InForce(n) => tracing::info!(
+        SpinPlan::InForce(n) => tracing::info!(
             "llama.cpp's CPU threads spin {n} times at a barrier before sleeping (--omp-spin)"
         ),
-        omp_spin::SpinPlan::UserSetting(s) => {
+        SpinPlan::UserSetting(s) => {
             tracing::warn!("{s} from the environment is in force, not --omp-spin {flag}")
         }
-        omp_spin::SpinPlan::Reexec(n) => {
-            let exe = std::env::current_exe()?;
-            let err = std::process::Command::new(&exe)
-                .args(std::env::args_os().skip(1))
-                .env("GOMP_SPINCOUNT", n.to_string())
-                .exec();
-            anyhow::bail!(
-                "could not run {} again with GOMP_SPINCOUNT={n}: {err}",
-                exe.display()
-            );
+        SpinPlan::Reexec(n) => {
+            let err = match std::env::current_exe() {
+                Ok(exe) => std::process::Command::new(exe)
+                    .args(std::env::args_os().skip(1))
+                    .env("GOMP_SPINCOUNT", n.to_string())
+                    .exec(),
+                Err(e) => e,
+            };
+            tracing::warn!("could not run tandem again with GOMP_SPINCOUNT={n} ({err}); llama.cpp's threads keep libgomp's own spin count");
         }
     }
-    Ok(())
 }
 
 fn main() -> anyhow::Result<()> {
@@ -95,7 +94,7 @@ fn main() -> anyhow::Result<()> {
             tandem_llama::exactness::prefer_batch_invariant_kernels();
             tracing::info!("--prefix-reuse exact: ggml's tiled K-quant matmul is off (GGML_CPU_TILED_MM=0) and weights are not repacked, so KV does not depend on how a prompt is cut (docs/architecture.md)");
         }
-        apply_omp_spin(args.omp_spin)?;
+        apply_omp_spin(args.omp_spin);
     }
     let rt = tokio::runtime::Runtime::new()?;
     match cli.command {
