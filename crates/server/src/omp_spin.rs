@@ -1,20 +1,22 @@
 //! `--omp-spin`: how long llama.cpp's CPU threads spin at a barrier before they sleep.
 //!
 //! llama.cpp's CPU backend runs each step on OpenMP threads (libgomp), which wait for each
-//! other at every operation's barrier. libgomp's own default spins 300,000 times (several
-//! milliseconds) before sleeping, so a thread that has no work keeps its core. On a CPU server
+//! other at every operation's barrier. libgomp's own default spins 300,000 times before
+//! sleeping, so a thread that has no work keeps its core meanwhile. On a CPU server
 //! the cores are shared with the server's own threads and its tools (the `python` tool's
-//! processes, the search index): measured on 2 cores (`bench/omp-spin.sh`, docs/server-tools.md),
-//! a CPU-bound helper process ran about 2x slower beside a spinning decode than beside one that
-//! sleeps after 10,000 spins, for the same decode throughput; sleeping at once
-//! (`OMP_WAIT_POLICY=passive`) slows every step instead.
+//! processes, the search index). Measured on 2 cores, 2026-12-04 (docs/server-tools.md,
+//! "Sharing the cores"): with 10,000 spins 8 streams decoded as fast as with 300,000, beside
+//! a CPU-bound helper process too, and the helper's pieces ran 27–29% faster
+//! (`bench/omp-spin.sh`); the Conveyor plan workload under 8-way load reached 0.89 of its bound
+//! over three runs against 0.63 (`bench/conveyor.sh`). Sleeping at once (0, or
+//! `OMP_WAIT_POLICY=passive`) slowed every step by about a fifth instead.
 //!
 //! libgomp reads its setting once, from the environment, when it is loaded, which is before
 //! `main` runs; there is no call to change it later. So a spin count that is not yet in force
 //! is put in place by running this same binary again (same process id, same arguments) with
 //! `GOMP_SPINCOUNT` set. A `GOMP_SPINCOUNT` or `OMP_WAIT_POLICY` the user set wins over the flag.
 
-/// The default `--omp-spin`: see the module docs for the measurement behind it.
+/// The default `--omp-spin`: see the module docs for the measurements behind it.
 pub const DEFAULT_SPIN: u64 = 10_000;
 
 /// What `main` does about the spin count, from the flag and the environment libgomp read.
