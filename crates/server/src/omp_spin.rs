@@ -7,8 +7,8 @@
 //! processes, the search index). Measured on 2 cores, 2026-12-04 (docs/server-tools.md,
 //! "Sharing the cores"): with 10,000 spins 8 streams decoded as fast as with 300,000, beside
 //! a CPU-bound helper process too, and the helper's pieces ran 27–29% faster
-//! (`bench/omp-spin.sh`); the Conveyor plan workload under 8-way load reached 0.89 of its bound
-//! over three runs against 0.63 (`bench/conveyor.sh`). Sleeping at once (0, or
+//! (`bench/omp-spin.sh`); the Conveyor plan workload under 8-way load reached 0.78 of its bound
+//! over four runs against 0.63 over three, and code 0.97 against 0.86 (`bench/conveyor.sh`). Sleeping at once (0, or
 //! `OMP_WAIT_POLICY=passive`) slowed every step by about a fifth instead.
 //!
 //! libgomp reads its setting once, from the environment, when it is loaded, which is before
