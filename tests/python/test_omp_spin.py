@@ -20,7 +20,6 @@ def clean_env(**extra):
 
 
 def log_of(server):
-    server.log.flush()
     return Path(server.log.name).read_text()
 
 

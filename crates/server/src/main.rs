@@ -55,8 +55,7 @@ fn cache_dir() -> PathBuf {
 fn apply_omp_spin(flag: u64) {
     use omp_spin::SpinPlan;
     use std::os::unix::process::CommandExt;
-    // libgomp ignores an empty value, as it does an unset one.
-    let var = |name| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+    let var = |name| std::env::var(name).ok();
     let (spin, policy) = (var("GOMP_SPINCOUNT"), var("OMP_WAIT_POLICY"));
     match omp_spin::plan(flag, spin.as_deref(), policy.as_deref()) {
         SpinPlan::InForce(n) => tracing::info!(

@@ -7,9 +7,10 @@
 //! processes, the search index). Measured on 2 cores, 2026-12-04 (docs/server-tools.md,
 //! "Sharing the cores"): with 10,000 spins 8 streams decoded as fast as with 300,000, beside
 //! a CPU-bound helper process too, and the helper's pieces ran 27–29% faster
-//! (`bench/omp-spin.sh`); the Conveyor plan workload under 8-way load reached 0.78 of its bound
-//! over four runs against 0.63 over three, and code 0.97 against 0.86 (`bench/conveyor.sh`). Sleeping at once (0, or
-//! `OMP_WAIT_POLICY=passive`) slowed every step by about a fifth instead.
+//! (`bench/omp-spin.sh`); the Conveyor plan workload under 8-way load reached 0.78 of its
+//! bound over four runs against 0.63 over three, and code 0.97 against 0.86
+//! (`bench/conveyor.sh`). Sleeping at once (0, or `OMP_WAIT_POLICY=passive`) slowed every
+//! step by about a fifth instead.
 //!
 //! libgomp reads its setting once, from the environment, when it is loaded, which is before
 //! `main` runs; there is no call to change it later. So a spin count that is not yet in force
@@ -31,14 +32,19 @@ pub enum SpinPlan {
 }
 
 /// The plan for `--omp-spin flag`, given the values of `GOMP_SPINCOUNT` and `OMP_WAIT_POLICY`
-/// in this process's environment.
+/// in this process's environment. An empty value counts as unset, as libgomp takes it.
 pub fn plan(flag: u64, gomp_spincount: Option<&str>, omp_wait_policy: Option<&str>) -> SpinPlan {
-    match (gomp_spincount, omp_wait_policy) {
+    match (set(gomp_spincount), set(omp_wait_policy)) {
         (Some(v), _) if v.trim() == flag.to_string() => SpinPlan::InForce(flag),
         (Some(v), _) => SpinPlan::UserSetting(format!("GOMP_SPINCOUNT={v}")),
         (None, Some(p)) => SpinPlan::UserSetting(format!("OMP_WAIT_POLICY={p}")),
         (None, None) => SpinPlan::Reexec(flag),
     }
+}
+
+/// A variable's value, or `None` when it is unset or empty.
+fn set(value: Option<&str>) -> Option<&str> {
+    value.filter(|v| !v.trim().is_empty())
 }
 
 #[cfg(test)]
@@ -48,6 +54,11 @@ mod tests {
     #[test]
     fn an_unset_environment_is_run_again_with_the_flag() {
         assert_eq!(plan(10_000, None, None), SpinPlan::Reexec(10_000));
+    }
+
+    #[test]
+    fn empty_values_count_as_unset() {
+        assert_eq!(plan(10_000, Some(""), Some(" ")), SpinPlan::Reexec(10_000));
     }
 
     #[test]
