@@ -136,3 +136,5 @@ def test_host_recovers_the_gain_at_equal_speed(tmp_path):
     assert "| 1.100 |" in out and "correlation -1.00" in out
     # At equal speed a round saves the 1.9 s of tool wait, of a lazy round's 11.09 s.
     assert "At a ratio of 1 (both halves on an equally fast host): 17.1%" in out, out
+    assert "The 2 rounds whose halves ran within 2% of each other's speed" in out  # rounds 0, 4
+    assert "mean gain 17.1%, 0.34 of the bound" in out
