@@ -27,7 +27,9 @@ import statistics as st
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from step_speed import steps  # noqa: E402  (the same step-log parser)
+# The same step-log parser and step figures, and the same report reader.
+from conveyor_pool import pairs_in  # noqa: E402
+from step_speed import steps, summary  # noqa: E402
 
 BIG = 256  # tokens: a results prefill step, not a decode step
 
@@ -42,12 +44,11 @@ def halves(rows, count):
 
 
 def measure(seg):
-    decode = [r[4] for r in seg if r[1] == 8 and r[2] == 8]
-    big = [r for r in seg if r[2] >= BIG]
+    decode, _, per_token = summary(seg, 8, BIG)
     gaps = [b[0] - b[4] / 1e3 - a[0] for a, b in zip(seg, seg[1:])]
     return dict(
         decode=st.median(decode) if decode else float("nan"),
-        prefill=sum(r[4] for r in big) / sum(r[2] for r in big) if big else float("nan"),
+        prefill=per_token if per_token is not None else float("nan"),
         forward=sum(r[4] for r in seg) / 1e3,
         gap=max(gaps, default=0.0),
     )
@@ -68,13 +69,13 @@ def main():
     p.add_argument("--load", default="x8")
     a = p.parse_args()
     with open(a.report) as f:
-        marks = dict(json.load(f)["marks"][a.workload])[a.load]
-    group = int(a.load.lstrip("x"))
-    lazy, part = marks["lazy"], marks["partial"]
-    rounds = len(lazy) // group
+        report = json.load(f)
+    pairs = pairs_in(report, a.workload, a.load)
+    if pairs is None:
+        sys.exit(f"{a.report}: no {a.workload} {a.load} runs")
+    rounds = len(pairs)
+    bound = dict(report["results"][a.workload])[a.load]["bound"]
     segs = [measure(s) for s in halves(steps(a.steps), 2 * rounds)]
-    summary = json.load(open(a.report))["results"][a.workload]
-    bound = dict(summary)[a.load]["bound"]
     print("| round | lazy s | partial s | gain | idle before results, lazy / partial s | "
           "8-row decode ms, lazy / partial | prefill ms/token, lazy / partial | ratio | "
           "forward s, lazy / partial |")
@@ -83,8 +84,7 @@ def main():
     for r in range(rounds):
         first_partial = r % 2 == 1  # the bench's order: lazy first in even rounds
         h = {first_partial: segs[2 * r], not first_partial: segs[2 * r + 1]}
-        lm = st.mean(x["total"] for x in lazy[group * r : group * (r + 1)])
-        pm = st.mean(x["total"] for x in part[group * r : group * (r + 1)])
+        lm, pm = (st.mean(x["total"] for x in half) for half in pairs[r])
         gain, ratio = 1 - pm / lm, h[True]["prefill"] / h[False]["prefill"]
         xs.append(ratio - 1)
         ys.append(gain)

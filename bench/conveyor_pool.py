@@ -37,13 +37,19 @@ def t975(df):
 
 
 def runs(path, workload, load):
-    """(group, lazy marks, partial marks) of one report, or None when it lacks them."""
+    """The lazy/partial pairs of the report at `path` (see `pairs_in`)."""
     with open(path) as f:
-        marks = json.load(f)["marks"].get(workload, [])
-    for name, m in marks:
+        return pairs_in(json.load(f), workload, load)
+
+
+def pairs_in(report, workload, load):
+    """A loaded report's lazy/partial pairs, [(lazy marks, partial marks)] one per repetition
+    (alone) or round (under load), in the order they ran; None when it lacks them."""
+    for name, m in report["marks"].get(workload, []):
         if name == load and m["lazy"]:
             group = 1 if load == "alone" else int(load.lstrip("x"))
-            return group, m["lazy"], m["partial"]
+            lazy, part = m["lazy"], m["partial"]
+            return [(lazy[i:i + group], part[i:i + group]) for i in range(0, len(lazy), group)]
     return None
 
 
@@ -74,12 +80,10 @@ def main():
     print(f"| report | pairs | gain ± 95% | bound | gain/bound (interval) |")
     print("|---|---|---|---|---|")
     for path in paths:
-        r = runs(path, workload, load)
-        if r is None:
+        pairs = runs(path, workload, load)
+        if pairs is None:
             print(f"| {path} | no {workload} {load} runs | | | |")
             continue
-        group, lazy, part = r
-        pairs = [(lazy[i:i + group], part[i:i + group]) for i in range(0, len(lazy), group)]
         pooled += pairs
         f = figures(pairs)
         print(f"| {path} | {f['pairs']} | {100 * f['gain']:.1f}% ± {100 * f['half']:.1f} | "

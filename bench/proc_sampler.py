@@ -5,7 +5,7 @@ Reads /proc once a second for SECONDS and prints one line per second: the machin
 of all CPUs, the steal ticks the kernel reports (time a hypervisor gave the vCPUs to someone
 else, where it tells), the `tandem serve` process's CPU time and run-queue wait (schedstat:
 time its threads were runnable but not running, i.e. waiting for a core held by something in
-this machine), and the other processes that used CPU in that second. At the end it sums the
+this machine), and the four busiest other processes in that second. At the end it sums the
 run. If the server's step times slow down (bench/step_speed.py) while nothing here competes
 and no steal shows, the slowdown came from outside this machine (a shared host).
 
@@ -18,6 +18,7 @@ import sys
 import time
 
 HZ = os.sysconf("SC_CLK_TCK")
+SERVE = "tandem serve"  # how cpu_ticks names the server
 
 
 def cpu_ticks():
@@ -46,17 +47,13 @@ def subcommand(proc_dir):
     return argv[1].decode(errors="replace") if len(argv) > 1 else ""
 
 
-def serve_sched():
-    """(run ns, wait ns) summed over the threads of every `tandem serve` process."""
+def serve_sched(ticks):
+    """(run ns, wait ns) summed over the threads of every `tandem serve` process in `ticks`."""
     run = wait = 0
-    for path in glob.glob("/proc/[0-9]*/cmdline"):
-        try:
-            argv = open(path, "rb").read().split(b"\0")
-        except OSError:
+    for pid, (name, _) in ticks.items():
+        if name != SERVE:
             continue
-        if not (argv and argv[0].endswith(b"tandem") and b"serve" in argv):
-            continue
-        for task in glob.glob(f"{os.path.dirname(path)}/task/*/schedstat"):
+        for task in glob.glob(f"/proc/{pid}/task/*/schedstat"):
             try:
                 a = open(task).read().split()
             except OSError:
@@ -71,7 +68,8 @@ def machine():
 
 
 def sample():
-    return time.time(), machine(), serve_sched(), cpu_ticks()
+    ticks = cpu_ticks()
+    return time.time(), machine(), serve_sched(ticks), ticks
 
 
 def line(prev, cur, totals):
@@ -83,7 +81,7 @@ def line(prev, cur, totals):
     others = {}
     for pid, (name, ticks) in p1.items():
         used = ticks - p0.get(pid, (name, 0))[1]
-        if used > 0 and name != "tandem serve":
+        if used > 0 and name != SERVE:
             name = name.split("-")[0] if name.startswith("kworker") else name
             others[name] = others.get(name, 0) + used
     for name, used in others.items():
