@@ -9,8 +9,8 @@ pure decode steps with ROWS rows (one token each) and the prefill cost per token
 steps, so a benchmark's run-to-run spread can be checked against the host's own speed.
 
 With `--samples FILE` (bench/proc_sampler.py's output over the same run) each window also
-shows the server's CPU seconds, its threads' run-queue wait, the steal ticks and the other
-processes' CPU ticks in that window: if identical steps slow down while those stay the same,
+shows the server's CPU seconds, its threads' run-queue wait, the steal ticks and the CPU ticks
+of the other processes each second's line lists (its four busiest) in that window: if identical steps slow down while those stay the same,
 the machine itself ran slower (a shared host), not something competing inside it.
 
 Usage: python3 bench/step_speed.py SERVER.log [--rows 8] [--window 30] [--min-tokens 64]

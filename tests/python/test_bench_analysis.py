@@ -138,3 +138,24 @@ def test_host_recovers_the_gain_at_equal_speed(tmp_path):
     assert "At a ratio of 1 (both halves on an equally fast host): 17.1%" in out, out
     assert "The 2 rounds whose halves ran within 2% of each other's speed" in out  # rounds 0, 4
     assert "mean gain 17.1%, 0.34 of the bound" in out
+
+
+def test_sampler_line_leaves_the_server_out_and_step_speed_reads_it_back():
+    sampler = bench_module("proc_sampler")
+    # /proc/stat: user nice system idle iowait irq softirq steal; 2 CPUs, 100 ticks each a second
+    m0, m1 = [0] * 8, [150, 0, 10, 30, 10, 0, 0, 3]
+    p0 = {"10": ("tandem serve", 100), "11": ("kworker/0:1-events", 5), "12": ("python3", 7)}
+    p1 = {"10": ("tandem serve", 280), "11": ("kworker/0:1-mm_percpu_wq", 9),
+          "12": ("python3", 9), "13": ("tandem bench", 1)}
+    totals = {"steal": 0, "run": 0.0, "wait": 0.0, "max_wait": 0.0, "others": {}}
+    prev = (T0, m0, (0, 0), p0)
+    cur = (T0 + 1, m1, (1_800_000_000, 40_000_000), p1)
+    text = sampler.line(prev, cur, totals)
+    assert "busy  80.3%" in text and "steal 3" in text, text  # (203 - 30 - 10) / 203 ticks
+    assert "serve cpu 1.80 s, run-queue wait 0.04 s" in text
+    assert "kworker/0:1:4 python3:2 tandem bench:1" in text and "serve:" not in text, text
+    assert totals["others"] == {"kworker/0:1": 4, "python3": 2, "tandem bench": 1}
+    assert totals["steal"] == 3 and abs(totals["max_wait"] - 0.04) < 1e-12
+    # The line is what bench/step_speed.py's --samples join parses.
+    m = bench_module("step_speed").SAMPLE.match(text)
+    assert m and m.group(2) == "3" and m.group(3) == "1.80" and m.group(4) == "0.04", text
