@@ -1,6 +1,8 @@
 """Server-side tools end to end (real model, `openai` client): replayed requests with three
 calls (two of them parallel) give the tools' real results and the same final text with
-partial execution on and off; a validator's early abort cuts its turn short; a turn mixing a
+partial execution on and off; a plan's first step's result is prefilled while its last step
+runs (partial results) and the answer's log-probabilities are those of a run without it; a
+validator's early abort cuts its turn short; a turn mixing a
 server-side and a client-side call ends with `tool_calls` and carries the server result; a
 cancelled request's running tool process is gone; bad `server_tools` and `replay` give 400s."""
 import json
@@ -92,6 +94,44 @@ def test_three_calls_two_parallel_same_results_with_partial_on_and_off(tc, tool_
     # The stream's usage counts the same appended results in both modes.
     appended = {p: o[4].prompt_tokens_details.model_extra["appended_tokens"] for p, o in outs.items()}
     assert appended[True] == appended[False] > 30, appended
+
+
+SLOW_LAST = call("plan", {"steps": [
+    {"tool": "search", "arguments": {"queries": ["lighthouse lens"]}},
+    {"tool": "python", "arguments": {"code": "import time\ntime.sleep(1.5)\nprint('slept')"}}]})
+PLAN_TURNS = [SLOW_LAST, "The lighthouse result came first and the nap after it."]
+
+
+def plan_run(tc, partial):
+    r = tc.chat.completions.create(
+        model="", messages=USER, max_tokens=400, logprobs=True,
+        extra_body={"server_tools": ["plan"], "replay": PLAN_TURNS, "partial_exec": partial})
+    c = r.choices[0]
+    lps = [(t.token, t.logprob) for t in c.logprobs.content]
+    return c.model_extra["messages"], lps, r.usage
+
+
+def test_a_plans_first_results_are_prefilled_while_its_last_step_runs(tc, tool_server):
+    kept = lambda: tool_server.metric("tandem_staged_tokens_kept_total") or 0
+    dropped = lambda: tool_server.metric("tandem_staged_tokens_dropped_total") or 0
+    k0, d0 = kept(), dropped()
+    lazy = plan_run(tc, False)
+    assert kept() == k0, "nothing is staged without partial execution"
+    partial = plan_run(tc, True)
+    # The search step's result (a hit with its snippet) was staged while python slept, and
+    # the real result began with all of it.
+    assert kept() - k0 > 40 and dropped() == d0, (kept() - k0, dropped() - d0)
+    turns = lambda run: [(m["role"], m.get("content"), m.get("tool_calls") and
+                          m["tool_calls"][0]["function"]) for m in run[0]]
+    assert turns(partial) == turns(lazy), "same turns and tool results"
+    assert json.loads(partial[0][1]["content"])[1]["content"] == "slept\n"
+    assert partial[2].prompt_tokens_details.model_extra["appended_tokens"] == \
+        lazy[2].prompt_tokens_details.model_extra["appended_tokens"]
+    # The answer was read over the same context: a staged token left in the KV, or one
+    # missing, would move these log-probabilities far more than chunking does.
+    assert [t for t, _ in partial[1]] == [t for t, _ in lazy[1]]
+    worst = max(abs(a - b) for (_, a), (_, b) in zip(partial[1], lazy[1]))
+    assert worst < 1e-2, worst
 
 
 def test_non_streamed_response_lists_the_turns_and_results(tc, tool_server):

@@ -16,6 +16,8 @@ enum Msg {
     Submit(RequestId, NewRequest),
     Cancel(RequestId),
     Resume(RequestId, Vec<Token>),
+    Stage(RequestId, Vec<Token>),
+    ResumeStaged(RequestId, usize, Vec<Token>),
 }
 
 /// Why a request was not accepted.
@@ -82,6 +84,18 @@ impl EngineHandle {
     pub fn resume(&self, id: RequestId, appended: Vec<Token>) {
         // A stopped engine has nothing left to resume.
         let _ = self.tx.send(Msg::Resume(id, appended));
+    }
+
+    /// Gives a paused request the known start of its tool output, to prefill while it still
+    /// waits (see the engine's `stage` module). Ignored if the request is not paused.
+    pub fn stage(&self, id: RequestId, tokens: Vec<Token>) {
+        let _ = self.tx.send(Msg::Stage(id, tokens));
+    }
+
+    /// As `resume`, for a request given staged tokens: `output` is the tool's whole output,
+    /// which begins with `keep` of the staged tokens (those past it are dropped, KV included).
+    pub fn resume_staged(&self, id: RequestId, keep: usize, output: Vec<Token>) {
+        let _ = self.tx.send(Msg::ResumeStaged(id, keep, output));
     }
 }
 
@@ -185,6 +199,8 @@ impl<R: Runner> EngineLoop<R> {
             }
             Msg::Cancel(id) => self.sched.cancel(id, now),
             Msg::Resume(id, tokens) => self.sched.resume(id, tokens, now),
+            Msg::Stage(id, tokens) => self.sched.stage(id, tokens),
+            Msg::ResumeStaged(id, keep, tokens) => self.sched.resume_staged(id, keep, tokens, now),
         }
     }
 

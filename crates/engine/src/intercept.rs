@@ -55,12 +55,15 @@ impl Scheduler {
             since: now,
             tool,
             place: Place::Device,
+            staged: 0,
+            stage_refused: false,
         });
     }
 
     /// Resumes a paused request with `appended` tokens (the tool's output) after its last
-    /// token. Unknown ids are ignored (cancelled meanwhile). A result that overflows the
-    /// sequence's capacity fails the request.
+    /// token (after any staged ones, which are kept: `resume_staged` keeps fewer). Unknown
+    /// ids are ignored (cancelled meanwhile). A result that overflows the sequence's capacity
+    /// fails the request.
     pub fn resume(&mut self, id: RequestId, appended: Vec<Token>, now: f64) {
         let Some(i) = self.paused.iter().position(|p| p.r.id == id) else {
             return;
@@ -123,7 +126,7 @@ impl Scheduler {
     }
 
     /// Frees a paused request's KV wherever it is and releases it.
-    fn drop_paused(&mut self, p: Paused) {
+    pub(crate) fn drop_paused(&mut self, p: Paused) {
         match p.place {
             Place::Device => self.free_slot(p.r.seq),
             Place::Host(h) => self.drop_swap(Some(h)),

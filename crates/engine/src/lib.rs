@@ -40,6 +40,7 @@ pub mod prefix;
 pub mod request;
 pub mod scheduler;
 pub mod sim;
+mod stage;
 pub mod swap;
 pub mod types;
 pub mod ubatch;

@@ -124,6 +124,10 @@ pub(crate) struct Paused {
     pub since: f64,
     pub tool: String,
     pub place: Place,
+    /// Tokens staged ahead of the resume (`stage.rs`), at the end of `r.tokens`.
+    pub staged: usize,
+    /// A stage did not fit: this pause takes no more.
+    pub stage_refused: bool,
 }
 
 pub struct Scheduler {
@@ -301,6 +305,7 @@ impl Scheduler {
             && self.ops.is_empty()
             && self.released.is_empty()
             && !self.placement_pending()
+            && !self.staging_pending()
     }
 
     pub fn stats(&self) -> SchedulerStats {
@@ -337,7 +342,7 @@ impl Scheduler {
         }
     }
 
-    fn exact(&self) -> bool {
+    pub(crate) fn exact(&self) -> bool {
         self.cfg.prefix_reuse == PrefixReuse::Exact
     }
 
@@ -379,6 +384,7 @@ impl Scheduler {
                 }
             }
         }
+        items.extend(self.staged_items(&mut budget));
         self.add_drafts(&mut items, budget);
         // Rows in sequence order: llama.cpp splits a batch over per-sequence KV streams into
         // ubatches, and an unordered one can cost extra ubatches (docs/architecture.md).
@@ -432,6 +438,11 @@ impl Scheduler {
     pub fn update(&mut self, plan: &StepPlan, result: &StepResult, now: f64) -> usize {
         let mut recomputed = 0;
         for item in &plan.items {
+            if item.sample.is_none()
+                && self.wrote_staged(item.request, item.start_pos, item.tokens.len())
+            {
+                continue;
+            }
             if let Some(r) = self.running.iter_mut().find(|r| r.id == item.request) {
                 let end = item.start_pos + item.tokens.len();
                 recomputed += r.high_water.min(end).saturating_sub(item.start_pos);
@@ -511,6 +522,11 @@ impl Scheduler {
             self.ops.push(KvOp::Clear { seq: r.seq });
             self.kv.free(r.seq);
             self.released.push(r.id);
+        } else if let Some(pos) = self.paused.iter().position(|p| p.r.id == id) {
+            // A paused request whose staged chunk failed.
+            let p = self.paused.remove(pos);
+            let _ = p.r.events.send(Event::Failed(msg.to_string()));
+            self.drop_paused(p);
         }
     }
 

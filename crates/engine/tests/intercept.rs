@@ -633,6 +633,10 @@ enum Op {
     },
     Cancel(u64),
     Resume(u64),
+    /// Stages this many tokens of a made-up output start.
+    Stage(u64, usize),
+    /// Resumes with a whole output that begins with this many of the staged tokens.
+    ResumeStaged(u64, usize),
     Wait(f64),
     Step,
 }
@@ -657,11 +661,19 @@ fn op() -> impl Strategy<Value = Op> {
             }),
         (1u64..20).prop_map(Op::Cancel),
         (1u64..20).prop_map(Op::Resume),
+        (1u64..20, 0usize..12).prop_map(|(id, n)| Op::Stage(id, n)),
+        (1u64..20, 0usize..12).prop_map(|(id, k)| Op::ResumeStaged(id, k)),
         (0.0f64..30.0).prop_map(Op::Wait),
         Just(Op::Step),
         Just(Op::Step),
         Just(Op::Step),
     ]
+}
+
+/// A made-up start of a tool output (the same for every stage: a later stage of the same
+/// pause makes the staged tokens a wrong guess past the first `n`).
+fn staged(n: usize) -> Vec<Token> {
+    (0..n as i32).map(|i| 800 + i).collect()
 }
 
 fn policy() -> impl Strategy<Value = InterceptPolicy> {
@@ -675,7 +687,7 @@ fn policy() -> impl Strategy<Value = InterceptPolicy> {
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(300))]
-    /// Any interleaving of submits (with pauses), resumes, cancels, waits and steps under any
+    /// Any interleaving of submits (with pauses), stages, resumes, cancels, waits and steps under any
     /// policy, with a swap pool too small for everyone, keeps the accounting equal to the
     /// runner's KV and host buffers at every step and leaves everything free at the end.
     #[test]
@@ -701,6 +713,12 @@ proptest! {
                 Op::Resume(id) => {
                     k += 1;
                     h.sched.resume(id, result(k), h.now);
+                }
+                Op::Stage(id, n) => h.sched.stage(id, staged(n)),
+                Op::ResumeStaged(id, keep) => {
+                    k += 1;
+                    let output = [staged(keep), result(k)].concat();
+                    h.sched.resume_staged(id, keep, output, h.now);
                 }
                 Op::Wait(s) => h.now += s,
                 Op::Step => { h.step(); }

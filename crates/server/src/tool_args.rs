@@ -28,6 +28,12 @@ pub struct ToolArgs {
     /// a tool starts only when its call is complete (for comparison).
     #[arg(long, value_enum, default_value_t = OnOff::On)]
     pub partial_exec: OnOff,
+    /// Partial results, with partial execution on: the start of a server-side tool's result
+    /// that is already known (a plan's first steps, a search's first queries) is prefilled
+    /// while the rest still runs. The request then resumes exactly as if the whole result
+    /// had come at once. `off`: a result is prefilled only when its call returns.
+    #[arg(long, value_enum, default_value_t = OnOff::On)]
+    pub partial_results: OnOff,
     /// Wall-clock limit of one server-side tool call, in seconds.
     #[arg(long, default_value_t = 30.0)]
     pub tool_timeout: f64,
@@ -75,6 +81,7 @@ impl ToolArgs {
             bail!("--tool-timeout must be a positive number of seconds");
         }
         let mut reg = Registry::new(self.partial_exec == OnOff::On);
+        reg.partial_results = self.partial_results == OnOff::On;
         for name in self.tools.iter().filter(|n| n.as_str() != "plan") {
             reg.add(self.tool(name)?);
         }
@@ -89,9 +96,10 @@ impl ToolArgs {
         }
         if !reg.names().is_empty() {
             tracing::info!(
-                "server-side tools: {} (partial execution {})",
+                "server-side tools: {} (partial execution {}, partial results {})",
                 reg.names().join(", "),
-                if reg.partial { "on" } else { "off" }
+                if reg.partial { "on" } else { "off" },
+                if reg.partial_results { "on" } else { "off" }
             );
         }
         Ok(reg)

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::arg_events::{ArgEvent, ArgStream};
@@ -49,6 +50,57 @@ pub trait Tool: Send + Sync {
     /// `ArgEvent::Complete` (or closes early: the call turned out malformed or was cancelled).
     /// The tool may return early with an error (e.g. a failed validation).
     fn run(&self, args: UnboundedReceiver<ArgEvent>) -> ToolFuture;
+
+    /// As `run`, publishing the start of the result to `prefix` as it becomes known. The
+    /// default publishes nothing; a tool that overrides it must publish only text its
+    /// successful result will begin with.
+    fn run_publishing(
+        &self,
+        args: UnboundedReceiver<ArgEvent>,
+        prefix: ResultPrefix,
+    ) -> ToolFuture {
+        drop(prefix);
+        self.run(args)
+    }
+}
+
+/// Where a running call publishes the start of its result (the content of a successful
+/// `ToolOutput`), each time longer. Publishing is a hint: an error result, or one that does
+/// not begin with what was published, costs only the prefill done on the hint.
+#[derive(Debug, Clone)]
+pub struct ResultPrefix(Option<Arc<watch::Sender<ResultStart>>>);
+
+/// What is known of a call's result: its start, or all of it once `complete`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ResultStart {
+    pub text: String,
+    pub complete: bool,
+}
+
+impl ResultPrefix {
+    /// A sink that drops what is published (a call nobody prefills ahead for).
+    pub fn none() -> Self {
+        Self(None)
+    }
+
+    fn channel() -> (Self, watch::Receiver<ResultStart>) {
+        let (tx, rx) = watch::channel(ResultStart::default());
+        (Self(Some(Arc::new(tx))), rx)
+    }
+
+    /// The result so far begins with `text`.
+    pub fn publish(&self, text: String) {
+        self.send(ResultStart {
+            text,
+            complete: false,
+        });
+    }
+
+    fn send(&self, start: ResultStart) {
+        if let Some(tx) = &self.0 {
+            tx.send_replace(start);
+        }
+    }
 }
 
 /// The tools a server runs itself.
@@ -57,6 +109,9 @@ pub struct Registry {
     tools: HashMap<String, Arc<dyn Tool>>,
     /// Partial execution: events reach the tool as they are decoded.
     pub partial: bool,
+    /// With partial execution, the start of a tool's result is prefilled while the rest
+    /// runs (a server setting; the tools publish either way).
+    pub partial_results: bool,
 }
 
 impl Registry {
@@ -64,6 +119,7 @@ impl Registry {
         Self {
             tools: HashMap::new(),
             partial,
+            partial_results: true,
         }
     }
 
@@ -91,12 +147,21 @@ impl Registry {
     pub fn start_with(&self, name: &str, partial: bool) -> Option<Running> {
         let tool = self.tools.get(name)?;
         let (tx, rx) = unbounded_channel();
-        let work = tool.run(rx);
+        let (sink, prefix) = ResultPrefix::channel();
+        let work = tool.run_publishing(rx, sink.clone());
         let task = tokio::spawn(async move {
             let out = work.await;
+            if !out.is_error {
+                let text = out.content.clone();
+                sink.send(ResultStart {
+                    text,
+                    complete: true,
+                });
+            }
             (out, Instant::now())
         });
         Some(Running {
+            prefix,
             tx: Some(tx),
             stream: ArgStream::new(),
             held: Vec::new(),
@@ -118,6 +183,8 @@ pub struct Running {
     task: Option<JoinHandle<(ToolOutput, Instant)>>,
     /// When the arguments were complete (or ended early).
     args_done: Option<Instant>,
+    /// The start of the result, as the tool publishes it.
+    prefix: watch::Receiver<ResultStart>,
 }
 
 /// A call's result and how long it came after the call's arguments were complete: the time
@@ -158,6 +225,12 @@ impl Running {
         if let Some(tx) = &self.tx {
             let _ = tx.send(ev);
         }
+    }
+
+    /// The start of the call's result as the tool publishes it (empty until it does), and
+    /// the whole result once the tool has returned it without error.
+    pub fn result_prefix(&self) -> watch::Receiver<ResultStart> {
+        self.prefix.clone()
     }
 
     /// Whether the tool has already returned (e.g. an early abort on a bad argument).

@@ -2,7 +2,8 @@
 //! when its string is complete, `validate` aborts at the first bad record before the call is
 //! complete, `plan` dispatches steps as they complete (independent ones in parallel, `$k`
 //! references resolved), `http_get` honours its allow-list, `calc`; a crashing tool becomes
-//! an error result.
+//! an error result. `plan` and `search` publish their results' starts as steps and queries
+//! finish, each the beginning of the final result.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -165,6 +166,73 @@ async fn plan_dispatches_steps_as_they_complete_and_in_parallel() {
     assert!(!out.is_error, "{out:?}");
     // Steps 1 and 2 ran side by side (about 1 s, not 2); step 0 was done already.
     assert!(waited < 1.8, "{waited}");
+}
+
+/// Every result start a call published, in order, until it returned; and its output.
+async fn published(call: tandem_tools::runtime::Running) -> (Vec<String>, ToolOutput) {
+    let mut rx = call.result_prefix();
+    let watcher = tokio::spawn(async move {
+        let mut seen = Vec::new();
+        while rx.changed().await.is_ok() {
+            let start = rx.borrow_and_update().clone();
+            if start.complete {
+                return (seen, Some(start.text));
+            }
+            seen.push(start.text);
+        }
+        (seen, None)
+    });
+    let out = call.finish().await;
+    let (seen, whole) = watcher.await.unwrap();
+    // The whole result is published last, when there is one without error.
+    assert_eq!(whole, (!out.is_error).then(|| out.content.clone()));
+    (seen, out)
+}
+
+/// The plan's first step is done well before its last (a 0.4 s search): the first step's
+/// result is published on its own first, and every start published begins the final result,
+/// which comes last. A failed step stops the publishing (the result will be an error).
+#[tokio::test]
+async fn plan_and_search_publish_the_start_of_their_result() {
+    let mut reg = Registry::new(true);
+    reg.add(Arc::new(
+        Search::open(&corpus(), Duration::from_millis(400)).unwrap(),
+    ));
+    let py: Arc<dyn Tool> = Arc::new(python::Python::new(python::PythonLimits::default()));
+    reg.add(py);
+    let plan = registry_with(
+        true,
+        vec![Arc::new(Plan {
+            tools: reg.clone(),
+            max_steps: 8,
+        })],
+    );
+    let mut call = plan.start("plan").unwrap();
+    call.feed(r#"{"steps": [{"tool": "python", "arguments": {"code": "print(6 * 7)"}}, "#);
+    call.feed(r#"{"tool": "search", "arguments": {"queries": ["lighthouse"]}}]}"#);
+    let (seen, out) = published(call).await;
+    assert!(!out.is_error, "{out:?}");
+    assert!(!seen.is_empty(), "{seen:?}");
+    assert!(
+        seen[0].starts_with("[{") && seen[0].contains("42") && !seen[0].contains("lighthouse"),
+        "{seen:?}"
+    );
+    for s in &seen {
+        assert!(out.content.starts_with(s.as_str()), "{s} / {}", out.content);
+    }
+    let mut call = reg.start("search").unwrap();
+    call.feed(r#"{"queries": ["lighthouse lens", "volcano eruption"]}"#);
+    let (seen, out) = published(call).await;
+    assert!(
+        seen.iter()
+            .any(|s| s.contains("lighthouse") && !s.contains("volcano")),
+        "{seen:?}"
+    );
+    assert!(seen.iter().all(|s| out.content.starts_with(s.as_str())));
+    let mut call = plan.start("plan").unwrap();
+    call.feed(r#"{"steps": [{"tool": "nope", "arguments": {}}, {"tool": "python", "arguments": {"code": "1"}}]}"#);
+    let (seen, out) = published(call).await;
+    assert!(out.is_error && seen.is_empty(), "{seen:?} {out:?}");
 }
 
 /// A one-shot HTTP server on loopback answering `body`.

@@ -19,7 +19,7 @@ use tandem_engine::{
     Usage,
 };
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
-use tokio::task::JoinHandle;
+use tokio::task::{JoinError, JoinHandle};
 
 use crate::api::logprobs::TokenLp;
 use crate::api::scripted::scripted;
@@ -180,8 +180,9 @@ impl Generation {
             let outcome = match self.waiting.as_mut() {
                 // Nothing else can arrive meanwhile: the request is paused or finished. The
                 // handle stays in `self` while awaited, so a drop (client gone) aborts it.
-                Some((calls, _)) => {
-                    let done = calls.await;
+                Some((calls, eot)) => {
+                    let staging = self.server.as_mut().filter(|_| eot.is_some());
+                    let done = await_staging(calls, staging, &self.st, self.id, *eot).await;
                     let eot = self.waiting.take().and_then(|w| w.1);
                     match done {
                         Ok(results) => self.on_results(results, eot),
@@ -304,6 +305,9 @@ impl Generation {
         if calls.is_empty() && eot.is_none() {
             return false; // finished without server-side calls to report
         }
+        if eot.is_some() {
+            server.begin_staging(&calls);
+        }
         let task = tokio::spawn(calls.results(server.ids()));
         self.waiting = Some((task, eot));
         true
@@ -333,7 +337,14 @@ impl Generation {
             "resumed with tool results"
         );
         self.appended_tokens += tokens.len();
-        self.st.engine.resume(self.id, tokens);
+        match server.take_staging() {
+            Some(s) if !s.staged().is_empty() => {
+                let (staged, keep) = (s.staged().len(), s.keep(&tokens));
+                tracing::debug!(request = self.id, staged, keep, "staged results");
+                self.st.engine.resume_staged(self.id, keep, tokens);
+            }
+            _ => self.st.engine.resume(self.id, tokens),
+        }
         Ok(())
     }
 
@@ -447,6 +458,33 @@ pub fn combined_usage(choices: &[Usage], per_prompt: usize) -> Usage {
         }
     }
     total
+}
+
+/// Waits for a pause's server-side calls; meanwhile, with `staging` on, gives the engine the
+/// tool turn's known start each time it grows (`staging.rs`).
+async fn await_staging(
+    calls: &mut JoinHandle<Vec<ToolResult>>,
+    server: Option<&mut ServerCalls>,
+    st: &AppState,
+    id: RequestId,
+    eot: Option<Token>,
+) -> Result<Vec<ToolResult>, JoinError> {
+    let (Some(server), Some(eot)) = (server, eot) else {
+        return calls.await;
+    };
+    loop {
+        let Some(staging) = server.staging_mut() else {
+            return calls.await;
+        };
+        tokio::select! {
+            biased;
+            done = &mut *calls => return done,
+            () = staging.changed() => {}
+        }
+        if let Some(tokens) = server.stage_more(eot) {
+            st.engine.stage(id, tokens);
+        }
+    }
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ pub mod responses;
 pub mod sampling;
 pub mod scripted;
 pub mod server_calls;
+pub mod staging;
 pub mod stream;
 pub mod tokenize;
 pub mod tool_calls;

@@ -3,7 +3,8 @@
 //! arguments while the model is still writing them (partial execution, Conveyor). When the
 //! request pauses at the end of the turn, the turn's calls are awaited together (they ran in
 //! parallel), their results become the template's tool messages, and the rendered text is
-//! what the request resumes with.
+//! what the request resumes with. Meanwhile, with partial execution, the part of that text
+//! already known is staged for the engine to prefill (`staging.rs`).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,6 +16,7 @@ use tandem_engine::Token;
 use tandem_tools::runtime::{Finished, Running, ToolOutput};
 use tandem_tools::{ParseEvent, ToolCallParser};
 
+use crate::api::staging::{Source, StagedCall, Staging};
 use crate::api::tool_calls::{CallIds, MessageBuilder, ToolPlan};
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -35,11 +37,7 @@ pub struct ToolResult {
 impl ToolResult {
     /// What the model reads (errors are marked as such).
     pub fn content(&self) -> String {
-        if self.output.is_error {
-            format!("Error: {}", self.output.content)
-        } else {
-            self.output.content.clone()
-        }
+        content_of(&self.output)
     }
 
     /// The `tool` message for the conversation history.
@@ -55,6 +53,15 @@ impl ToolResult {
     }
 }
 
+/// What the model reads of a tool's output (errors are marked as such).
+fn content_of(output: &ToolOutput) -> String {
+    if output.is_error {
+        format!("Error: {}", output.content)
+    } else {
+        output.content.clone()
+    }
+}
+
 /// A call of the turn: still running, or already returned (it aborted early).
 enum CallState {
     Running(Box<Running>),
@@ -67,6 +74,22 @@ pub struct TurnCalls(Vec<(usize, String, CallState)>);
 impl TurnCalls {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
+    }
+
+    /// What staging follows: each call's final content or its published result start.
+    fn staged_calls(&self, ids: &CallIds) -> Vec<StagedCall> {
+        let call = |(index, name, state): &(usize, String, CallState)| StagedCall {
+            id: ids.id(*index),
+            name: name.clone(),
+            source: match state {
+                CallState::Running(run) => Source::Running {
+                    rx: run.result_prefix(),
+                    open: true,
+                },
+                CallState::Done(output) => Source::Known(content_of(output)),
+            },
+        };
+        self.0.iter().map(call).collect()
     }
 
     /// Waits for every call (they run concurrently).
@@ -109,6 +132,8 @@ pub struct ServerCalls {
     aborted: Vec<(usize, String, ToolOutput)>,
     /// Tells the request's constraint to end the turn now (see `tandem_tools::turn_end`).
     abort: Arc<AtomicBool>,
+    /// The current pause's staged results, while its calls run.
+    staging: Option<Staging>,
 }
 
 impl ServerCalls {
@@ -130,6 +155,7 @@ impl ServerCalls {
             running: HashMap::new(),
             complete: HashSet::new(),
             conversation: messages,
+            staging: None,
         }
     }
 
@@ -207,6 +233,49 @@ impl ServerCalls {
         TurnCalls(calls)
     }
 
+    /// The request paused for `calls`: with partial execution (and the server's
+    /// `--partial-results`), their known results are staged while they run.
+    pub fn begin_staging(&mut self, calls: &TurnCalls) {
+        let on = self.plan.partial && self.st.registry.partial_results;
+        self.staging = on.then(|| Staging::new(calls.staged_calls(&self.ids)));
+    }
+
+    /// The current pause's staging, if any.
+    pub fn staging_mut(&mut self) -> Option<&mut Staging> {
+        self.staging.as_mut()
+    }
+
+    /// Ends the pause's staging, returning it (what it staged).
+    pub fn take_staging(&mut self) -> Option<Staging> {
+        self.staging.take()
+    }
+
+    /// The tokens to stage now, if the known results grew by enough (see `staging.rs`).
+    pub fn stage_more(&mut self, eot: Token) -> Option<Vec<Token>> {
+        let messages = self.staging.as_ref()?.messages()?;
+        let text = match self.appended(&messages, eot) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::debug!("staging: rendering failed: {e}");
+                return None;
+            }
+        };
+        let model = &self.st.model;
+        let staging = self.staging.as_mut()?;
+        staging.next_stage(&text, |t| model.tokenize(t, false, true))
+    }
+
+    /// The text appended after the turn for these tool `messages`.
+    fn appended(&self, messages: &[Value], eot: Token) -> Result<String, ApiError> {
+        let (st, plan) = (&self.st, &self.plan);
+        let render = |messages: &[Value], gen: bool| {
+            let (messages, tools) = plan.prompt_inputs(st, messages);
+            st.template.render_with(&messages, tools.as_deref(), gen)
+        };
+        let eot_text = st.model.special_text(eot);
+        appended_text(&render, &self.conversation, messages, &eot_text)
+    }
+
     /// The tokens to resume with: the results rendered as the template's tool turn, then the
     /// next assistant prompt. `eot`: the token that ended the turn.
     pub fn resume_tokens(
@@ -214,16 +283,9 @@ impl ServerCalls {
         results: &[ToolResult],
         eot: Token,
     ) -> Result<Vec<Token>, ApiError> {
-        let st = &self.st;
-        let plan = &self.plan;
-        let render = |messages: &[Value], gen: bool| {
-            let (messages, tools) = plan.prompt_inputs(st, messages);
-            st.template.render_with(&messages, tools.as_deref(), gen)
-        };
         let messages: Vec<Value> = results.iter().map(ToolResult::message).collect();
-        let eot_text = st.model.special_text(eot);
-        let text = appended_text(&render, &self.conversation, &messages, &eot_text)?;
+        let text = self.appended(&messages, eot)?;
         self.conversation.extend(messages);
-        Ok(st.model.tokenize(&text, false, true))
+        Ok(self.st.model.tokenize(&text, false, true))
     }
 }

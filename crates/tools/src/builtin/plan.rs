@@ -10,9 +10,10 @@ use futures::future::{BoxFuture, FutureExt, Shared};
 use serde_json::{json, Value};
 use tokio::sync::mpsc::UnboundedReceiver;
 
+use super::array_start;
 use crate::arg_events::ArgEvent;
 use crate::defs::ToolDef;
-use crate::runtime::{Registry, Tool, ToolFuture, ToolOutput};
+use crate::runtime::{Registry, ResultPrefix, Tool, ToolFuture, ToolOutput};
 
 pub struct Plan {
     /// The tools steps may use (not `plan` itself).
@@ -104,7 +105,17 @@ impl Tool for Plan {
         }
     }
 
-    fn run(&self, mut args: UnboundedReceiver<ArgEvent>) -> ToolFuture {
+    fn run(&self, args: UnboundedReceiver<ArgEvent>) -> ToolFuture {
+        self.run_publishing(args, ResultPrefix::none())
+    }
+
+    /// Publishes the results of the steps in order as they are done (the result is their
+    /// JSON array), so the model can read the first steps' results while the last one runs.
+    fn run_publishing(
+        &self,
+        mut args: UnboundedReceiver<ArgEvent>,
+        prefix: ResultPrefix,
+    ) -> ToolFuture {
         let (tools, max) = (self.tools.clone(), self.max_steps);
         Box::pin(async move {
             let mut started: Vec<StepResult> = Vec::new();
@@ -140,11 +151,15 @@ impl Tool for Plan {
                 started.push(r);
             }
             let mut out = Vec::new();
+            let mut failed = false;
             for (i, r) in started.into_iter().enumerate() {
                 let o = r.await;
+                failed |= o.is_error;
                 out.push(json!({"step": i, "tool": steps[i]["tool"], "content": o.content, "is_error": o.is_error}));
+                if !failed {
+                    prefix.publish(array_start(&out));
+                }
             }
-            let failed = out.iter().any(|s| s["is_error"] == json!(true));
             let text = Value::Array(out).to_string();
             if failed {
                 ToolOutput::error(text)

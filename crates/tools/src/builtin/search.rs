@@ -20,9 +20,10 @@ use tantivy::{doc, Index, IndexReader, TantivyDocument};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 use tokio::task::JoinSet;
 
+use super::array_start;
 use crate::arg_events::ArgEvent;
 use crate::defs::ToolDef;
-use crate::runtime::{Tool, ToolFuture, ToolOutput};
+use crate::runtime::{ResultPrefix, Tool, ToolFuture, ToolOutput};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SearchError {
@@ -129,10 +130,14 @@ impl Corpus {
 }
 
 impl Search {
-    /// The call's query worker: runs the queries it is sent one at a time, in order, and
-    /// returns their results when its input closes. Held in a `JoinSet`, so a cancelled
+    /// The call's query worker: runs the queries it is sent one at a time, in order,
+    /// publishing the results so far after each, and returns them when its input closes. Held in a `JoinSet`, so a cancelled
     /// call stops it.
-    fn worker(&self, set: &mut JoinSet<Vec<Value>>) -> UnboundedSender<String> {
+    fn worker(
+        &self,
+        set: &mut JoinSet<Vec<Value>>,
+        prefix: ResultPrefix,
+    ) -> UnboundedSender<String> {
         let (corpus, k, latency) = (Arc::clone(&self.corpus), self.top_k, self.latency);
         let (tx, mut rx) = unbounded_channel::<String>();
         set.spawn(async move {
@@ -147,6 +152,7 @@ impl Search {
                     Ok(Err(e)) => json!({"query": q, "error": e.to_string()}),
                     Err(e) => json!({"query": q, "error": e.to_string()}),
                 });
+                prefix.publish(array_start(&out));
             }
             out
         });
@@ -168,9 +174,19 @@ impl Tool for Search {
         }
     }
 
-    fn run(&self, mut args: UnboundedReceiver<ArgEvent>) -> ToolFuture {
+    fn run(&self, args: UnboundedReceiver<ArgEvent>) -> ToolFuture {
+        self.run_publishing(args, ResultPrefix::none())
+    }
+
+    /// Publishes the queries' results in order as each is done (the result is their JSON
+    /// array), so the model can read the first ones while the last one runs.
+    fn run_publishing(
+        &self,
+        mut args: UnboundedReceiver<ArgEvent>,
+        prefix: ResultPrefix,
+    ) -> ToolFuture {
         let mut set = JoinSet::new();
-        let queue = self.worker(&mut set);
+        let queue = self.worker(&mut set, prefix);
         let max = self.max_queries;
         Box::pin(async move {
             let mut sent = 0;
