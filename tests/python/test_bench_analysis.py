@@ -73,7 +73,15 @@ def test_pool_computes_the_benchs_figures_and_the_tails_ceiling():
     assert abs(f["bound"] - 0.2) < 1e-12 and abs(f["gain"] - 0.1) < 1e-12
     assert abs(f["ratio"] - 0.5) < 1e-12 and f["half"] < 1e-12  # every pair the same 1 s
     assert abs(f["ceiling"] - 0.75) < 1e-12  # 1 - 0.5 / 2
+    # results at 1 + wait: lazy 10 - 3 = 7 s after them, partial 9 - 1.5 = 7.5 s.
+    assert abs(f["after_lazy"] - 7.0) < 1e-12 and abs(f["after_partial"] - 7.5) < 1e-12
     assert mod.t975(23) == 2.069 and mod.t975(35) == 2.042 and mod.t975(500) == 1.960
+    # Partial results: a report's staged tokens per partial request, 0 before them.
+    report = {"results": {"plan": [["alone", {"staged_kept_per_request": [0.0, 337.0]}],
+                                   ["x8", {"bound": 0.1}]]}}
+    assert mod.staged_in(report, "plan", "alone") == 337.0
+    assert mod.staged_in(report, "plan", "x8") == 0.0
+    assert mod.staged_in(report, "search", "alone") == 0.0
 
 
 def conveyor_log_and_report(tmp_path, rounds, speed):

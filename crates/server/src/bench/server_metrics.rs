@@ -16,6 +16,10 @@ pub struct ServerFigures {
     pub swap_in_bytes: u64,
     /// Forward passes (llama.cpp ubatches) per step with rows: 1 when every step ran as one.
     pub passes_per_step: f64,
+    /// Tool-result tokens prefilled ahead of their resume (partial results) that the resumes
+    /// kept, and that they dropped (the real result did not begin with them).
+    pub staged_kept_tokens: u64,
+    pub staged_dropped_tokens: u64,
 }
 
 /// Unlabelled `tandem_*` samples of a Prometheus text page.
@@ -55,6 +59,8 @@ pub fn delta(
         swap_in_bytes: d("tandem_swap_in_bytes_total") as u64,
         passes_per_step: d("tandem_forward_passes_total")
             / d("tandem_step_duration_seconds_count").max(1.0),
+        staged_kept_tokens: d("tandem_staged_tokens_kept_total") as u64,
+        staged_dropped_tokens: d("tandem_staged_tokens_dropped_total") as u64,
     })
 }
 
@@ -68,11 +74,12 @@ mod tests {
             "tandem_forward_microseconds_total 1000000\ntandem_recompute_microseconds_total 0\ntandem_forward_passes_total 10\ntandem_step_duration_seconds_count 10\n",
         );
         let a = parse(
-            "# HELP x\ntandem_forward_microseconds_total 3000000\ntandem_recompute_microseconds_total 500000\ntandem_paused_requests{placement=\"host\"} 2\ntandem_swap_out_bytes_total 46110\ntandem_forward_passes_total 40\ntandem_step_duration_seconds_count 30\n",
+            "# HELP x\ntandem_forward_microseconds_total 3000000\ntandem_recompute_microseconds_total 500000\ntandem_paused_requests{placement=\"host\"} 2\ntandem_swap_out_bytes_total 46110\ntandem_forward_passes_total 40\ntandem_step_duration_seconds_count 30\ntandem_staged_tokens_kept_total 337\n",
         );
         let f = delta(Some(&b), Some(&a)).unwrap();
         assert!((f.recompute_share - 0.25).abs() < 1e-9);
         assert_eq!((f.forward_s, f.swap_out_bytes), (2.0, 46110));
+        assert_eq!((f.staged_kept_tokens, f.staged_dropped_tokens), (337, 0));
         assert!(
             (f.passes_per_step - 1.5).abs() < 1e-9,
             "30 passes in 20 steps"

@@ -261,6 +261,9 @@ fn figures(t: &SimTotals) -> ServerFigures {
         swap_out_bytes: c.swap_out_bytes,
         swap_in_bytes: c.swap_in_bytes,
         passes_per_step: t.passes as f64 / t.forward_steps.max(1) as f64,
+        // Simulated requests have no tools that publish partial results.
+        staged_kept_tokens: 0,
+        staged_dropped_tokens: 0,
     }
 }
 

@@ -48,13 +48,15 @@ pub fn parse(spec: &str, pace: f64) -> Option<anyhow::Result<Vec<Workload>>> {
     )
 }
 
-/// Lazy and partial runs of one workload under one load, and how busy the engine was during
-/// each repetition or round (forward time over wall time), lazy and partial.
+/// Lazy and partial runs of one workload under one load, how busy the engine was during
+/// each repetition or round (forward time over wall time), and the tool-result tokens the
+/// server staged (kept, dropped; partial results), lazy and partial.
 #[derive(Default)]
 struct Runs {
     lazy: Vec<Marks>,
     partial: Vec<Marks>,
     busy: [Vec<f64>; 2],
+    staged: [(u64, u64); 2],
 }
 
 impl Runs {
@@ -67,6 +69,15 @@ impl Runs {
         .push(m);
     }
 
+    /// Records one repetition's or round's server figures.
+    fn probe(&mut self, partial: bool, p: Option<Probe>) {
+        let Some(p) = p else { return };
+        let i = partial as usize;
+        self.busy[i].push(p.busy);
+        self.staged[i].0 += p.staged_kept;
+        self.staged[i].1 += p.staged_dropped;
+    }
+
     /// Every request's marks, lazy and partial, in the order they ran (for the report's JSON:
     /// a mean's outliers can be looked at).
     fn marks(&self) -> Value {
@@ -76,23 +87,44 @@ impl Runs {
     fn summarize(&self, group: usize) -> Summary {
         let mut s = summary::summarize(&self.lazy, &self.partial, group);
         s.set_engine_busy(&self.busy[0], &self.busy[1]);
+        let per = |tokens: u64, runs: &[Marks]| tokens as f64 / runs.len().max(1) as f64;
+        s.staged_kept_per_request = [
+            per(self.staged[0].0, &self.lazy),
+            per(self.staged[1].0, &self.partial),
+        ];
+        s.staged_dropped_per_request = [
+            per(self.staged[0].1, &self.lazy),
+            per(self.staged[1].1, &self.partial),
+        ];
         s
     }
 }
 
-/// Runs `work` and measures the server's forward time over the wall time it took (`None`
-/// when the server has no tandem metrics).
+/// What the server's metrics say about one repetition or round.
+struct Probe {
+    /// Forward time over wall time.
+    busy: f64,
+    staged_kept: u64,
+    staged_dropped: u64,
+}
+
+/// Runs `work` and reads the server's figures over it (`None` when the server has no
+/// tandem metrics).
 async fn with_busy<T>(
     c: &Client,
     work: impl std::future::Future<Output = anyhow::Result<T>>,
-) -> anyhow::Result<(T, Option<f64>)> {
+) -> anyhow::Result<(T, Option<Probe>)> {
     let before = scrape(&c.http, &c.url).await;
     let t0 = std::time::Instant::now();
     let out = work.await?;
     let wall = t0.elapsed().as_secs_f64();
     let after = scrape(&c.http, &c.url).await;
-    let busy = delta(before.as_ref(), after.as_ref()).map(|d| d.forward_s / wall);
-    Ok((out, busy))
+    let probe = delta(before.as_ref(), after.as_ref()).map(|d| Probe {
+        busy: d.forward_s / wall,
+        staged_kept: d.staged_kept_tokens,
+        staged_dropped: d.staged_dropped_tokens,
+    });
+    Ok((out, probe))
 }
 
 /// Which mode goes first alternates between repetitions.
@@ -108,9 +140,9 @@ async fn alone(c: &Client, w: &Workload, reps: usize, bar: &ProgressBar) -> anyh
     let mut runs = Runs::default();
     for rep in 0..reps {
         for partial in order(rep) {
-            let (m, busy) = with_busy(c, run_one(c, w, partial)).await?;
+            let (m, probe) = with_busy(c, run_one(c, w, partial)).await?;
             runs.push(partial, m);
-            runs.busy[partial as usize].extend(busy);
+            runs.probe(partial, probe);
             bar.inc(1);
         }
     }
@@ -133,11 +165,11 @@ async fn loaded(
     let mut runs = Runs::default();
     for round in 0..rounds {
         for partial in order(round) {
-            let (ms, busy) = with_busy(c, batch(c, w, n, partial)).await?;
+            let (ms, probe) = with_busy(c, batch(c, w, n, partial)).await?;
             for m in ms {
                 runs.push(partial, m);
             }
-            runs.busy[partial as usize].extend(busy);
+            runs.probe(partial, probe);
             bar.inc(n as u64);
         }
     }
@@ -208,8 +240,10 @@ fn report(
          (tool time after the arguments were complete), lazy and partial; results gap: last \
          argument delta to results at the client (the wait plus the rest of the turn); engine \
          busy: forward time over wall time of the lazy / partial runs (what is idle in the \
-         lazy runs is all that overlapping tool work with decoding can reclaim); bound = min(T_decode, T_tool) / (T_decode + \
-         T_tool) from the lazy runs."
+         lazy runs is all that overlapping tool work with decoding can reclaim); staged: \
+         tool-result tokens per partial request prefilled while the tool still ran (partial \
+         results) that the resume kept / dropped, from `/metrics`; bound = min(T_decode, \
+         T_tool) / (T_decode + T_tool) from the lazy runs."
             .to_string(),
         String::new(),
         summary::HEADER.to_string(),
@@ -295,5 +329,26 @@ mod tests {
         };
         assert_eq!(totals("lazy"), [3.0, 4.0]);
         assert_eq!(totals("partial"), [2.0]);
+    }
+
+    #[test]
+    fn staged_tokens_are_counted_per_request_of_each_mode() {
+        let mut runs = Runs::default();
+        let probe = |kept, dropped| Probe {
+            busy: 0.9,
+            staged_kept: kept,
+            staged_dropped: dropped,
+        };
+        for partial in [false, true, true] {
+            runs.push(partial, Marks::default());
+        }
+        runs.probe(false, Some(probe(0, 0)));
+        runs.probe(true, Some(probe(300, 0)));
+        runs.probe(true, Some(probe(100, 20)));
+        runs.probe(true, None); // a server without tandem's metrics: nothing counted
+        let s = runs.summarize(1);
+        assert_eq!(s.staged_kept_per_request, [0.0, 200.0]);
+        assert_eq!(s.staged_dropped_per_request, [0.0, 10.0]);
+        assert_eq!(runs.busy[1].len(), 2);
     }
 }

@@ -48,6 +48,11 @@ pub struct Summary {
     /// on a CPU the other requests' decoding fills most of one request's tool wait.
     pub engine_busy_lazy: Option<f64>,
     pub engine_busy_partial: Option<f64>,
+    /// Tool-result tokens per request, lazy and partial, that the server prefilled while the
+    /// tool still ran (partial results) and the resume kept, and that it dropped; zero
+    /// without tandem's metrics.
+    pub staged_kept_per_request: [f64; 2],
+    pub staged_dropped_per_request: [f64; 2],
 }
 
 impl Summary {
@@ -129,6 +134,8 @@ pub fn summarize(lazy: &[Marks], partial: &[Marks], group: usize) -> Summary {
         early_abort: chars(partial) < chars(lazy),
         engine_busy_lazy: None,
         engine_busy_partial: None,
+        staged_kept_per_request: [0.0; 2],
+        staged_dropped_per_request: [0.0; 2],
     }
 }
 
@@ -156,8 +163,12 @@ pub fn row(workload: &str, load: &str, s: &Summary) -> String {
         pct(s.engine_busy_lazy),
         pct(s.engine_busy_partial)
     );
+    let staged = format!(
+        "{:.0} / {:.0}",
+        s.staged_kept_per_request[1], s.staged_dropped_per_request[1]
+    );
     format!(
-        "| {workload} | {load} | {} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.2} / {:.2} | {busy} | {:.3} | {:.1}% ± {ci} | {ratio} |",
+        "| {workload} | {load} | {} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.2} / {:.2} | {busy} | {staged} | {:.3} | {:.1}% ± {ci} | {ratio} |",
         s.n,
         s.lazy_mean_s,
         s.partial_mean_s,
@@ -171,7 +182,7 @@ pub fn row(workload: &str, load: &str, s: &Summary) -> String {
     )
 }
 
-pub const HEADER: &str = "| workload | load | n | lazy s | partial s | T_decode s | T_tool s | partial wait s | results gap lazy / partial s | engine busy lazy / partial | bound | gain (95% CI) | gain/bound |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|";
+pub const HEADER: &str = "| workload | load | n | lazy s | partial s | T_decode s | T_tool s | partial wait s | results gap lazy / partial s | engine busy lazy / partial | staged kept / dropped | bound | gain (95% CI) | gain/bound |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|";
 
 #[cfg(test)]
 mod tests {
@@ -235,7 +246,9 @@ mod tests {
         s.set_engine_busy(&[0.5, 0.7], &[0.9]);
         assert!((s.engine_busy_lazy.unwrap() - 0.6).abs() < 1e-9);
         assert_eq!(s.engine_busy_partial, Some(0.9));
-        assert!(row("v", "alone", &s).contains("| 60% / 90% |"));
+        assert!(row("v", "alone", &s).contains("| 60% / 90% | 0 / 0 |"));
+        s.staged_kept_per_request = [0.0, 337.4];
+        assert!(row("v", "alone", &s).contains("| 337 / 0 |"));
         let instant = [marks(1.0, 1.0, 1.5)];
         assert!(row("c", "alone", &summarize(&instant, &instant, 1)).contains("negligible tool"));
     }
