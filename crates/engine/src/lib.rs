@@ -18,7 +18,8 @@
 //! A request can pause at an interception (a tool call): `Event::Intercepted` goes to its
 //! owner, its KV is kept, swapped to a host pool or discarded by the interception policy
 //! (InferCept's min-waste over measured costs), and `EngineHandle::resume` appends the tool's
-//! output and continues it.
+//! output and continues it. `EngineHandle::stage` gives it the known start of that output
+//! ahead of the resume, prefilled while it waits (`stage.rs`).
 //!
 //! [`sim::simulate`] runs the same scheduler in virtual time against a cost model.
 

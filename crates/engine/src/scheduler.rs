@@ -782,7 +782,7 @@ fn push_prefill(items: &mut Vec<PlanItem>, budget: &mut usize, r: &Active, cap: 
 }
 
 /// The next `n` pending tokens of a request; samples when they reach its end.
-fn chunk(r: &Active, n: usize) -> PlanItem {
+pub(crate) fn chunk(r: &Active, n: usize) -> PlanItem {
     let start = r.n_cached;
     PlanItem {
         request: r.id,

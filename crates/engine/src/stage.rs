@@ -17,8 +17,8 @@
 //! discarded) they wait in the sequence and run with the resume.
 
 use crate::plan::{KvOp, PlanItem};
-use crate::request::{Active, Run};
-use crate::scheduler::{Paused, Place, Scheduler, MIN_PREFILL_CHUNK};
+use crate::request::Run;
+use crate::scheduler::{chunk, Paused, Place, Scheduler, MIN_PREFILL_CHUNK};
 use crate::types::{RequestId, Token};
 
 impl Paused {
@@ -115,7 +115,10 @@ impl Scheduler {
             if n < MIN_PREFILL_CHUNK {
                 continue;
             }
-            items.push(held_chunk(&p.r, n));
+            // Never up to the last token, so the chunk does not sample.
+            let item = chunk(&p.r, n);
+            debug_assert!(item.sample.is_none());
+            items.push(item);
             *budget -= n;
         }
         items
@@ -135,21 +138,5 @@ impl Scheduler {
         p.r.wrote(start, n, n == 1);
         self.kv.set_used(p.r.seq, p.r.n_cached);
         true
-    }
-}
-
-/// The next `n` pending tokens of a paused request, run without sampling.
-fn held_chunk(r: &Active, n: usize) -> PlanItem {
-    let start = r.n_cached;
-    PlanItem {
-        request: r.id,
-        seq: r.seq,
-        start_pos: start,
-        tokens: r.tokens[start..start + n].to_vec(),
-        sample: None,
-        mask: None,
-        score: None,
-        draft: 0,
-        draft_masks: Vec::new(),
     }
 }
