@@ -772,7 +772,12 @@ fn prefill_chunk(pending: usize, budget: usize) -> Option<usize> {
 
 /// Adds the request's next prefill chunk (at most `cap` tokens) if one fits the budget;
 /// returns whether it did.
-fn push_prefill(items: &mut Vec<PlanItem>, budget: &mut usize, r: &Active, cap: usize) -> bool {
+pub(crate) fn push_prefill(
+    items: &mut Vec<PlanItem>,
+    budget: &mut usize,
+    r: &Active,
+    cap: usize,
+) -> bool {
     let Some(n) = prefill_chunk(cap, *budget) else {
         return false;
     };
@@ -782,7 +787,7 @@ fn push_prefill(items: &mut Vec<PlanItem>, budget: &mut usize, r: &Active, cap: 
 }
 
 /// The next `n` pending tokens of a request; samples when they reach its end.
-pub(crate) fn chunk(r: &Active, n: usize) -> PlanItem {
+fn chunk(r: &Active, n: usize) -> PlanItem {
     let start = r.n_cached;
     PlanItem {
         request: r.id,

@@ -18,24 +18,19 @@
 
 use crate::plan::{KvOp, PlanItem};
 use crate::request::Run;
-use crate::scheduler::{chunk, Paused, Place, Scheduler, MIN_PREFILL_CHUNK};
+use crate::scheduler::{push_prefill, Paused, Place, Scheduler, MIN_PREFILL_CHUNK};
 use crate::types::{RequestId, Token};
 
 impl Paused {
-    /// Staged tokens ready to prefill now (all but the last pending one), if the KV is here.
+    /// Staged tokens it may prefill now, at most (all but the last pending token), if its KV
+    /// is here; `push_prefill` sizes the chunk within the step's budget.
     fn stageable(&self, exact: bool) -> usize {
         if self.staged == 0 || self.place != Place::Device {
             return 0;
         }
-        let cap = match self.r.next_run(exact) {
-            Run::Multi(cap) => cap,
-            Run::Single => return 0,
-        };
-        let n = cap.min(self.r.pending().saturating_sub(1));
-        if n >= MIN_PREFILL_CHUNK {
-            n
-        } else {
-            0
+        match self.r.next_run(exact) {
+            Run::Multi(cap) => cap.min(self.r.pending() - 1),
+            Run::Single => 0,
         }
     }
 }
@@ -106,28 +101,28 @@ impl Scheduler {
         }
     }
 
-    /// Plan items prefilling staged tokens, within `budget`.
+    /// Plan items prefilling staged tokens, within `budget`. Never up to a request's last
+    /// token, so they do not sample.
     pub(crate) fn staged_items(&self, budget: &mut usize) -> Vec<PlanItem> {
         let exact = self.exact();
         let mut items = Vec::new();
         for p in &self.paused {
-            let n = p.stageable(exact).min(*budget);
-            if n < MIN_PREFILL_CHUNK {
-                continue;
+            let cap = p.stageable(exact);
+            // `push_prefill` takes more than one pending token, as a prompt chunk has.
+            if cap >= MIN_PREFILL_CHUNK {
+                push_prefill(&mut items, budget, &p.r, cap);
             }
-            // Never up to the last token, so the chunk does not sample.
-            let item = chunk(&p.r, n);
-            debug_assert!(item.sample.is_none());
-            items.push(item);
-            *budget -= n;
         }
+        debug_assert!(items.iter().all(|i| i.sample.is_none()));
         items
     }
 
     /// Whether some paused request has staged tokens to prefill.
     pub(crate) fn staging_pending(&self) -> bool {
         let exact = self.exact();
-        self.paused.iter().any(|p| p.stageable(exact) > 0)
+        self.paused
+            .iter()
+            .any(|p| p.stageable(exact) >= MIN_PREFILL_CHUNK)
     }
 
     /// Records a staged chunk the runner wrote; false if `id` is not a paused request.

@@ -7,7 +7,9 @@
 mod common;
 
 use common::{prompt, Harness};
-use tandem_engine::{InterceptConfig, InterceptPolicy, InterceptSpec, PrefixReuse, Token};
+use tandem_engine::{
+    Event, InterceptConfig, InterceptPolicy, InterceptSpec, PrefixReuse, Runner, Token,
+};
 
 fn config(policy: InterceptPolicy) -> InterceptConfig {
     InterceptConfig {
@@ -151,4 +153,28 @@ fn cancelling_a_paused_request_with_staged_tokens_frees_everything() {
         h.run_to_idle();
         h.assert_all_free();
     }
+}
+
+#[test]
+fn a_step_failing_on_a_staged_chunk_fails_the_paused_request_and_frees_it() {
+    let (mut h, id) = harness(InterceptPolicy::Preserve, PrefixReuse::All);
+    h.sched.stage(id, output()[..8].to_vec());
+    h.runner.fail_next = true;
+    let plan = h.sched.schedule(h.now);
+    assert!(plan
+        .items
+        .iter()
+        .all(|i| i.request == id && i.sample.is_none()));
+    assert!(h.runner.execute(&plan).is_err());
+    h.sched.fail_plan(&plan, "boom");
+    h.collect();
+    assert!(
+        matches!(h.finish(id), Some(Event::Failed(_))),
+        "{:?}",
+        h.finish(id)
+    );
+    // A late resume finds nothing to resume.
+    h.sched.resume_staged(id, 8, output(), h.now);
+    h.run_to_idle();
+    h.assert_all_free();
 }

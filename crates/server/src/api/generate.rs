@@ -181,8 +181,8 @@ impl Generation {
                 // Nothing else can arrive meanwhile: the request is paused or finished. The
                 // handle stays in `self` while awaited, so a drop (client gone) aborts it.
                 Some((calls, eot)) => {
-                    let staging = self.server.as_mut().filter(|_| eot.is_some());
-                    let done = await_staging(calls, staging, &self.st, self.id, *eot).await;
+                    let server = self.server.as_mut();
+                    let done = await_staging(calls, server, &self.st, self.id, *eot).await;
                     let eot = self.waiting.take().and_then(|w| w.1);
                     match done {
                         Ok(results) => self.on_results(results, eot),
@@ -460,8 +460,9 @@ pub fn combined_usage(choices: &[Usage], per_prompt: usize) -> Usage {
     total
 }
 
-/// Waits for a pause's server-side calls; meanwhile, with `staging` on, gives the engine the
-/// tool turn's known start each time it grows (`staging.rs`).
+/// Waits for a pause's server-side calls; meanwhile, when the pause is staging (it has an
+/// end-of-turn token to resume after), gives the engine the tool turn's known start each
+/// time it grows (`staging.rs`).
 async fn await_staging(
     calls: &mut JoinHandle<Vec<ToolResult>>,
     server: Option<&mut ServerCalls>,

@@ -66,30 +66,24 @@ impl Staging {
     /// Waits until a running call publishes more (never returns when none can).
     pub async fn changed(&mut self) {
         loop {
-            let open = self.calls.iter_mut().filter_map(|c| match &mut c.source {
-                Source::Running { rx, open: true } => Some(rx),
-                _ => None,
-            });
-            let waits: Vec<_> = open.map(|rx| rx.changed().boxed()).collect();
-            if waits.is_empty() || self.stopped {
+            let open: Vec<usize> = (0..self.calls.len())
+                .filter(|&i| matches!(self.calls[i].source, Source::Running { open: true, .. }))
+                .collect();
+            if open.is_empty() || self.stopped {
                 return std::future::pending().await;
             }
+            let waits = self.calls.iter_mut().filter_map(|c| match &mut c.source {
+                Source::Running { rx, open: true } => Some(rx.changed().boxed()),
+                _ => None,
+            });
             let (result, i, _) = futures::future::select_all(waits).await;
             if result.is_ok() {
                 return;
             }
-            self.close(i);
-        }
-    }
-
-    /// Marks the `i`-th open call closed (its tool returned; its last value stays).
-    fn close(&mut self, i: usize) {
-        let open = self.calls.iter_mut().filter_map(|c| match &mut c.source {
-            Source::Running { open, .. } if *open => Some(open),
-            _ => None,
-        });
-        if let Some(o) = open.into_iter().nth(i) {
-            *o = false;
+            // Its tool returned: the last value stays, nothing more will come.
+            if let Source::Running { open, .. } = &mut self.calls[open[i]].source {
+                *open = false;
+            }
         }
     }
 
@@ -272,5 +266,10 @@ mod tests {
         drop(tx);
         let woke = tokio::time::timeout(std::time::Duration::from_millis(50), s.changed()).await;
         assert!(woke.is_err(), "a closed call never wakes it");
+        // Marked closed, so the wait is a plain pending one, not a loop on a closed channel.
+        assert!(matches!(
+            s.calls[0].source,
+            Source::Running { open: false, .. }
+        ));
     }
 }

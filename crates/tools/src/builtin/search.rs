@@ -131,8 +131,8 @@ impl Corpus {
 
 impl Search {
     /// The call's query worker: runs the queries it is sent one at a time, in order,
-    /// publishing the results so far after each, and returns them when its input closes. Held in a `JoinSet`, so a cancelled
-    /// call stops it.
+    /// publishing the results so far after each, and returns them when its input closes.
+    /// Held in a `JoinSet`, so a cancelled call stops it.
     fn worker(
         &self,
         set: &mut JoinSet<Vec<Value>>,
