@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Interception policies on InferCept's mixed augmentation workload, one run per policy and
-# arrival rate on the same machine, then llama-server on the same workload with the client-side
-# tool loop (its prompt cache on). A policy stops at the first rate it does not sustain (mean
-# normalized latency above SATURATED seconds/token), as the queue then only grows.
+# arrival rate on the same machine, and llama-server on the same workload with the client-side
+# tool loop (its prompt cache on); at each rate every server runs in turn. A server stops at the
+# first rate it does not sustain (mean normalized latency above SATURATED seconds/token), as the
+# queue then only grows.
 # Writes $RESULT.{json,md,svg} (default bench/results/intercept-policies).
 # Usage: bench/intercept-policies.sh [MODEL.gguf]
 # Knobs (environment): RATES, POLICIES, SCALE, WINDOW (seconds of arrivals per run), SATURATED,
@@ -44,29 +45,33 @@ start_server() {
   fi
 }
 
-# sweep NAME [bench flags...]: one run per rate, each on a fresh server, until saturation.
-sweep() {
-  local name=$1; shift
-  for r in $RATES; do
-    local n; n=$(python3 -c "print(max(6, round($r * $WINDOW)))")
-    echo "== $name rate $r ($n requests)" >&2
-    start_server "$name" "$r"
-    "$TANDEM" bench --url "$URL" --quiet --workload augment --scale "$SCALE" \
-      --rate "$r" --requests "$n" --seed 7 --label "$name @ $r" --out "$OUT/$name-$r" "$@" \
-      >/dev/null
-    kill "$SPID"; wait "$SPID" 2>/dev/null || true
-    if saturated "$OUT/$name-$r.json" "$SATURATED"; then sat=1; else sat=0; fi
-    [ -n "${SWEEP_ALL:-}" ] || [ "$sat" = 0 ] || break
-  done
+# run_one NAME RATE: one run of NAME (a policy, or llama-server) at RATE on a fresh server;
+# policies get the scripted (server-side) interceptions, llama-server the client-side loop.
+run_one() {
+  local name=$1 r=$2 n extra=()
+  n=$(python3 -c "print(max(6, round($r * $WINDOW)))")
+  [ "$name" = llama-server ] || extra=(--server-side-tools)
+  echo "== $name rate $r ($n requests)" >&2
+  start_server "$name" "$r"
+  "$TANDEM" bench --url "$URL" --quiet --workload augment --scale "$SCALE" \
+    --rate "$r" --requests "$n" --seed 7 --label "$name @ $r" --out "$OUT/$name-$r" "${extra[@]}" \
+    >/dev/null
+  kill "$SPID"; wait "$SPID" 2>/dev/null || true
 }
 
-for policy in $POLICIES; do
-  sweep "$policy" --server-side-tools
+# Rates go up in turn and, at each rate, every server runs before the next rate, so load from
+# other tenants of this shared machine falls on all columns alike (a sweep of one server after
+# another put a slow spell on one of them). A server stops at its first saturated rate, as its
+# queue then only grows (unless SWEEP_ALL).
+NAMES="$POLICIES"; [ -n "${SKIP_LLAMA:-}" ] || NAMES+=" llama-server"
+declare -A DONE=()
+for r in $RATES; do
+  for name in $NAMES; do
+    [ -z "${DONE[$name]:-}" ] || continue
+    run_one "$name" "$r"
+    if [ -z "${SWEEP_ALL:-}" ] && saturated "$OUT/$name-$r.json" "$SATURATED"; then DONE[$name]=1; fi
+  done
 done
-
-if [ -z "${SKIP_LLAMA:-}" ]; then
-  sweep llama-server
-fi
 
 COMMAND="RATES='$RATES' POLICIES='$POLICIES' SCALE=$SCALE WINDOW=$WINDOW SATURATED=$SATURATED"
 [ -n "${SKIP_LLAMA:-}" ] && COMMAND+=" SKIP_LLAMA=1"

@@ -60,6 +60,18 @@ def paired_ratio(num, den, draws=4000, seed=1):
     return sum(a) / sum(b), ratios[int(0.025 * draws)], ratios[int(0.975 * draws) - 1]
 
 
+def first_errors(run_dir, rates):
+    """Markdown lines naming each run's failed requests' first error (the bench reports keep
+    up to 20), so a failure is read as the server's or the client's."""
+    lines = []
+    for name in NAMES:
+        for r in rates:
+            path = os.path.join(run_dir, f"{name}-{r}.json")
+            errors = json.load(open(path)).get("first_errors", []) if os.path.exists(path) else []
+            lines += [f"- {name} @ {r}: {e}" for e in errors[:3]]
+    return ["Failed requests (first errors):", *lines, ""] if lines else []
+
+
 def sustained(summary, limit):
     return summary["errors"] == 0 and summary["normalized_latency_s"]["mean"] <= limit
 
@@ -222,10 +234,10 @@ def main():
     title = "Interception policies, mixed augmentation workload" + (", simulated" if simulated else "")
     md = [f"# {title} (scale {scale})", "",
           f"Command: `{command}` · machine: {machine} · {setup} ·",
-          f"a run is 'saturated' when mean normalized latency exceeds {limit} s/token "
+          f"a run is 'saturated' when a request failed or mean normalized latency exceeds {limit} s/token "
           + ("(every rate was run: SWEEP_ALL)." if "SWEEP_ALL=1" in command
            else "(the sweep of that server stops there)."), "",
-          table(runs, rates, limit), "", "Targets:", "```", json.dumps(t, indent=1), "```", "",
+          table(runs, rates, limit), "", *first_errors(run_dir, rates), "Targets:", "```", json.dumps(t, indent=1), "```", "",
           f"![normalized latency against rate]({os.path.basename(prefix)}.svg)"]
     open(prefix + ".md", "w").write("\n".join(md) + "\n")
 

@@ -37,6 +37,8 @@ impl Outcome {
 
 pub struct Client {
     pub http: reqwest::Client,
+    /// Keeps no idle connection: a retry through it always opens a new one (see `send`).
+    pub fresh: reqwest::Client,
     pub url: String,
     pub model: String,
     /// Send the tool segments along and let the server pause for them (`--allow-scripted`).
@@ -145,17 +147,36 @@ impl Client {
 }
 
 impl Client {
-    /// Posts a chat request. A pooled keep-alive connection the server closed just before
-    /// reuse fails before the request reaches it; that case (only) is retried once.
+    /// Posts a chat request. A pooled keep-alive connection that the server closes just as it is
+    /// reused fails before the request reaches the server (hyper: "connection closed before
+    /// message completed"). That case, and only that one, is retried once, over a new
+    /// connection: another pooled one may be just as stale. A server that is down fails the
+    /// retry too, so nothing is hidden.
     pub async fn send(&self, body: &Value) -> reqwest::Result<reqwest::Response> {
         let url = format!("{}/v1/chat/completions", self.url);
         match self.http.post(&url).json(body).send().await {
             Err(e) if e.is_request() && !e.is_timeout() => {
-                self.http.post(&url).json(body).send().await
+                self.fresh.post(&url).json(body).send().await
             }
             r => r,
         }
     }
+}
+
+/// The bench's HTTP clients: a pool for the requests and one that keeps no idle connection for
+/// their retries. Idle pooled connections are dropped after `IDLE_S`, before the 5 s after
+/// which the servers a bench meets close them (llama-server's cpp-httplib and uvicorn, under
+/// vLLM and SGLang): reusing one near that limit races the server's close.
+pub fn http_clients() -> reqwest::Result<(reqwest::Client, reqwest::Client)> {
+    const IDLE_S: u64 = 2;
+    let pooled = reqwest::Client::builder()
+        .pool_max_idle_per_host(1024)
+        .pool_idle_timeout(Duration::from_secs(IDLE_S))
+        .build()?;
+    let fresh = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()?;
+    Ok((pooled, fresh))
 }
 
 async fn read_stream(resp: reqwest::Response) -> anyhow::Result<Turn> {
@@ -216,4 +237,89 @@ fn on_data(v: &Value, turn: &mut Turn, last: &mut Option<Instant>) -> anyhow::Re
     *last = Some(now);
     turn.text.push_str(content);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+    use tokio::sync::Barrier;
+
+    use super::*;
+
+    /// Reads one HTTP/1.1 request (headers, then a body of its content-length); false at EOF.
+    async fn read_request(s: &mut TcpStream) -> bool {
+        let mut buf = Vec::new();
+        let mut byte = [0u8; 1];
+        while !buf.ends_with(b"\r\n\r\n") {
+            if s.read(&mut byte).await.unwrap_or(0) == 0 {
+                return false;
+            }
+            buf.push(byte[0]);
+        }
+        let head = String::from_utf8_lossy(&buf).to_ascii_lowercase();
+        let len = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .map_or(0, |v| v.trim().parse().unwrap());
+        let mut body = vec![0u8; len];
+        s.read_exact(&mut body).await.is_ok()
+    }
+
+    /// A server that answers the first request of each connection (keeping it alive) and closes
+    /// a connection on its second request without answering, as a server whose keep-alive
+    /// timeout has just run out does. The first two connections answer only once both have a
+    /// request, so the client holds two idle connections afterwards.
+    async fn stale_keep_alive_server() -> (String, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let conns = Arc::new(AtomicUsize::new(0));
+        let (count, both) = (conns.clone(), Arc::new(Barrier::new(2)));
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let (i, both) = (count.fetch_add(1, Ordering::SeqCst), both.clone());
+                tokio::spawn(async move {
+                    if !read_request(&mut s).await {
+                        return;
+                    }
+                    if i < 2 {
+                        both.wait().await;
+                    }
+                    let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                    s.write_all(ok).await.unwrap();
+                    read_request(&mut s).await; // then dropped: closed, unanswered
+                });
+            }
+        });
+        (url, conns)
+    }
+
+    #[tokio::test]
+    async fn a_request_on_a_stale_pooled_connection_is_sent_again_on_a_new_one() {
+        let (url, conns) = stale_keep_alive_server().await;
+        let (http, fresh) = http_clients().unwrap();
+        let c = Client {
+            http,
+            fresh,
+            url,
+            model: "m".into(),
+            server_side_tools: false,
+        };
+        let body = json!({});
+        let (a, b) = tokio::join!(c.send(&body), c.send(&body));
+        for r in [a, b] {
+            assert_eq!(r.unwrap().text().await.unwrap(), "ok");
+        }
+        // Both pooled connections are now stale: the first try takes one, and a retry through
+        // the pool would take the other.
+        let r = c
+            .send(&body)
+            .await
+            .expect("the retry opens a new connection");
+        assert_eq!(r.text().await.unwrap(), "ok");
+        assert_eq!(conns.load(Ordering::SeqCst), 3);
+    }
 }

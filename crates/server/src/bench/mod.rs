@@ -190,9 +190,7 @@ pub fn poisson_arrivals(n: usize, rate: f64, seed: u64) -> Vec<f64> {
 
 /// A client for the server at `--url`, with `--model` or the first model it lists.
 async fn connect(args: &BenchArgs) -> anyhow::Result<Client> {
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(1024)
-        .build()?;
+    let (http, fresh) = client::http_clients()?;
     let url = args.url.trim_end_matches('/').to_string();
     let model = match &args.model {
         Some(m) => m.clone(),
@@ -202,6 +200,7 @@ async fn connect(args: &BenchArgs) -> anyhow::Result<Client> {
     };
     Ok(Client {
         http,
+        fresh,
         url,
         model,
         server_side_tools: args.server_side_tools,
