@@ -245,7 +245,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let after = server_metrics::scrape(&client.http, &client.url).await;
     let mut summary = report::summarize(&outcomes, wall);
     summary.server = server_metrics::delta(before.as_ref(), after.as_ref());
-    let md = report::markdown(&args.label, &summary);
+    let md = report::markdown(&args.label, &summary) + &report::failures(&outcomes);
     println!("{md}");
     let config = json!({"label": args.label, "url": args.url, "model": model, "rate": args.rate,
         "concurrency": args.concurrency, "requests": outcomes.len(), "duration": args.duration,

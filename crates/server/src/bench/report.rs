@@ -111,6 +111,35 @@ pub fn markdown(label: &str, s: &Summary) -> String {
     t
 }
 
+/// The failed requests' errors as a Markdown paragraph, identical ones counted together (the
+/// most frequent first, at most five kinds), so a reader tells a server's refusal from a
+/// client's or network's failure; empty when every request completed.
+pub fn failures(outcomes: &[Outcome]) -> String {
+    let mut counts: Vec<(usize, &str)> = Vec::new();
+    for e in outcomes.iter().filter_map(|o| o.error.as_deref()) {
+        match counts.iter_mut().find(|(_, m)| *m == e) {
+            Some((n, _)) => *n += 1,
+            None => counts.push((1, e)),
+        }
+    }
+    if counts.is_empty() {
+        return String::new();
+    }
+    counts.sort_by_key(|c| std::cmp::Reverse(c.0));
+    let lines: Vec<String> = counts
+        .iter()
+        .take(5)
+        .map(|(n, e)| format!("- {n} × {e}"))
+        .collect();
+    let more = counts.len().saturating_sub(5);
+    let tail = if more > 0 {
+        format!("\n- and {more} other errors")
+    } else {
+        String::new()
+    };
+    format!("\nfailed requests:\n{}{tail}\n", lines.join("\n"))
+}
+
 pub fn json_report(
     config: serde_json::Value,
     s: &Summary,
@@ -162,6 +191,26 @@ mod tests {
         assert_eq!(reqs[0]["output_tokens"], 7);
         assert_eq!(reqs[1]["ok"], false);
         assert_eq!(r["first_errors"][0], "HTTP 500");
+    }
+
+    #[test]
+    fn failures_count_each_error_once_and_are_empty_without_one() {
+        let o = |e: Option<&str>| Outcome {
+            ok: e.is_none(),
+            error: e.map(str::to_string),
+            ..Outcome::default()
+        };
+        let outcomes = [
+            o(Some("HTTP 400: bad")),
+            o(None),
+            o(Some("closed")),
+            o(Some("closed")),
+        ];
+        assert_eq!(
+            failures(&outcomes),
+            "\nfailed requests:\n- 2 × closed\n- 1 × HTTP 400: bad\n"
+        );
+        assert_eq!(failures(&[o(None)]), "");
     }
 
     #[test]

@@ -114,10 +114,11 @@ pub async fn run(args: SimArgs) -> anyhow::Result<()> {
     let mut summary = report::summarize(&outcomes, totals.end_s);
     summary.server = Some(figures(&totals));
     let md = format!(
-        "{}\nsimulated: {} steps, {:.1} s of virtual time\n",
+        "{}\nsimulated: {} steps, {:.1} s of virtual time\n{}",
         report::markdown(&args.label, &summary),
         totals.steps,
-        totals.end_s
+        totals.end_s,
+        report::failures(&outcomes)
     );
     println!("{md}");
     let report = report::json_report(config_json(&args, &costs, &cfg), &summary, &outcomes);
