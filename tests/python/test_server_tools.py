@@ -100,31 +100,38 @@ SLOW_LAST = call("plan", {"steps": [
     {"tool": "search", "arguments": {"queries": ["lighthouse lens"]}},
     {"tool": "python", "arguments": {"code": "import time\ntime.sleep(1.5)\nprint('slept')"}}]})
 PLAN_TURNS = [SLOW_LAST, "The lighthouse result came first and the nap after it."]
+# A program that prints its findings, then runs a slow last statement.
+PRINT_THEN_SLEEP = call("python", {"code": "for city in ['Lisbon', 'Oslo', 'Quito', 'Hanoi', 'Perth']:\n"
+                                           "    print(city, 'has', len(city) * 7, 'lighthouses in the national registry')\n"
+                                           "import time\ntime.sleep(1.5)\nprint('slept')"})
+PYTHON_TURNS = [PRINT_THEN_SLEEP, "Five cities were counted before the nap."]
 
 
-def plan_run(tc, partial):
+def staged_run(tc, tools, turns, partial):
     r = tc.chat.completions.create(
         model="", messages=USER, max_tokens=400, logprobs=True,
-        extra_body={"server_tools": ["plan"], "replay": PLAN_TURNS, "partial_exec": partial})
+        extra_body={"server_tools": tools, "replay": turns, "partial_exec": partial})
     c = r.choices[0]
     lps = [(t.token, t.logprob) for t in c.logprobs.content]
     return c.model_extra["messages"], lps, r.usage
 
 
-def test_a_plans_first_results_are_prefilled_while_its_last_step_runs(tc, tool_server):
+def check_staged_like_lazy(tc, tool_server, tools, turns):
+    """Runs the turns lazily and with partial execution: the partial run stages more than 40
+    result tokens and drops none, and gives the same turns, appended tokens and answer (tokens,
+    and log-probabilities within 1e-2). Returns the partial run's messages."""
     kept = lambda: tool_server.metric("tandem_staged_tokens_kept_total") or 0
     dropped = lambda: tool_server.metric("tandem_staged_tokens_dropped_total") or 0
     k0, d0 = kept(), dropped()
-    lazy = plan_run(tc, False)
+    lazy = staged_run(tc, tools, turns, False)
     assert kept() == k0, "nothing is staged without partial execution"
-    partial = plan_run(tc, True)
-    # The search step's result (a hit with its snippet) was staged while python slept, and
-    # the real result began with all of it.
+    partial = staged_run(tc, tools, turns, True)
+    # The result's start was staged while the slow part ran, and the real result began with
+    # all of it.
     assert kept() - k0 > 40 and dropped() == d0, (kept() - k0, dropped() - d0)
-    turns = lambda run: [(m["role"], m.get("content"), m.get("tool_calls") and
-                          m["tool_calls"][0]["function"]) for m in run[0]]
-    assert turns(partial) == turns(lazy), "same turns and tool results"
-    assert json.loads(partial[0][1]["content"])[1]["content"] == "slept\n"
+    turns_of = lambda run: [(m["role"], m.get("content"), m.get("tool_calls") and
+                             m["tool_calls"][0]["function"]) for m in run[0]]
+    assert turns_of(partial) == turns_of(lazy), "same turns and tool results"
     assert partial[2].prompt_tokens_details.model_extra["appended_tokens"] == \
         lazy[2].prompt_tokens_details.model_extra["appended_tokens"]
     # The answer was read over the same context: a staged token left in the KV, or one
@@ -132,6 +139,18 @@ def test_a_plans_first_results_are_prefilled_while_its_last_step_runs(tc, tool_s
     assert [t for t, _ in partial[1]] == [t for t, _ in lazy[1]]
     worst = max(abs(a - b) for (_, a), (_, b) in zip(partial[1], lazy[1]))
     assert worst < 1e-2, worst
+    return partial[0]
+
+
+def test_a_plans_first_results_are_prefilled_while_its_last_step_runs(tc, tool_server):
+    messages = check_staged_like_lazy(tc, tool_server, ["plan"], PLAN_TURNS)
+    assert json.loads(messages[1]["content"])[1]["content"] == "slept\n"
+
+
+def test_a_programs_printed_output_is_prefilled_while_it_still_runs(tc, tool_server):
+    messages = check_staged_like_lazy(tc, tool_server, ["python"], PYTHON_TURNS)
+    assert messages[1]["content"].startswith("Lisbon has 42 lighthouses in the national registry\n")
+    assert messages[1]["content"].endswith("Perth has 35 lighthouses in the national registry\nslept\n")
 
 
 def test_non_streamed_response_lists_the_turns_and_results(tc, tool_server):

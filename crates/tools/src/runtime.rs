@@ -83,7 +83,7 @@ impl ResultPrefix {
         Self(None)
     }
 
-    fn channel() -> (Self, watch::Receiver<ResultStart>) {
+    pub(crate) fn channel() -> (Self, watch::Receiver<ResultStart>) {
         let (tx, rx) = watch::channel(ResultStart::default());
         (Self(Some(Arc::new(tx))), rx)
     }

@@ -235,6 +235,39 @@ async fn plan_and_search_publish_the_start_of_their_result() {
     assert!(out.is_error && seen.is_empty(), "{seen:?} {out:?}");
 }
 
+/// python publishes what the program has printed while a later statement runs; every start
+/// begins the final output. A program that fails publishes no whole result.
+#[tokio::test]
+async fn python_publishes_its_output_so_far() {
+    let reg = registry_with(
+        true,
+        vec![Arc::new(python::Python::new(
+            python::PythonLimits::default(),
+        ))],
+    );
+    let mut call = reg.start("python").unwrap();
+    let code = "print('loaded 3 tables: orders, refunds, customers')\nimport time\ntime.sleep(0.5)\nprint('done')";
+    call.feed(&json!({ "code": code }).to_string());
+    let (seen, out) = published(call).await;
+    assert_eq!(
+        out.content,
+        "loaded 3 tables: orders, refunds, customers\ndone\n"
+    );
+    assert_eq!(seen[0], "loaded 3 tables: orders, refunds, customers\n");
+    assert!(
+        seen.iter().all(|s| out.content.starts_with(s.as_str())),
+        "{seen:?}"
+    );
+    let mut call = reg.start("python").unwrap();
+    call.feed(&json!({ "code": "print('é' * 3)\nraise ValueError('no')" }).to_string());
+    let (seen, out) = published(call).await;
+    assert!(out.is_error && out.content.starts_with("ééé\n"), "{out:?}");
+    assert!(
+        seen.iter().all(|s| out.content.starts_with(s.as_str())),
+        "{seen:?}"
+    );
+}
+
 /// A one-shot HTTP server on loopback answering `body`.
 async fn serve_once(body: &'static str) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -5,6 +5,10 @@
 //! the value of a final expression. Limits: CPU seconds and address space (rlimits in the child), wall time and
 //! output size (here); network and process creation are refused inside the child.
 //!
+//! What the program has printed so far is published as the start of its result (the result is
+//! that output followed by the rest), so the model can read a finished statement's output
+//! while a later one still runs (docs/server-tools.md, "Partial results").
+//!
 //! The interpreter runs without `site` (`-S`: the standard library only, no site-packages and
 //! no `.pth` start-up hooks). A child's priority is
 //! the server's plus `PythonLimits::nice` (`--tool-nice`, default 0). On a CPU-only server the
@@ -25,7 +29,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use super::python_fork::{ChildLimits, ForkServer, Forked};
 use crate::arg_events::{ArgEvent, PathSeg};
 use crate::defs::ToolDef;
-use crate::runtime::{Tool, ToolFuture, ToolOutput};
+use crate::runtime::{ResultPrefix, Tool, ToolFuture, ToolOutput};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 #[derive(Clone, Debug)]
@@ -82,11 +86,20 @@ impl Tool for Python {
     }
 
     fn run(&self, args: UnboundedReceiver<ArgEvent>) -> ToolFuture {
+        self.run_publishing(args, ResultPrefix::none())
+    }
+
+    /// Publishes the program's output as it is printed (see the module doc).
+    fn run_publishing(
+        &self,
+        args: UnboundedReceiver<ArgEvent>,
+        prefix: ResultPrefix,
+    ) -> ToolFuture {
         let (forks, limits) = (self.forks.clone(), self.limits.clone());
         Box::pin(async move {
             let wall = Duration::from_secs_f64(limits.wall_seconds);
             match tokio::time::timeout(wall, forks.fork()).await {
-                Ok(Ok(child)) => execute(child, args, limits).await,
+                Ok(Ok(child)) => execute(child, args, limits, prefix).await,
                 Ok(Err(e)) => ToolOutput::error(format!("cannot start python: {e}")),
                 Err(_) => ToolOutput::error(format!("timed out after {} s", limits.wall_seconds)),
             }
@@ -98,6 +111,7 @@ async fn execute(
     child: Forked,
     args: UnboundedReceiver<ArgEvent>,
     limits: PythonLimits,
+    prefix: ResultPrefix,
 ) -> ToolOutput {
     let Forked {
         stream,
@@ -105,7 +119,7 @@ async fn execute(
         mut guard,
     } = child;
     let (stdout, stdin) = stream.into_split();
-    let reader = tokio::spawn(read_capped(stdout, limits.max_output_bytes));
+    let reader = tokio::spawn(read_capped(stdout, limits.max_output_bytes, prefix));
     let wall = Duration::from_secs_f64(limits.wall_seconds);
     let work = async {
         let fed = feed(stdin, args).await;
@@ -124,16 +138,39 @@ async fn execute(
 }
 
 /// Keeps the first `cap + 1` bytes and drains the rest, so a chatty program never blocks.
-async fn read_capped(mut stdout: impl AsyncRead + Unpin, cap: usize) -> Vec<u8> {
+/// Each read that adds whole UTF-8 characters within `cap` publishes the output so far: the
+/// start of a result that ends up within the cap (a longer one is an error, which nobody
+/// prefills).
+async fn read_capped(
+    mut stdout: impl AsyncRead + Unpin,
+    cap: usize,
+    prefix: ResultPrefix,
+) -> Vec<u8> {
     let (mut buf, mut chunk) = (Vec::new(), [0u8; 8192]);
+    let mut published = 0;
     while let Ok(n) = stdout.read(&mut chunk).await {
         if n == 0 {
             break;
         }
         let room = (cap + 1).saturating_sub(buf.len());
         buf.extend_from_slice(&chunk[..n.min(room)]);
+        let whole = utf8_prefix(&buf[..buf.len().min(cap)]);
+        if whole.len() > published {
+            published = whole.len();
+            prefix.publish(whole.to_string());
+        }
     }
     buf
+}
+
+/// The longest prefix of `bytes` that is whole UTF-8 characters: a character split between
+/// two reads is published with the read that completes it. `from_utf8_lossy` of the whole
+/// output keeps that prefix as it is, so it begins the result.
+fn utf8_prefix(bytes: &[u8]) -> &str {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => s,
+        Err(e) => std::str::from_utf8(&bytes[..e.valid_up_to()]).unwrap_or_default(),
+    }
 }
 
 /// Sends the code's lines to the driver as they arrive; `Err` when the arguments ended early.
@@ -197,5 +234,26 @@ fn result(
         }
         Ok(_) => ToolOutput::error(text),
         Err(e) => ToolOutput::error(format!("python failed: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_character_split_between_reads_waits_for_its_last_byte() {
+        let text = "ab é".as_bytes();
+        assert_eq!(utf8_prefix(&text[..4]), "ab ");
+        assert_eq!(utf8_prefix(text), "ab é");
+        assert_eq!(utf8_prefix(b"ok\xff more"), "ok");
+    }
+
+    #[tokio::test]
+    async fn output_past_the_cap_is_not_published() {
+        let (prefix, mut rx) = ResultPrefix::channel();
+        let out = read_capped(&b"0123456789"[..], 4, prefix).await;
+        assert_eq!(out, b"01234");
+        assert_eq!(rx.borrow_and_update().text, "0123");
     }
 }
