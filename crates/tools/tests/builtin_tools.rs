@@ -303,6 +303,72 @@ async fn http_get_fetches_allowed_urls_only() {
     );
 }
 
+/// A one-shot HTTP server on loopback that answers `status` with a body sent in `parts`, 0.3 s
+/// apart.
+async fn serve_parts(status: &'static str, parts: Vec<String>) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut buf = [0u8; 1024];
+        let _ = s.read(&mut buf).await;
+        let len: usize = parts.iter().map(String::len).sum();
+        let head =
+            format!("HTTP/1.1 {status}\r\ncontent-length: {len}\r\nconnection: close\r\n\r\n");
+        s.write_all(head.as_bytes()).await.unwrap();
+        for (i, part) in parts.iter().enumerate() {
+            if i > 0 {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+            // The reader may stop early (a body past the cap).
+            let _ = s.write_all(part.as_bytes()).await;
+        }
+    });
+    format!("http://{addr}/")
+}
+
+/// http_get publishes a successful body's text as it arrives, cuts a long body at its cap,
+/// and publishes nothing of an error's body (its result begins with the status).
+#[tokio::test]
+async fn http_get_publishes_the_body_so_far_and_stops_at_its_cap() {
+    let fetch = |base: String| async move {
+        let reg = registry_with(
+            true,
+            vec![Arc::new(HttpGet::new(
+                vec![base.clone()],
+                Duration::from_secs(5),
+            ))],
+        );
+        let mut call = reg.start("http_get").unwrap();
+        call.feed(&json!({ "url": base }).to_string());
+        published(call).await
+    };
+    let parts = vec!["first half, ".to_string(), "second half".to_string()];
+    let (seen, out) = fetch(serve_parts("200 OK", parts).await).await;
+    assert_eq!(out, ToolOutput::ok("first half, second half"));
+    assert_eq!(seen[0], "first half, ");
+    let big = vec!["é".repeat(4 << 10), "x".repeat(1 << 20)];
+    let (seen, out) = fetch(serve_parts("200 OK", big).await).await;
+    let max = 16 << 10;
+    assert_eq!(
+        out.content,
+        format!(
+            "{}{}\n[truncated at {max} bytes]",
+            "é".repeat(4 << 10),
+            "x".repeat(max - (8 << 10))
+        )
+    );
+    assert!(seen.iter().all(|s| out.content.starts_with(s.as_str())));
+    let parts = vec!["not found, ".to_string(), "sorry".to_string()];
+    let (seen, out) = fetch(serve_parts("404 Not Found", parts).await).await;
+    assert!(
+        out.is_error && out.content.ends_with("not found, sorry"),
+        "{out:?}"
+    );
+    assert!(seen.is_empty(), "{seen:?}");
+}
+
 struct Crashes;
 
 impl Tool for Crashes {

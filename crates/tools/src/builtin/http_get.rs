@@ -1,15 +1,18 @@
 //! The `http_get` tool: fetches a URL whose prefix is on the allow-list given at startup,
 //! as soon as the `url` argument is complete. A URL off the list fails at once. The body is
-//! returned as text, cut at the output limit.
+//! returned as text, cut at the output limit (the rest is not read). While it arrives, the
+//! text so far of a successful response is published as the start of the result
+//! (docs/server-tools.md, "Partial results").
 
 use std::time::Duration;
 
 use serde_json::{json, Value};
 use tokio::sync::mpsc::UnboundedReceiver;
 
+use super::utf8_prefix;
 use crate::arg_events::ArgEvent;
 use crate::defs::ToolDef;
-use crate::runtime::{Tool, ToolFuture, ToolOutput};
+use crate::runtime::{ResultPrefix, Tool, ToolFuture, ToolOutput};
 
 pub struct HttpGet {
     /// URL prefixes that may be fetched (e.g. `http://127.0.0.1:9000/`).
@@ -35,18 +38,27 @@ impl HttpGet {
     }
 }
 
-async fn fetch(client: reqwest::Client, url: String, max: usize) -> ToolOutput {
-    let resp = match client.get(&url).send().await {
+async fn fetch(
+    client: reqwest::Client,
+    url: String,
+    max: usize,
+    prefix: ResultPrefix,
+) -> ToolOutput {
+    let mut resp = match client.get(&url).send().await {
         Ok(r) => r,
         Err(e) => return ToolOutput::error(format!("GET {url}: {e}")),
     };
     let status = resp.status();
-    let mut body = match resp.bytes().await {
-        Ok(b) => b.to_vec(),
+    // Only a success's result is its body; an error's begins with the status.
+    let publish = if status.is_success() {
+        prefix
+    } else {
+        ResultPrefix::none()
+    };
+    let (body, cut) = match read_body(&mut resp, max, &publish).await {
+        Ok(b) => b,
         Err(e) => return ToolOutput::error(format!("GET {url}: {e}")),
     };
-    let cut = body.len() > max;
-    body.truncate(max);
     let mut text = String::from_utf8_lossy(&body).into_owned();
     if cut {
         text.push_str(&format!("\n[truncated at {max} bytes]"));
@@ -56,6 +68,29 @@ async fn fetch(client: reqwest::Client, url: String, max: usize) -> ToolOutput {
     } else {
         ToolOutput::error(format!("HTTP {status}: {text}"))
     }
+}
+
+/// Reads the body up to `max` bytes, publishing its text so far after each chunk; true when
+/// there was more (which is left unread, so a huge body costs no memory).
+async fn read_body(
+    resp: &mut reqwest::Response,
+    max: usize,
+    prefix: &ResultPrefix,
+) -> reqwest::Result<(Vec<u8>, bool)> {
+    let (mut body, mut published) = (Vec::new(), 0);
+    while let Some(chunk) = resp.chunk().await? {
+        if body.len() + chunk.len() > max {
+            body.extend_from_slice(&chunk[..max - body.len()]);
+            return Ok((body, true));
+        }
+        body.extend_from_slice(&chunk);
+        let whole = utf8_prefix(&body);
+        if whole.len() > published {
+            published = whole.len();
+            prefix.publish(whole.to_string());
+        }
+    }
+    Ok((body, false))
 }
 
 impl Tool for HttpGet {
@@ -70,7 +105,16 @@ impl Tool for HttpGet {
         }
     }
 
-    fn run(&self, mut args: UnboundedReceiver<ArgEvent>) -> ToolFuture {
+    fn run(&self, args: UnboundedReceiver<ArgEvent>) -> ToolFuture {
+        self.run_publishing(args, ResultPrefix::none())
+    }
+
+    /// Publishes the body's text as it arrives (see the module doc).
+    fn run_publishing(
+        &self,
+        mut args: UnboundedReceiver<ArgEvent>,
+        prefix: ResultPrefix,
+    ) -> ToolFuture {
         let (allow, client, max) = (self.allow.clone(), self.client.clone(), self.max_bytes);
         Box::pin(async move {
             // The fetch runs in a JoinSet, so a cancelled call stops it.
@@ -86,7 +130,7 @@ impl Tool for HttpGet {
                 if !allow.iter().any(|p| url.starts_with(p.as_str())) {
                     return ToolOutput::error(format!("{url} is not on this server's allow-list"));
                 }
-                fetching.spawn(fetch(client.clone(), url.to_string(), max));
+                fetching.spawn(fetch(client.clone(), url.to_string(), max, prefix.clone()));
             }
             if !complete {
                 return ToolOutput::error("the call ended before its arguments were complete");

@@ -17,9 +17,20 @@ pub(crate) fn array_start(items: &[Value]) -> String {
     format!("[{}", inner.join(","))
 }
 
+/// The longest prefix of `bytes` that is whole UTF-8 characters: a tool that publishes output
+/// as it reads it (python, http_get) publishes a character split between two reads with the
+/// read that completes it. `String::from_utf8_lossy` of the whole output keeps that prefix as
+/// it is, so it begins the result.
+pub(crate) fn utf8_prefix(bytes: &[u8]) -> &str {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => s,
+        Err(e) => std::str::from_utf8(&bytes[..e.valid_up_to()]).unwrap_or_default(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::array_start;
+    use super::{array_start, utf8_prefix};
     use serde_json::{json, Value};
 
     #[test]
@@ -31,5 +42,13 @@ mod tests {
             assert!(whole.starts_with(&start), "{start} / {whole}");
         }
         assert_eq!(array_start(&[]), "[");
+    }
+
+    #[test]
+    fn a_character_split_between_reads_waits_for_its_last_byte() {
+        let text = "ab é".as_bytes();
+        assert_eq!(utf8_prefix(&text[..4]), "ab ");
+        assert_eq!(utf8_prefix(text), "ab é");
+        assert_eq!(utf8_prefix(b"ok\xff more"), "ok");
     }
 }

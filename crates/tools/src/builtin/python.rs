@@ -27,6 +27,7 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::python_fork::{ChildLimits, ForkServer, Forked};
+use super::utf8_prefix;
 use crate::arg_events::{ArgEvent, PathSeg};
 use crate::defs::ToolDef;
 use crate::runtime::{ResultPrefix, Tool, ToolFuture, ToolOutput};
@@ -163,16 +164,6 @@ async fn read_capped(
     buf
 }
 
-/// The longest prefix of `bytes` that is whole UTF-8 characters: a character split between
-/// two reads is published with the read that completes it. `from_utf8_lossy` of the whole
-/// output keeps that prefix as it is, so it begins the result.
-fn utf8_prefix(bytes: &[u8]) -> &str {
-    match std::str::from_utf8(bytes) {
-        Ok(s) => s,
-        Err(e) => std::str::from_utf8(&bytes[..e.valid_up_to()]).unwrap_or_default(),
-    }
-}
-
 /// Sends the code's lines to the driver as they arrive; `Err` when the arguments ended early.
 async fn feed(
     mut stdin: impl AsyncWrite + Unpin,
@@ -240,14 +231,6 @@ fn result(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_character_split_between_reads_waits_for_its_last_byte() {
-        let text = "ab é".as_bytes();
-        assert_eq!(utf8_prefix(&text[..4]), "ab ");
-        assert_eq!(utf8_prefix(text), "ab é");
-        assert_eq!(utf8_prefix(b"ok\xff more"), "ok");
-    }
 
     #[tokio::test]
     async fn output_past_the_cap_is_not_published() {
