@@ -48,20 +48,10 @@ pub trait Tool: Send + Sync {
     fn def(&self) -> ToolDef;
     /// Runs one call. `args` yields the argument events as they are decoded and ends with
     /// `ArgEvent::Complete` (or closes early: the call turned out malformed or was cancelled).
-    /// The tool may return early with an error (e.g. a failed validation).
-    fn run(&self, args: UnboundedReceiver<ArgEvent>) -> ToolFuture;
-
-    /// As `run`, publishing the start of the result to `prefix` as it becomes known. The
-    /// default publishes nothing; a tool that overrides it must publish only text its
-    /// successful result will begin with.
-    fn run_publishing(
-        &self,
-        args: UnboundedReceiver<ArgEvent>,
-        prefix: ResultPrefix,
-    ) -> ToolFuture {
-        drop(prefix);
-        self.run(args)
-    }
+    /// The tool may return early with an error (e.g. a failed validation). A tool whose result
+    /// is built piece by piece may publish its start to `prefix` as it becomes known (partial
+    /// results): only text its successful result will begin with. Others ignore it.
+    fn run(&self, args: UnboundedReceiver<ArgEvent>, prefix: ResultPrefix) -> ToolFuture;
 }
 
 /// Where a running call publishes the start of its result (the content of a successful
@@ -148,7 +138,7 @@ impl Registry {
         let tool = self.tools.get(name)?;
         let (tx, rx) = unbounded_channel();
         let (sink, prefix) = ResultPrefix::channel();
-        let work = tool.run_publishing(rx, sink.clone());
+        let work = tool.run(rx, sink.clone());
         let task = tokio::spawn(async move {
             let out = work.await;
             if !out.is_error {

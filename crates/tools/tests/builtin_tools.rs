@@ -14,7 +14,7 @@ use tandem_tools::builtin::{
     calc::Calc, http_get::HttpGet, plan::Plan, python, search::Search, validate::Validate,
 };
 use tandem_tools::defs::ToolDef;
-use tandem_tools::runtime::{Registry, Tool, ToolFuture, ToolOutput};
+use tandem_tools::runtime::{Registry, ResultPrefix, Tool, ToolFuture, ToolOutput};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 fn corpus() -> std::path::PathBuf {
@@ -380,7 +380,7 @@ impl Tool for Crashes {
         }
     }
 
-    fn run(&self, _args: UnboundedReceiver<ArgEvent>) -> ToolFuture {
+    fn run(&self, _args: UnboundedReceiver<ArgEvent>, _prefix: ResultPrefix) -> ToolFuture {
         Box::pin(async { panic!("tool bug") })
     }
 }

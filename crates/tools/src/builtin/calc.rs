@@ -6,7 +6,7 @@ use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::arg_events::ArgEvent;
 use crate::defs::ToolDef;
-use crate::runtime::{Tool, ToolFuture, ToolOutput};
+use crate::runtime::{ResultPrefix, Tool, ToolFuture, ToolOutput};
 
 pub struct Calc;
 
@@ -29,7 +29,7 @@ impl Tool for Calc {
         }
     }
 
-    fn run(&self, mut args: UnboundedReceiver<ArgEvent>) -> ToolFuture {
+    fn run(&self, mut args: UnboundedReceiver<ArgEvent>, _prefix: ResultPrefix) -> ToolFuture {
         Box::pin(async move {
             while let Some(ev) = args.recv().await {
                 if let ArgEvent::Complete(v) = ev {

@@ -105,16 +105,8 @@ impl Tool for HttpGet {
         }
     }
 
-    fn run(&self, args: UnboundedReceiver<ArgEvent>) -> ToolFuture {
-        self.run_publishing(args, ResultPrefix::none())
-    }
-
     /// Publishes the body's text as it arrives (see the module doc).
-    fn run_publishing(
-        &self,
-        mut args: UnboundedReceiver<ArgEvent>,
-        prefix: ResultPrefix,
-    ) -> ToolFuture {
+    fn run(&self, mut args: UnboundedReceiver<ArgEvent>, prefix: ResultPrefix) -> ToolFuture {
         let (allow, client, max) = (self.allow.clone(), self.client.clone(), self.max_bytes);
         Box::pin(async move {
             // The fetch runs in a JoinSet, so a cancelled call stops it.

@@ -105,17 +105,9 @@ impl Tool for Plan {
         }
     }
 
-    fn run(&self, args: UnboundedReceiver<ArgEvent>) -> ToolFuture {
-        self.run_publishing(args, ResultPrefix::none())
-    }
-
     /// Publishes the results of the steps in order as they are done (the result is their
     /// JSON array), so the model can read the first steps' results while the last one runs.
-    fn run_publishing(
-        &self,
-        mut args: UnboundedReceiver<ArgEvent>,
-        prefix: ResultPrefix,
-    ) -> ToolFuture {
+    fn run(&self, mut args: UnboundedReceiver<ArgEvent>, prefix: ResultPrefix) -> ToolFuture {
         let (tools, max) = (self.tools.clone(), self.max_steps);
         Box::pin(async move {
             let mut started: Vec<StepResult> = Vec::new();

@@ -86,16 +86,8 @@ impl Tool for Python {
         }
     }
 
-    fn run(&self, args: UnboundedReceiver<ArgEvent>) -> ToolFuture {
-        self.run_publishing(args, ResultPrefix::none())
-    }
-
     /// Publishes the program's output as it is printed (see the module doc).
-    fn run_publishing(
-        &self,
-        args: UnboundedReceiver<ArgEvent>,
-        prefix: ResultPrefix,
-    ) -> ToolFuture {
+    fn run(&self, args: UnboundedReceiver<ArgEvent>, prefix: ResultPrefix) -> ToolFuture {
         let (forks, limits) = (self.forks.clone(), self.limits.clone());
         Box::pin(async move {
             let wall = Duration::from_secs_f64(limits.wall_seconds);

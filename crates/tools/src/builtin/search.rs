@@ -174,17 +174,9 @@ impl Tool for Search {
         }
     }
 
-    fn run(&self, args: UnboundedReceiver<ArgEvent>) -> ToolFuture {
-        self.run_publishing(args, ResultPrefix::none())
-    }
-
     /// Publishes the queries' results in order as each is done (the result is their JSON
     /// array), so the model can read the first ones while the last one runs.
-    fn run_publishing(
-        &self,
-        mut args: UnboundedReceiver<ArgEvent>,
-        prefix: ResultPrefix,
-    ) -> ToolFuture {
+    fn run(&self, mut args: UnboundedReceiver<ArgEvent>, prefix: ResultPrefix) -> ToolFuture {
         let mut set = JoinSet::new();
         let queue = self.worker(&mut set, prefix);
         let max = self.max_queries;

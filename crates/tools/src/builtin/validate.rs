@@ -8,7 +8,7 @@ use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::arg_events::ArgEvent;
 use crate::defs::ToolDef;
-use crate::runtime::{Tool, ToolFuture, ToolOutput};
+use crate::runtime::{ResultPrefix, Tool, ToolFuture, ToolOutput};
 
 pub struct Validate;
 
@@ -46,7 +46,7 @@ impl Tool for Validate {
         }
     }
 
-    fn run(&self, mut args: UnboundedReceiver<ArgEvent>) -> ToolFuture {
+    fn run(&self, mut args: UnboundedReceiver<ArgEvent>, _prefix: ResultPrefix) -> ToolFuture {
         Box::pin(async move {
             let mut checked = 0;
             while let Some(ev) = args.recv().await {
