@@ -268,41 +268,6 @@ async fn python_publishes_its_output_so_far() {
     );
 }
 
-/// A one-shot HTTP server on loopback answering `body`.
-async fn serve_once(body: &'static str) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let (mut s, _) = listener.accept().await.unwrap();
-        let mut buf = [0u8; 1024];
-        let _ = s.read(&mut buf).await;
-        let resp = format!(
-            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-            body.len()
-        );
-        s.write_all(resp.as_bytes()).await.unwrap();
-    });
-    format!("http://{addr}/")
-}
-
-#[tokio::test]
-async fn http_get_fetches_allowed_urls_only() {
-    let base = serve_once("hello from loopback").await;
-    let tool = HttpGet::new(vec![base.clone()], Duration::from_secs(5));
-    let reg = registry_with(true, vec![Arc::new(tool)]);
-    let mut call = reg.start("http_get").unwrap();
-    call.feed(&json!({"url": format!("{base}page")}).to_string());
-    assert_eq!(call.finish().await, ToolOutput::ok("hello from loopback"));
-    let mut call = reg.start("http_get").unwrap();
-    call.feed(r#"{"url": "http://example.com/"}"#);
-    let out = call.finish().await;
-    assert!(
-        out.is_error && out.content.contains("allow-list"),
-        "{out:?}"
-    );
-}
-
 /// A one-shot HTTP server on loopback that answers `status` with a body sent in `parts`, 0.3 s
 /// apart.
 async fn serve_parts(status: &'static str, parts: Vec<String>) -> String {
@@ -326,6 +291,23 @@ async fn serve_parts(status: &'static str, parts: Vec<String>) -> String {
         }
     });
     format!("http://{addr}/")
+}
+
+#[tokio::test]
+async fn http_get_fetches_allowed_urls_only() {
+    let base = serve_parts("200 OK", vec!["hello from loopback".into()]).await;
+    let tool = HttpGet::new(vec![base.clone()], Duration::from_secs(5));
+    let reg = registry_with(true, vec![Arc::new(tool)]);
+    let mut call = reg.start("http_get").unwrap();
+    call.feed(&json!({"url": format!("{base}page")}).to_string());
+    assert_eq!(call.finish().await, ToolOutput::ok("hello from loopback"));
+    let mut call = reg.start("http_get").unwrap();
+    call.feed(r#"{"url": "http://example.com/"}"#);
+    let out = call.finish().await;
+    assert!(
+        out.is_error && out.content.contains("allow-list"),
+        "{out:?}"
+    );
 }
 
 /// http_get publishes a successful body's text as it arrives, cuts a long body at its cap,
