@@ -61,7 +61,7 @@ start_llama() {
 
 # compare_steps OUT NAME_A URL_A NAME_B URL_B: the steps of a side-by-side comparison, each run
 # against A, then B, written to OUT/NAME-STEP.{json,md}: single-stream decode, 16 streams, TTFT
-# of a 512-token prompt, the client-side tool loop at each of $RATES req/s, and the agent loop
+# of a 512-token prompt (six requests, one per step ttft-1..6), the client-side tool loop at each of $RATES req/s, and the agent loop
 # (one 400-token system prompt shared by every conversation) at $AGENT_RATE. Both servers stay
 # up and the steps alternate, so load from other tenants of this shared machine falls on both
 # alike rather than on whichever ran second. Each step has its own seed, so no step's prompts
@@ -82,7 +82,12 @@ compare_steps() {
   }
   step single --prompt-tokens 32 --output-tokens 128 --concurrency 1 --requests 4 --seed 100
   step c16 --prompt-tokens 32 --output-tokens 128 --concurrency 16 --requests 32 --seed 200
-  step ttft --prompt-tokens 512 --output-tokens 1 --concurrency 1 --requests 6 --seed 300
+  # One request at a time, the servers taking turns: six requests in a row to one server and
+  # then six to the other put a slow spell of this shared machine on one of them (this step's
+  # ratio read 1.14-1.15x over 2026-12-04/05, while requests taken in turns gave 1.00x).
+  for k in 1 2 3 4 5 6; do
+    step "ttft-$k" --prompt-tokens 512 --output-tokens 1 --concurrency 1 --requests 1 --seed $((300 + k))
+  done
   for r in $RATES; do
     for k in $(seq 1 "${REPEATS:-1}"); do
       step "tools-$r$( ((k > 1)) && echo "-run$k")" --workload bench/workloads/tool_loop.jsonl \
