@@ -36,7 +36,7 @@ pub struct BenchArgs {
     /// Workload: a JSON-lines file, one request each (see docs/bench.md); `augment` /
     /// `augment:KIND` (KIND: math, qa, ve, chatbot, image, tts) for InferCept's generated
     /// augmentation workload (100 requests unless --requests); or `conveyor` /
-    /// `conveyor:NAME,...` (code, search, plan, validate, calc) for partial tool execution,
+    /// `conveyor:NAME,...` (code, report, search, plan, validate, calc) for partial tool execution,
     /// lazy vs partial, against a tandem server run with --allow-replay and those tools.
     #[arg(long, conflicts_with = "prompt_tokens")]
     pub workload: Option<String>,

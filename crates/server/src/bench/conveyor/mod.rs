@@ -296,7 +296,7 @@ mod tests {
 
     #[test]
     fn parses_all_or_a_subset() {
-        assert_eq!(parse("conveyor", 1.0).unwrap().unwrap().len(), 5);
+        assert_eq!(parse("conveyor", 1.0).unwrap().unwrap().len(), 6);
         let two = parse("conveyor:code, calc", 1.0).unwrap().unwrap();
         assert_eq!(
             two.iter().map(|w| w.name).collect::<Vec<_>>(),

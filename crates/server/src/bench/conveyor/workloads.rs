@@ -21,7 +21,7 @@ pub struct Workload {
     pub replay: Vec<String>,
 }
 
-pub const NAMES: [&str; 5] = ["code", "search", "plan", "validate", "calc"];
+pub const NAMES: [&str; 6] = ["code", "report", "search", "plan", "validate", "calc"];
 
 const ANSWER: &str = "Done: the tool returned its result.";
 
@@ -37,6 +37,7 @@ pub fn all(pace: f64) -> Vec<Workload> {
 pub fn by_name(name: &str, pace: f64) -> Option<Workload> {
     let (tool, args) = match name {
         "code" => ("python", json!({"code": code(pace)})),
+        "report" => ("python", json!({"code": report(pace)})),
         "search" => ("search", json!({"queries": queries()})),
         "plan" => ("plan", plan(pace)),
         "validate" => ("validate", json!({"records": records()})),
@@ -63,20 +64,22 @@ fn paced(seconds: f64, pace: f64) -> String {
     format!("{}", (seconds * pace * 1000.0).round() / 1000.0)
 }
 
-/// Code generation: a script loading eight tables, each load waiting 0.1 s × `pace` on I/O (a
-/// file or service stand-in), then a cheap summary line.
-fn code(pace: f64) -> String {
-    let tables = [
-        ("orders", 400),
-        ("refunds", 60),
-        ("customers", 120),
-        ("products", 80),
-        ("shipments", 300),
-        ("reviews", 200),
-        ("returns", 50),
-        ("invoices", 250),
-    ];
-    let mut lines = vec![
+/// The eight tables the python workloads load, with their row counts.
+const TABLES: [(&str, usize); 8] = [
+    ("orders", 400),
+    ("refunds", 60),
+    ("customers", 120),
+    ("products", 80),
+    ("shipments", 300),
+    ("reviews", 200),
+    ("returns", 50),
+    ("invoices", 250),
+];
+
+/// The python workloads' loader: a wait of 0.1 s × `pace` on I/O (a file or service
+/// stand-in), then the rows.
+fn loader(pace: f64) -> Vec<String> {
+    vec![
         "import time".to_string(),
         String::new(),
         "def load(table, rows):".to_string(),
@@ -86,8 +89,26 @@ fn code(pace: f64) -> String {
         ),
         "    return [(table, i, (i * 37) % 101) for i in range(rows)]".to_string(),
         String::new(),
-    ];
-    for (t, rows) in tables {
+    ]
+}
+
+/// A report: the same loads, each line printing its table's summary as soon as it is loaded,
+/// so the result is known line by line (python publishes its output so far: partial results).
+fn report(pace: f64) -> String {
+    let mut lines = loader(pace);
+    for (t, rows) in TABLES {
+        lines.push(format!(
+            "{t} = load(\"{t}\", {rows}); print(\"{t}:\", len({t}), \"rows, value total\", sum(v for _, _, v in {t}))"
+        ));
+    }
+    lines.join("\n")
+}
+
+/// Code generation: a script loading eight tables, each load waiting 0.1 s × `pace` on I/O (a
+/// file or service stand-in), then a cheap summary line.
+fn code(pace: f64) -> String {
+    let mut lines = loader(pace);
+    for (t, rows) in TABLES {
         lines.push(format!(
             "{t} = load(\"{t}\", {rows})  # all {t} of last quarter"
         ));
