@@ -31,8 +31,9 @@ def figures(out, server, rates, agent_rate):
         return json.loads(path.read_text())["summary"] if path.exists() else None
 
     f = {}
-    if s := load("single"):
-        f["single-stream decode tok/s (1 / mean ITL)"] = 1.0 / s["itl_s"]["mean"]
+    itls = [s["itl_s"]["mean"] for k in range(1, 5) if (s := load(f"single-{k}"))]
+    if itls:
+        f["single-stream decode tok/s (1 / mean ITL), servers in turns"] = 1.0 / statistics.mean(itls)
     if c := load("c16"):
         f["aggregate output tok/s, 16 streams"] = c["output_tok_per_s"]
     ttfts = [t["ttft_s"]["mean"] for k in range(1, 7) if (t := load(f"ttft-{k}"))]

@@ -60,7 +60,8 @@ start_llama() {
 }
 
 # compare_steps OUT NAME_A URL_A NAME_B URL_B: the steps of a side-by-side comparison, each run
-# against A, then B, written to OUT/NAME-STEP.{json,md}: single-stream decode, 16 streams, TTFT
+# against A, then B, written to OUT/NAME-STEP.{json,md}: single-stream decode (four requests, one
+# per step single-1..4), 16 streams, TTFT
 # of a 512-token prompt (six requests, one per step ttft-1..6), the client-side tool loop at each of $RATES req/s, and the agent loop
 # (one 400-token system prompt shared by every conversation) at $AGENT_RATE. Both servers stay
 # up and the steps alternate, so load from other tenants of this shared machine falls on both
@@ -80,7 +81,11 @@ compare_steps() {
         --out "$out/${servers[$i]}-$name" >/dev/null
     done
   }
-  step single --prompt-tokens 32 --output-tokens 128 --concurrency 1 --requests 4 --seed 100
+  # Requests one at a time with the servers in turns (as ttft below): a slow spell of this
+  # shared machine then falls on both.
+  for k in 1 2 3 4; do
+    step "single-$k" --prompt-tokens 32 --output-tokens 128 --concurrency 1 --requests 1 --seed $((100 + k))
+  done
   step c16 --prompt-tokens 32 --output-tokens 128 --concurrency 16 --requests 32 --seed 200
   # One request at a time, the servers taking turns: six requests in a row to one server and
   # then six to the other put a slow spell of this shared machine on one of them (this step's
