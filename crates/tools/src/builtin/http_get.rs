@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use tokio::sync::mpsc::UnboundedReceiver;
 
-use super::utf8_prefix;
+use super::OutputSoFar;
 use crate::arg_events::ArgEvent;
 use crate::defs::ToolDef;
 use crate::runtime::{ResultPrefix, Tool, ToolFuture, ToolOutput};
@@ -55,7 +55,7 @@ async fn fetch(
     } else {
         ResultPrefix::none()
     };
-    let (body, cut) = match read_body(&mut resp, max, &publish).await {
+    let (body, cut) = match read_body(&mut resp, max, publish).await {
         Ok(b) => b,
         Err(e) => return ToolOutput::error(format!("GET {url}: {e}")),
     };
@@ -75,20 +75,16 @@ async fn fetch(
 async fn read_body(
     resp: &mut reqwest::Response,
     max: usize,
-    prefix: &ResultPrefix,
+    prefix: ResultPrefix,
 ) -> reqwest::Result<(Vec<u8>, bool)> {
-    let (mut body, mut published) = (Vec::new(), 0);
+    let (mut body, mut so_far) = (Vec::new(), OutputSoFar::new(prefix));
     while let Some(chunk) = resp.chunk().await? {
         if body.len() + chunk.len() > max {
             body.extend_from_slice(&chunk[..max - body.len()]);
             return Ok((body, true));
         }
         body.extend_from_slice(&chunk);
-        let whole = utf8_prefix(&body);
-        if whole.len() > published {
-            published = whole.len();
-            prefix.publish(whole.to_string());
-        }
+        so_far.update(&body);
     }
     Ok((body, false))
 }

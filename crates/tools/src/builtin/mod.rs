@@ -10,6 +10,8 @@ pub mod validate;
 
 use serde_json::Value;
 
+use crate::runtime::ResultPrefix;
+
 /// The start of a JSON array's compact text holding `items` and possibly more: what a tool
 /// whose result is that array publishes as its result prefix (`runtime::ResultPrefix`).
 pub(crate) fn array_start(items: &[Value]) -> String {
@@ -17,11 +19,35 @@ pub(crate) fn array_start(items: &[Value]) -> String {
     format!("[{}", inner.join(","))
 }
 
-/// The longest prefix of `bytes` that is whole UTF-8 characters: a tool that publishes output
-/// as it reads it (python, http_get) publishes a character split between two reads with the
-/// read that completes it. `String::from_utf8_lossy` of the whole output keeps that prefix as
-/// it is, so it begins the result.
-pub(crate) fn utf8_prefix(bytes: &[u8]) -> &str {
+/// Publishes a tool's output as it is read (python's printed text, http_get's body): the
+/// whole UTF-8 characters read so far, each time they grow.
+pub(crate) struct OutputSoFar {
+    prefix: ResultPrefix,
+    published: usize,
+}
+
+impl OutputSoFar {
+    pub(crate) fn new(prefix: ResultPrefix) -> Self {
+        Self {
+            prefix,
+            published: 0,
+        }
+    }
+
+    /// `bytes` is all the output read so far.
+    pub(crate) fn update(&mut self, bytes: &[u8]) {
+        let whole = utf8_prefix(bytes);
+        if whole.len() > self.published {
+            self.published = whole.len();
+            self.prefix.publish(whole.to_string());
+        }
+    }
+}
+
+/// The longest prefix of `bytes` that is whole UTF-8 characters: a character split between
+/// two reads is published with the read that completes it. `String::from_utf8_lossy` of the
+/// whole output keeps that prefix as it is, so it begins the result.
+fn utf8_prefix(bytes: &[u8]) -> &str {
     match std::str::from_utf8(bytes) {
         Ok(s) => s,
         Err(e) => std::str::from_utf8(&bytes[..e.valid_up_to()]).unwrap_or_default(),

@@ -27,7 +27,7 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::python_fork::{ChildLimits, ForkServer, Forked};
-use super::utf8_prefix;
+use super::OutputSoFar;
 use crate::arg_events::{ArgEvent, PathSeg};
 use crate::defs::ToolDef;
 use crate::runtime::{ResultPrefix, Tool, ToolFuture, ToolOutput};
@@ -140,18 +140,14 @@ async fn read_capped(
     prefix: ResultPrefix,
 ) -> Vec<u8> {
     let (mut buf, mut chunk) = (Vec::new(), [0u8; 8192]);
-    let mut published = 0;
+    let mut so_far = OutputSoFar::new(prefix);
     while let Ok(n) = stdout.read(&mut chunk).await {
         if n == 0 {
             break;
         }
         let room = (cap + 1).saturating_sub(buf.len());
         buf.extend_from_slice(&chunk[..n.min(room)]);
-        let whole = utf8_prefix(&buf[..buf.len().min(cap)]);
-        if whole.len() > published {
-            published = whole.len();
-            prefix.publish(whole.to_string());
-        }
+        so_far.update(&buf[..buf.len().min(cap)]);
     }
     buf
 }
