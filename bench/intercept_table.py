@@ -23,15 +23,17 @@ COLORS = {"min-waste": "#d62728", "preserve": "#1f77b4", "swap": "#2ca02c",
 
 
 def load(run_dir, rates):
-    """Each run's summary, and per completed request (by id): latency, tool time, server
-    time (latency minus tool time) and normalized latency (server time per output token)."""
-    runs, latencies = {}, {}
+    """Each run's summary; per completed request (by id): latency, tool time, server time
+    (latency minus tool time) and normalized latency (server time per output token); and each
+    run's first errors (the bench reports keep up to 20), as (name, rate, errors)."""
+    runs, latencies, errors = {}, {}, []
     for name in NAMES:
         for r in rates:
             path = os.path.join(run_dir, f"{name}-{r}.json")
             if os.path.exists(path):
                 report = json.load(open(path))
                 runs.setdefault(name, {})[r] = report["summary"]
+                errors.append((name, r, report.get("first_errors", [])))
                 done = [q for q in report.get("requests", []) if q["ok"]]
                 server = {q["id"]: max(q["latency_s"] - q["tool_time_s"], 0) for q in done}
                 latencies.setdefault(name, {})[r] = {
@@ -40,7 +42,7 @@ def load(run_dir, rates):
                     "server": server,
                     "normalized": {q["id"]: server[q["id"]] / q["output_tokens"]
                                    for q in done if q["output_tokens"] > 0}}
-    return runs, latencies
+    return runs, latencies, errors
 
 
 def paired_ratio(num, den, draws=4000, seed=1):
@@ -60,15 +62,10 @@ def paired_ratio(num, den, draws=4000, seed=1):
     return sum(a) / sum(b), ratios[int(0.025 * draws)], ratios[int(0.975 * draws) - 1]
 
 
-def first_errors(run_dir, rates):
-    """Markdown lines naming each run's failed requests' first error (the bench reports keep
-    up to 20), so a failure is read as the server's or the client's."""
-    lines = []
-    for name in NAMES:
-        for r in rates:
-            path = os.path.join(run_dir, f"{name}-{r}.json")
-            errors = json.load(open(path)).get("first_errors", []) if os.path.exists(path) else []
-            lines += [f"- {name} @ {r}: {e}" for e in errors[:3]]
+def first_errors(errors):
+    """Markdown lines naming each run's failed requests' first errors (`load`'s third
+    value), so a failure is read as the server's or the client's."""
+    lines = [f"- {name} @ {r}: {e}" for name, r, es in errors for e in es[:3]]
     return ["Failed requests (first errors):", *lines, ""] if lines else []
 
 
@@ -222,7 +219,7 @@ def main():
     command = sys.argv[6] if len(sys.argv) > 6 else "bench/intercept-policies.sh"
     setup = sys.argv[7] if len(sys.argv) > 7 else "model SmolLM2-135M-Instruct Q4_1 · 16 sequences × 2048 cells"
     simulated = "simulate" in command
-    runs, latencies = load(run_dir, rates)
+    runs, latencies, errors = load(run_dir, rates)
     t = targets(runs, latencies, rates, limit)
     machine = f"{cpu_name()}, {os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}"
     speed = None if simulated else machine_speed(run_dir)
@@ -237,7 +234,7 @@ def main():
           f"a run is 'saturated' when a request failed or mean normalized latency exceeds {limit} s/token "
           + ("(every rate was run: SWEEP_ALL)." if "SWEEP_ALL=1" in command
            else "(the sweep of that server stops there)."), "",
-          table(runs, rates, limit), "", *first_errors(run_dir, rates), "Targets:", "```", json.dumps(t, indent=1), "```", "",
+          table(runs, rates, limit), "", *first_errors(errors), "Targets:", "```", json.dumps(t, indent=1), "```", "",
           f"![normalized latency against rate]({os.path.basename(prefix)}.svg)"]
     open(prefix + ".md", "w").write("\n".join(md) + "\n")
 
