@@ -30,13 +30,17 @@ def figures(out, server, rates, agent_rate):
         path = out / f"{server}-{step}.json"
         return json.loads(path.read_text())["summary"] if path.exists() else None
 
+    def in_turns(step):
+        """The summaries of the one-request steps STEP-1, STEP-2, ... (`in_turns` in lib.sh)."""
+        return list(itertools.takewhile(bool, (load(f"{step}-{k}") for k in itertools.count(1))))
+
     f = {}
-    itls = [s["itl_s"]["mean"] for k in range(1, 5) if (s := load(f"single-{k}"))]
+    itls = [s["itl_s"]["mean"] for s in in_turns("single")]
     if itls:
         f["single-stream decode tok/s (1 / mean ITL), servers in turns"] = 1.0 / statistics.mean(itls)
     if c := load("c16"):
         f["aggregate output tok/s, 16 streams"] = c["output_tok_per_s"]
-    ttfts = [t["ttft_s"]["mean"] for k in range(1, 7) if (t := load(f"ttft-{k}"))]
+    ttfts = [t["ttft_s"]["mean"] for t in in_turns("ttft")]
     if ttfts:
         f[f"TTFT median of {len(ttfts)}, 512-token prompt, servers in turns (ms)"] = statistics.median(ttfts) * 1e3
     for r in rates:

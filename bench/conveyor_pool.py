@@ -40,12 +40,6 @@ def t975(df):
     return T975[keys[-1]] if df <= 120 else 1.960
 
 
-def runs(path, workload, load):
-    """The lazy/partial pairs of the report at `path` (see `pairs_in`)."""
-    with open(path) as f:
-        return pairs_in(json.load(f), workload, load)
-
-
 def pairs_in(report, workload, load):
     """A loaded report's lazy/partial pairs, [(lazy marks, partial marks)] one per repetition
     (alone) or round (under load), in the order they ran; None when it lacks them."""

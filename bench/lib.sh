@@ -61,8 +61,8 @@ start_llama() {
 
 # compare_steps OUT NAME_A URL_A NAME_B URL_B: the steps of a side-by-side comparison, each run
 # against A, then B, written to OUT/NAME-STEP.{json,md}: single-stream decode (four requests, one
-# per step single-1..4), 16 streams, TTFT
-# of a 512-token prompt (six requests, one per step ttft-1..6), the client-side tool loop at each of $RATES req/s, and the agent loop
+# per step single-1..4), 16 streams, TTFT of a 512-token prompt (six requests, one per step
+# ttft-1..6), the client-side tool loop at each of $RATES req/s, and the agent loop
 # (one 400-token system prompt shared by every conversation) at $AGENT_RATE. Both servers stay
 # up and the steps alternate, so load from other tenants of this shared machine falls on both
 # alike rather than on whichever ran second. Each step has its own seed, so no step's prompts
@@ -81,18 +81,19 @@ compare_steps() {
         --out "$out/${servers[$i]}-$name" >/dev/null
     done
   }
-  # Requests one at a time with the servers in turns (as ttft below): a slow spell of this
-  # shared machine then falls on both.
-  for k in 1 2 3 4; do
-    step "single-$k" --prompt-tokens 32 --output-tokens 128 --concurrency 1 --requests 1 --seed $((100 + k))
-  done
+  # in_turns NAME N SEED [bench flags...]: N one-request steps NAME-1..N (seeds SEED+1..SEED+N),
+  # so the servers take turns request by request: N requests in a row to one server and then
+  # N to the other put a slow spell of this shared machine on one of them (the TTFT step read
+  # 1.14-1.15x so over 2026-12-04/05, while requests taken in turns gave 1.00x).
+  in_turns() {
+    local name=$1 n=$2 first=$3 k; shift 3
+    for k in $(seq 1 "$n"); do
+      step "$name-$k" "$@" --concurrency 1 --requests 1 --seed $((first + k))
+    done
+  }
+  in_turns single 4 100 --prompt-tokens 32 --output-tokens 128
   step c16 --prompt-tokens 32 --output-tokens 128 --concurrency 16 --requests 32 --seed 200
-  # One request at a time, the servers taking turns: six requests in a row to one server and
-  # then six to the other put a slow spell of this shared machine on one of them (this step's
-  # ratio read 1.14-1.15x over 2026-12-04/05, while requests taken in turns gave 1.00x).
-  for k in 1 2 3 4 5 6; do
-    step "ttft-$k" --prompt-tokens 512 --output-tokens 1 --concurrency 1 --requests 1 --seed $((300 + k))
-  done
+  in_turns ttft 6 300 --prompt-tokens 512 --output-tokens 1
   for r in $RATES; do
     for k in $(seq 1 "${REPEATS:-1}"); do
       step "tools-$r$( ((k > 1)) && echo "-run$k")" --workload bench/workloads/tool_loop.jsonl \
